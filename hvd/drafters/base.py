@@ -1,0 +1,53 @@
+"""The drafter interface: the only thing the decode loop knows about a drafter."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from hvd.types import Draft
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a drafter needs from the target and what it returns."""
+
+    needs_hidden_states: tuple[int, ...] = ()  # target layers whose hidden states it reads
+    returns_probs: bool = False  # drafts carry the distribution q they were sampled from
+    tree: bool = False  # may propose branching trees, not only chains
+
+
+@dataclass
+class DecodeContext:
+    """What a drafter may read at a step. `tokens` is prompt + committed output."""
+
+    tokens: list[int]
+    prompt_len: int
+    max_draft: int  # never propose deeper than this (remaining budget already applied)
+    hidden: Optional[dict[int, torch.Tensor]] = None  # layer -> (seq, hidden) for the committed tokens
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """Proposes drafts and learns from what the target verified.
+
+    Request lifecycle: ``begin`` once with the prompt, then per step ``propose`` and
+    ``observe`` (with the tokens committed that step, accepted + bonus), then ``end``
+    with the whole output. A drafter never sees the target's logits.
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    def begin(self, prompt: Sequence[int]) -> None: ...
+
+    def propose(self, ctx: DecodeContext) -> Draft: ...
+
+    def observe(self, committed: Sequence[int]) -> None: ...
+
+    def end(self, output: Sequence[int]) -> None: ...

@@ -1,0 +1,273 @@
+"""Engine, Result and the one decode loop that every method runs through.
+
+One step: the drafter proposes a tree after the committed tokens; the target scores the root
+(the last committed token) and every draft node in one forward; verification keeps the longest
+accepted path and adds the bonus token; the cache is compacted to that path; each committed
+token goes through the same stop checks as plain decoding, so output ends exactly where `ar`
+ends. `ar` is this loop with no drafter (an empty draft every step).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+
+from hvd.drafters import registry
+from hvd.drafters.base import DecodeContext, Drafter
+from hvd.target import HFTarget, Target
+from hvd.types import Draft, GenerationStats, StepStats
+from hvd.verify import SamplingParams, sample_token, target_probs, verify_greedy, verify_sampling
+
+Messages = list[dict]
+PromptLike = Union[str, Messages]
+
+
+class InputError(ValueError):
+    """Bad request input; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    sampling: SamplingParams = SamplingParams()
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    text: str
+    token_ids: list[int]
+    stats: GenerationStats
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "token_ids": self.token_ids, "stats": self.stats.to_dict()}
+
+
+@dataclass
+class Chunk:
+    """A streamed piece: new text and the token ids committed by one step."""
+
+    text: str
+    token_ids: list[int]
+    result: Optional[Result] = None  # set on the last chunk
+
+
+@dataclass
+class _Stopper:
+    """Plain decoding's stop rules, applied one token at a time."""
+
+    tokenizer: object
+    eos: frozenset[int]
+    stop: tuple[str, ...]
+    limit: int  # max new tokens, context window applied
+    out: list[int] = field(default_factory=list)
+    reason: Optional[str] = None
+    stop_at: Optional[int] = None  # char offset where a stop string starts
+
+    def push(self, token: int) -> bool:
+        """Append a token; True once generation must end (the token is kept)."""
+        self.out.append(token)
+        if token in self.eos:
+            self.reason = "eos"
+        elif self.stop and self._hit_stop():
+            self.reason = "stop"
+        elif len(self.out) >= self.limit:
+            self.reason = "length"
+        return self.reason is not None
+
+    def _hit_stop(self) -> bool:
+        text = self.tokenizer.decode(self.out, skip_special_tokens=True)
+        hits = [text.find(s) for s in self.stop if s in text]
+        if hits:
+            self.stop_at = min(hits)
+        return bool(hits)
+
+    def text(self) -> str:
+        text = self.tokenizer.decode(self.out, skip_special_tokens=True)
+        return text if self.stop_at is None else text[: self.stop_at]
+
+
+class Engine:
+    """A target model and its tokenizer, ready to generate with any registered method."""
+
+    def __init__(self, target: Target, tokenizer) -> None:
+        self.target = target
+        self.tokenizer = tokenizer
+        self._drafters: dict[str, Drafter] = {}  # one per method: global state lives across requests
+        eos = getattr(getattr(target, "model", None), "generation_config", None)
+        ids = getattr(eos, "eos_token_id", None) if eos is not None else None
+        ids = ids if isinstance(ids, list) else [ids if ids is not None else tokenizer.eos_token_id]
+        self.eos_ids = frozenset(int(i) for i in ids if i is not None)
+
+    @classmethod
+    def load(cls, model: Optional[str] = None, device: Optional[str] = None) -> "Engine":
+        from hvd import models
+
+        torch.set_num_threads(max(torch.get_num_threads(), 1))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        lm, tok = models.load(model, device)
+        return cls(HFTarget(lm), tok)
+
+    # ---- input -----------------------------------------------------------------------
+    def encode(self, prompt: PromptLike) -> list[int]:
+        """Token ids of a prompt: a bare string is sent as one user message."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        _check_messages(messages)
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = self.tokenizer.encode("\n".join(m["content"] for m in messages))
+        return [int(i) for i in ids]
+
+    def drafter(self, method: str) -> Optional[Drafter]:
+        m = registry.get(method)
+        if m.make is None:
+            return None
+        if method not in self._drafters:
+            self._drafters[method] = m.make()
+        return self._drafters[method]
+
+    # ---- generation --------------------------------------------------------------------
+    def generate(self, prompt: PromptLike, method: str = "suffix", **kwargs) -> Result:
+        chunk = None
+        for chunk in self.stream(prompt, method, **kwargs):
+            pass
+        assert chunk is not None and chunk.result is not None
+        return chunk.result
+
+    def stream(
+        self,
+        prompt: PromptLike,
+        method: str = "suffix",
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: Optional[int] = None,
+        stop: Sequence[str] = (),
+        drafter: Optional[Drafter] = None,
+    ) -> Iterator[Chunk]:
+        """Yield text as tokens are committed; the last chunk carries the Result.
+
+        `drafter` overrides the method's registered drafter (tests, the oracle)."""
+        cfg = _make_config(max_new_tokens, temperature, top_p, top_k, seed, stop)
+        chosen = drafter if drafter is not None else self.drafter(method)
+        if drafter is not None:
+            method = getattr(drafter, "name", method)
+        ids = prompt if _is_token_ids(prompt) else self.encode(prompt)
+        if len(ids) >= self.target.max_context:
+            raise InputError(
+                f"prompt is {len(ids)} tokens; the model's context window is {self.target.max_context}"
+            )
+        yield from self._decode(list(ids), method, chosen, cfg)
+
+    def _decode(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig) -> Iterator[Chunk]:
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+        limit = min(cfg.max_new_tokens, self.target.max_context - len(ids))
+        stopper = _Stopper(self.tokenizer, self.eos_ids, cfg.stop, limit)
+        stats = GenerationStats(method=method, prompt_tokens=len(ids))
+        pick = _picker(cfg.sampling, gen)
+
+        first = pick(self.target.prefill(ids))
+        stats.prefill_seconds = time.perf_counter() - t0
+        done = stopper.push(first)
+        shown = ""
+        shown = yield from self._emit(stopper, [first], shown, done)
+        seq = ids + [first]
+        if drafter is not None and not done:
+            drafter.begin(ids)
+            drafter.observe([first])
+        while not done:
+            budget = stopper.limit - len(stopper.out) - 1  # draft tokens that can still be used
+            t1 = time.perf_counter()
+            draft = Draft.empty()
+            if drafter is not None and budget > 0:
+                draft = drafter.propose(DecodeContext(seq, len(ids), budget)).truncate(budget)
+            t2 = time.perf_counter()
+            logits = self.target.verify(seq[-1], draft)  # (1 + n, vocab)
+            if cfg.sampling.greedy:
+                path, bonus = verify_greedy(logits, draft)
+            else:
+                path, bonus = verify_sampling(logits, draft, cfg.sampling, gen)
+            self.target.commit(path)
+            t3 = time.perf_counter()
+            committed = [draft.tokens[i] for i in path] + [bonus]
+            stats.steps.append(StepStats(method if drafter else "ar", len(draft), len(path), t2 - t1, t3 - t2))
+            kept = []
+            for tok in committed:
+                kept.append(tok)
+                if stopper.push(tok):
+                    done = True
+                    break
+            seq.extend(kept)
+            if drafter is not None:
+                drafter.observe(kept)
+            shown = yield from self._emit(stopper, kept, shown, done)
+        if drafter is not None:
+            drafter.end(stopper.out)
+        stats.new_tokens = len(stopper.out)
+        stats.finish_reason = stopper.reason or "length"
+        stats.wall_seconds = time.perf_counter() - t0
+        yield Chunk("", [], Result(stopper.text(), list(stopper.out), stats))
+
+    def _emit(self, stopper: _Stopper, tokens: list[int], shown: str, done: bool):
+        """Yield the newly visible text (held back while it may still be a stop string's start)."""
+        text = stopper.text()
+        if not done:
+            text = text[: len(text) - _holdback(text, stopper.stop)]
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the rest
+                text = text[:-1]
+        if len(text) > len(shown) and text.startswith(shown):
+            yield Chunk(text[len(shown):], tokens)
+            return text
+        if tokens:
+            yield Chunk("", tokens)
+        return shown
+
+
+def _holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if s.startswith(text[-k:]):
+                best = k
+                break
+    return best
+
+
+def _picker(params: SamplingParams, gen: torch.Generator):
+    if params.greedy:
+        return lambda logits: int(logits.argmax())
+    return lambda logits: sample_token(target_probs(logits, params), gen)
+
+
+def _is_token_ids(prompt) -> bool:
+    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(isinstance(t, int) for t in prompt)
+
+
+def _check_messages(messages) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InputError("prompt is empty")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InputError('messages must be a list of {"role": str, "content": str} objects')
+    if not any(m["content"].strip() for m in messages):
+        raise InputError("prompt is empty")
+
+
+def _make_config(max_new_tokens, temperature, top_p, top_k, seed, stop) -> GenerationConfig:
+    if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+    if temperature < 0:
+        raise InputError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise InputError(f"top_k must be >= 0, got {top_k}")
+    return GenerationConfig(max_new_tokens, SamplingParams(float(temperature), float(top_p), int(top_k)), seed, tuple(stop))

@@ -1,0 +1,143 @@
+"""The target model: prefill, one forward over a draft tree, KV rollback to the accepted path.
+
+The decode loop only sees the `Target` protocol; `HFTarget` is its first implementation
+(any Hugging Face causal LM). A lean static-cache Llama implementation can slot in later.
+
+Cache convention: after `prefill(prompt)` the KV cache holds the whole prompt and the
+logits predict the first new token. Each `verify(root, draft)` appends the root (the last
+committed token, whose KV is not cached yet) and every draft node; `commit(path)` then keeps
+the root plus the accepted nodes `path`, in order, and drops everything else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import torch
+
+from hvd.types import Draft
+
+
+class Target(Protocol):
+    vocab_size: int
+    max_context: int  # positions the model can attend over
+
+    @property
+    def cached_len(self) -> int: ...
+
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor: ...  # (vocab,) logits after the prompt
+
+    def verify(self, root: int, draft: Draft) -> torch.Tensor: ...  # (1 + n, vocab) logits
+
+    def commit(self, path: Sequence[int]) -> None: ...
+
+    def hidden(self) -> dict[int, torch.Tensor]: ...  # layer -> (cached_len, hidden) of committed tokens
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    hidden_layers: tuple[int, ...] = ()  # layers whose hidden states to keep (0 = embeddings)
+
+
+def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (1, 1, 1+n, past+1+n) for the root followed by a draft tree.
+
+    Row i may see the whole past, the root and its own ancestors (itself included).
+    """
+    n = len(parents) + 1  # the root is node 0; draft node j is node j + 1
+    allowed = torch.zeros(n, n, dtype=torch.bool)  # (1+n, 1+n)
+    allowed[0, 0] = True
+    for j, p in enumerate(parents, start=1):
+        allowed[j] = allowed[p + 1]  # parent -1 maps to the root row 0
+        allowed[j, j] = True
+    block = torch.zeros(n, n, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    mask = torch.cat([torch.zeros(n, past, dtype=dtype), block], dim=1)  # (1+n, past+1+n)
+    return mask[None, None]
+
+
+def _is_chain(parents: Sequence[int]) -> bool:
+    return all(p == i - 1 for i, p in enumerate(parents))
+
+
+class HFTarget:
+    """A transformers causal LM behind the `Target` protocol (batch 1)."""
+
+    def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
+        from transformers import DynamicCache  # transformers specifics stay in this class
+
+        self._cache_cls = DynamicCache
+        self.model = model
+        self.config = config
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.vocab_size: int = model.config.vocab_size
+        self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
+        self._cache = None
+        self._len = 0  # tokens whose KV is in the cache
+        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
+        self._hidden: dict[int, torch.Tensor] = {}
+
+    @property
+    def cached_len(self) -> int:
+        return self._len
+
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        self._cache = self._cache_cls(config=self.model.config)
+        x = torch.tensor([list(ids)], device=self.device)  # (1, L)
+        out = self._forward(x, None, None)
+        self._len = len(ids)
+        self._hidden = {l: h[0] for l, h in self._take_hidden(out).items()}
+        return out.logits[0, -1].float()
+
+    @torch.inference_mode()
+    def verify(self, root: int, draft: Draft) -> torch.Tensor:
+        past = self._len
+        x = torch.tensor([[root, *draft.tokens]], device=self.device)  # (1, 1+n)
+        if _is_chain(draft.parents):
+            mask = pos = None  # the model's own causal mask and positions
+        else:
+            mask = tree_attention_mask(draft.parents, past, self.dtype).to(self.device)
+            depth = torch.tensor([0, *draft.depths()], device=self.device)
+            pos = (past + depth)[None]  # (1, 1+n)
+        out = self._forward(x, mask, pos)
+        self._pending_hidden = self._take_hidden(out)
+        return out.logits[0].float()
+
+    def commit(self, path: Sequence[int]) -> None:
+        """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
+        past = self._len
+        keep = [0, *(i + 1 for i in path)]  # rows of the last verify forward to keep
+        if keep == list(range(len(keep))):
+            drop = self._cache.get_seq_length() - past - len(keep)
+            if drop:
+                self._cache.crop(-drop)  # transformers 5: a negative count drops that many tokens
+        else:
+            idx = torch.tensor([past + k for k in keep], device=self.device)
+            for layer in self._cache.layers:
+                layer.keys = torch.cat([layer.keys[:, :, :past], layer.keys[:, :, idx]], dim=2)
+                layer.values = torch.cat([layer.values[:, :, :past], layer.values[:, :, idx]], dim=2)
+        self._len = past + len(keep)
+        if self._pending_hidden:
+            rows = torch.tensor(keep, device=self.device)
+            for l, h in self._pending_hidden.items():
+                self._hidden[l] = torch.cat([self._hidden[l], h[0, rows]], dim=0)
+
+    def hidden(self) -> dict[int, torch.Tensor]:
+        return self._hidden
+
+    def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor]):
+        want_hidden = bool(self.config.hidden_layers)
+        return self.model(
+            input_ids=x,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=self._cache,
+            use_cache=True,
+            output_hidden_states=want_hidden,
+        )
+
+    def _take_hidden(self, out) -> dict[int, torch.Tensor]:
+        if not self.config.hidden_layers:
+            return {}
+        return {l: out.hidden_states[l] for l in self.config.hidden_layers}  # layer -> (1, T, hidden)

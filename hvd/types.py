@@ -1,0 +1,141 @@
+"""Shared value types of one decode step.
+
+Terms, defined once for the whole project
+-----------------------------------------
+draft      Tokens a drafter proposes after the last committed token, as a tree:
+           ``tokens[i]`` hangs under ``parents[i]`` (``-1`` = the last committed token,
+           the *root*). A chain is the tree ``parents = [-1, 0, 1, ...]``.
+accepted   Draft tokens the target confirmed in one verification forward (0 .. depth).
+bonus      The one token the target itself produces after the accepted path, always
+           exactly one per verification forward.
+tau (τ)    Mean accepted length = new tokens / target verification forwards
+           = mean over steps of (accepted + 1). ``ar`` has τ = 1.0.
+step       One target verification forward (prefill excluded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A token tree proposed by a drafter. Nodes are in topological order."""
+
+    tokens: tuple[int, ...]  # (n,) proposed token ids
+    parents: tuple[int, ...]  # (n,) index of each node's parent in `tokens`; -1 = root
+    probs: Optional[torch.Tensor] = None  # (n, vocab) drafter distribution q that sampled each node; None = deterministic
+    features: dict[str, float] = field(default_factory=dict)  # e.g. match_length, score (for the hybrid predictor)
+
+    def __post_init__(self) -> None:
+        if len(self.tokens) != len(self.parents):
+            raise ValueError("draft tokens and parents differ in length")
+        for i, p in enumerate(self.parents):
+            if not -1 <= p < i:
+                raise ValueError(f"draft node {i} has parent {p}: parents must precede children")
+
+    @staticmethod
+    def chain(tokens: Sequence[int], **features: float) -> "Draft":
+        toks = tuple(int(t) for t in tokens)
+        return Draft(toks, tuple(range(-1, len(toks) - 1)), None, dict(features))
+
+    @staticmethod
+    def empty() -> "Draft":
+        return Draft((), ())
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def depths(self) -> list[int]:
+        """Depth of each node (a child of the root has depth 1)."""
+        d: list[int] = []
+        for p in self.parents:
+            d.append(1 if p < 0 else d[p] + 1)
+        return d
+
+    def max_depth(self) -> int:
+        return max(self.depths(), default=0)
+
+    def truncate(self, max_depth: int) -> "Draft":
+        """Drop nodes deeper than `max_depth` (keeps topological order and indices compact)."""
+        if self.max_depth() <= max_depth:
+            return self
+        depth = self.depths()
+        keep = [i for i in range(len(self)) if depth[i] <= max_depth]
+        new_index = {old: new for new, old in enumerate(keep)}
+        parents = tuple(-1 if self.parents[i] < 0 else new_index[self.parents[i]] for i in keep)
+        probs = None if self.probs is None else self.probs[keep]
+        return Draft(tuple(self.tokens[i] for i in keep), parents, probs, self.features)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one verification step did."""
+
+    drafter: str  # name of the drafter that proposed (``ar`` when none)
+    draft_len: int  # nodes in the draft tree
+    accepted: int  # draft tokens accepted (the bonus token is not counted)
+    draft_seconds: float
+    verify_seconds: float
+
+
+@dataclass
+class GenerationStats:
+    """Statistics of one generation. See the module docstring for the terms."""
+
+    method: str
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    prefill_seconds: float = 0.0  # prompt forward, which yields the first new token
+    wall_seconds: float = 0.0  # whole request, prefill included
+    steps: list[StepStats] = field(default_factory=list)
+    finish_reason: str = "length"  # length | eos | stop
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.steps)
+
+    @property
+    def decode_seconds(self) -> float:
+        return max(self.wall_seconds - self.prefill_seconds, 0.0)
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """τ: tokens produced by verification steps per step (1.0 for ``ar``)."""
+        decoded = self.new_tokens - 1  # the first token comes from prefill
+        return decoded / self.n_steps if self.n_steps else 1.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode rate: tokens after the first ÷ seconds after the first token."""
+        decoded = self.new_tokens - 1
+        return decoded / self.decode_seconds if decoded > 0 and self.decode_seconds > 0 else 0.0
+
+    @property
+    def draft_seconds(self) -> float:
+        return sum(s.draft_seconds for s in self.steps)
+
+    @property
+    def verify_seconds(self) -> float:
+        return sum(s.verify_seconds for s in self.steps)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "steps": self.n_steps,
+            "mean_accepted_length": self.mean_accepted_length,
+            "tokens_per_second": self.tokens_per_second,
+            "prefill_seconds": self.prefill_seconds,
+            "decode_seconds": self.decode_seconds,
+            "wall_seconds": self.wall_seconds,
+            "draft_seconds": self.draft_seconds,
+            "verify_seconds": self.verify_seconds,
+            "draft_share": self.draft_seconds / self.decode_seconds if self.decode_seconds else 0.0,
+            "finish_reason": self.finish_reason,
+            "accepted_per_step": [s.accepted for s in self.steps],
+            "drafter_per_step": [s.drafter for s in self.steps],
+        }

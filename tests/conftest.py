@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny random Llama and a character tokenizer, built from configs (no download)."""
+from __future__ import annotations
+
+import random
+import string
+from typing import Sequence
+
+import pytest
+import torch
+
+from hvd.drafters.base import Capabilities, DecodeContext
+from hvd.engine import Engine
+from hvd.target import HFTarget
+from hvd.types import Draft
+
+CHARS = string.ascii_lowercase + string.digits + " .,:;()[]{}\n_=+-*/<>!?'\"#"
+
+
+def char_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+VOCAB = len(CHARS) + 1
+
+
+def tiny_llama(seed: int = 0, sharpness: float = 1.0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=False, initializer_range=0.5, eos_token_id=0, bos_token_id=0,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)  # > 1: peakier next-token distributions
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_engine() -> Engine:
+    engine = Engine(HFTarget(tiny_llama()), char_tokenizer())
+    engine.eos_ids = frozenset()  # random weights emit <eos> early; EOS tests set their own
+    return engine
+
+
+class ScriptedDrafter:
+    """Adversarial drafters for tests, chosen by `mode`:
+
+    random   random trees of random tokens
+    wrong    chains of tokens that differ from the reference continuation
+    right    the reference continuation, ignoring the remaining budget (`overshoot` extra)
+    """
+
+    capabilities = Capabilities(tree=True)
+
+    def __init__(self, mode: str, reference: Sequence[int] = (), seed: int = 0, size: int = 8, overshoot: int = 0):
+        self.name, self.mode, self.reference = mode, mode, list(reference)
+        self.rng, self.size, self.overshoot = random.Random(seed), size, overshoot
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        pass
+
+    def propose(self, ctx: DecodeContext) -> Draft:
+        done = len(ctx.tokens) - ctx.prompt_len
+        if self.mode == "random":
+            n = self.rng.randint(0, self.size)
+            parents = [self.rng.randint(-1, i - 1) for i in range(n)]
+            return Draft(tuple(self.rng.randrange(VOCAB) for _ in range(n)), tuple(parents))
+        truth = self.reference[done : done + ctx.max_draft + self.overshoot]
+        if self.mode == "wrong":
+            return Draft.chain([(t + 1 + self.rng.randrange(VOCAB - 1)) % VOCAB for t in truth])
+        return Draft.chain(truth)
+
+    def observe(self, committed: Sequence[int]) -> None:
+        pass
+
+    def end(self, output: Sequence[int]) -> None:
+        pass
