@@ -154,7 +154,7 @@ class Engine:
         """Yield text as tokens are committed; the last chunk carries the Result.
 
         `drafter` overrides the method's registered drafter (tests, the oracle)."""
-        cfg = _make_config(max_new_tokens, temperature, top_p, top_k, seed, stop)
+        cfg = make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop)
         chosen = drafter if drafter is not None else self.drafter(method)
         if drafter is not None:
             method = getattr(drafter, "name", method)
@@ -261,7 +261,7 @@ def _check_messages(messages) -> None:
         raise InputError("prompt is empty")
 
 
-def _make_config(max_new_tokens, temperature, top_p, top_k, seed, stop) -> GenerationConfig:
+def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop) -> GenerationConfig:
     if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
     if temperature < 0:

@@ -88,11 +88,19 @@ def local_model_dir(path: Path) -> Path:
     return dest
 
 
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def load(model: Optional[str], device: str = "cpu"):
     """(model, tokenizer) for a model path (None = the default), in float32, eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     directory = local_model_dir(resolve(model))
     try:
         tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)

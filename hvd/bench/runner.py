@@ -1,0 +1,84 @@
+"""Run methods on prompts, interleaved round-robin, and collect timed runs.
+
+Fairness rules: every method sees the same token ids and the same max_new_tokens; one warm-up
+generation is excluded; within a repeat the methods run back to back on one prompt (the order
+rotates between repeats, `ar` first in the first one so the oracle has its reference); each
+speculative drafter is made fresh per generation, so nothing learnt from one repeat of a
+prompt helps the next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from hvd.bench.peers import PEERS, Run
+from hvd.drafters import registry
+from hvd.drafters.oracle import OracleDrafter
+from hvd.engine import Engine
+
+ORACLE = "oracle"
+
+
+def known_methods() -> list[str]:
+    return [*registry.METHODS, ORACLE, *PEERS]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    methods: tuple[str, ...]
+    repeats: int = 1
+    max_new_tokens: Optional[int] = None  # None: each prompt's own
+
+
+@dataclass
+class PromptRuns:
+    """All timed runs of every method on one prompt."""
+
+    prompt_id: str
+    dataset: str
+    reference: list[int]  # `ar` greedy output: the exactness and oracle reference
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    unknown = [m for m in methods if m not in known_methods()]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(known_methods())}")
+
+
+def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int]) -> Run:
+    if method in PEERS:
+        return PEERS[method](engine.target.model, ids, n, engine.eos_ids)
+    if method == ORACLE:
+        drafter = OracleDrafter(reference)
+    else:
+        make = registry.get(method).make
+        drafter = make() if make else None
+    res = engine.generate(ids, method=method, max_new_tokens=n, drafter=drafter)
+    s = res.stats
+    return Run(res.token_ids, s.prefill_seconds, s.wall_seconds, s.n_steps, s.draft_seconds)
+
+
+def run_prompt(engine: Engine, prompt, cfg: BenchConfig, tick: Callable[[], None] = lambda: None) -> PromptRuns:
+    ids = engine.encode(list(prompt.messages))
+    n = cfg.max_new_tokens or prompt.max_new_tokens
+    methods = ["ar", *[m for m in cfg.methods if m != "ar"]]
+    out = PromptRuns(prompt.id, prompt.dataset, [], {m: [] for m in methods})
+    for r in range(cfg.repeats):
+        order = methods if r == 0 else methods[r % len(methods):] + methods[: r % len(methods)]
+        for m in order:
+            run = run_once(engine, m, ids, n, out.reference)
+            if m == "ar" and r == 0:
+                out.reference = run.token_ids
+            out.runs[m].append(run)
+            tick()
+    return out
+
+
+def run_bench(engine: Engine, prompts: Sequence, cfg: BenchConfig, tick: Callable[[], None] = lambda: None) -> list[PromptRuns]:
+    check_methods(cfg.methods)
+    if prompts:  # warm-up, excluded: first-call allocations, lazy imports, JIT compiles
+        ids = engine.encode(list(prompts[0].messages))
+        for m in {"ar", *cfg.methods}:
+            run_once(engine, m, ids, 4, [])
+    return [run_prompt(engine, p, cfg, tick) for p in prompts]

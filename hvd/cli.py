@@ -1,0 +1,185 @@
+"""The `hvd` command line: generate, chat, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hvd.drafters import registry
+
+DEMO_METHOD = "suffix"
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + traceback
+        raise CliError(message)
+
+
+def _methods_help() -> str:
+    return "methods:\n" + "\n".join(f"  {m.name:<10} {m.help}" for m in registry.METHODS.values())
+
+
+def _add_decoding_args(p: argparse.ArgumentParser, default_method: str = DEMO_METHOD) -> None:
+    p.add_argument("--method", default=default_method, help=f"decoding method (default {default_method}): " + ", ".join(registry.METHODS))
+    p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hvd", description="Lossless speculative decoding.", epilog=_methods_help(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    g = sub.add_parser("generate", help="generate a completion for one prompt")
+    g.add_argument("prompt", nargs="?", help="sent as one user message")
+    g.add_argument("--messages", type=Path, help='JSON file: a list of {"role", "content"} objects')
+    g.add_argument("--json", action="store_true", help="print one JSON object with text, token_ids and stats")
+    _add_decoding_args(g)
+    c = sub.add_parser("chat", help="interactive chat, streaming tokens as they are accepted")
+    _add_decoding_args(c)
+    d = sub.add_parser("demo", help="one agentic edit prompt decoded with ar and the best method")
+    d.add_argument("--model", default=None)
+    d.add_argument("--max-new-tokens", type=int, default=200)
+    b = sub.add_parser("bench", help="benchmark methods and peers on real workloads")
+    b.add_argument("--suite", action="append", help="suite name (repeatable) or 'all' (default agentic-edit)")
+    b.add_argument("--prompts", type=Path, help="custom JSONL prompts file")
+    b.add_argument("--methods", default="ar,pld,suffix,oracle,hf,hf-pld", help="comma-separated methods and peers")
+    b.add_argument("--limit", type=int, default=None, help="prompts per suite")
+    b.add_argument("--max-new-tokens", type=int, default=None, help="override each prompt's own")
+    b.add_argument("--repeats", type=int, default=1)
+    b.add_argument("--json", help="write results JSON here")
+    b.add_argument("--plot", help="write a PNG bar chart here")
+    b.add_argument("--model", default=None)
+    return parser
+
+
+def _read_messages(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}")
+    except json.JSONDecodeError as e:
+        raise CliError(f"{path} is not valid JSON: {e}")
+    ok = isinstance(data, list) and data and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in data
+    )
+    if not ok:
+        raise CliError(f'{path} must hold a non-empty JSON list of {{"role": str, "content": str}} objects')
+    return data
+
+
+def _decoding_kwargs(a: argparse.Namespace) -> dict:
+    registry.get(a.method)  # unknown methods fail before the model loads
+    return dict(method=a.method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                top_p=a.top_p, top_k=a.top_k, seed=a.seed, stop=a.stop)
+
+
+def _check_decoding_args(a: argparse.Namespace) -> None:
+    from hvd.engine import make_generation_config
+
+    _decoding_kwargs(a)
+    make_generation_config(a.max_new_tokens, a.temperature, a.top_p, a.top_k, a.seed, a.stop)
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    if (a.prompt is None) == (a.messages is None):
+        raise CliError("give a PROMPT or --messages FILE (one of them)")
+    prompt = _read_messages(a.messages) if a.messages else a.prompt
+    if isinstance(prompt, str) and not prompt.strip():
+        raise CliError("prompt is empty")
+    _check_decoding_args(a)
+    engine = _load(a.model)
+    if a.json:
+        print(json.dumps(engine.generate(prompt, **_decoding_kwargs(a)).to_dict()))
+        return
+    result = None
+    for chunk in engine.stream(prompt, **_decoding_kwargs(a)):
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        result = chunk.result or result
+    s = result.stats
+    print(f"\n[{s.method}] {s.new_tokens} tokens, {s.tokens_per_second:.1f} tok/s, "
+          f"τ {s.mean_accepted_length:.2f}, prefill {s.prefill_seconds:.2f}s", file=sys.stderr)
+
+
+def cmd_chat(a: argparse.Namespace) -> None:
+    _check_decoding_args(a)
+    engine = _load(a.model)
+    history: list[dict] = []
+    print(f"hvd chat ({a.method}); empty line or Ctrl-D to quit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        history.append({"role": "user", "content": line})
+        reply = ""
+        for chunk in engine.stream(history, **_decoding_kwargs(a)):
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            reply += chunk.text
+        print()
+        history.append({"role": "assistant", "content": reply})
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from hvd.demo import run_demo
+
+    if a.max_new_tokens <= 0:
+        raise CliError(f"max_new_tokens must be a positive integer, got {a.max_new_tokens}")
+    run_demo(_load(a.model), DEMO_METHOD, a.max_new_tokens)
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from hvd.bench import command
+
+    for name, value in (("limit", a.limit), ("max-new-tokens", a.max_new_tokens), ("repeats", a.repeats)):
+        if value is not None and value <= 0:
+            raise CliError(f"--{name} must be a positive integer, got {value}")
+    try:
+        command.run(_load, a)
+    except ValueError as e:
+        raise CliError(str(e))
+
+
+def _load(model: Optional[str]):
+    from hvd.engine import Engine
+
+    from rich.console import Console
+
+    with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s)"):
+        return Engine.load(model)
+
+
+COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hvd.engine import InputError
+    from hvd.models import ModelError
+
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except (CliError, InputError, ModelError, registry.UnknownMethodError) as e:
+        print(f"hvd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

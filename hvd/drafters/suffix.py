@@ -1,0 +1,366 @@
+"""Suffix drafter (`suffix`), after SuffixDecoding (Snowflake ArcticInference).
+
+Two token stores: this request's prompt + output, and earlier responses (shared by the
+requests of one drafter, oldest evicted past `max_global_tokens`). Each holds the suffix
+trie of SuffixDecoding *implicitly*: a trie node is a substring, its count the number of its
+occurrences, its children the tokens that follow them. Occurrences are found through hash
+chains over every position's last `min_match` tokens (zlib-style `head`/`prev` arrays), so
+appending a token is O(1) and memory is O(tokens), not O(tokens x depth) as an explicit trie.
+
+Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node
+that have a next token. An occurrence at the very end of a store (the context itself, in
+the request store) has no next token and is left out, so it never dilutes the counts.
+
+Timings (AMD EPYC, 2 cores; time.perf_counter medians, synthetic Zipf text with copied spans):
+    begin: 1k-token prompt 0.035 ms, 3k 0.09 ms, 30k 0.85 ms; observe: 1.8 us per call
+    propose (3k request): 11 us (p99 37 us); + 200k-token global store: 21-23 us (p99 0.4 ms)
+    worst case, 200k copies of one token (every position matches): 2.6 ms (max_visits bounds it)
+    end (1k-token response, eviction included): 0.45 ms
+    numba: first compile 3.2 s per environment (cached in __pycache__); cache load 0.23 s.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from numba import njit
+
+from hvd.drafters.base import Capabilities, DecodeContext
+from hvd.types import Draft
+
+SEP = -1  # marks response boundaries in a store; never a token id
+
+
+@dataclass(frozen=True)
+class SuffixConfig:
+    max_depth: int = 64  # matched suffix + draft depth, the trie depth of SuffixDecoding
+    max_match: int = 32  # longest context suffix matched
+    min_match: int = 2  # shortest context suffix matched (also the hash-chain key length)
+    max_spec: int = 32  # most draft tokens
+    min_prob: float = 0.1  # drop draft nodes whose path probability is below this
+    tree: bool = False  # propose a best-first tree, not a chain of the most frequent tokens
+    max_global_tokens: int = 200_000  # response tokens kept across requests; 0 disables
+    # Draft at most spec_factor x match_length tokens (SuffixDecoding's alpha); 0 disables.
+    # 2: a bare 2-token match drafts 4 tokens, a 16-token match the full 32. Every draft token
+    # costs verification compute, and short matches rarely predict long continuations.
+    spec_factor: float = 2.0
+    max_visits: int = 8192  # hash-chain entries scanned per match, most recent first
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_match <= self.max_match:
+            raise ValueError("need 1 <= min_match <= max_match")
+
+
+# ---------------------------------------------------------------- kernels (numba)
+
+
+@njit(cache=True)
+def _gram_hash(tokens, end, k, mask):
+    """Hash of tokens[end-k:end] into [0, mask]."""
+    h = 0
+    for i in range(end - k, end):
+        h = (h ^ (tokens[i] + 1)) * 0x5BD1E995  # wraps in int64
+        h ^= h >> 15
+    return h & mask
+
+
+@njit(cache=True)
+def _index_range(tokens, prev, head, k, lo, hi, base):
+    """Chain positions lo..hi-1 under the hash of the k tokens ending there (none with SEP)."""
+    mask = head.shape[0] - 1
+    for p in range(lo, hi):
+        prev[p] = -1
+        if p - k + 1 < base:
+            continue
+        clean = True
+        for i in range(p - k + 1, p + 1):
+            if tokens[i] == SEP:
+                clean = False
+        if clean:
+            h = _gram_hash(tokens, p + 1, k, mask)
+            prev[p] = head[h]
+            head[h] = p
+
+
+@njit(cache=True)
+def _longest_match(tokens, n, base, head, prev, tail, k, max_visits):
+    """(m, positions): the longest suffix of `tail` (length >= k) that occurs in tokens[base:n]
+    with a next token, and the position of its last token in each such occurrence."""
+    c = tail.shape[0]
+    occ = np.empty(max_visits, np.int64)  # (max_visits,)
+    best, m = 0, 0
+    if c < k:
+        return 0, occ[:0]
+    p = head[_gram_hash(tail, c, k, head.shape[0] - 1)]
+    visits = 0
+    while p >= base and visits < max_visits:  # chains run newest to oldest
+        visits += 1
+        if p + 1 < n and tokens[p + 1] != SEP:
+            length = 0
+            while length < c and p - length >= base and tokens[p - length] == tail[c - 1 - length]:
+                length += 1
+            if length >= k:  # shorter: a hash collision
+                if length > best:
+                    best, m = length, 0
+                if length == best:
+                    occ[m] = p
+                    m += 1
+        p = prev[p]
+    return best, occ[:m].copy()
+
+
+@njit(cache=True)
+def _group_order(keys):
+    """A permutation of keys ((size,) int64) that makes equal keys contiguous, O(size):
+    numbers the distinct keys through an open-addressing table, then counting-sorts."""
+    size = keys.shape[0]
+    mask = 1
+    while mask < 2 * size:
+        mask *= 2
+    mask -= 1
+    table = np.full(mask + 1, -1, np.int64)  # (2^b,) key slot -> index into uniq
+    uniq = np.empty(size, np.int64)  # (distinct,) keys in order of first sight
+    slot = np.empty(size, np.int64)  # (size,) index of each key in uniq
+    start = np.zeros(size + 1, np.int64)  # (distinct+1,) counts, then output offsets
+    nu = 0
+    for i in range(size):
+        h = ((keys[i] + 2) * 0x9E3779B1) & mask
+        while table[h] >= 0 and uniq[table[h]] != keys[i]:
+            h = (h + 1) & mask
+        if table[h] < 0:
+            table[h], uniq[nu] = nu, keys[i]
+            nu += 1
+        slot[i] = table[h]
+        start[slot[i] + 1] += 1
+    for j in range(nu):
+        start[j + 1] += start[j]
+    order = np.empty(size, np.int64)  # (size,)
+    for i in range(size):
+        order[start[slot[i]]] = i
+        start[slot[i]] += 1
+    return order
+
+
+@njit(cache=True)
+def _children(tokens, n, pos, lo, hi):
+    """Group the occurrences pos[lo:hi] of one node by their next token, in place: afterwards
+    child g owns pos[g_lo[g]:g_hi[g]], advanced to point at its token. Returns per child
+    (token, lo, hi, most recent position)."""
+    size = hi - lo
+    nxt = np.empty(size, np.int64)  # (size,) next token, SEP where none
+    for i in range(size):
+        q = pos[lo + i]
+        nxt[i] = tokens[q + 1] if q + 1 < n else SEP
+    order = _group_order(nxt)  # (size,)
+    keys = np.empty(size, np.int64)  # (size,) next tokens, grouped
+    moved = np.empty(size, np.int64)  # (size,) positions, grouped
+    for i in range(size):
+        keys[i], moved[i] = nxt[order[i]], pos[lo + order[i]] + 1
+    for i in range(size):  # an element loop: slice assignment costs seconds of numba compile
+        pos[lo + i] = moved[i]
+    g_tok = np.empty(size, np.int64)  # (groups,) each of these four
+    g_lo = np.empty(size, np.int64)
+    g_hi = np.empty(size, np.int64)
+    g_recent = np.empty(size, np.int64)
+    g, i = 0, 0
+    while i < size:
+        j, recent = i, -1
+        while j < size and keys[j] == keys[i]:
+            recent = max(recent, pos[lo + j])
+            j += 1
+        if keys[i] != SEP:
+            g_tok[g], g_lo[g], g_hi[g], g_recent[g] = keys[i], lo + i, lo + j, recent
+            g += 1
+        i = j
+    return g_tok[:g], g_lo[:g], g_hi[:g], g_recent[:g]
+
+
+@njit(cache=True)
+def _child_probs(los, his, recents, prob, tree):
+    """Path probability of each child ((groups,) each); in chain mode -1 for all but the most
+    frequent one (ties: the most recent)."""
+    g = los.shape[0]
+    total, best = 0, 0
+    for i in range(g):
+        total += his[i] - los[i]
+        more = his[i] - los[i] - (his[best] - los[best])
+        if more > 0 or (more == 0 and recents[i] > recents[best]):
+            best = i
+    probs = np.empty(g, np.float64)  # (groups,)
+    for i in range(g):
+        probs[i] = prob * (his[i] - los[i]) / total if tree or i == best else -1.0
+    return probs
+
+
+@njit(cache=True)
+def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree):
+    """Best-first draft below the matched node whose occurrences end at `occ`.
+    Returns (tokens, parents, path probabilities), each (d,), in topological order."""
+    pos = occ.copy()  # (K,) node slices partition it; see _children
+    out_tok = np.empty(max_nodes, np.int64)  # (max_nodes,)
+    out_par = np.empty(max_nodes, np.int64)
+    out_prob = np.empty(max_nodes, np.float64)
+    cands = [(0, 0, 0, 0, 0)]  # (token, parent draft index, depth, lo, hi) of queued nodes
+    cand_probs = [0.0]
+    heap = [(0.0, 0, 0)]  # (-path prob, -recency, candidate)
+    heapq.heappop(heap)
+    node, depth, lo, hi, prob = -1, 0, 0, pos.shape[0], 1.0  # to expand next: the root
+    d = 0
+    while True:
+        if depth < max_depth and d < max_nodes:
+            toks, los, his, recents = _children(tokens, n, pos, lo, hi)
+            probs = _child_probs(los, his, recents, prob, tree)
+            for i in range(toks.shape[0]):
+                if probs[i] >= min_prob:
+                    cands.append((toks[i], node, depth + 1, los[i], his[i]))
+                    cand_probs.append(probs[i])
+                    heapq.heappush(heap, (-probs[i], -recents[i], len(cands) - 1))
+        if len(heap) == 0 or d == max_nodes:
+            break
+        c = heapq.heappop(heap)[2]
+        tok, parent, depth, lo, hi = cands[c]
+        prob = cand_probs[c]
+        out_tok[d], out_par[d], out_prob[d] = tok, parent, prob
+        node = d
+        d += 1
+    return out_tok[:d], out_par[:d], out_prob[:d]
+
+
+# ---------------------------------------------------------------- token store
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(10, int(x - 1).bit_length())
+
+
+class SuffixIndex:
+    """Tokens with hash chains: an implicit suffix trie. Positions below `base` are evicted."""
+
+    def __init__(self, k: int, capacity: int = 1024) -> None:
+        self.k = k
+        cap = _pow2(capacity)
+        self.tokens = np.full(cap, SEP, np.int32)  # (cap,) token ids, SEP between responses
+        self.prev = np.full(cap, -1, np.int64)  # (cap,) previous position with the same key hash
+        self.head = np.full(cap, -1, np.int64)  # (cap,) newest position per key hash
+        self.n = 0  # positions in use
+        self.base = 0
+
+    @property
+    def live(self) -> int:
+        """Positions held, separators included."""
+        return self.n - self.base
+
+    def append(self, seq: Sequence[int]) -> None:
+        add = np.asarray(seq, dtype=np.int32)  # (a,)
+        if self.n + len(add) > len(self.tokens):
+            self._compact(len(add))
+        self.tokens[self.n : self.n + len(add)] = add
+        _index_range(self.tokens, self.prev, self.head, self.k, self.n, self.n + len(add), self.base)
+        self.n += len(add)
+
+    def evict_before(self, pos: int) -> None:
+        self.base = max(self.base, min(pos, self.n))
+
+    def _compact(self, extra: int) -> None:
+        """Move the live positions to the front of arrays with room for twice them + extra."""
+        live = self.tokens[self.base : self.n].copy()  # (live,)
+        fresh = SuffixIndex(self.k, 2 * (len(live) + extra))
+        fresh.tokens[: len(live)] = live
+        _index_range(fresh.tokens, fresh.prev, fresh.head, self.k, 0, len(live), 0)
+        self.tokens, self.prev, self.head = fresh.tokens, fresh.prev, fresh.head
+        self.n, self.base = len(live), 0
+
+    def match(self, tail: np.ndarray, max_visits: int) -> tuple[int, np.ndarray]:
+        """Longest matched suffix length of tail ((c,) int32) and its occurrences' last positions."""
+        return _longest_match(self.tokens, self.n, self.base, self.head, self.prev, tail, self.k, max_visits)
+
+    def expand(
+        self, occ: np.ndarray, max_nodes: int, max_depth: int, min_prob: float, tree: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _expand(self.tokens, self.n, occ, max_nodes, max_depth, min_prob, tree)
+
+
+# ---------------------------------------------------------------- drafter
+
+
+class SuffixDrafter:
+    name = "suffix"
+    capabilities = Capabilities(tree=True)
+
+    def __init__(self, config: SuffixConfig = SuffixConfig()) -> None:
+        self.config = config
+        self._local: Optional[SuffixIndex] = None  # this request: prompt + committed output
+        self._global: Optional[SuffixIndex] = None  # earlier responses, each after a SEP
+        self._responses: deque[int] = deque()  # lengths of the kept responses, oldest first
+        self._global_tokens = 0  # sum of _responses
+
+    @property
+    def global_index(self) -> Optional[SuffixIndex]:
+        """The store of earlier responses (None before the first `end`)."""
+        return self._global
+
+    @property
+    def global_tokens(self) -> int:
+        """Response tokens held by the global store (separators not counted)."""
+        return self._global_tokens
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        self._local = SuffixIndex(self.config.min_match, len(prompt) + 1024)
+        self._local.append(prompt)
+
+    def observe(self, committed: Sequence[int]) -> None:
+        if self._local is None:
+            self.begin(())
+        self._local.append(committed)
+
+    def end(self, output: Sequence[int]) -> None:
+        limit = self.config.max_global_tokens
+        response = list(output)[-limit:] if limit > 0 else []
+        if not response:
+            return
+        if self._global is None:
+            self._global = SuffixIndex(self.config.min_match, 4 * (len(response) + 1))  # grows
+        self._global.append([SEP, *response])
+        self._responses.append(len(response))
+        self._global_tokens += len(response)
+        while self._global_tokens > limit:
+            dropped = self._responses.popleft()
+            self._global_tokens -= dropped
+            self._global.evict_before(self._global.base + 1 + dropped)
+
+    def propose(self, ctx: DecodeContext) -> Draft:
+        cfg = self.config
+        depth = min(ctx.max_draft, cfg.max_spec)
+        if depth <= 0 or len(ctx.tokens) < cfg.min_match:
+            return Draft.empty()
+        tail = np.asarray(ctx.tokens[-cfg.max_match :], dtype=np.int32)  # (c,)
+        best: Optional[Draft] = None
+        for source, index in ((0, self._local), (1, self._global)):
+            draft = None if index is None else self._draft(index, tail, depth, source)
+            if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
+                best = draft
+        return Draft.empty() if best is None else best
+
+    def _draft(self, index: SuffixIndex, tail: np.ndarray, depth: int, source: int) -> Optional[Draft]:
+        cfg = self.config
+        m, occ = index.match(tail, cfg.max_visits)
+        if m == 0:
+            return None
+        nodes = cfg.max_spec if cfg.spec_factor <= 0 else min(cfg.max_spec, max(1, int(cfg.spec_factor * m)))
+        depth = min(depth, nodes, cfg.max_depth - m)
+        if depth <= 0:
+            return None
+        toks, parents, probs = index.expand(occ, nodes, depth, cfg.min_prob, cfg.tree)
+        if len(toks) == 0:
+            return None
+        features = {
+            "match_length": float(m),
+            "score": float(probs.sum()),
+            "draft_length": float(len(toks)),
+            "source_global": float(source),
+            "support": float(len(occ)),  # occurrences of the matched suffix
+        }
+        return Draft(tuple(toks.tolist()), tuple(parents.tolist()), None, features)

@@ -1,0 +1,57 @@
+"""CLI input errors: one line on stderr, exit status 2, no traceback, no model load needed."""
+import json
+
+import pytest
+
+from hvd.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["generate", ""], "prompt is empty"),
+        (["generate", "hi", "--method", "nope"], "unknown method"),
+        (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
+        (["generate", "hi", "--max-new-tokens", "-3"], "max_new_tokens"),
+        (["generate", "hi", "--temperature", "-0.5"], "temperature"),
+        (["generate", "hi", "--model", "/no/such/model"], "model path not found"),
+        (["generate"], "PROMPT or --messages"),
+        (["generate", "hi", "--max-new-tokens", "x"], "invalid int"),
+        (["bench", "--methods", "ar,nope"], "unknown method"),
+        (["bench", "--limit", "0"], "--limit"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line(argv, msg, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hvd: error:") and msg in err and "\n" not in err, err
+
+
+def test_unreadable_and_malformed_model_files(tmp_path, capsys):
+    bad = tmp_path / "m.gguf"
+    bad.write_bytes(b"not a gguf")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "w.bin").write_text("x")
+    for model, msg in ((bad, "cannot read GGUF"), (tmp_path / "dir", "no config.json"), (tmp_path / "w.bin", ".gguf")):
+        assert main(["generate", "hi", "--model", str(model)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err, err
+
+
+def test_bad_messages_files(tmp_path, capsys):
+    cases = {"a.json": "{not json", "b.json": json.dumps({"role": "user"}), "c.json": json.dumps([{"role": "user", "content": 3}])}
+    for name, body in cases.items():
+        (tmp_path / name).write_text(body)
+        assert main(["generate", "--messages", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.startswith("hvd: error:")
+    assert main(["generate", "--messages", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_help_lists_methods(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for m in ("ar", "pld", "suffix"):
+        assert f"  {m} " in out
