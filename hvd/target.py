@@ -76,6 +76,8 @@ class HFTarget:
         self._len = 0  # tokens whose KV is in the cache
         self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
         self._hidden: dict[int, torch.Tensor] = {}
+        self._head = model.get_output_embeddings().weight  # (vocab, hidden)
+        self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
 
     @property
     def cached_len(self) -> int:
@@ -85,10 +87,10 @@ class HFTarget:
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
         self._cache = self._cache_cls(config=self.model.config)
         x = torch.tensor([list(ids)], device=self.device)  # (1, L)
-        out = self._forward(x, None, None)
+        out, logits = self._forward(x, None, None, last_only=True)
         self._len = len(ids)
         self._hidden = {l: h[0] for l, h in self._take_hidden(out).items()}
-        return out.logits[0, -1].float()
+        return logits[-1].float()
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:
@@ -100,9 +102,9 @@ class HFTarget:
             mask = tree_attention_mask(draft.parents, past, self.dtype).to(self.device)
             depth = torch.tensor([0, *draft.depths()], device=self.device)
             pos = (past + depth)[None]  # (1, 1+n)
-        out = self._forward(x, mask, pos)
+        out, logits = self._forward(x, mask, pos)
         self._pending_hidden = self._take_hidden(out)
-        return out.logits[0].float()
+        return logits.float()
 
     def commit(self, path: Sequence[int]) -> None:
         """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
@@ -126,16 +128,27 @@ class HFTarget:
     def hidden(self) -> dict[int, torch.Tensor]:
         return self._hidden
 
-    def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor]):
-        want_hidden = bool(self.config.hidden_layers)
-        return self.model(
-            input_ids=x,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=self._cache,
-            use_cache=True,
-            output_hidden_states=want_hidden,
-        )
+    def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor], last_only: bool = False):
+        """(model output, logits (T or 1, vocab)) for input ids x (1, T)."""
+        kwargs = dict(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=self._cache,
+                      use_cache=True, output_hidden_states=bool(self.config.hidden_layers))
+        if not self._own_head:
+            out = self.model(**kwargs)
+            return out, out.logits[0, -1:] if last_only else out.logits[0]
+        out = self.model.base_model(**kwargs)
+        h = out.last_hidden_state[0, -1:] if last_only else out.last_hidden_state[0]  # (T, hidden)
+        return out, self._project(h)
+
+    def _project(self, h: torch.Tensor) -> torch.Tensor:
+        """LM head: (T, hidden) -> (T, vocab).
+
+        On CPU, MKL computes `W @ h.T` for a few columns 2-5x faster than `linear(h, W)`
+        (measured: 3-7 ms vs 10-18 ms for 1-8 rows at vocab 49152), and two columns faster than
+        one; so a single row is computed as two."""
+        t = h.shape[0]
+        if t == 1:
+            h = h.expand(2, -1)
+        return (self._head @ h.t()).t()[:t]
 
     def _take_hidden(self, out) -> dict[int, torch.Tensor]:
         if not self.config.hidden_layers:
