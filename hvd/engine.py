@@ -128,7 +128,7 @@ class Engine:
         if m.make is None:
             return None
         if method not in self._drafters:
-            self._drafters[method] = m.make()
+            self._drafters[method] = m.make(self.target)
         return self._drafters[method]
 
     # ---- generation --------------------------------------------------------------------

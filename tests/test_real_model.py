@@ -40,7 +40,7 @@ def test_every_method_is_token_identical_to_ar(engine, prompts):
         for method in registry.METHODS:
             if method == "ar":
                 continue
-            drafter = registry.get(method).make()  # fresh: no help from earlier prompts' outputs
+            drafter = registry.get(method).make(engine.target)  # fresh: no help from earlier prompts' outputs
             got = engine.generate(ids, method=method, max_new_tokens=TOKENS, drafter=drafter).token_ids
             if got != ref:
                 mismatches.append((p.id, method))
@@ -51,7 +51,7 @@ def test_sampling_is_reproducible_on_real_model(engine):
     """Same seed and a drafter in the same state give the same sample (a fresh drafter each call:
     a shared one learns from the first call, drafts differently and so draws different randoms)."""
     def sample():
-        drafter = registry.get("suffix").make()
+        drafter = registry.get("suffix").make(engine.target)
         return engine.generate("Name three colors.", method="suffix", max_new_tokens=16, temperature=0.8,
                                top_p=0.9, seed=3, drafter=drafter)
 

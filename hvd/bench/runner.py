@@ -53,7 +53,7 @@ def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Seq
         drafter = OracleDrafter(reference)
     else:
         make = registry.get(method).make
-        drafter = make() if make else None
+        drafter = make(engine.target) if make else None
     res = engine.generate(ids, method=method, max_new_tokens=n, drafter=drafter)
     s = res.stats
     return Run(res.token_ids, s.prefill_seconds, s.wall_seconds, s.n_steps, s.draft_seconds)

@@ -2,25 +2,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from hvd.drafters.base import Drafter
+
+if TYPE_CHECKING:
+    from hvd.target import Target
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     help: str
-    make: Optional[Callable[[], Drafter]]  # None: no drafter (plain autoregressive decoding)
+    # Builds a fresh drafter for a target (model drafters read its weights; cache drafters
+    # ignore it). None: no drafter (plain autoregressive decoding).
+    make: Optional[Callable[["Target"], Drafter]]
 
 
-def _pld() -> Drafter:
+def _pld(target: "Target") -> Drafter:
     from hvd.drafters.pld import PromptLookupDrafter
 
     return PromptLookupDrafter()
 
 
-def _suffix() -> Drafter:
+def _suffix(target: "Target") -> Drafter:
     from hvd.drafters.suffix import SuffixDrafter
 
     return SuffixDrafter()
