@@ -197,7 +197,8 @@ class Engine:
             self.target.commit(path)
             t3 = time.perf_counter()
             committed = [draft.tokens[i] for i in path] + [bonus]
-            stats.steps.append(StepStats(method if drafter else "ar", len(draft), len(path), t2 - t1, t3 - t2))
+            source = draft.source or (method if drafter else "ar")
+            stats.steps.append(StepStats(source, len(draft), len(path), t2 - t1, t3 - t2))
             kept = []
             for tok in committed:
                 kept.append(tok)

@@ -28,6 +28,7 @@ class Draft:
     parents: tuple[int, ...]  # (n,) index of each node's parent in `tokens`; -1 = root
     probs: Optional[torch.Tensor] = None  # (n, vocab) drafter distribution q that sampled each node; None = deterministic
     features: dict[str, float] = field(default_factory=dict)  # e.g. match_length, score (for the hybrid predictor)
+    source: Optional[str] = None  # which drafter proposed it, when a method combines several
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.parents):
@@ -58,6 +59,41 @@ class Draft:
     def max_depth(self) -> int:
         return max(self.depths(), default=0)
 
+    def matched(self, continuation: Sequence[int]) -> int:
+        """Depth of the deepest root path equal to a prefix of `continuation`: the accepted
+        length this draft gets when `continuation` is what the target produces (greedy)."""
+        depth = [0] * len(self)
+        best = 0
+        for i, (t, p) in enumerate(zip(self.tokens, self.parents)):
+            d = 1 if p < 0 else depth[p] + 1 if depth[p] else 0
+            ok = d > 0 and d <= len(continuation) and continuation[d - 1] == t
+            depth[i] = d if ok else 0
+            best = max(best, depth[i])
+        return best
+
+    def union(self, other: "Draft") -> "Draft":
+        """Both trees under one root, equal tokens under an equal parent merged into one node.
+
+        Features and source are this draft's. Where only one side carries probabilities the
+        other's nodes get one-hot rows: exactly how verification reads a deterministic draft."""
+        tokens, parents = list(self.tokens), list(self.parents)
+        index = {(p, t): i for i, (t, p) in enumerate(zip(tokens, parents))}
+        rows: list[tuple[int, int]] = [(0, i) for i in range(len(self))]  # (side, node) behind each merged node
+        remap: list[int] = []
+        for j, (t, p) in enumerate(zip(other.tokens, other.parents)):
+            key = (-1 if p < 0 else remap[p], t)
+            if key not in index:
+                index[key] = len(tokens)
+                tokens.append(t)
+                parents.append(key[0])
+                rows.append((1, j))
+            remap.append(index[key])
+        probs = None
+        if self.probs is not None or other.probs is not None:
+            vocab = (self.probs if self.probs is not None else other.probs).shape[1]
+            probs = torch.stack([_row(self if s == 0 else other, i, vocab) for s, i in rows])  # (n, vocab)
+        return Draft(tuple(tokens), tuple(parents), probs, dict(self.features), self.source)
+
     def truncate(self, max_depth: int) -> "Draft":
         """Drop nodes deeper than `max_depth` (keeps topological order and indices compact)."""
         if self.max_depth() <= max_depth:
@@ -67,7 +103,14 @@ class Draft:
         new_index = {old: new for new, old in enumerate(keep)}
         parents = tuple(-1 if self.parents[i] < 0 else new_index[self.parents[i]] for i in keep)
         probs = None if self.probs is None else self.probs[keep]
-        return Draft(tuple(self.tokens[i] for i in keep), parents, probs, self.features)
+        return Draft(tuple(self.tokens[i] for i in keep), parents, probs, self.features, self.source)
+
+
+def _row(draft: Draft, i: int, vocab: int) -> torch.Tensor:
+    """Node i's drafter distribution (one-hot for a deterministic draft)."""
+    if draft.probs is not None:
+        return draft.probs[i]
+    return torch.nn.functional.one_hot(torch.tensor(draft.tokens[i]), vocab).float()
 
 
 @dataclass(frozen=True)

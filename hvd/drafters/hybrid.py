@@ -1,0 +1,88 @@
+"""Hybrid Verified Decoding (`hvd`, `hvd-threshold`, `rule-hybrid`), after arXiv 2606.01019.
+
+Every step the cache drafter (suffix trees) proposes first, which costs microseconds. Before
+spending a verification on that draft, the predictor estimates how many of its tokens the
+target will accept; the policy then verifies the cache draft, drafts with the model arm
+instead, or merges both into one tree (`hvd/hybrid/policy.py`). The model arm drafts only
+when chosen. Both arms observe every committed token, so each stays in sync with the text.
+Each draft's `source` names the arm(s) that proposed it: the per-step decisions land in the
+generation stats.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+from hvd.drafters.base import Capabilities, DecodeContext, Drafter
+from hvd.hybrid.cost import VerifyCost
+from hvd.hybrid.features import StepHistory, feature_vector
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, ArmEstimate, PolicyConfig, choose
+from hvd.hybrid.predictor import Predictor
+from hvd.types import Draft
+
+
+class HybridDrafter:
+    def __init__(self, name: str, cache: Drafter, model: Drafter, policy: PolicyConfig,
+                 predictor: Optional[Predictor] = None, cost: Optional[VerifyCost] = None) -> None:
+        self.name = name
+        self.cache, self.model, self.policy = cache, model, policy
+        self.predictor, self.cost = predictor, cost
+        a, b = cache.capabilities, model.capabilities
+        self.capabilities = Capabilities(
+            needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
+            returns_probs=a.returns_probs or b.returns_probs, tree=True)
+        self.model_arm = ArmEstimate()
+        self.decision_seconds = 0.0  # features + prediction + choice, summed over all steps
+        self._history = StepHistory()
+        self._prompt_len = 0
+        self._pending: Optional[tuple[str, Draft, Optional[Draft], float]] = None  # arm, cache, model, model secs
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        self.cache.begin(prompt)
+        self.model.begin(prompt)
+        self._history = StepHistory()
+        self._prompt_len = len(prompt)
+        self._pending = None
+
+    def propose(self, ctx: DecodeContext) -> Draft:
+        t0 = time.perf_counter()
+        cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
+        t1 = time.perf_counter()
+        arm = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
+        t2 = time.perf_counter()
+        self.decision_seconds += t2 - t1
+        mdraft = None
+        if arm != CACHE:
+            mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
+        self._pending = (arm, cdraft, mdraft, time.perf_counter() - t2)
+        if arm == CACHE:
+            return Draft(cdraft.tokens, cdraft.parents, cdraft.probs, cdraft.features, self.cache.name)
+        if arm == MODEL or not len(cdraft):
+            return Draft(mdraft.tokens, mdraft.parents, mdraft.probs, mdraft.features, self.model.name)
+        merged = cdraft.union(mdraft)
+        return Draft(merged.tokens, merged.parents, merged.probs, merged.features, f"{self.cache.name}+{self.model.name}")
+
+    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> str:
+        predicted = 0.0
+        if self.predictor is not None and len(cdraft):
+            x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.predictor.classes)
+            predicted = float(self.predictor.predict(x))
+        score = cdraft.features.get("score", 0.0)
+        return choose(self.policy, predicted, score, len(cdraft), cache_seconds, self.model_arm, self.cost)
+
+    def observe(self, committed: Sequence[int]) -> None:
+        self.cache.observe(committed)
+        self.model.observe(committed)
+        if self._pending is None:
+            return
+        arm, cdraft, mdraft, model_seconds = self._pending
+        self._pending = None
+        accepted = max(len(committed) - 1, 0)
+        self._history.record(arm != MODEL, accepted)
+        if mdraft is not None:
+            got = accepted if arm == MODEL else mdraft.matched(committed)
+            self.model_arm.update(got, model_seconds, len(mdraft), self.policy.ema)
+
+    def end(self, output: Sequence[int]) -> None:
+        self.cache.end(output)
+        self.model.end(output)

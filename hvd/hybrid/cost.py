@@ -1,0 +1,76 @@
+"""Verification cost per draft size, measured on this machine once and cached on disk.
+
+The cost-aware rule compares arms in tokens per second, so it needs what a verification
+forward over n draft nodes costs here: on a CPU it grows with n from the first token (a
+64-node tree costs ~3.5x one token), on a GPU it is flat for small n. The curve is measured
+at a realistic context length, medians of a few repeats, and interpolated linearly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hvd.types import Draft
+
+SIZES = (0, 1, 2, 4, 8, 16, 24, 32, 48, 64)
+
+
+@dataclass(frozen=True)
+class VerifyCost:
+    sizes: tuple[int, ...]  # draft nodes (0 = the root alone: plain decoding)
+    seconds: tuple[float, ...]  # median seconds of one verify + commit at that size
+
+    def __call__(self, n: float) -> float:
+        return float(np.interp(n, self.sizes, self.seconds))
+
+    def to_dict(self) -> dict:
+        return {"sizes": list(self.sizes), "seconds": list(self.seconds)}
+
+
+def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int = 3) -> VerifyCost:
+    """Time `target.verify` over chains of each size after a `past`-token prefill (the target's
+    cache is left in an arbitrary state: call before a generation, never during one)."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, target.vocab_size, (past + max(sizes) + 1,), generator=gen).tolist()
+    target.prefill(ids[:past])
+    out = []
+    for n in sizes:
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            target.verify(ids[past], Draft.chain(ids[past + 1 : past + 1 + n]))
+            target.commit([])  # keeps the root: the context grows by one token per call
+            times.append(time.perf_counter() - t0)
+        out.append(statistics.median(times[1:]))
+    return VerifyCost(tuple(sizes), tuple(out))
+
+
+def _key(target) -> str:
+    model = getattr(target, "model", None)
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
+    device = getattr(target, "device", "cpu")
+    dtype = getattr(target, "dtype", "")
+    raw = f"{name}|{target.vocab_size}|{device}|{dtype}|{torch.get_num_threads()}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def cached(target, cache_dir: Path) -> VerifyCost:
+    """The curve for this target, machine and thread count: from disk, else measured and saved."""
+    path = cache_dir / "verify_cost" / f"{_key(target)}.json"
+    try:
+        d = json.loads(path.read_text())
+        return VerifyCost(tuple(d["sizes"]), tuple(d["seconds"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    cost = measure(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cost.to_dict()) + "\n")
+    return cost

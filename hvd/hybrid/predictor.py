@@ -1,0 +1,113 @@
+"""The accepted-length predictor: an MLP regressor on `features.FEATURES` (HVD's payoff model).
+
+2 hidden layers x 256, ReLU, squared error on the accepted length a cache draft gets.
+Training uses torch; inference is three small numpy matmuls (tens of microseconds).
+An artifact is a directory: ``predictor.safetensors`` (weights, feature mean/std and the
+token character-class table of the model's vocabulary) + ``predictor.json`` (feature names,
+model, training metrics).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from hvd.hybrid.features import FEATURES
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "predictor"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 256
+    epochs: int = 20
+    batch_size: int = 4096
+    lr: float = 1e-3
+    seed: int = 0
+
+
+class PredictorError(ValueError):
+    pass
+
+
+@dataclass
+class Predictor:
+    """Predicts the accepted length of a cache draft from its feature vector."""
+
+    weights: list[tuple[np.ndarray, np.ndarray]]  # per layer: W (in, out), b (out,)
+    mean: np.ndarray  # (F,)
+    std: np.ndarray  # (F,)
+    classes: np.ndarray  # (vocab, n classes) uint8, see features.token_class_counts
+    info: dict
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x (B, F) or (F,) -> predicted accepted lengths (B,) or ()."""
+        h = (np.asarray(x, dtype=np.float32) - self.mean) / self.std
+        for i, (w, b) in enumerate(self.weights):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h[..., 0]
+
+    def save(self, out: Path) -> None:
+        from safetensors.numpy import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {"mean": self.mean, "std": self.std, "classes": self.classes}
+        for i, (w, b) in enumerate(self.weights):
+            tensors[f"w{i}"], tensors[f"b{i}"] = np.ascontiguousarray(w), b
+        save_file(tensors, str(out / "predictor.safetensors"))
+        (out / "predictor.json").write_text(json.dumps({"features": list(FEATURES), **self.info}, indent=1) + "\n")
+
+
+def load(path: Optional[Path] = None) -> Predictor:
+    from safetensors.numpy import load_file
+
+    path = Path(path or DEFAULT_DIR)
+    try:
+        info = json.loads((path / "predictor.json").read_text())
+        t = load_file(str(path / "predictor.safetensors"))
+    except (OSError, ValueError) as e:
+        raise PredictorError(f"cannot read the HVD predictor at {path}: {e}; train one with `hvd train predictor`") from e
+    if tuple(info.get("features", ())) != FEATURES:
+        raise PredictorError(f"the predictor at {path} was trained on other features; retrain it with `hvd train predictor`")
+    n = sum(1 for k in t if k.startswith("w"))
+    weights = [(t[f"w{i}"], t[f"b{i}"]) for i in range(n)]
+    return Predictor(weights, t["mean"], t["std"], t["classes"], {k: v for k, v in info.items() if k != "features"})
+
+
+def fit(x: np.ndarray, y: np.ndarray, classes: np.ndarray, cfg: TrainConfig = TrainConfig(), info: Optional[dict] = None) -> Predictor:
+    """Train on features x (N, F) and accepted lengths y (N,)."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    mean = x.mean(axis=0).astype(np.float32)
+    std = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+    xt = torch.from_numpy((x - mean) / std).float()  # (N, F)
+    yt = torch.from_numpy(y).float()  # (N,)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], cfg.hidden), torch.nn.ReLU(),
+        torch.nn.Linear(cfg.hidden, cfg.hidden), torch.nn.ReLU(),
+        torch.nn.Linear(cfg.hidden, 1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(xt), generator=gen).split(cfg.batch_size):
+            loss = torch.nn.functional.mse_loss(net(xt[idx])[:, 0], yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    weights = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in layers]
+    return Predictor(weights, mean, std, classes, {"train": asdict(cfg), **(info or {})})
+
+
+def precision_recall(pred: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Of "accepted >= threshold": precision and recall of predicted >= threshold."""
+    said, true = pred >= threshold, y >= threshold
+    hits = float((said & true).sum())
+    return hits / max(float(said.sum()), 1.0), hits / max(float(true.sum()), 1.0)

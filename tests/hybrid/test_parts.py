@@ -1,0 +1,111 @@
+"""HVD parts on hand-made cases: draft union and matching, features, predictor, decision rules."""
+import numpy as np
+import pytest
+import torch
+
+from hvd.hybrid import predictor as P
+from hvd.hybrid.cost import VerifyCost
+from hvd.hybrid.features import FEATURES, StepHistory, feature_vector, token_class_counts
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, ArmEstimate, PolicyConfig, choose, expected_max
+from hvd.types import Draft
+
+
+def test_matched_takes_the_deepest_matching_path():
+    tree = Draft((1, 5, 2, 7, 9), (-1, -1, 0, 2, 1))  # 1-2-7 and 5-9
+    assert tree.matched([1, 2, 7, 4]) == 3
+    assert tree.matched([5, 9]) == 2
+    assert tree.matched([1, 9]) == 1
+    assert tree.matched([3]) == 0 and tree.matched([]) == 0
+    assert Draft.chain([3, 4]).matched([3, 4, 5]) == 2
+
+
+def test_union_merges_shared_prefixes_and_keeps_order():
+    u = Draft.chain([1, 2, 3]).union(Draft((1, 5, 2, 7), (-1, -1, 0, 2)))
+    assert u.tokens == (1, 2, 3, 5, 7) and u.parents == (-1, 0, 1, -1, 1)
+    assert u.matched([1, 2, 7]) == 3 and u.matched([1, 2, 3]) == 3 and u.matched([5]) == 1
+
+
+def test_union_gives_deterministic_nodes_one_hot_rows():
+    q = torch.softmax(torch.randn(2, 6), -1)
+    u = Draft.chain([4]).union(Draft((4, 2), (-1, 0), q))
+    assert u.tokens == (4, 2)
+    assert torch.equal(u.probs[0], torch.nn.functional.one_hot(torch.tensor(4), 6).float())  # this side's node wins
+    assert torch.equal(u.probs[1], q[1])
+
+
+def test_token_class_counts_and_feature_vector():
+    classes = token_class_counts(["a b", "(x)", "\n\n", "=", "ok."])
+    assert classes[0].tolist() == [1, 0, 0, 0, 0]
+    assert classes[1].tolist() == [0, 0, 0, 2, 0]
+    assert classes[2].tolist() == [0, 2, 0, 0, 0]
+    draft = Draft.chain([0, 1, 4], score=2.5, match_length=4.0, support=3.0)
+    h = StepHistory()
+    h.record(True, 5)
+    h.record(False, 1)
+    x = feature_vector(draft, prompt_len=100, generated=20, history=h, classes=classes)
+    f = dict(zip(FEATURES, x.tolist()))
+    assert len(x) == len(FEATURES)
+    assert f["score"] == 2.5 and f["match_length"] == 4.0 and f["draft_length"] == 3.0
+    assert f["relative_position"] == pytest.approx(20 / 120)
+    assert f["cache_rate"] == 0.5 and f["cache_accepted_mean"] == 5.0
+    assert [f["accepted_2"], f["accepted_3"]] == [5.0, 1.0]
+    assert f["n_whitespace"] == 1 and f["n_brackets"] == 2 and f["n_punctuation"] == 1
+
+
+def test_predictor_fits_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(FEATURES))).astype(np.float32)
+    y = np.clip(3 * x[:, 0] + 4, 0, None).astype(np.float32)  # accepted length driven by the first feature
+    classes = np.zeros((7, 5), np.uint8)
+    pred = P.fit(x, y, classes, P.TrainConfig(epochs=30, batch_size=256))
+    assert np.mean((pred.predict(x) - y) ** 2) < 0.1 * np.var(y)
+    pred.save(tmp_path)
+    again = P.load(tmp_path)
+    np.testing.assert_allclose(again.predict(x[:5]), pred.predict(x[:5]), rtol=1e-5)
+    assert pred.predict(x[0]).shape == ()
+
+
+def test_predictor_load_errors_are_clear(tmp_path):
+    with pytest.raises(P.PredictorError, match="hvd train predictor"):
+        P.load(tmp_path)
+
+
+def test_precision_recall():
+    pred = np.array([7.0, 8.0, 1.0, 6.5, 2.0])
+    y = np.array([9.0, 2.0, 7.0, 6.0, 0.0])
+    p, r = P.precision_recall(pred, y, 6.0)
+    assert p == pytest.approx(2 / 3) and r == pytest.approx(2 / 3)
+
+
+COST = VerifyCost((0, 8, 32, 64), (0.06, 0.08, 0.15, 0.23))
+
+
+def test_rules():
+    arm = ArmEstimate(accepted=2.0, draft_seconds=0.005, draft_len=16)
+    paper = PolicyConfig(rule="threshold", threshold=6)
+    assert choose(paper, 7.0, 0.0, 10, 0.0, arm, None) == CACHE
+    assert choose(paper, 5.0, 9.0, 10, 0.0, arm, None) == MODEL
+    assert choose(paper, 9.0, 9.0, 0, 0.0, arm, None) == MODEL  # no cache draft: nothing to verify
+    rule = PolicyConfig(rule="rule", score_threshold=3)
+    assert choose(rule, 0.0, 3.5, 10, 0.0, arm, None) == CACHE
+    assert choose(rule, 9.0, 1.0, 10, 0.0, arm, None) == MODEL
+    with pytest.raises(ValueError, match="unknown hybrid rule"):
+        PolicyConfig(rule="nope")
+
+
+def test_cost_rule_compares_tokens_per_second():
+    arm = ArmEstimate(accepted=2.0, draft_seconds=0.005, draft_len=16)
+    cost = PolicyConfig(rule="cost", allow_both=False)
+    # 32-token cache draft: predicted 12 -> 13 / 0.15 = 87/s beats the model's 3 / (0.005 + 0.1) = 29/s
+    assert choose(cost, 12.0, 0.0, 32, 0.0, arm, COST) == CACHE
+    assert choose(cost, 1.0, 0.0, 32, 0.0, arm, COST) == MODEL  # 2 / 0.15 = 13/s
+    flat = VerifyCost((0, 64), (0.06, 0.061))  # verification nearly free at any size: merge both
+    assert choose(PolicyConfig(rule="cost"), 3.0, 0.0, 32, 0.0, ArmEstimate(3.0, 0.001, 16), flat) == BOTH
+
+
+def test_expected_max_of_geometric_lengths():
+    assert expected_max(3.0, 0.0) == pytest.approx(3.0)
+    rng = np.random.default_rng(0)
+    a = rng.geometric(1 / 4, 200_000) - 1  # mean 3
+    b = rng.geometric(1 / 2, 200_000) - 1  # mean 1
+    assert expected_max(3.0, 1.0) == pytest.approx(np.maximum(a, b).mean(), rel=0.02)
