@@ -26,5 +26,12 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
+# A quick benchmark subset, under 10 minutes on 2 CPU cores: the first 2 eval prompts of every
+# suite, 48 new tokens, our methods + oracle + the Hugging Face peers. Writes docs/bench.json and
+# docs/bench.png; see docs/BENCHMARKS.md for the columns. Override with BENCH_ARGS=...
+BENCH_ARGS ?= --suite all --limit 2 --max-new-tokens 48 --methods ar,pld,suffix,oracle,hf,hf-pld
+bench: install
+	$(BIN)/hvd bench $(BENCH_ARGS) --json docs/bench.json --plot docs/bench.png
+
 clean:
 	rm -rf $(VENV) *.egg-info

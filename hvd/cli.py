@@ -53,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark methods and peers on real workloads")
     b.add_argument("--suite", action="append", help="suite name (repeatable) or 'all' (default agentic-edit)")
     b.add_argument("--prompts", type=Path, help="custom JSONL prompts file")
-    b.add_argument("--methods", default="ar,pld,suffix,oracle,hf,hf-pld", help="comma-separated methods and peers")
+    b.add_argument("--methods", default="all",
+                   help="comma-separated methods and peers, or 'all' (default): every registered method, oracle, "
+                        "hf, hf-pld, llamacpp, llamacpp-pld (peers that cannot run here are skipped with a note)")
     b.add_argument("--limit", type=int, default=None, help="prompts per suite")
     b.add_argument("--max-new-tokens", type=int, default=None, help="override each prompt's own")
     b.add_argument("--repeats", type=int, default=1)
     b.add_argument("--json", help="write results JSON here")
     b.add_argument("--plot", help="write a PNG bar chart here")
     b.add_argument("--model", default=None)
+    b.add_argument("--replay", action="store_true",
+                   help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
     return parser
 
 

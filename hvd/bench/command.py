@@ -1,4 +1,5 @@
-"""`hvd bench`: suites × methods, interleaved, with a table, JSON and a plot."""
+"""`hvd bench`: suites × methods, interleaved, with a table, JSON and a plot; `--replay` measures
+acceptance only, against recorded `ar` outputs (hvd/bench/replay_runner.py)."""
 from __future__ import annotations
 
 import json
@@ -6,12 +7,14 @@ import platform
 import shlex
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hvd.bench import report
-from hvd.bench.runner import BenchConfig, check_methods, run_bench
+from hvd.bench.peers import PEERS, unavailable
+from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_bench
 
 
 def machine() -> dict:
@@ -37,27 +40,64 @@ def load_prompts(suites: list[str], prompts_file, limit):
     return prompts
 
 
+def gguf_of(model: Optional[str]) -> Optional[Path]:
+    """The GGUF file behind --model (the default model's when None); None for a directory."""
+    from hvd.models import ModelError, default_model_path
+
+    if model is None:
+        try:
+            return default_model_path()
+        except ModelError:
+            return None
+    return Path(model) if str(model).endswith(".gguf") else None
+
+
+def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path]) -> tuple[str, ...]:
+    """`methods` less the peers that cannot run here, each skipped with a one-line note on stderr."""
+    keep = []
+    for m in methods:
+        why = "peers are not drafters and cannot be replayed" if replay and m in PEERS else unavailable(m, gguf)
+        if why:
+            print(f"hvd bench: skipping {m}: {why}", file=sys.stderr)
+        else:
+            keep.append(m)
+    return tuple(keep)
+
+
 def run(engine_loader, a) -> None:
     from hvd.bench import suites as s
 
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    replay = bool(getattr(a, "replay", False))
+    if methods == ("all",):  # in a replay, "all" means every method that can be replayed
+        methods = tuple(m for m in known_methods() if not (replay and m in PEERS))
     check_methods(methods)
     names = list(s.SUITES) if a.suite == ["all"] else a.suite or ([] if a.prompts else ["agentic-edit"])
     prompts = load_prompts(names, a.prompts, a.limit)
     if not prompts:
         raise ValueError("no prompts selected")
+    gguf = gguf_of(a.model)
+    methods = runnable_methods(methods, replay, gguf)
     engine = engine_loader(a.model)
-    cfg = BenchConfig(methods, a.repeats, a.max_new_tokens)
-    total = len(prompts) * a.repeats * len({"ar", *methods})
+    cfg = BenchConfig(methods, a.repeats, a.max_new_tokens, gguf)
+    total = len(prompts) * len({"ar", *methods}) * (1 if replay else a.repeats)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, console=None) as bar:
-        task = bar.add_task("benchmarking", total=total)
-        results = run_bench(engine, prompts, cfg, tick=lambda: bar.advance(task))
-    rows = report.summarize(results)
+        task = bar.add_task("replaying" if replay else "benchmarking", total=total)
+        tick = lambda: bar.advance(task)
+        rows = _replay_rows(engine, prompts, cfg, tick) if replay else report.summarize(run_bench(engine, prompts, cfg, tick))
     print(report.markdown(rows))
     command = "hvd " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     if a.json:
         Path(a.json).write_text(json.dumps({"results": [r.to_dict() for r in rows], "machine": machine(),
-                                            "command": command}, indent=1))
+                                            "command": command, "mode": "replay" if replay else "timed"}, indent=1))
     if a.plot:
         report.plot(rows, a.plot)
+
+
+def _replay_rows(engine, prompts, cfg: BenchConfig, tick) -> list:
+    from hvd.bench.references import ReferenceStore
+    from hvd.bench.replay_runner import run_replay
+
+    store = ReferenceStore.for_model(engine.target.model)
+    return report.summarize_replay(run_replay(engine, prompts, cfg, store, tick))

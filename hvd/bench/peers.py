@@ -1,33 +1,25 @@
-"""Peers measured in the same process on the same token ids: Hugging Face `generate`, greedy
-(`hf`) and with prompt lookup (`hf-pld`). Each returns the same measurements as our engine."""
+"""Peers measured in the same process on the same token ids, counted like our engine:
+Hugging Face `generate` greedy (`hf`) and with prompt lookup (`hf-pld`), and, when the
+optional llama-cpp-python is installed, `llamacpp` and `llamacpp-pld` (hvd/bench/llamacpp.py).
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
+from hvd.bench import llamacpp
+from hvd.bench.run import Run
 
-@dataclass(frozen=True)
-class Run:
-    """One timed generation, counted the same way for every method."""
+if TYPE_CHECKING:
+    from hvd.engine import Engine
 
-    token_ids: list[int]
-    ttft: float  # seconds to the first new token (prefill)
-    wall: float  # seconds for the whole request
-    steps: Optional[int] = None  # target verification forwards, where known
-    draft_seconds: float = 0.0
+__all__ = ["PEERS", "Run", "PeerFn", "hf_generate", "peer", "unavailable"]
 
-    @property
-    def decode_tps(self) -> float:
-        """Tokens after the first ÷ seconds after the first token."""
-        n, t = len(self.token_ids) - 1, self.wall - self.ttft
-        return n / t if n > 0 and t > 0 else 0.0
-
-    @property
-    def tau(self) -> Optional[float]:
-        return (len(self.token_ids) - 1) / self.steps if self.steps else None
+PeerFn = Callable[["Engine", list[int], int], Run]  # (engine, prompt ids, max new tokens) -> Run
+PEERS: tuple[str, ...] = ("hf", "hf-pld", *llamacpp.NAMES)
 
 
 class _FirstTokenClock:
@@ -60,7 +52,25 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, eos: frozenset[int],
     return Run(new, (clock.first or time.perf_counter()) - t0, wall)
 
 
-PEERS: dict[str, Callable[..., Run]] = {
-    "hf": lambda model, ids, n, eos: hf_generate(model, ids, n, eos),
-    "hf-pld": lambda model, ids, n, eos: hf_generate(model, ids, n, eos, prompt_lookup_num_tokens=10),
-}
+def unavailable(name: str, gguf: Optional[Path]) -> Optional[str]:
+    """Why peer `name` cannot run here (one line), or None when it can."""
+    return llamacpp.unavailable(gguf) if name in llamacpp.NAMES else None
+
+
+def peer(name: str, gguf: Optional[Path] = None) -> PeerFn:
+    """The runner for peer `name`; llama.cpp peers load `gguf` on their first call."""
+    if name == "hf":
+        return lambda engine, ids, n: hf_generate(engine.target.model, ids, n, engine.eos_ids)
+    if name == "hf-pld":
+        return lambda engine, ids, n: hf_generate(engine.target.model, ids, n, engine.eos_ids, prompt_lookup_num_tokens=10)
+    if name in llamacpp.NAMES:
+        if gguf is None:
+            raise ValueError(f"peer {name} needs a GGUF model file")
+
+        def run(engine, ids: list[int], n: int) -> Run:
+            cfg = llamacpp.LlamaCppConfig(Path(gguf), name == "llamacpp-pld", engine.target.max_context,
+                                          torch.get_num_threads())
+            return llamacpp.llamacpp_generate(cfg, ids, n, engine.eos_ids)
+
+        return run
+    raise ValueError(f"unknown peer {name!r}; choose from: {', '.join(PEERS)}")

@@ -1,14 +1,19 @@
-"""Turn timed runs into the metrics users compare methods by.
+"""Turn timed runs (or replays) into the metrics users compare methods by.
 
 speedup       median over prompts of (method decode tok/s ÷ `ar` decode tok/s on that prompt),
               each tok/s the median over repeats; decode = after the first token.
 e2e_speedup   the same ratio over whole requests (prefill included).
 tau (τ)       mean accepted length: tokens after the first ÷ verification forwards (all prompts).
-fwd_per_100   target forwards per 100 new tokens (100 / τ).
+fwd_per_100   target verification forwards per 100 tokens after the first (100 / τ).
 oracle_fraction  speedup ÷ the oracle's speedup on the same dataset.
 draft_share   drafting seconds ÷ decode seconds.
+draft_ms_per_step  drafting milliseconds per verification step.
 exact         every output token-identical to `ar`'s greedy output.
 ttft          median seconds to the first token.
+
+Replay rows (mode "replay") carry τ, fwd_per_100 and draft_ms_per_step only: the target never
+ran, so every speed, exactness and oracle-fraction field is None. docs/BENCHMARKS.md documents
+every column and the JSON schema.
 """
 from __future__ import annotations
 
@@ -17,24 +22,31 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
-from hvd.bench.peers import Run
+from hvd.bench.replay_runner import ReplayRun
+from hvd.bench.run import Run
 from hvd.bench.runner import ORACLE, PromptRuns
+
+TIMED, REPLAY = "timed", "replay"
 
 
 @dataclass(frozen=True)
 class Row:
+    """One (method, dataset) line of the table and of the JSON "results" list."""
+
     method: str
     dataset: str
-    speedup: float
-    e2e_speedup: float
-    tau: Optional[float]
+    speedup: Optional[float]  # None in replay
+    e2e_speedup: Optional[float]  # None in replay
+    tau: Optional[float]  # None for peers (forwards not known)
     fwd_per_100: Optional[float]
-    exact: bool
-    tokens_per_second: float
-    ttft: float
-    oracle_fraction: Optional[float]
-    draft_share: float
+    exact: Optional[bool]  # None in replay
+    tokens_per_second: Optional[float]  # None in replay
+    ttft: Optional[float]  # None in replay
+    oracle_fraction: Optional[float]  # None in replay and without an oracle row
+    draft_share: Optional[float]  # None in replay and for peers
     n_prompts: int
+    draft_ms_per_step: Optional[float] = None  # None for peers
+    mode: str = TIMED  # "timed" | "replay"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +77,23 @@ def summarize(results: Sequence[PromptRuns]) -> list[Row]:
     ]
 
 
+def summarize_replay(runs: Sequence[ReplayRun]) -> list[Row]:
+    """Rows of a replay: τ, forwards per 100 tokens and drafting time per step, over all
+    prompts of a (dataset, method); every speed field None."""
+    by_key: dict[tuple[str, str], list[ReplayRun]] = defaultdict(list)
+    for r in runs:
+        by_key[(r.dataset, r.method)].append(r)
+    rows = []
+    for (dataset, method), group in by_key.items():
+        steps = sum(len(r.records) for r in group)
+        decoded = sum(s.committed for r in group for s in r.records)
+        draft = sum(s.draft_seconds for r in group for s in r.records)
+        tau = decoded / steps if steps else None
+        rows.append(Row(method, dataset, None, None, tau, 100 / tau if tau else None, None, None, None, None, None,
+                        len({r.prompt_id for r in group}), 1000 * draft / steps if steps else None, REPLAY))
+    return rows
+
+
 def _row(method: str, dataset: str, prompts: list[PromptRuns]) -> Row:
     speedups, e2e, tps, ttft = [], [], [], []
     decoded = steps = 0
@@ -83,24 +112,36 @@ def _row(method: str, dataset: str, prompts: list[PromptRuns]) -> Row:
             draft, decode = draft + r.draft_seconds, decode + r.wall - r.ttft
     tau = decoded / steps if steps else None
     return Row(method, dataset, _median(speedups), _median(e2e), tau, 100 / tau if tau else None, exact,
-               _median(tps), _median(ttft), None, _ratio(draft, decode), len(prompts))
+               _median(tps), _median(ttft), None, _ratio(draft, decode) if steps else None, len(prompts),
+               1000 * draft / steps if steps else None)
+
+
+def _fmt(x: Optional[float], places: int = 2, unit: str = "") -> str:
+    return "–" if x is None else f"{x:.{places}f}{unit}"
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    head = "| dataset | method | speedup | e2e speedup | τ | fwd/100 tok | tok/s | TTFT s | oracle frac | draft share | exact | prompts |"
+    """The table; "–" marks what was not measured (peers' τ; speeds and exactness in replay)."""
+    head = ("| dataset | method | speedup | e2e speedup | τ | fwd/100 tok | tok/s | TTFT s | oracle frac "
+            "| draft share | draft ms/step | exact | prompts |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in sorted(rows, key=lambda r: (r.dataset, r.method != "ar", -r.speedup)):
-        f = lambda x, p=2: "–" if x is None else f"{x:.{p}f}"
+    order = lambda r: (r.dataset, r.method != "ar", -(r.speedup if r.speedup is not None else r.tau or 0))
+    for r in sorted(rows, key=order):
+        share = None if r.draft_share is None else r.draft_share * 100
+        exact = "–" if r.exact is None else "yes" if r.exact else "NO"
         lines.append(
-            f"| {r.dataset} | {r.method} | {f(r.speedup)}x | {f(r.e2e_speedup)}x | {f(r.tau)} | {f(r.fwd_per_100, 1)} | "
-            f"{f(r.tokens_per_second, 1)} | {f(r.ttft)} | {f(r.oracle_fraction)} | {f(r.draft_share * 100, 1)}% | "
-            f"{'yes' if r.exact else 'NO'} | {r.n_prompts} |"
+            f"| {r.dataset} | {r.method} | {_fmt(r.speedup, unit='x')} | {_fmt(r.e2e_speedup, unit='x')} | {_fmt(r.tau)} | "
+            f"{_fmt(r.fwd_per_100, 1)} | {_fmt(r.tokens_per_second, 1)} | {_fmt(r.ttft)} | {_fmt(r.oracle_fraction)} | "
+            f"{_fmt(share, 1, '%')} | {_fmt(r.draft_ms_per_step, 3)} | {exact} | {r.n_prompts} |"
         )
+    if rows and all(r.mode == REPLAY for r in rows):
+        lines.append("\nreplay: acceptance against recorded `ar` outputs; the target did not run, so speedups, "
+                     "tok/s, TTFT, draft share and exactness are not measured (–).")
     return "\n".join(lines)
 
 
 def plot(rows: Sequence[Row], path: str) -> None:
-    """Grouped bars: speedup per dataset per method; the oracle drawn as a marker."""
+    """Grouped bars: speedup (τ for a replay) per dataset per method; the oracle drawn as a marker."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,7 +149,8 @@ def plot(rows: Sequence[Row], path: str) -> None:
 
     datasets = sorted({r.dataset for r in rows})
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != ORACLE]
-    get = {(r.dataset, r.method): r.speedup for r in rows}
+    replayed = bool(rows) and all(r.mode == REPLAY for r in rows)
+    get = {(r.dataset, r.method): (r.tau if replayed else r.speedup) or 0 for r in rows}
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets) * max(1, len(methods) / 3)), 4.5))
     for i, m in enumerate(methods):
@@ -119,8 +161,8 @@ def plot(rows: Sequence[Row], path: str) -> None:
                    color="black", linewidths=2, label="oracle (ceiling)", zorder=3)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_ylabel("decode speedup over ar (×)")
-    ax.set_title("hvd bench: speedup per suite and method")
+    ax.set_ylabel("τ, mean accepted length (replay)" if replayed else "decode speedup over ar (×)")
+    ax.set_title("hvd bench --replay: τ per suite and method" if replayed else "hvd bench: speedup per suite and method")
     ax.legend(fontsize=8, ncols=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

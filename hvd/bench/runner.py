@@ -9,9 +9,11 @@ prompt helps the next.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from hvd.bench.peers import PEERS, Run
+from hvd.bench.peers import PEERS, peer
+from hvd.bench.run import Run
 from hvd.drafters import registry
 from hvd.drafters.oracle import OracleDrafter
 from hvd.engine import Engine
@@ -28,6 +30,7 @@ class BenchConfig:
     methods: tuple[str, ...]
     repeats: int = 1
     max_new_tokens: Optional[int] = None  # None: each prompt's own
+    gguf: Optional[Path] = None  # the model's GGUF file, for the llama.cpp peers
 
 
 @dataclass
@@ -46,9 +49,10 @@ def check_methods(methods: Sequence[str]) -> None:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(known_methods())}")
 
 
-def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int]) -> Run:
+def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int],
+             gguf: Optional[Path] = None) -> Run:
     if method in PEERS:
-        return PEERS[method](engine.target.model, ids, n, engine.eos_ids)
+        return peer(method, gguf)(engine, ids, n)
     if method == ORACLE:
         drafter = OracleDrafter(reference)
     else:
@@ -67,7 +71,7 @@ def run_prompt(engine: Engine, prompt, cfg: BenchConfig, tick: Callable[[], None
     for r in range(cfg.repeats):
         order = methods if r == 0 else methods[r % len(methods):] + methods[: r % len(methods)]
         for m in order:
-            run = run_once(engine, m, ids, n, out.reference)
+            run = run_once(engine, m, ids, n, out.reference, cfg.gguf)
             if m == "ar" and r == 0:
                 out.reference = run.token_ids
             out.runs[m].append(run)
@@ -80,5 +84,5 @@ def run_bench(engine: Engine, prompts: Sequence, cfg: BenchConfig, tick: Callabl
     if prompts:  # warm-up, excluded: first-call allocations, lazy imports, JIT compiles
         ids = engine.encode(list(prompts[0].messages))
         for m in {"ar", *cfg.methods}:
-            run_once(engine, m, ids, 4, [])
+            run_once(engine, m, ids, 4, [], cfg.gguf)
     return [run_prompt(engine, p, cfg, tick) for p in prompts]
