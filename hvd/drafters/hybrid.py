@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence
 
+import numpy as np
+
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
@@ -23,10 +25,13 @@ from hvd.types import Draft
 
 class HybridDrafter:
     def __init__(self, name: str, cache: Drafter, model: Drafter, policy: PolicyConfig,
-                 predictor: Optional[Predictor] = None, cost: Optional[VerifyCost] = None) -> None:
+                 predictor: Optional[Predictor] = None, cost: Optional[VerifyCost] = None,
+                 classes: Optional[np.ndarray] = None) -> None:
         self.name = name
         self.cache, self.model, self.policy = cache, model, policy
         self.predictor, self.cost = predictor, cost
+        self.classes = predictor.classes if predictor is not None else classes  # (vocab, classes)
+        self.log: Optional[list] = None  # when a list: (position, features, cache draft) per step (`hvd trace`)
         a, b = cache.capabilities, model.capabilities
         self.capabilities = Capabilities(
             needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
@@ -64,9 +69,12 @@ class HybridDrafter:
 
     def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> str:
         predicted = 0.0
-        if self.predictor is not None and len(cdraft):
-            x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.predictor.classes)
-            predicted = float(self.predictor.predict(x))
+        if len(cdraft) and (self.predictor is not None or self.log is not None):
+            x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
+            if self.predictor is not None:
+                predicted = float(self.predictor.predict(x))
+            if self.log is not None:
+                self.log.append((ctx.generated, x, cdraft))
         score = cdraft.features.get("score", 0.0)
         return choose(self.policy, predicted, score, len(cdraft), cache_seconds, self.model_arm, self.cost)
 
@@ -86,3 +94,27 @@ class HybridDrafter:
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
         self.model.end(output)
+
+
+CACHE_ARM = "suffix"
+MODEL_ARM = "aded"  # cheapest model arm on a CPU; chosen by measurement, see docs/BENCHMARKS.md
+
+
+def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
+          predictor_dir=None) -> HybridDrafter:
+    """A hybrid over registered drafters for `target`: loads the predictor (rules that need
+    it) and the machine's verify-cost curve (the cost rule; measured once, then cached)."""
+    from hvd.drafters import registry
+    from hvd.hybrid import cost as cost_curve
+    from hvd.hybrid import predictor as pred
+    from hvd.models import cache_dir
+
+    cache = registry.get(CACHE_ARM).make(target)
+    model = registry.get(model_arm).make(target)
+    predictor = pred.load(predictor_dir) if policy.rule != "rule" else None
+    if predictor is not None and predictor.classes.shape[0] < target.vocab_size:
+        raise pred.PredictorError(
+            f"the HVD predictor was trained for a {predictor.classes.shape[0]}-token vocabulary, this model has "
+            f"{target.vocab_size}; train one for it with `hvd trace` and `hvd train predictor`")
+    cost = cost_curve.cached(target, cache_dir()) if policy.rule == "cost" else None
+    return HybridDrafter(name, cache, model, policy, predictor, cost)

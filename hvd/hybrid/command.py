@@ -1,0 +1,74 @@
+"""`hvd trace` and `hvd train predictor`: record HVD traces, fit and evaluate the predictor."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hvd.hybrid import predictor as P
+from hvd.hybrid.trace import TraceConfig, Traces, collect, split_by_prompt, vocab_classes
+
+DEFAULT_TRACES = Path("traces") / "hvd-traces.npz"
+
+
+def trace(engine, cfg: TraceConfig, out: Path) -> Traces:
+    from rich.progress import Progress
+
+    from hvd.bench.references import ReferenceStore
+    from hvd.bench.suites import load_suite
+    from hvd.drafters.hybrid import build
+    from hvd.hybrid.policy import PolicyConfig
+
+    prompts = [p for s in cfg.suites for p in load_suite(s, split="train", limit=cfg.limit)]
+    store = ReferenceStore.for_model(engine.target.model)
+    classes = vocab_classes(engine.tokenizer, engine.target.vocab_size)
+
+    def make():
+        h = build(engine.target, "trace", PolicyConfig(rule="rule"), model_arm=cfg.model_arm)
+        h.classes = classes
+        return h
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("tracing (records ar outputs the first time)", total=len(prompts))
+        traces = collect(engine, prompts, make, cfg.max_new_tokens, store, lambda: bar.advance(task))
+    traces.save(out)
+    np.save(out.with_suffix(".classes.npy"), classes)
+    print(f"{len(traces.y)} steps from {len(prompts)} train prompts ({', '.join(cfg.suites)}) -> {out}")
+    return traces
+
+
+def train(traces_path: Path, out: Path, cfg: P.TrainConfig, threshold: float = 6.0) -> dict:
+    traces = Traces.load(traces_path)
+    classes = np.load(traces_path.with_suffix(".classes.npy"))
+    fit_mask, held_mask = split_by_prompt(traces)
+    t0 = time.perf_counter()
+    model = P.fit(traces.x[fit_mask], traces.y[fit_mask], classes, cfg)
+    seconds = time.perf_counter() - t0
+    report = evaluate(model, traces, held_mask, threshold)
+    report.update(train_steps=int(fit_mask.sum()), train_seconds=round(seconds, 1), traces=str(traces_path))
+    model.info.update(report)
+    model.save(out)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+def evaluate(model: P.Predictor, traces: Traces, mask: np.ndarray, threshold: float) -> dict:
+    """Held-out quality: precision/recall of "accepted >= threshold", per suite and overall."""
+    pred = model.predict(traces.x[mask])
+    y = traces.y[mask]
+    per = {}
+    for name in sorted(set(traces.dataset[mask].tolist())):
+        m = traces.dataset[mask] == name
+        p, r = P.precision_recall(pred[m], y[m], threshold)
+        per[name] = {"precision": round(p, 3), "recall": round(r, 3), "steps": int(m.sum()),
+                     "positive_share": round(float((y[m] >= threshold).mean()), 3)}
+    p, r = P.precision_recall(pred, y, threshold)
+    x1 = traces.x[mask][:1]
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        model.predict(x1[0])
+    return {"threshold": threshold, "held_out_steps": int(mask.sum()), "precision": round(p, 3),
+            "recall": round(r, 3), "mse": round(float(np.mean((pred - y) ** 2)), 3),
+            "predict_microseconds": round((time.perf_counter() - t0) * 1e3, 1), "per_suite": per}
