@@ -34,6 +34,17 @@ def _add_decoding_args(p: argparse.ArgumentParser, default_method: str = DEMO_ME
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _add_aded_args(p)
+
+
+def _add_aded_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("aded options (with --method aded, aded-noadapt or aded-greedy)")
+    g.add_argument("--aded-iterations", type=int, help="MCTS iterations per step (default 150)")
+    g.add_argument("--aded-paths", type=int, help="most-visited root paths kept (default 24)")
+    g.add_argument("--aded-max-nodes", type=int, help="draft tree size limit (default 64)")
+    g.add_argument("--aded-time-budget-ms", type=float, help="stop each search after this long (default: no limit)")
+    g.add_argument("--aded-no-adapt", action="store_true", help="no online tri-gram adaptation")
+    g.add_argument("--aded-greedy", action="store_true", help="one greedy tri-gram chain instead of MCTS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None)
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
+    _add_datastore_command(sub)
     return parser
+
+def _add_datastore_command(sub) -> None:
+    ds = sub.add_parser("datastore", help="the tri-gram datastore of aded").add_subparsers(dest="what", required=True, parser_class=_Parser)
+    b = ds.add_parser("build", help="count tri-grams over the training corpus (train split only) with the default tokenizer")
+    b.add_argument("--out", type=Path, default=None, help="output .npz (default: the cache file aded loads)")
+    b.add_argument("--limit", type=int, default=None, help="characters per corpus source (default 8,000,000)")
 
 
 def _read_messages(path: Path) -> list[dict]:
@@ -82,10 +100,33 @@ def _read_messages(path: Path) -> list[dict]:
     return data
 
 
-def _decoding_kwargs(a: argparse.Namespace) -> dict:
+def _decoding_kwargs(a: argparse.Namespace, engine=None) -> dict:
+    """Keyword arguments of Engine.generate/stream; with `engine`, a drafter built with the
+    --aded-* options when any is given (without it, the options are only checked)."""
     registry.get(a.method)  # unknown methods fail before the model loads
-    return dict(method=a.method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-                top_p=a.top_p, top_k=a.top_k, seed=a.seed, stop=a.stop)
+    kw = dict(method=a.method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+              top_p=a.top_p, top_k=a.top_k, seed=a.seed, stop=a.stop)
+    changes = _aded_changes(a)
+    if changes and engine is not None:
+        kw["drafter"] = registry.get(a.method).make(engine.target).with_config(**changes)
+    return kw
+
+
+def _aded_changes(a: argparse.Namespace) -> dict:
+    from hvd.drafters.aded import AdedConfig
+
+    ms = a.aded_time_budget_ms
+    given = {"iterations": a.aded_iterations, "paths": a.aded_paths, "max_nodes": a.aded_max_nodes,
+             "time_budget_s": None if ms is None else ms / 1000, "adapt": False if a.aded_no_adapt else None,
+             "greedy": True if a.aded_greedy else None}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if changes and not a.method.startswith("aded"):
+        raise CliError("--aded-* options need --method aded (or aded-noadapt, aded-greedy)")
+    try:
+        AdedConfig(**changes)
+    except ValueError as e:
+        raise CliError(f"aded options: {e}")
+    return changes
 
 
 def _check_decoding_args(a: argparse.Namespace) -> None:
@@ -104,10 +145,10 @@ def cmd_generate(a: argparse.Namespace) -> None:
     _check_decoding_args(a)
     engine = _load(a.model)
     if a.json:
-        print(json.dumps(engine.generate(prompt, **_decoding_kwargs(a)).to_dict()))
+        print(json.dumps(engine.generate(prompt, **_decoding_kwargs(a, engine)).to_dict()))
         return
     result = None
-    for chunk in engine.stream(prompt, **_decoding_kwargs(a)):
+    for chunk in engine.stream(prompt, **_decoding_kwargs(a, engine)):
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         result = chunk.result or result
@@ -120,6 +161,7 @@ def cmd_chat(a: argparse.Namespace) -> None:
     _check_decoding_args(a)
     engine = _load(a.model)
     history: list[dict] = []
+    kwargs = _decoding_kwargs(a, engine)  # one drafter for the whole chat
     print(f"hvd chat ({a.method}); empty line or Ctrl-D to quit", file=sys.stderr)
     while True:
         try:
@@ -130,7 +172,7 @@ def cmd_chat(a: argparse.Namespace) -> None:
             break
         history.append({"role": "user", "content": line})
         reply = ""
-        for chunk in engine.stream(history, **_decoding_kwargs(a)):
+        for chunk in engine.stream(history, **kwargs):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             reply += chunk.text
@@ -158,6 +200,17 @@ def cmd_bench(a: argparse.Namespace) -> None:
         raise CliError(str(e))
 
 
+def cmd_datastore(a: argparse.Namespace) -> None:
+    from hvd.drafters.trigram_corpus import CorpusConfig
+    from hvd.drafters.trigram_store import build
+
+    if a.limit is not None and a.limit <= 0:
+        raise CliError(f"--limit must be a positive integer, got {a.limit}")
+    r = build(a.out, CorpusConfig() if a.limit is None else CorpusConfig(max_chars=a.limit))
+    print(f"{r.path}: {r.tokens:,} tokens, {r.bigrams:,} bigrams, {r.entries:,} tri-grams kept, "
+          f"{r.file_bytes / 1e6:.1f} MB, built in {r.seconds:.1f} s")
+
+
 def _load(model: Optional[str]):
     from hvd.engine import Engine
 
@@ -167,7 +220,8 @@ def _load(model: Optional[str]):
         return Engine.load(model)
 
 
-COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,
+            "datastore": cmd_datastore}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -31,12 +31,24 @@ def _suffix(target: "Target") -> Drafter:
     return SuffixDrafter()
 
 
+def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
+    def make(target: "Target") -> Drafter:
+        from hvd.drafters.aded import AdedConfig, for_target
+
+        return for_target(target, AdedConfig(**config), name)
+
+    return make
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("ar", "plain autoregressive decoding, the baseline", None),
         Method("pld", "prompt lookup: copy after the latest n-gram match in prompt + output", _pld),
         Method("suffix", "suffix trees over this request and earlier responses (SuffixDecoding)", _suffix),
+        Method("aded", "adaptive tri-grams searched by MCTS into draft trees (ADED)", _aded("aded")),
+        Method("aded-noadapt", "ablation: aded without online adaptation", _aded("aded-noadapt", adapt=False)),
+        Method("aded-greedy", "ablation: aded drafting one greedy tri-gram chain, no MCTS", _aded("aded-greedy", greedy=True)),
     )
 }
 

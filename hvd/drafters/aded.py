@@ -1,0 +1,198 @@
+"""ADED (`aded`): training-free drafts from an adaptive tri-gram model searched by MCTS
+(Liu et al., "Adaptive Draft-Verification for Efficient LLM Decoding", arXiv 2407.12021).
+
+Per step: MCTS from the context's last two tokens over the tri-gram weights (hvd/drafters/
+mcts.py); the `paths` most-visited nodes' root paths, each extended by its most likely next
+token, merged into one tree of at most `max_nodes` nodes. After each step the tri-grams of the
+last `adapt_window` context tokens gain `adapt_delta` (capped at `adapt_cap`; no renormalisation),
+new ones created in an overlay (hvd/drafters/adaptive_trigrams.py).
+
+Adaptation state is kept across the requests of one drafter, as in the reference
+(`reset_per_request` restores the built table at every `begin`). A fresh drafter
+(`registry.get("aded").make(target)`) starts from the built table.
+
+The static table is the default datastore (hvd/drafters/trigram_store.py) when the target's
+vocabulary is the default model's, else empty: the drafter then learns only online.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
+from hvd.drafters.base import Capabilities, DecodeContext
+from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
+from hvd.drafters.trigram import TrigramTable
+from hvd.types import Draft
+
+
+@dataclass(frozen=True)
+class AdedConfig:
+    iterations: int = 150  # MCTS iterations per step
+    c1: float = 32.0  # PUCT exploration constants
+    c2: float = 8.0
+    rollout_depth: int = 4
+    max_depth: int = 16  # search-tree depth limit (also bounded by the step's draft budget)
+    paths: int = 24  # most-visited root paths kept
+    max_nodes: int = 64  # draft tree size limit
+    adapt: bool = True  # online adaptation after every step
+    adapt_window: int = 16  # last context tokens whose tri-grams are reinforced
+    adapt_delta: float = 0.04
+    adapt_cap: float = 3.0
+    adapt_prompt: bool = False  # extension (not in ADED): reinforce the prompt's tri-grams once at begin
+    reset_per_request: bool = False  # forget adaptation at every begin (the reference keeps it)
+    overlay_successors: int = 12  # new successors kept per bigram beyond the static top-k
+    greedy: bool = False  # ablation: one chain of the heaviest successors instead of MCTS
+    greedy_depth: int = 8
+    time_budget_s: float = 0.0  # stop the search after this long (checked every `chunk` iterations); 0 = none
+    chunk: int = 25
+    seed: int = 0  # MCTS rollouts are seeded with this at every step: drafts are deterministic
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.paths < 1 or self.max_nodes < 1 or self.chunk < 1:
+            raise ValueError("iterations, paths, max_nodes and chunk must be positive")
+        if self.c2 <= 0 or self.adapt_window < 3:
+            raise ValueError("need c2 > 0 and adapt_window >= 3")
+
+
+ANY_VOCAB = 1 << 21  # vocabulary of the empty table used when none is given
+TableSource = Union[TrigramTable, Callable[[], TrigramTable]]
+
+
+class AdedDrafter:
+    name = "aded"
+    capabilities = Capabilities(tree=True)
+
+    def __init__(self, config: AdedConfig = AdedConfig(), table: Optional[TableSource] = None, name: str = "aded") -> None:
+        """`table`: the static tri-grams, or a function that loads them (called at the first
+        `begin`, so construction does no I/O). None: an empty table (online learning only)."""
+        self.config = config
+        self.name = name
+        self._source = table
+        self.trigrams: Optional[AdaptiveTrigrams] = None
+        self._tokens: list[int] = []
+        self._buf = 0  # successor scratch size: most static successors of a bigram + overlay ones
+
+    def with_config(self, **changes) -> "AdedDrafter":
+        """A fresh drafter over the same table source with some config fields changed."""
+        return AdedDrafter(replace(self.config, **changes), self._source, self.name)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def begin(self, prompt: Sequence[int]) -> None:
+        cfg = self.config
+        if self.trigrams is None:
+            table = self._load_table()
+            self.trigrams = AdaptiveTrigrams(table, cfg.overlay_successors)
+            self._buf = int(np.max(np.diff(table.offsets), initial=0)) + cfg.overlay_successors
+        elif cfg.reset_per_request:
+            self.trigrams.reset()
+        self._tokens = list(prompt)
+        if cfg.adapt and cfg.adapt_prompt:
+            self.trigrams.adapt(self._tokens, cfg.adapt_delta, cfg.adapt_cap)
+
+    def observe(self, committed: Sequence[int]) -> None:
+        if self.trigrams is None:
+            self.begin(())
+        self._tokens.extend(committed)
+        cfg = self.config
+        if cfg.adapt:
+            self.trigrams.adapt(self._tokens[-cfg.adapt_window :], cfg.adapt_delta, cfg.adapt_cap)
+
+    def end(self, output: Sequence[int]) -> None:
+        pass
+
+    def propose(self, ctx: DecodeContext) -> Draft:
+        cfg = self.config
+        depth = min(ctx.max_draft, cfg.greedy_depth if cfg.greedy else cfg.max_depth)
+        if depth <= 0 or len(ctx.tokens) < 2 or self.trigrams is None:
+            return Draft.empty()
+        a, b = ctx.tokens[-2], ctx.tokens[-1]
+        if not (0 <= a < self.trigrams.table.vocab and 0 <= b < self.trigrams.table.vocab):
+            return Draft.empty()
+        return self._greedy(a, b, depth) if cfg.greedy else self._search(a, b, depth)
+
+    # ---- drafting --------------------------------------------------------------------------
+    def _load_table(self) -> TrigramTable:
+        src = self._source
+        if src is None:
+            return TrigramTable.empty(ANY_VOCAB)
+        return src if isinstance(src, TrigramTable) else src()
+
+    def _search(self, a: int, b: int, depth: int) -> Draft:
+        cfg, state = self.config, self.trigrams.state
+        tree = SearchTree(1 + cfg.iterations * self._buf, self._buf, a, b)
+        arrays = tree.arrays()
+        seed_rng(cfg.seed)
+        t0, done = time.perf_counter(), 0
+        while done < cfg.iterations:
+            n = min(cfg.chunk, cfg.iterations - done)
+            iterate(state, arrays, n, cfg.c1, cfg.c2, cfg.rollout_depth, depth)
+            done += n
+            if cfg.time_budget_s > 0 and time.perf_counter() - t0 > cfg.time_budget_s:
+                break
+        return self._tree_draft(tree, depth, done)
+
+    def _tree_draft(self, tree: SearchTree, depth: int, iterations: int) -> Draft:
+        """The `paths` most-visited nodes (an ancestor-closed set: a parent has at least its
+        children's visits, and ties go to the shallower node), each extended by its heaviest
+        successor, as a Draft of at most `max_nodes` nodes."""
+        cfg, n = self.config, int(tree.size[0])
+        visited = np.flatnonzero(tree.visits[1:n] > 0) + 1  # (m,) node ids, root excluded
+        order = visited[np.lexsort((visited, tree.depth[visited], -tree.visits[visited]))][: cfg.paths]  # (k,)
+        index: dict[tuple[int, int], int] = {}  # (draft parent, token) -> draft node
+        node_of: dict[int, int] = {}  # search node -> draft node
+        tokens: list[int] = []
+        parents: list[int] = []
+        weights: list[float] = []
+
+        def add(parent: int, token: int, weight: float) -> int:
+            key = (parent, token)
+            if key not in index:
+                index[key] = len(tokens)
+                tokens.append(token)
+                parents.append(parent)
+                weights.append(weight)
+            return index[key]
+
+        for node in sorted(order.tolist(), key=lambda i: (tree.depth[i], i)):  # parents before children
+            if len(tokens) >= cfg.max_nodes:
+                break
+            p = -1 if tree.parent[node] == 0 else node_of[int(tree.parent[node])]
+            node_of[node] = add(p, int(tree.tok[node]), float(tree.prior[node]))
+        for node in order.tolist():  # extensions, most-visited path first
+            if len(tokens) >= cfg.max_nodes:
+                break
+            if node in node_of and tree.depth[node] < depth:
+                tok, w = best_successor(self.trigrams.state, tree.prev[node], tree.tok[node], tree.buf_tok, tree.buf_w)
+                if tok >= 0:
+                    add(node_of[node], int(tok), float(w))
+        if not tokens:
+            return Draft.empty()
+        features = {"draft_length": float(len(tokens)), "iterations": float(iterations),
+                    "score": float(sum(weights)), "root_visits": float(tree.visits[0])}
+        return Draft(tuple(tokens), tuple(parents), None, features)
+
+    def _greedy(self, a: int, b: int, depth: int) -> Draft:
+        buf_tok, buf_w = np.zeros(self._buf, np.int64), np.zeros(self._buf, np.float32)  # (B,) each
+        out: list[int] = []
+        score = 0.0
+        for _ in range(depth):
+            tok, w = best_successor(self.trigrams.state, a, b, buf_tok, buf_w)
+            if tok < 0:
+                break
+            out.append(int(tok))
+            score += float(w)
+            a, b = b, int(tok)
+        return Draft.chain(out, draft_length=float(len(out)), score=score) if out else Draft.empty()
+
+
+def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded") -> AdedDrafter:
+    """A drafter over the default datastore when `target` has the default model's vocabulary
+    (loaded, or built and cached, at the first `begin`), else over an empty table."""
+    from hvd.drafters.trigram_store import default_table
+
+    vocab = int(target.vocab_size)
+    return AdedDrafter(config, lambda: default_table(vocab), name)
