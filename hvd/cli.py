@@ -75,14 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None)
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
+    _add_hybrid_commands(sub)
     _add_datastore_command(sub)
     return parser
+
 
 def _add_datastore_command(sub) -> None:
     ds = sub.add_parser("datastore", help="the tri-gram datastore of aded").add_subparsers(dest="what", required=True, parser_class=_Parser)
     b = ds.add_parser("build", help="count tri-grams over the training corpus (train split only) with the default tokenizer")
     b.add_argument("--out", type=Path, default=None, help="output .npz (default: the cache file aded loads)")
     b.add_argument("--limit", type=int, default=None, help="characters per corpus source (default 8,000,000)")
+
+
+def _add_hybrid_commands(sub) -> None:
+    from hvd.hybrid.command import DEFAULT_TRACES
+    from hvd.hybrid.trace import TraceConfig
+
+    d = TraceConfig()
+    tr = sub.add_parser("trace", help="record HVD predictor traces from replayed ar outputs (train split only)")
+    tr.add_argument("--suite", action="append", help=f"suite (repeatable; default {','.join(d.suites)})")
+    tr.add_argument("--limit", type=int, default=d.limit, help="train prompts per suite")
+    tr.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    tr.add_argument("--model-arm", default=d.model_arm, help="model drafter of the hybrid while tracing")
+    tr.add_argument("--out", type=Path, default=DEFAULT_TRACES)
+    tr.add_argument("--model", default=None)
+    train = sub.add_parser("train", help="train a component").add_subparsers(dest="what", required=True, parser_class=_Parser)
+    pr = train.add_parser("predictor", help="fit the HVD accepted-length predictor on traces")
+    pr.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
+    pr.add_argument("--out", type=Path, default=None, help="artifact directory (default: the packaged predictor)")
+    pr.add_argument("--epochs", type=int, default=20)
+    pr.add_argument("--threshold", type=float, default=6.0, help="report precision/recall of accepted >= this")
 
 
 def _read_messages(path: Path) -> list[dict]:
@@ -200,6 +222,39 @@ def cmd_bench(a: argparse.Namespace) -> None:
         raise CliError(str(e))
 
 
+def cmd_trace(a: argparse.Namespace) -> None:
+    from hvd.bench.suites import SUITES
+    from hvd.hybrid.command import trace
+    from hvd.hybrid.trace import TraceConfig
+
+    suites = tuple(a.suite or TraceConfig().suites)
+    unknown = [x for x in suites if x not in SUITES]
+    if unknown:
+        raise CliError(f"unknown suite {unknown[0]!r}; choose from: {', '.join(SUITES)}")
+    if a.limit <= 0 or a.max_new_tokens <= 0:
+        raise CliError("--limit and --max-new-tokens must be positive integers")
+    registry.get(a.model_arm)
+    trace(_load(a.model), TraceConfig(suites, a.limit, a.max_new_tokens, a.model_arm), a.out)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    TRAINERS[a.what](a)
+
+
+def _train_predictor(a: argparse.Namespace) -> None:
+    from hvd.hybrid import predictor as P
+    from hvd.hybrid.command import train
+
+    if not a.traces.is_file():
+        raise CliError(f"no traces at {a.traces}; record them with `hvd trace`")
+    if a.epochs <= 0:
+        raise CliError(f"--epochs must be a positive integer, got {a.epochs}")
+    train(a.traces, a.out or P.DEFAULT_DIR, P.TrainConfig(epochs=a.epochs), a.threshold)
+
+
+TRAINERS = {"predictor": _train_predictor}
+
+
 def cmd_datastore(a: argparse.Namespace) -> None:
     from hvd.drafters.trigram_corpus import CorpusConfig
     from hvd.drafters.trigram_store import build
@@ -221,7 +276,7 @@ def _load(model: Optional[str]):
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,
-            "datastore": cmd_datastore}
+            "trace": cmd_trace, "train": cmd_train, "datastore": cmd_datastore}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
