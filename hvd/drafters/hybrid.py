@@ -18,7 +18,7 @@ import numpy as np
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
-from hvd.hybrid.policy import BOTH, CACHE, MODEL, ArmEstimate, PolicyConfig, choose
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose
 from hvd.hybrid.predictor import Predictor
 from hvd.types import Draft
 
@@ -41,6 +41,7 @@ class HybridDrafter:
         self._history = StepHistory()
         self._prompt_len = 0
         self._pending: Optional[tuple[str, Draft, Optional[Draft], float]] = None  # arm, cache, model, model secs
+        self._since_model = 0  # decisions since the model arm last drafted
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.cache.begin(prompt)
@@ -48,26 +49,33 @@ class HybridDrafter:
         self._history = StepHistory()
         self._prompt_len = len(prompt)
         self._pending = None
+        self._since_model = 0
 
     def propose(self, ctx: DecodeContext) -> Draft:
         t0 = time.perf_counter()
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
-        arm = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
+        decision = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
         t2 = time.perf_counter()
         self.decision_seconds += t2 - t1
+        if decision.cache_depth:
+            cdraft = cdraft.truncate(decision.cache_depth)
         mdraft = None
-        if arm != CACHE:
+        if decision.arm in (MODEL, BOTH):
             mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
-        self._pending = (arm, cdraft, mdraft, time.perf_counter() - t2)
-        if arm == CACHE:
-            return Draft(cdraft.tokens, cdraft.parents, cdraft.probs, cdraft.features, self.cache.name)
-        if arm == MODEL or not len(cdraft):
-            return Draft(mdraft.tokens, mdraft.parents, mdraft.probs, mdraft.features, self.model.name)
-        merged = cdraft.union(mdraft)
-        return Draft(merged.tokens, merged.parents, merged.probs, merged.features, f"{self.cache.name}+{self.model.name}")
+            self._since_model = 0
+        else:
+            self._since_model += 1
+        self._pending = (decision.arm, cdraft, mdraft, time.perf_counter() - t2)
+        if decision.arm == NONE:
+            return Draft((), (), source="ar")
+        if decision.arm == CACHE:
+            return _tagged(cdraft, self.cache.name)
+        if decision.arm == MODEL or not len(cdraft):
+            return _tagged(mdraft, self.model.name)
+        return _tagged(cdraft.union(mdraft), f"{self.cache.name}+{self.model.name}")
 
-    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> str:
+    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> Decision:
         predicted = 0.0
         if len(cdraft) and (self.predictor is not None or self.log is not None):
             x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
@@ -76,7 +84,8 @@ class HybridDrafter:
             if self.log is not None:
                 self.log.append((ctx.generated, x, cdraft))
         score = cdraft.features.get("score", 0.0)
-        return choose(self.policy, predicted, score, len(cdraft), cache_seconds, self.model_arm, self.cost)
+        return choose(self.policy, predicted, score, cdraft.max_depth(), cache_seconds, self.model_arm,
+                      self.cost, self._since_model)
 
     def observe(self, committed: Sequence[int]) -> None:
         self.cache.observe(committed)
@@ -86,7 +95,7 @@ class HybridDrafter:
         arm, cdraft, mdraft, model_seconds = self._pending
         self._pending = None
         accepted = max(len(committed) - 1, 0)
-        self._history.record(arm != MODEL, accepted)
+        self._history.record(arm in (CACHE, BOTH), accepted)
         if mdraft is not None:
             got = accepted if arm == MODEL else mdraft.matched(committed)
             self.model_arm.update(got, model_seconds, len(mdraft), self.policy.ema)
@@ -94,6 +103,10 @@ class HybridDrafter:
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
         self.model.end(output)
+
+
+def _tagged(d: Draft, source: str) -> Draft:
+    return Draft(d.tokens, d.parents, d.probs, d.features, source)
 
 
 CACHE_ARM = "suffix"

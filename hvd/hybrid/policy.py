@@ -5,8 +5,11 @@ Rules (`PolicyConfig.rule`):
              `threshold` (6 in the paper), else draft with the model.
   cost       ours: pick the arm with the highest expected tokens per second,
              (expected accepted + 1) / (draft seconds + verify seconds at that draft size),
-             with the verify-cost curve measured on this machine; "both" (the two drafts merged
-             into one tree) competes the same way, so it wins where verification is nearly free.
+             with the verify-cost curve measured on this machine. Arms: the cache draft cut to
+             its best depth, the model draft, both merged into one tree (wins where verification
+             is nearly free), or none (a plain decoding step: where drafting cannot pay, as for
+             most steps of a small model on a CPU). The model arm's estimates are running means
+             of its own steps; it is tried at least every `explore_every` decisions.
   rule       the baseline the paper compares against: a fixed threshold on the suffix score.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Optional
 
 from hvd.hybrid.cost import VerifyCost
 
-CACHE, MODEL, BOTH = "cache", "model", "both"
+CACHE, MODEL, BOTH, NONE = "cache", "model", "both", "none"
 RULES = ("threshold", "cost", "rule")
 
 
@@ -27,6 +30,8 @@ class PolicyConfig:
     score_threshold: float = 2.0  # suffix score (rule "rule")
     ema: float = 0.1  # weight of the newest step in the model arm's running estimates
     allow_both: bool = True
+    allow_none: bool = True
+    explore_every: int = 32  # cost rule: try the model arm when it has not drafted for this many steps
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -47,24 +52,47 @@ class ArmEstimate:
         self.draft_len += ema * (draft_len - self.draft_len)
 
 
+@dataclass(frozen=True)
+class Decision:
+    arm: str  # CACHE, MODEL, BOTH or NONE
+    cache_depth: int = 0  # cut the cache draft to this depth (0: keep it whole)
+
+
 def choose(cfg: PolicyConfig, predicted: float, score: float, cache_len: int, cache_seconds: float,
-           model: ArmEstimate, cost: Optional[VerifyCost]) -> str:
-    """The arm to verify this step: CACHE, MODEL or BOTH."""
-    if cache_len == 0:
-        return MODEL
+           model: ArmEstimate, cost: Optional[VerifyCost], since_model: int = 0) -> Decision:
+    """The arm to verify this step. `since_model`: decisions since the model arm last drafted."""
     if cfg.rule == "threshold":
-        return CACHE if predicted > cfg.threshold else MODEL
+        return Decision(CACHE if cache_len and predicted > cfg.threshold else MODEL)
     if cfg.rule == "rule":
-        return CACHE if score >= cfg.score_threshold else MODEL
+        return Decision(CACHE if cache_len and score >= cfg.score_threshold else MODEL)
     assert cost is not None, "the cost rule needs a verify-cost curve"
-    rates = {
-        CACHE: (predicted + 1) / (cache_seconds + cost(cache_len)),
-        MODEL: (model.accepted + 1) / (cache_seconds + model.draft_seconds + cost(model.draft_len)),
-    }
-    if cfg.allow_both:
-        merged = cost(cache_len + model.draft_len)
-        rates[BOTH] = (expected_max(predicted, model.accepted) + 1) / (cache_seconds + model.draft_seconds + merged)
-    return max(rates, key=rates.get)
+    if since_model >= cfg.explore_every:
+        return Decision(MODEL)
+    depth = best_depth(predicted, cache_len, cache_seconds, cost) if cache_len else 0
+    model_secs = cache_seconds + model.draft_seconds
+    rates = {MODEL: (model.accepted + 1) / (model_secs + cost(model.draft_len))}
+    if depth:
+        cut = capped_mean(predicted, depth)
+        rates[CACHE] = (cut + 1) / (cache_seconds + cost(depth))
+        if cfg.allow_both:
+            rates[BOTH] = (expected_max(cut, model.accepted) + 1) / (model_secs + cost(depth + model.draft_len))
+    if cfg.allow_none:
+        rates[NONE] = 1 / (cache_seconds + cost(0))
+    arm = max(rates, key=rates.get)
+    return Decision(arm, depth if arm in (CACHE, BOTH) else 0)
+
+
+def capped_mean(a: float, k: int) -> float:
+    """E[min(A, k)] for a geometric accepted length A with mean a: a (1 - p^k), p = a / (1 + a).
+    What a draft cut to depth k is expected to get accepted."""
+    a = max(a, 0.0)
+    return a * (1 - (a / (1 + a)) ** k)
+
+
+def best_depth(predicted: float, length: int, draft_seconds: float, cost: VerifyCost) -> int:
+    """The cut of a `length`-deep draft with the most expected tokens per second."""
+    rate = [(capped_mean(predicted, k) + 1) / (draft_seconds + cost(k)) for k in range(1, length + 1)]
+    return 1 + max(range(length), key=rate.__getitem__)
 
 
 def expected_max(a: float, b: float) -> float:

@@ -51,7 +51,7 @@ def test_every_rule_is_exact(tiny_engine, prompt):
         res = tiny_engine.generate(prompt, max_new_tokens=N, drafter=h)
         assert res.token_ids == ref, (h.policy, type(h.model).__name__)
         arms = {s.drafter for s in res.stats.steps}
-        assert arms <= {"suffix", h.model.name, f"suffix+{h.model.name}", h.name}  # h.name: no budget left to draft
+        assert arms <= {"suffix", h.model.name, f"suffix+{h.model.name}", h.name, "ar"}  # h.name: no budget left; ar: no arm pays
 
 
 def test_both_arms_get_used(tiny_engine):
