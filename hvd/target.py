@@ -37,6 +37,10 @@ class Target(Protocol):
 @dataclass(frozen=True)
 class TargetConfig:
     hidden_layers: tuple[int, ...] = ()  # layers whose hidden states to keep (0 = embeddings)
+    # Prefix caching: a prefill keeps the cached KV of the longest prefix it shares with the
+    # tokens already in the cache and computes only the rest (off by default: benchmarks
+    # compare prefill with peers that recompute it).
+    reuse_prefix: bool = False
 
 
 def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -> torch.Tensor:
@@ -74,6 +78,8 @@ class HFTarget:
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self._cache = None
         self._len = 0  # tokens whose KV is in the cache
+        self._ids: list[int] = []  # those tokens
+        self._pending_ids: list[int] = []  # root + draft tokens of the last verify
         self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
         self._hidden: dict[int, torch.Tensor] = {}
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
@@ -85,17 +91,35 @@ class HFTarget:
 
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
-        self._cache = self._cache_cls(config=self.model.config)
-        x = torch.tensor([list(ids)], device=self.device)  # (1, L)
+        ids = [int(t) for t in ids]
+        keep = self._reusable(ids)
+        if keep:
+            self._cache.crop(keep - self._cache.get_seq_length())  # a negative count drops that many tokens
+        else:
+            self._cache = self._cache_cls(config=self.model.config)
+        x = torch.tensor([ids[keep:]], device=self.device)  # (1, L - keep)
         out, logits = self._forward(x, None, None, last_only=True)
-        self._len = len(ids)
+        self._len, self._ids = len(ids), ids
         self._hidden = {l: h[0] for l, h in self._take_hidden(out).items()}
         return logits[-1].float()
+
+    def _reusable(self, ids: list[int]) -> int:
+        """Cached tokens a prefill of `ids` can keep (the last prompt token is always recomputed:
+        its logits are the prefill's output)."""
+        if not self.config.reuse_prefix or self.config.hidden_layers or self._cache is None:
+            return 0
+        n = 0
+        for a, b in zip(self._ids, ids[:-1]):
+            if a != b:
+                break
+            n += 1
+        return n
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:
         past = self._len
-        x = torch.tensor([[root, *draft.tokens]], device=self.device)  # (1, 1+n)
+        self._pending_ids = [int(root), *draft.tokens]
+        x = torch.tensor([self._pending_ids], device=self.device)  # (1, 1+n)
         if _is_chain(draft.parents):
             mask = pos = None  # the model's own causal mask and positions
         else:
@@ -120,6 +144,7 @@ class HFTarget:
                 layer.keys = torch.cat([layer.keys[:, :, :past], layer.keys[:, :, idx]], dim=2)
                 layer.values = torch.cat([layer.values[:, :, :past], layer.values[:, :, idx]], dim=2)
         self._len = past + len(keep)
+        self._ids.extend(self._pending_ids[k] for k in keep)
         if self._pending_hidden:
             rows = torch.tensor(keep, device=self.device)
             for l, h in self._pending_hidden.items():

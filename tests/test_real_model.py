@@ -18,9 +18,13 @@ TOKENS = int(os.environ.get("HVD_REAL_TOKENS", "48"))
 
 @pytest.fixture(scope="module")
 def engine():
+    """The default model with prefix caching: every method on a prompt reuses its prompt KV,
+    so the check costs one prefill per prompt (decoding itself is what is checked)."""
     from hvd import Engine
+    from hvd.target import HFTarget, TargetConfig
 
-    return Engine.load()
+    e = Engine.load()
+    return Engine(HFTarget(e.target.model, TargetConfig(reuse_prefix=True)), e.tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,24 @@ def test_tree_mask_shape_and_visibility():
     assert m.shape == (4, 6)
     visible = (m == 0).int().tolist()
     assert visible == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 1]]
+
+
+def test_prefix_reuse_keeps_logits_and_greedy_output():
+    from hvd.engine import Engine
+    from hvd.target import HFTarget, TargetConfig
+
+    from conftest import char_tokenizer, tiny_llama
+
+    model = tiny_llama()
+    plain = Engine(HFTarget(model), char_tokenizer())
+    reuse = Engine(HFTarget(model, TargetConfig(reuse_prefix=True)), char_tokenizer())
+    plain.eos_ids = reuse.eos_ids = frozenset()
+    a, b = [3, 8, 1, 22, 9, 14, 5], [3, 8, 1, 22, 30, 31]
+    for i, ids in enumerate((a, a, b, a + [7, 7])):  # same prompt, a shared prefix, an extension of a finished request
+        assert (reuse.target._reusable(ids) > 0) == (i > 0)  # something was cached and is kept
+        want = plain.target.prefill(ids)
+        got = reuse.target.prefill(ids)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        assert reuse.target.cached_len == len(ids)
+        assert (reuse.generate(ids, method="suffix", max_new_tokens=12).token_ids
+                == plain.generate(ids, method="ar", max_new_tokens=12).token_ids)
