@@ -181,7 +181,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 def cmd_chat(a: argparse.Namespace) -> None:
     _check_decoding_args(a)
-    engine = _load(a.model)
+    engine = _load(a.model, reuse_prefix=True)  # each turn prefills only what is new
     history: list[dict] = []
     kwargs = _decoding_kwargs(a, engine)  # one drafter for the whole chat
     print(f"hvd chat ({a.method}); empty line or Ctrl-D to quit", file=sys.stderr)
@@ -266,13 +266,13 @@ def cmd_datastore(a: argparse.Namespace) -> None:
           f"{r.file_bytes / 1e6:.1f} MB, built in {r.seconds:.1f} s")
 
 
-def _load(model: Optional[str]):
+def _load(model: Optional[str], reuse_prefix: bool = False):
     from hvd.engine import Engine
 
     from rich.console import Console
 
     with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s)"):
-        return Engine.load(model)
+        return Engine.load(model, reuse_prefix=reuse_prefix)
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,

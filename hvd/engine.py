@@ -16,7 +16,7 @@ import torch
 
 from hvd.drafters import registry
 from hvd.drafters.base import DecodeContext, Drafter
-from hvd.target import HFTarget, Target
+from hvd.target import HFTarget, Target, TargetConfig
 from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import SamplingParams, sample_token, target_probs, verify_greedy, verify_sampling
 
@@ -103,13 +103,15 @@ class Engine:
         self.eos_ids = frozenset(int(i) for i in ids if i is not None)
 
     @classmethod
-    def load(cls, model: Optional[str] = None, device: Optional[str] = None) -> "Engine":
+    def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False) -> "Engine":
+        """`reuse_prefix`: prefix caching, a request sharing a prefix with the previous one (a
+        chat's next turn) prefills only the new tokens."""
         from hvd import models
 
         torch.set_num_threads(max(torch.get_num_threads(), 1))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         lm, tok = models.load(model, device)
-        return cls(HFTarget(lm), tok)
+        return cls(HFTarget(lm, TargetConfig(reuse_prefix=reuse_prefix)), tok)
 
     # ---- input -----------------------------------------------------------------------
     def encode(self, prompt: PromptLike) -> list[int]:

@@ -21,10 +21,8 @@ def engine():
     """The default model with prefix caching: every method on a prompt reuses its prompt KV,
     so the check costs one prefill per prompt (decoding itself is what is checked)."""
     from hvd import Engine
-    from hvd.target import HFTarget, TargetConfig
 
-    e = Engine.load()
-    return Engine(HFTarget(e.target.model, TargetConfig(reuse_prefix=True)), e.tokenizer)
+    return Engine.load(reuse_prefix=True)
 
 
 @pytest.fixture(scope="module")
