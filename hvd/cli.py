@@ -103,7 +103,7 @@ def _add_hybrid_commands(sub) -> None:
     pr = train.add_parser("predictor", help="fit the HVD accepted-length predictor on traces")
     pr.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
     pr.add_argument("--out", type=Path, default=None, help="artifact directory (default: the packaged predictor)")
-    pr.add_argument("--epochs", type=int, default=20)
+    pr.add_argument("--epochs", type=int, default=50)
     pr.add_argument("--threshold", type=float, default=6.0, help="report precision/recall of accepted >= this")
 
 

@@ -40,6 +40,16 @@ def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
     return make
 
 
+def _hybrid(name: str, **policy) -> Callable[["Target"], Drafter]:
+    def make(target: "Target") -> Drafter:
+        from hvd.drafters.hybrid import build
+        from hvd.hybrid.policy import PolicyConfig
+
+        return build(target, name, PolicyConfig(**policy))
+
+    return make
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -49,6 +59,12 @@ METHODS: dict[str, Method] = {
         Method("aded", "adaptive tri-grams searched by MCTS into draft trees (ADED)", _aded("aded")),
         Method("aded-noadapt", "ablation: aded without online adaptation", _aded("aded-noadapt", adapt=False)),
         Method("aded-greedy", "ablation: aded drafting one greedy tri-gram chain, no MCTS", _aded("aded-greedy", greedy=True)),
+        Method("hvd", "Hybrid Verified Decoding, cost-aware: per step the cache draft, the model drafter, both or none, "
+               "by predicted accepted length and this machine's verify cost", _hybrid("hvd", rule="cost")),
+        Method("hvd-threshold", "HVD as published: the cache draft when its predicted accepted length > 6, else the "
+               "model drafter", _hybrid("hvd-threshold", rule="threshold", threshold=6.0)),
+        Method("rule-hybrid", "baseline hybrid: the cache draft when its suffix score >= 8, else the model drafter",
+               _hybrid("rule-hybrid", rule="rule", score_threshold=8.0)),
     )
 }
 

@@ -27,7 +27,7 @@ RULES = ("threshold", "cost", "rule")
 class PolicyConfig:
     rule: str = "cost"
     threshold: float = 6.0  # predicted accepted length (rule "threshold")
-    score_threshold: float = 2.0  # suffix score (rule "rule")
+    score_threshold: float = 8.0  # suffix score (rule "rule"; best F1 for accepted >= 6 on the train traces)
     ema: float = 0.1  # weight of the newest step in the model arm's running estimates
     allow_both: bool = True
     allow_none: bool = True

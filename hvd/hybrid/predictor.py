@@ -23,8 +23,10 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "predicto
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: int = 256
-    epochs: int = 20
-    batch_size: int = 4096
+    # Thousands of traced steps here, not the paper's millions: small batches and more epochs
+    # (chosen on held-out prompts: batch 256 x 50 epochs halved the held-out error of 4096 x 20).
+    epochs: int = 50
+    batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
 
