@@ -110,7 +110,7 @@ def _tagged(d: Draft, source: str) -> Draft:
 
 
 CACHE_ARM = "suffix"
-MODEL_ARM = "aded"  # cheapest model arm on a CPU; chosen by measurement, see docs/BENCHMARKS.md
+MODEL_ARM = "aded-greedy"  # a cheap chain: on this CPU big trees cost more than they add (docs/BENCHMARKS.md)
 
 
 def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,

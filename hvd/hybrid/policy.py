@@ -31,6 +31,7 @@ class PolicyConfig:
     ema: float = 0.1  # weight of the newest step in the model arm's running estimates
     allow_both: bool = True
     allow_none: bool = True
+    cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate
     explore_every: int = 32  # cost rule: try the model arm when it has not drafted for this many steps
 
     def __post_init__(self) -> None:
@@ -68,7 +69,9 @@ def choose(cfg: PolicyConfig, predicted: float, score: float, cache_len: int, ca
     assert cost is not None, "the cost rule needs a verify-cost curve"
     if since_model >= cfg.explore_every:
         return Decision(MODEL)
-    depth = best_depth(predicted, cache_len, cache_seconds, cost) if cache_len else 0
+    depth = 0
+    if cache_len:
+        depth = best_depth(predicted, cache_len, cache_seconds, cost) if cfg.cut else cache_len
     model_secs = cache_seconds + model.draft_seconds
     rates = {MODEL: (model.accepted + 1) / (model_secs + cost(model.draft_len))}
     if depth:
