@@ -47,6 +47,7 @@ class Row:
     n_prompts: int
     draft_ms_per_step: Optional[float] = None  # None for peers
     mode: str = TIMED  # "timed" | "replay"
+    arm_share: Optional[dict[str, float]] = None  # share of steps per drafter, when a method used several
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +114,18 @@ def _row(method: str, dataset: str, prompts: list[PromptRuns]) -> Row:
     tau = decoded / steps if steps else None
     return Row(method, dataset, _median(speedups), _median(e2e), tau, 100 / tau if tau else None, exact,
                _median(tps), _median(ttft), None, _ratio(draft, decode) if steps else None, len(prompts),
-               1000 * draft / steps if steps else None)
+               1000 * draft / steps if steps else None, arm_share=_arm_share([r for pr in prompts for r in pr.runs[method]]))
+
+
+def _arm_share(runs: Sequence[Run]) -> Optional[dict[str, float]]:
+    counts: dict[str, int] = defaultdict(int)
+    for r in runs:
+        for name, n in r.sources.items():
+            counts[name] += n
+    total = sum(counts.values())
+    if len(counts) < 2 or not total:
+        return None
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def _fmt(x: Optional[float], places: int = 2, unit: str = "") -> str:
@@ -134,6 +146,10 @@ def markdown(rows: Sequence[Row]) -> str:
             f"{_fmt(r.fwd_per_100, 1)} | {_fmt(r.tokens_per_second, 1)} | {_fmt(r.ttft)} | {_fmt(r.oracle_fraction)} | "
             f"{_fmt(share, 1, '%')} | {_fmt(r.draft_ms_per_step, 3)} | {exact} | {r.n_prompts} |"
         )
+    arms = [r for r in sorted(rows, key=order) if r.arm_share]
+    if arms:
+        lines.append("\nshare of steps per drafter (hybrids; `ar`: a plain step, no draft verified):")
+        lines += [f"- {r.method} on {r.dataset}: " + ", ".join(f"{k} {v:.0%}" for k, v in r.arm_share.items()) for r in arms]
     if rows and all(r.mode == REPLAY for r in rows):
         lines.append("\nreplay: acceptance against recorded `ar` outputs; the target did not run, so speedups, "
                      "tok/s, TTFT, draft share and exactness are not measured (–).")

@@ -1,7 +1,7 @@
 """`Run`: one timed generation, counted the same way for every method and peer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -12,6 +12,7 @@ class Run:
     wall: float  # seconds for the whole request
     steps: Optional[int] = None  # target verification forwards, where known
     draft_seconds: float = 0.0
+    sources: dict[str, int] = field(default_factory=dict)  # verification steps per drafter (hybrids: per arm)
 
     @property
     def decode_tps(self) -> float:

@@ -8,6 +8,7 @@ prompt helps the next.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -60,7 +61,8 @@ def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Seq
         drafter = make(engine.target) if make else None
     res = engine.generate(ids, method=method, max_new_tokens=n, drafter=drafter)
     s = res.stats
-    return Run(res.token_ids, s.prefill_seconds, s.wall_seconds, s.n_steps, s.draft_seconds)
+    sources = collections.Counter(step.drafter for step in s.steps)
+    return Run(res.token_ids, s.prefill_seconds, s.wall_seconds, s.n_steps, s.draft_seconds, dict(sources))
 
 
 def run_prompt(engine: Engine, prompt, cfg: BenchConfig, tick: Callable[[], None] = lambda: None) -> PromptRuns:

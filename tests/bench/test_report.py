@@ -135,7 +135,7 @@ JSON_KEYS = {"method", "dataset", "speedup", "e2e_speedup", "tau", "exact", "tok
 def test_rows_serialize_with_the_documented_keys_and_render(results, tmp_path):
     rows = report.summarize(results)
     for r in rows:
-        assert JSON_KEYS | {"fwd_per_100", "ttft", "draft_ms_per_step", "mode"} == set(r.to_dict())
+        assert JSON_KEYS | {"fwd_per_100", "ttft", "draft_ms_per_step", "mode", "arm_share"} == set(r.to_dict())
     table = report.markdown(rows).splitlines()
     assert table[0].startswith("| dataset | method | speedup | e2e speedup | τ |") and len(table) == 2 + len(rows)
     assert table[2].startswith("| d | ar | 1.00x | 1.00x | 1.00 | 100.0 | 10.0 |")  # ar first
@@ -143,3 +143,15 @@ def test_rows_serialize_with_the_documented_keys_and_render(results, tmp_path):
     png = tmp_path / "b.png"
     report.plot(rows, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_arm_share_is_reported_for_methods_with_several_drafters():
+    from hvd.bench.report import _arm_share, markdown, Row
+    from hvd.bench.run import Run
+
+    runs = [Run([1, 2, 3], 0.1, 1.0, 2, 0.0, {"suffix": 3, "ar": 1}), Run([1, 2], 0.1, 1.0, 1, 0.0, {"suffix": 1, "aded-greedy": 3})]
+    share = _arm_share(runs)
+    assert share == {"suffix": 0.5, "aded-greedy": 0.375, "ar": 0.125}
+    assert _arm_share([Run([1], 0.1, 1.0, 1, 0.0, {"pld": 4})]) is None  # one drafter: nothing to split
+    row = Row("hvd", "d", 1.0, 1.0, 2.0, 50.0, True, 3.0, 0.1, None, 0.0, 2, 0.1, arm_share=share)
+    assert "- hvd on d: suffix 50%, aded-greedy 38%, ar 12%" in markdown([row])
