@@ -105,6 +105,9 @@ def _add_hybrid_commands(sub) -> None:
     pr.add_argument("--out", type=Path, default=None, help="artifact directory (default: the packaged predictor)")
     pr.add_argument("--epochs", type=int, default=50)
     pr.add_argument("--threshold", type=float, default=6.0, help="report precision/recall of accepted >= this")
+    from hvd.train.command import add_parser as add_drafter_parser
+
+    add_drafter_parser(train)
 
 
 def _read_messages(path: Path) -> list[dict]:
@@ -252,7 +255,16 @@ def _train_predictor(a: argparse.Namespace) -> None:
     train(a.traces, a.out or P.DEFAULT_DIR, P.TrainConfig(epochs=a.epochs), a.threshold)
 
 
-TRAINERS = {"predictor": _train_predictor}
+def _train_drafter(a: argparse.Namespace) -> None:
+    from hvd.train.command import run
+
+    try:
+        run(a, _load(a.model))
+    except ValueError as e:
+        raise CliError(str(e)) from e
+
+
+TRAINERS = {"predictor": _train_predictor, "drafter": _train_drafter}
 
 
 def cmd_datastore(a: argparse.Namespace) -> None:

@@ -175,6 +175,8 @@ class Engine:
         stats = GenerationStats(method=method, prompt_tokens=len(ids))
         pick = _picker(cfg.sampling, gen)
 
+        needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
+        self.target.set_hidden_layers(needs)  # () stops collecting them for a drafter that reads none
         first = pick(self.target.prefill(ids))
         stats.prefill_seconds = time.perf_counter() - t0
         done = stopper.push(first)
@@ -189,7 +191,8 @@ class Engine:
             t1 = time.perf_counter()
             draft = Draft.empty()
             if drafter is not None and budget > 0:
-                draft = drafter.propose(DecodeContext(seq, len(ids), budget)).truncate(budget)
+                hidden = self.target.hidden() if needs else None  # views, no copy
+                draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
             t2 = time.perf_counter()
             logits = self.target.verify(seq[-1], draft)  # (1 + n, vocab)
             if cfg.sampling.greedy:

@@ -10,7 +10,7 @@ the root plus the accepted nodes `path`, in order, and drops everything else.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Protocol, Sequence
 
 import torch
@@ -32,6 +32,24 @@ class Target(Protocol):
     def commit(self, path: Sequence[int]) -> None: ...
 
     def hidden(self) -> dict[int, torch.Tensor]: ...  # layer -> (cached_len, hidden) of committed tokens
+
+    def set_hidden_layers(self, layers: Sequence[int]) -> None: ...  # layers `hidden()` returns from the next prefill on
+
+
+class SelfDraft(Protocol):
+    """The target drafting for itself with some layers skipped (`HFTarget.self_draft`)."""
+
+    def draft(self, tokens: Sequence[int], k: int) -> list[int]: ...  # greedy k tokens after prompt + committed `tokens`
+
+
+@dataclass(frozen=True)
+class SharedWeights:
+    """Frozen target tensors a model drafter reads (shared, never copied)."""
+
+    embedding: torch.Tensor  # (vocab, hidden) input embedding table
+    head: torch.Tensor  # (vocab, hidden) LM head
+    num_layers: int  # decoder layers; hidden-state layer l is the output of layer l (0 = embeddings)
+    rms_norm_eps: float
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class HFTarget:
         self._ids: list[int] = []  # those tokens
         self._pending_ids: list[int] = []  # root + draft tokens of the last verify
         self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
-        self._hidden: dict[int, torch.Tensor] = {}
+        self._hidden: dict[int, torch.Tensor] = {}  # layer -> (capacity, hidden); rows [0, cached_len) are valid
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
 
@@ -100,7 +118,10 @@ class HFTarget:
         x = torch.tensor([ids[keep:]], device=self.device)  # (1, L - keep)
         out, logits = self._forward(x, None, None, last_only=True)
         self._len, self._ids = len(ids), ids
-        self._hidden = {l: h[0] for l, h in self._take_hidden(out).items()}
+        self._hidden = {}
+        for l, h in self._take_hidden(out).items():  # h: (1, L, hidden)
+            self._hidden[l] = torch.empty(max(2 * len(ids), 256), h.shape[-1], dtype=h.dtype, device=h.device)
+            self._hidden[l][: len(ids)] = h[0]
         return logits[-1].float()
 
     def _reusable(self, ids: list[int]) -> int:
@@ -130,6 +151,7 @@ class HFTarget:
         self._pending_hidden = self._take_hidden(out)
         return logits.float()
 
+    @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
         """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
         past = self._len
@@ -148,10 +170,42 @@ class HFTarget:
         if self._pending_hidden:
             rows = torch.tensor(keep, device=self.device)
             for l, h in self._pending_hidden.items():
-                self._hidden[l] = torch.cat([self._hidden[l], h[0, rows]], dim=0)
+                buf = self._hidden[l]  # (capacity, hidden), grown by doubling: no copy per step
+                if buf.shape[0] < self._len:
+                    buf = self._hidden[l] = torch.cat([buf, torch.empty_like(buf)])
+                buf[past : self._len] = h[0, rows]
 
     def hidden(self) -> dict[int, torch.Tensor]:
-        return self._hidden
+        """Views (no copy) of the kept layers' hidden states: layer -> (cached_len, hidden)."""
+        return {l: buf[: self._len] for l, buf in self._hidden.items()}
+
+    def set_hidden_layers(self, layers: Sequence[int]) -> None:
+        """Collect these layers' hidden states from the next prefill on (0 = embeddings)."""
+        layers = tuple(sorted(set(int(l) for l in layers)))
+        if layers != self.config.hidden_layers:
+            self.config = replace(self.config, hidden_layers=layers)
+            self._hidden = {}
+
+    def shared_weights(self) -> SharedWeights:
+        cfg = self.model.config
+        embedding = self.model.get_input_embeddings().weight  # (vocab, hidden)
+        return SharedWeights(embedding.detach(), self._head.detach(), int(cfg.num_hidden_layers),
+                             float(getattr(cfg, "rms_norm_eps", 1e-6)))
+
+    @torch.inference_mode()
+    def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """One forward over `ids` outside the decode cache (training data): layer -> hidden
+        states (L, hidden), and the target's argmax after each prefix (L,)."""
+        x = torch.tensor([list(ids)], device=self.device)  # (1, L)
+        out = self.model.base_model(input_ids=x, use_cache=False, output_hidden_states=True)
+        h = out.last_hidden_state[0]  # (L, hidden)
+        labels = torch.cat([torch.nn.functional.linear(h[i : i + 256], self._head).argmax(-1)
+                            for i in range(0, h.shape[0], 256)])  # (L,), in chunks: (256, vocab) at a time
+        return {l: out.hidden_states[l][0] for l in layers}, labels
+
+    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
+        """The model with decoder layers `skip` left out, drafting over this target's KV cache."""
+        return _LayerSkipDraft(self, tuple(skip))
 
     def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor], last_only: bool = False):
         """(model output, logits (T or 1, vocab)) for input ids x (1, T)."""
@@ -182,3 +236,53 @@ class HFTarget:
         if not self.config.hidden_layers:
             return {}
         return {l: out.hidden_states[l] for l in self.config.hidden_layers}  # layer -> (1, T, hidden)
+
+
+class _LayerSkipDraft:
+    """Greedy drafting through the target's kept layers (a self-speculative draft model).
+
+    The kept layers attend over the target's own KV cache of the committed tokens (exact
+    context, computed by the full model), so there is nothing to catch up on: each draft
+    appends the root and the draft tokens to the kept layers' caches and crops them back to
+    the committed length before returning. Layers in `skip` are never run."""
+
+    def __init__(self, target: HFTarget, skip: tuple[int, ...]) -> None:
+        base = target.model.base_model
+        n = len(base.layers)
+        if any(not 0 <= l < n for l in skip):
+            raise ValueError(f"skipped layers must be in [0, {n}): {skip}")
+        self.target = target
+        self.skip = frozenset(skip)
+        self._base = base
+        self._kept = [layer for i, layer in enumerate(base.layers) if i not in self.skip]
+
+    @torch.inference_mode()
+    def draft(self, tokens: Sequence[int], k: int) -> list[int]:
+        t = self.target
+        past = t.cached_len
+        if len(tokens) != past + 1 or t._cache is None:
+            raise RuntimeError("self-draft needs the target's cache to hold every committed token but the last")
+        out: list[int] = []
+        tok = int(tokens[-1])
+        try:
+            for i in range(k):
+                h = self._layers(tok, past + i)  # (1, hidden)
+                tok = int(t._project(h).argmax())
+                out.append(tok)
+        finally:
+            for j, layer in enumerate(t._cache.layers):  # back to the committed length
+                if j not in self.skip and layer.get_seq_length() > past:
+                    layer.crop(past - layer.get_seq_length())
+        return out
+
+    def _layers(self, token: int, pos: int) -> torch.Tensor:
+        """Final-normed hidden state (1, hidden) of `token` at position `pos` through the kept layers."""
+        t = self.target
+        x = self._base.embed_tokens(torch.tensor([[token]], device=t.device))  # (1, 1, hidden)
+        pos_ids = torch.tensor([[pos]], device=t.device)  # (1, 1)
+        rope = self._base.rotary_emb(x, position_ids=pos_ids)
+        for layer in self._kept:  # one query token: no mask needed
+            x = layer(x, attention_mask=None, position_ids=pos_ids, past_key_values=t._cache, use_cache=True,
+                      position_embeddings=rope)
+            x = x[0] if isinstance(x, tuple) else x  # older decoder layers return (hidden, ...)
+        return self._base.norm(x)[0]

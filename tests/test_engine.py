@@ -17,6 +17,10 @@ def ar_ids(engine: Engine, prompt, **kw):
 @pytest.mark.parametrize("prompt", PROMPTS)
 @pytest.mark.parametrize("method", [m for m in registry.METHODS if m != "ar"])
 def test_registered_methods_match_ar(tiny_engine, prompt, method):
+    try:
+        tiny_engine.drafter(method)
+    except registry.MethodUnavailable as e:  # an untrained checkpoint, or one for another target
+        pytest.skip(str(e))
     assert tiny_engine.generate(prompt, method=method, max_new_tokens=N).token_ids == ar_ids(tiny_engine, prompt)
 
 

@@ -40,6 +40,21 @@ def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
     return make
 
 
+def _layerskip(target: "Target") -> Drafter:
+    from hvd.drafters.layerskip import for_target
+
+    return for_target(target)
+
+
+def _dflash(name: str) -> Callable[["Target"], Drafter]:
+    def make(target: "Target") -> Drafter:
+        from hvd.drafters.dflash import for_target
+
+        return for_target(target, name=name)  # the packaged checkpoint hvd/checkpoints/<name>
+
+    return make
+
+
 def _hybrid(name: str, **policy) -> Callable[["Target"], Drafter]:
     def make(target: "Target") -> Drafter:
         from hvd.drafters.hybrid import build
@@ -59,6 +74,11 @@ METHODS: dict[str, Method] = {
         Method("aded", "adaptive tri-grams searched by MCTS into draft trees (ADED)", _aded("aded")),
         Method("aded-noadapt", "ablation: aded without online adaptation", _aded("aded-noadapt", adapt=False)),
         Method("aded-greedy", "ablation: aded drafting one greedy tri-gram chain, no MCTS", _aded("aded-greedy", greedy=True)),
+        Method("layerskip", "self-speculation: the target drafts a greedy chain with some of its layers skipped",
+               _layerskip),
+        Method("dflash", "DFlash block drafter (trained: positional weighting, first-error focal and chain losses), "
+               "one forward drafts 15 tokens from the target's hidden states", _dflash("dflash")),
+        Method("dflash-uniform", "ablation: dflash trained with the position-uniform loss", _dflash("dflash-uniform")),
         Method("hvd", "Hybrid Verified Decoding, cost-aware: per step the cache draft, the model drafter, both or none, "
                "by predicted accepted length and this machine's verify cost", _hybrid("hvd", rule="cost")),
         Method("hvd-threshold", "HVD as published: the cache draft when its predicted accepted length > 6, else the "
@@ -71,6 +91,11 @@ METHODS: dict[str, Method] = {
 
 class UnknownMethodError(ValueError):
     pass
+
+
+class MethodUnavailable(RuntimeError):
+    """A registered method that cannot run here (an untrained or incompatible checkpoint);
+    the message says what to do."""
 
 
 def get(name: str) -> Method:

@@ -1,0 +1,147 @@
+"""The DFlash block drafter network: a few non-causal layers conditioned on target features.
+
+One forward drafts a block of K tokens' worth of predictions. Input: the last committed token
+followed by K−1 mask slots, embedded with the target's (frozen, shared) embedding table; the
+mask slot is one learned vector. The target's hidden states of `target_layers` at the
+committed tokens are concatenated, projected (linear, then RMSNorm) and, in every layer,
+turned into extra keys and values the block attends to (queries come only from the block;
+attention inside the block is non-causal). Logits come from the target's (frozen, shared) LM
+head over the K−1 slots after the first token.
+
+Context: the block sees the projected features of the last `window` committed tokens (a
+bounded window keeps per-step cost flat on a CPU; DFlash proper attends to all of them).
+Positions are absolute (RoPE), so the context keys of a token never change once computed:
+the inference drafter caches them and only projects tokens committed since its last call.
+
+No I/O here: `load`/`save` in `hvd/drafters/dflash.py` read and write the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class DFlashConfig:
+    hidden: int  # the target's hidden size (the block lives in the target's embedding space)
+    vocab: int  # the target's vocabulary (checked against the target on load)
+    target_layers: tuple[int, ...]  # target hidden-state layers read (0 = embeddings)
+    n_layers: int = 2
+    n_heads: int = 8
+    head_dim: int = 64
+    intermediate: int = 1536
+    block: int = 16  # K: the last committed token + K−1 predicted slots
+    window: int = 256  # committed tokens whose features the block attends to
+    rope_theta: float = 10000.0
+    eps: float = 1e-5
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @staticmethod
+    def from_dict(d: dict) -> "DFlashConfig":
+        return DFlashConfig(**{**d, "target_layers": tuple(d["target_layers"])})
+
+
+def spread_layers(n_layers: int, count: int = 4) -> tuple[int, ...]:
+    """`count` target layers spread from the first decoder layer to the second-to-last."""
+    hi = max(n_layers - 2, 1)
+    if count <= 1:
+        return (hi,)
+    return tuple(sorted({round(1 + i * (hi - 1) / (count - 1)) for i in range(count)}))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding (half-split convention) of x (B, heads, T, d) at positions pos (B, T)."""
+    d = x.shape[-1]
+    inv = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
+    ang = pos.to(torch.float32)[:, None, :, None] * inv  # (B, 1, T, d/2)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    a, b = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+class DFlashLayer(nn.Module):
+    def __init__(self, c: DFlashConfig) -> None:
+        super().__init__()
+        inner = c.n_heads * c.head_dim
+        self.c = c
+        self.norm_attn = RMSNorm(c.hidden, c.eps)
+        self.q = nn.Linear(c.hidden, inner, bias=False)
+        self.k = nn.Linear(c.hidden, inner, bias=False)
+        self.v = nn.Linear(c.hidden, inner, bias=False)
+        self.o = nn.Linear(inner, c.hidden, bias=False)
+        self.norm_mlp = RMSNorm(c.hidden, c.eps)
+        self.gate = nn.Linear(c.hidden, c.intermediate, bias=False)
+        self.up = nn.Linear(c.hidden, c.intermediate, bias=False)
+        self.down = nn.Linear(c.intermediate, c.hidden, bias=False)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.c.n_heads, self.c.head_dim).transpose(1, 2)  # (B, heads, T, d)
+
+    def context_kv(self, ctx: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, heads, W, d) of projected context features ctx (B, W, hidden)."""
+        return rope(self._heads(self.k(ctx)), pos, self.c.rope_theta), self._heads(self.v(ctx))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor,
+                ctx_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x (B, K, hidden) at pos (B, K); ctx_k/v (B, heads, W, d); ctx_mask (B, W) True = visible."""
+        h = self.norm_attn(x)
+        q = rope(self._heads(self.q(h)), pos, self.c.rope_theta)  # (B, heads, K, d)
+        k = torch.cat([ctx_k, rope(self._heads(self.k(h)), pos, self.c.rope_theta)], dim=2)  # (B, heads, W+K, d)
+        v = torch.cat([ctx_v, self._heads(self.v(h))], dim=2)
+        mask = None
+        if ctx_mask is not None:
+            own = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
+            mask = torch.cat([ctx_mask, own], dim=1)[:, None, None, :]  # (B, 1, 1, W+K)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # non-causal: (B, heads, K, d)
+        x = x + self.o(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+        h = self.norm_mlp(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class DFlashNet(nn.Module):
+    """The trainable part; the target's embedding and LM head are passed in, never stored."""
+
+    def __init__(self, c: DFlashConfig) -> None:
+        super().__init__()
+        self.c = c
+        self.fc = nn.Linear(len(c.target_layers) * c.hidden, c.hidden, bias=False)
+        self.fc_norm = RMSNorm(c.hidden, c.eps)
+        self.mask_emb = nn.Parameter(torch.zeros(c.hidden))
+        self.layers = nn.ModuleList(DFlashLayer(c) for _ in range(c.n_layers))
+        self.norm = RMSNorm(c.hidden, c.eps)
+
+    def context(self, feats: torch.Tensor, pos: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (keys, values) (B, heads, W, d) of target features feats (B, W, n_target_layers*hidden)."""
+        ctx = self.fc_norm(self.fc(feats))  # (B, W, hidden)
+        return [layer.context_kv(ctx, pos) for layer in self.layers]
+
+    def block_input(self, first: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, K, hidden): the embedded first tokens first (B,) then K−1 mask slots."""
+        e = F.embedding(first, embedding)[:, None]  # (B, 1, hidden)
+        masks = self.mask_emb.expand(first.shape[0], self.c.block - 1, -1)  # (B, K−1, hidden)
+        return torch.cat([e, masks], dim=1)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, ctx: list[tuple[torch.Tensor, torch.Tensor]],
+                ctx_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Final-normed hidden states (B, K, hidden) of block x (B, K, hidden) at pos (B, K)."""
+        for layer, (k, v) in zip(self.layers, ctx):
+            x = layer(x, pos, k, v, ctx_mask)
+        return self.norm(x)

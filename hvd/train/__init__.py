@@ -1,0 +1,1 @@
+"""Training of model drafters (`hvd train drafter`): data, losses, the loop."""

@@ -1,0 +1,69 @@
+"""`hvd train drafter`: arguments and the run (the loop is `hvd/train/drafter.py`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hvd.train.losses import LossConfig
+
+LOSSES = ("weighting", "focal", "chain")
+
+
+def add_parser(train_sub) -> None:
+    from hvd.drafters.dflash import CHECKPOINTS
+    from hvd.train.data import DataConfig
+    from hvd.train.drafter import TrainConfig
+
+    t, d = TrainConfig(), DataConfig()
+    p = train_sub.add_parser("drafter", help="train the DFlash block drafter for the target (train split only)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--uniform", action="store_true", help="position-uniform CE only (the dflash-uniform baseline)")
+    g.add_argument("--losses", default=",".join(LOSSES),
+                   help=f"comma list of loss terms on top of CE, from {','.join(LOSSES)} (default: all)")
+    p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument("--batch", type=int, default=t.batch)
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--eval-every", type=int, default=t.eval_every)
+    p.add_argument("--layers", type=int, default=t.n_layers, help="drafter layers")
+    p.add_argument("--block", type=int, default=t.block, help="K: block size (K-1 drafted tokens)")
+    p.add_argument("--window", type=int, default=t.window, help="committed tokens the block attends to")
+    p.add_argument("--regenerate", type=int, default=d.regenerate,
+                   help="target greedy tokens appended to each train prompt (0: prompts only)")
+    p.add_argument("--prompts-per-suite", type=int, default=None)
+    p.add_argument("--stdlib-files", type=int, default=d.stdlib_files)
+    p.add_argument("--work", type=Path, default=None,
+                   help="feature cache and resumable state (default: $HVD_CACHE/dflash/<model key>)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"checkpoint directory (default: the packaged {CHECKPOINTS}/dflash, or dflash-uniform)")
+    p.add_argument("--model", default=None)
+
+
+def loss_config(a: argparse.Namespace) -> LossConfig:
+    if a.uniform:
+        return LossConfig.uniform()
+    chosen = {s.strip() for s in a.losses.split(",") if s.strip()}
+    unknown = chosen - set(LOSSES)
+    if unknown:
+        raise ValueError(f"unknown loss terms {sorted(unknown)}; choose from {','.join(LOSSES)}")
+    return LossConfig(weighting="weighting" in chosen, focal="focal" in chosen, chain="chain" in chosen)
+
+
+def run(a: argparse.Namespace, engine) -> dict:
+    from hvd.drafters.dflash import CHECKPOINTS
+    from hvd.train.data import DataConfig
+    from hvd.train.drafter import TrainConfig, train
+
+    for name in ("steps", "batch", "layers", "block", "eval_every"):
+        if getattr(a, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+    losses = loss_config(a)
+    out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every, losses=losses,
+                      n_layers=a.layers, block=a.block, window=a.window)
+    data = DataConfig(prompts_per_suite=a.prompts_per_suite, regenerate=a.regenerate, stdlib_files=a.stdlib_files)
+    report = train(engine, out, cfg, data, a.work)
+    print(json.dumps({k: report[k] for k in ("steps", "held_out_tau", "sequences", "seconds")}))
+    print(f"drafter saved to {out}")
+    return report

@@ -1,0 +1,46 @@
+"""Training smoke run on the tiny model: cache, steps, checkpoint, resume, a usable drafter."""
+import argparse
+
+import pytest
+
+from hvd.drafters import dflash
+from hvd.train import data as D
+from hvd.train.command import loss_config
+from hvd.train.drafter import TrainConfig, lr_at, train
+from hvd.train.losses import LossConfig
+
+TINY = dict(steps=12, batch=4, eval_every=6, eval_blocks=8, block=6, window=16, n_layers=1, n_target_layers=2)
+DATA = D.DataConfig(suites=("code",), prompts_per_suite=3, regenerate=6, stdlib_files=2, max_len=160, holdout_every=3)
+
+
+def test_smoke_run_trains_saves_and_resumes(tiny_engine, tmp_path):
+    logs = []
+    report = train(tiny_engine, tmp_path / "ck", TrainConfig(**TINY), DATA, tmp_path / "work", log=logs.append)
+    assert report["sequences"] == 5 and len(report["history"]) == 2
+    assert 1.0 <= report["held_out_tau"] <= 6.0
+    assert (tmp_path / "ck" / dflash.WEIGHTS_FILE).is_file() and (tmp_path / "ck" / dflash.CONFIG_FILE).is_file()
+    again = train(tiny_engine, tmp_path / "ck", TrainConfig(**TINY), DATA, tmp_path / "work", log=logs.append)
+    assert any("resumed at step 12" in l for l in logs) and again["history"] == report["history"]
+    drafter = dflash.for_target(tiny_engine.target, tmp_path / "ck")
+    prompt = list(range(1, 30))
+    ref = tiny_engine.generate(prompt, method="ar", max_new_tokens=32).token_ids
+    assert tiny_engine.generate(prompt, max_new_tokens=32, drafter=drafter).token_ids == ref
+
+
+def test_training_data_is_train_split_only(tiny_engine):
+    from hvd.bench.suites import load_suite
+
+    eval_ids = {p.id for p in load_suite("code", split="eval")}
+    keys = [s.key for s in D.sequences(tiny_engine, DATA)]
+    assert keys and not any(k.split(":", 1)[1] in eval_ids for k in keys if k.startswith("code:"))
+
+
+def test_schedule_and_flags():
+    cfg = TrainConfig(steps=200, lr=1e-3, warmup=0.05)
+    assert lr_at(0, cfg) == pytest.approx(1e-4) and lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(199, cfg) < 1e-5
+    ns = lambda **kw: argparse.Namespace(**{"uniform": False, "losses": "weighting,focal,chain", **kw})
+    assert loss_config(ns(uniform=True)) == LossConfig.uniform()
+    assert loss_config(ns(losses="chain")) == LossConfig(weighting=False, focal=False, chain=True)
+    with pytest.raises(ValueError, match="unknown loss"):
+        loss_config(ns(losses="nope"))
