@@ -1,9 +1,11 @@
 """Peers `llamacpp` and `llamacpp-pld`: llama-cpp-python on the same GGUF file, greedy.
 
-UNTESTED: llama-cpp-python is an optional extra (``pip install 'hvd[llamacpp]'``, a ~10 min
-CPU build) and is not installed where this was written or in CI; this module was written
-against llama-cpp-python 0.3's documented API and has never been run. When ``llama_cpp``
-does not import, `hvd bench` skips both peers with a note (see `unavailable`).
+llama-cpp-python is an optional extra (``pip install 'hvd[llamacpp]'``, a ~10 min CPU build
+with ``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON"``), not installed in CI; run here with
+0.3.36 on the benchmark suites (docs/BENCHMARKS.md). When ``llama_cpp`` does not import,
+`hvd bench` skips both peers with a note (see `unavailable`). Its outputs are not expected
+to be token-identical to ours: llama.cpp computes with the quantized GGUF weights, we with
+their float32 dequantization.
 
 `llamacpp` is plain autoregressive decoding with ``Llama.generate``; `llamacpp-pld` passes
 ``LlamaPromptLookupDecoding(num_pred_tokens=10)`` as ``draft_model``, llama-cpp-python's
@@ -53,13 +55,15 @@ def _llama(cfg: LlamaCppConfig):
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
         draft = LlamaPromptLookupDecoding(num_pred_tokens=PLD_TOKENS) if cfg.pld else None
+        # Prompt lookup reads the logits of every drafted position: without logits_all the
+        # scores buffer holds one row and a long prompt's batch fails to fit (seen with 0.3.36).
         _LOADED[cfg] = Llama(model_path=str(cfg.gguf), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                             n_threads_batch=cfg.n_threads, draft_model=draft, verbose=False)
+                             n_threads_batch=cfg.n_threads, draft_model=draft, logits_all=cfg.pld, verbose=False)
     return _LOADED[cfg]
 
 
 def llamacpp_generate(cfg: LlamaCppConfig, ids: list[int], max_new_tokens: int, eos: frozenset[int]) -> Run:
-    """One greedy generation from token ids (UNTESTED, see the module docstring)."""
+    """One greedy generation from token ids."""
     llm = _llama(cfg)
     stop = set(eos) | {int(llm.token_eos())}
     llm.reset()  # no KV prefix reuse from an earlier run: every run pays its own prefill
