@@ -7,6 +7,12 @@ token, merged into one tree of at most `max_nodes` nodes. After each step the tr
 last `adapt_window` context tokens gain `adapt_delta` (capped at `adapt_cap`; no renormalisation),
 new ones created in an overlay (hvd/drafters/adaptive_trigrams.py).
 
+Cost-aware sizing (an extension, not in ADED): every candidate node's acceptance probability
+comes from its score (tri-gram weight over its bigram's total) and depth, calibrated online
+against the committed tokens (hvd/drafters/tree_budget.py); the kept subtree maximises expected
+tokens per second under the target's verify-cost curve. The ablations (`adapt=False`,
+`greedy=True`) are sized by the same rule.
+
 Adaptation state is kept across the requests of one drafter, as in the reference
 (`reset_per_request` restores the built table at every `begin`). A fresh drafter
 (`registry.get("aded").make(target)`) starts from the built table.
@@ -22,10 +28,13 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
+from hvd.drafters import tree_budget
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
+from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig
 from hvd.drafters.trigram import TrigramTable
+from hvd.hybrid.cost import VerifyCost
 from hvd.types import Draft
 
 
@@ -50,12 +59,17 @@ class AdedConfig:
     time_budget_s: float = 0.0  # stop the search after this long (checked every `chunk` iterations); 0 = none
     chunk: int = 25
     seed: int = 0  # MCTS rollouts are seeded with this at every step: drafts are deterministic
+    size_by_cost: bool = True  # with a cost curve: keep the subtree with the most expected tokens/s
+    tree_cost_factor: float = 1.5  # a draft node's extra verify cost over the chain-measured curve's (measured here)
+    calibration: CalibrationConfig = CalibrationConfig()  # node score -> acceptance, learned online
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.paths < 1 or self.max_nodes < 1 or self.chunk < 1:
             raise ValueError("iterations, paths, max_nodes and chunk must be positive")
         if self.c2 <= 0 or self.adapt_window < 3:
             raise ValueError("need c2 > 0 and adapt_window >= 3")
+        if self.tree_cost_factor <= 0:
+            raise ValueError("tree_cost_factor must be positive")
 
 
 ANY_VOCAB = 1 << 21  # vocabulary of the empty table used when none is given
@@ -66,19 +80,27 @@ class AdedDrafter:
     name = "aded"
     capabilities = Capabilities(tree=True)
 
-    def __init__(self, config: AdedConfig = AdedConfig(), table: Optional[TableSource] = None, name: str = "aded") -> None:
+    def __init__(self, config: AdedConfig = AdedConfig(), table: Optional[TableSource] = None, name: str = "aded",
+                 cost: Optional[VerifyCost] = None) -> None:
         """`table`: the static tri-grams, or a function that loads them (called at the first
-        `begin`, so construction does no I/O). None: an empty table (online learning only)."""
+        `begin`, so construction does no I/O). None: an empty table (online learning only).
+        `cost`: the target's verify-cost curve; None: no cost-aware sizing (the candidate tree
+        as searched, within `paths` and `max_nodes`)."""
         self.config = config
         self.name = name
         self._source = table
+        self.cost = None if cost is None else tree_budget.scaled(tree_budget.monotone(cost), config.tree_cost_factor)
+        self._raw_cost = cost
+        self.calibrator = AcceptanceCalibrator(config.calibration)
+        self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells
+        self._draft_seconds: Optional[float] = None  # running mean of a step's drafting time
         self.trigrams: Optional[AdaptiveTrigrams] = None
         self._tokens: list[int] = []
         self._buf = 0  # successor scratch size: most static successors of a bigram + overlay ones
 
     def with_config(self, **changes) -> "AdedDrafter":
         """A fresh drafter over the same table source with some config fields changed."""
-        return AdedDrafter(replace(self.config, **changes), self._source, self.name)
+        return AdedDrafter(replace(self.config, **changes), self._source, self.name, self._raw_cost)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def begin(self, prompt: Sequence[int]) -> None:
@@ -90,6 +112,7 @@ class AdedDrafter:
         elif cfg.reset_per_request:
             self.trigrams.reset()
         self._tokens = list(prompt)
+        self._pending = None
         if cfg.adapt and cfg.adapt_prompt:
             self.trigrams.adapt(self._tokens, cfg.adapt_delta, cfg.adapt_cap)
 
@@ -97,6 +120,9 @@ class AdedDrafter:
         if self.trigrams is None:
             self.begin(())
         self._tokens.extend(committed)
+        if self._pending is not None:
+            self.calibrator.update(*self._pending, committed)
+            self._pending = None
         cfg = self.config
         if cfg.adapt:
             self.trigrams.adapt(self._tokens[-cfg.adapt_window :], cfg.adapt_delta, cfg.adapt_cap)
@@ -107,6 +133,7 @@ class AdedDrafter:
     def propose(self, ctx: DecodeContext) -> Draft:
         cfg = self.config
         depth = min(ctx.max_draft, cfg.greedy_depth if cfg.greedy else cfg.max_depth)
+        self._pending = None
         if depth <= 0 or len(ctx.tokens) < 2 or self.trigrams is None:
             return Draft.empty()
         a, b = ctx.tokens[-2], ctx.tokens[-1]
@@ -123,22 +150,26 @@ class AdedDrafter:
 
     def _search(self, a: int, b: int, depth: int) -> Draft:
         cfg, state = self.config, self.trigrams.state
+        t0 = time.perf_counter()
         tree = SearchTree(1 + cfg.iterations * self._buf, self._buf, a, b)
         arrays = tree.arrays()
         seed_rng(cfg.seed)
-        t0, done = time.perf_counter(), 0
+        done = 0
         while done < cfg.iterations:
             n = min(cfg.chunk, cfg.iterations - done)
             iterate(state, arrays, n, cfg.c1, cfg.c2, cfg.rollout_depth, depth)
             done += n
             if cfg.time_budget_s > 0 and time.perf_counter() - t0 > cfg.time_budget_s:
                 break
-        return self._tree_draft(tree, depth, done)
+        tokens, parents, scores = self._candidates(tree, depth)
+        features = {"iterations": float(done), "root_visits": float(tree.visits[0])}
+        return self._finish(tokens, parents, scores, t0, features)
 
-    def _tree_draft(self, tree: SearchTree, depth: int, iterations: int) -> Draft:
+    def _candidates(self, tree: SearchTree, depth: int) -> tuple[list[int], list[int], list[float]]:
         """The `paths` most-visited nodes (an ancestor-closed set: a parent has at least its
         children's visits, and ties go to the shallower node), each extended by its heaviest
-        successor, as a Draft of at most `max_nodes` nodes."""
+        successor, at most `max_nodes` nodes: tokens, parents and each node's score (its
+        tri-gram weight over the total weight of its siblings' bigram)."""
         cfg, n = self.config, int(tree.size[0])
         visited = np.flatnonzero(tree.visits[1:n] > 0) + 1  # (m,) node ids, root excluded
         order = visited[np.lexsort((visited, tree.depth[visited], -tree.visits[visited]))][: cfg.paths]  # (k,)
@@ -146,53 +177,85 @@ class AdedDrafter:
         node_of: dict[int, int] = {}  # search node -> draft node
         tokens: list[int] = []
         parents: list[int] = []
-        weights: list[float] = []
+        scores: list[float] = []
 
-        def add(parent: int, token: int, weight: float) -> int:
+        def add(parent: int, token: int, score: float) -> int:
             key = (parent, token)
             if key not in index:
                 index[key] = len(tokens)
                 tokens.append(token)
                 parents.append(parent)
-                weights.append(weight)
+                scores.append(score)
             return index[key]
 
         for node in sorted(order.tolist(), key=lambda i: (tree.depth[i], i)):  # parents before children
             if len(tokens) >= cfg.max_nodes:
                 break
-            p = -1 if tree.parent[node] == 0 else node_of[int(tree.parent[node])]
-            node_of[node] = add(p, int(tree.tok[node]), float(tree.prior[node]))
+            up = int(tree.parent[node])
+            lo, hi = int(tree.first[up]), int(tree.first[up] + tree.nchild[up])
+            mass = float(tree.prior[lo:hi].sum())
+            p = -1 if up == 0 else node_of[up]
+            node_of[node] = add(p, int(tree.tok[node]), float(tree.prior[node]) / mass if mass > 0 else 0.0)
         for node in order.tolist():  # extensions, most-visited path first
             if len(tokens) >= cfg.max_nodes:
                 break
             if node in node_of and tree.depth[node] < depth:
-                tok, w = best_successor(self.trigrams.state, tree.prev[node], tree.tok[node], tree.buf_tok, tree.buf_w)
+                tok, w, mass = best_successor(self.trigrams.state, tree.prev[node], tree.tok[node], tree.buf_tok, tree.buf_w)
                 if tok >= 0:
-                    add(node_of[node], int(tok), float(w))
-        if not tokens:
-            return Draft.empty()
-        features = {"draft_length": float(len(tokens)), "iterations": float(iterations),
-                    "score": float(sum(weights)), "root_visits": float(tree.visits[0])}
-        return Draft(tuple(tokens), tuple(parents), None, features)
+                    add(node_of[node], int(tok), float(w) / mass if mass > 0 else 0.0)
+        return tokens, parents, scores
 
     def _greedy(self, a: int, b: int, depth: int) -> Draft:
+        t0 = time.perf_counter()
         buf_tok, buf_w = np.zeros(self._buf, np.int64), np.zeros(self._buf, np.float32)  # (B,) each
-        out: list[int] = []
-        score = 0.0
+        tokens: list[int] = []
+        scores: list[float] = []
         for _ in range(depth):
-            tok, w = best_successor(self.trigrams.state, a, b, buf_tok, buf_w)
+            tok, w, mass = best_successor(self.trigrams.state, a, b, buf_tok, buf_w)
             if tok < 0:
                 break
-            out.append(int(tok))
-            score += float(w)
+            tokens.append(int(tok))
+            scores.append(float(w) / mass if mass > 0 else 0.0)
             a, b = b, int(tok)
-        return Draft.chain(out, draft_length=float(len(out)), score=score) if out else Draft.empty()
+        return self._finish(tokens, list(range(-1, len(tokens) - 1)), scores, t0, {})
+
+    def _finish(self, tokens: list[int], parents: list[int], scores: list[float], t0: float,
+                features: dict[str, float]) -> Draft:
+        """Keep the candidates' rooted subtree with the most expected tokens per second (when
+        a cost curve is given), remember the candidates for calibration, build the Draft."""
+        if not tokens:
+            self._pending = None
+            return Draft.empty()
+        cells = self.calibrator.cells(scores, Draft(tuple(tokens), tuple(parents)).depths())
+        self._pending = (tokens, parents, cells)
+        probs = self.calibrator.path_probs(parents, cells)  # (n,)
+        keep = list(range(len(tokens)))
+        if self.cost is not None and self.config.size_by_cost:
+            seconds = time.perf_counter() - t0
+            self._draft_seconds = seconds if self._draft_seconds is None else 0.9 * self._draft_seconds + 0.1 * seconds
+            keep = tree_budget.select(parents, probs.tolist(), self.cost, self._draft_seconds)
+        if not keep:
+            return Draft.empty()
+        draft = tree_budget.subtree(Draft(tuple(tokens), tuple(parents)), keep)
+        expected = float(probs[keep].sum())
+        return Draft(draft.tokens, draft.parents, None,
+                     {**features, "draft_length": float(len(keep)), "candidates": float(len(tokens)),
+                      "expected_accepted": expected, "score": float(sum(scores[i] for i in keep))})
 
 
-def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded") -> AdedDrafter:
+def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
+               cost: Optional[VerifyCost] = None) -> AdedDrafter:
     """A drafter over the default datastore when `target` has the default model's vocabulary
-    (loaded, or built and cached, at the first `begin`), else over an empty table."""
+    (loaded, or built and cached, at the first `begin`), else over an empty table. Its trees
+    are sized by `cost`, else by the target's measured verify-cost curve (hvd/hybrid/cost.py:
+    measured once per machine and cached; measuring uses the target, so call this before a
+    generation, never during one)."""
     from hvd.drafters.trigram_store import default_table
 
+    if cost is None and config.size_by_cost:
+        from hvd.hybrid.cost import cached
+        from hvd.models import cache_dir
+
+        cost = cached(target, cache_dir())
     vocab = int(target.vocab_size)
-    return AdedDrafter(config, lambda: default_table(vocab), name)
+    return AdedDrafter(config, lambda: default_table(vocab), name, cost)

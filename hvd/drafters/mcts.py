@@ -130,10 +130,12 @@ def iterate(state, tree, iterations, c1, c2, rollout_depth, max_depth):
 
 @njit(cache=True)
 def best_successor(state, a, b, buf_tok, buf_w):
-    """(token, weight) of the heaviest successor of (a, b); (-1, 0) when there is none."""
+    """(token, weight, total weight of all successors) of the heaviest successor of (a, b);
+    (-1, 0, 0) when there is none."""
     n = successors(state, a, b, buf_tok, buf_w)
-    best, best_w = -1, 0.0
+    best, best_w, total = -1, 0.0, 0.0
     for j in range(n):
+        total += buf_w[j]
         if buf_w[j] > best_w or best < 0:
             best, best_w = buf_tok[j], buf_w[j]
-    return best, best_w
+    return best, best_w, total

@@ -10,9 +10,15 @@ from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.drafters.base import DecodeContext, Drafter
 from hvd.drafters.trigram import TrigramTable, count_trigrams
+from hvd.hybrid.cost import VerifyCost
 
 from conftest import VOCAB
 from stats_util import two_sample
+
+
+CPU_LIKE = VerifyCost((0, 8, 16, 32, 64), (0.065, 0.085, 0.110, 0.150, 0.230))  # seconds per verify, as measured here
+FLAT = VerifyCost((0, 64), (1.0, 1.0))
+STEEP = VerifyCost((0, 64), (1.0, 65.0))
 
 
 def ctx(tokens, max_draft=32) -> DecodeContext:
@@ -199,6 +205,49 @@ def test_is_a_drafter_and_registered():
         assert registry.get(name).make is not None
 
 
+# ---- cost-aware sizing ------------------------------------------------------------------------
+
+
+def test_cost_curve_sizes_the_tree():
+    table = random_table(3)
+    sizes = {}
+    for label, cost in (("none", None), ("flat", FLAT), ("cpu", CPU_LIKE), ("steep", STEEP)):
+        d = AdedDrafter(AdedConfig(), table, cost=cost)
+        d.begin([1, 2])
+        draft = d.propose(ctx([1, 2]))
+        sizes[label] = len(draft)
+        if len(draft):
+            assert draft.features["candidates"] >= len(draft)
+    assert sizes["none"] == sizes["flat"] > sizes["cpu"] >= sizes["steep"] == 0
+
+
+def test_sizing_keeps_the_most_probable_rooted_subtree():
+    seq = [1, 2, 3, 4, 5, 6] * 9 + [1, 2, 7, 8, 9, 6]
+    d = AdedDrafter(AdedConfig(adapt=False), count_trigrams([seq], 10), cost=CPU_LIKE)
+    d.begin([1, 2])
+    full = AdedDrafter(AdedConfig(adapt=False), count_trigrams([seq], 10))
+    full.begin([1, 2])
+    draft, cand = d.propose(ctx([1, 2])), full.propose(ctx([1, 2]))
+    assert 0 < len(draft) < len(cand)
+    assert node_paths(draft)[0] == (3,) and set(node_paths(draft)) <= set(node_paths(cand))
+
+
+def test_observe_calibrates_from_the_committed_tokens():
+    seq = [1, 2, 3, 4, 5, 6] * 9 + [1, 2, 7, 8, 9, 6]
+    d = AdedDrafter(AdedConfig(adapt=False), count_trigrams([seq], 10), cost=CPU_LIKE)
+    d.begin([1, 2])
+    first = d.propose(ctx([1, 2]))
+    tested, accepted = d.calibrator.tested.sum(), d.calibrator.accepted.sum()
+    d.observe([3, 4, 5])  # the likely path: accepted nodes at depths 1 and 2, the rest rejected
+    assert d.calibrator.tested.sum() > tested + 2 and d.calibrator.accepted.sum() == pytest.approx(accepted + 3)
+    for _ in range(30):  # the target never follows: drafts shrink to nothing
+        d.begin([1, 2])
+        d.propose(ctx([1, 2]))
+        d.observe([9])
+    assert len(d.propose(ctx([1, 2]))) < len(first)
+    d.observe([])  # nothing committed: nothing to count, no error
+
+
 # ---- decoding with aded trees (tiny model) -----------------------------------------------------
 
 PROMPTS = [[3, 8, 1, 22, 9, 14], [40, 41, 42, 40, 41, 42, 40, 41]]
@@ -211,13 +260,15 @@ def warm_table(tiny_engine):
     return count_trigrams([p + o for p, o in zip(PROMPTS + [list(range(1, 20))], outs)], VOCAB)
 
 
-@pytest.mark.parametrize("config", [AdedConfig(), AdedConfig(adapt=False), AdedConfig(greedy=True), AdedConfig(max_nodes=5)])
-def test_greedy_output_identical_to_ar(tiny_engine, warm_table, config):
+@pytest.mark.parametrize("config,cost", [(AdedConfig(), None), (AdedConfig(adapt=False), None), (AdedConfig(greedy=True), None),
+                                         (AdedConfig(max_nodes=5), None), (AdedConfig(), CPU_LIKE),
+                                         (AdedConfig(greedy=True), CPU_LIKE)])
+def test_greedy_output_identical_to_ar(tiny_engine, warm_table, config, cost):
     taus = []
     for prompt in PROMPTS:
         ref = tiny_engine.generate(prompt, method="ar", max_new_tokens=40).token_ids
         for table in (warm_table, random_table(2, VOCAB)):
-            res = tiny_engine.generate(prompt, max_new_tokens=40, drafter=AdedDrafter(config, table))
+            res = tiny_engine.generate(prompt, max_new_tokens=40, drafter=AdedDrafter(config, table, cost=cost))
             assert res.token_ids == ref
             taus.append(res.stats.mean_accepted_length)
     assert max(taus) > 2

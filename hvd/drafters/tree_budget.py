@@ -1,0 +1,169 @@
+"""Cost-aware draft-tree sizing, for any drafter that can score its tree's nodes.
+
+A drafter proposes a candidate tree and gives every node a *score* in [0, 1] (e.g. the
+normalised tri-gram probability of the edge into it) and its depth. `AcceptanceCalibrator`
+maps (score, depth) to the probability that the node is accepted *given that its parent is*,
+from Beta counts updated online with what the target committed; a node's acceptance
+probability p is the product of these along its root path, so it never exceeds its parent's.
+
+`select` then keeps the rooted subtree that maximises expected tokens per second: nodes are
+added by decreasing p (ancestors first) and the size n is the one maximising
+
+    (1 + sum of p over the n nodes kept) / (draft_seconds + VerifyCost(n))
+
+where VerifyCost is this machine's measured verification cost (hvd/hybrid/cost.py), made
+non-decreasing first (a measured curve is noisy; a bigger forward never costs less). That
+curve is measured on chains; a branching tree costs more per node (a 4-D mask, a gather of
+the accepted branch at commit), which `scaled` accounts for.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hvd.hybrid.cost import VerifyCost
+from hvd.types import Draft
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    score_edges: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 0.95)  # bins of the node score
+    depth_edges: tuple[int, ...] = (1, 2, 4)  # depth buckets: <= 1, <= 2, <= 4, deeper
+    prior_strength: float = 4.0  # pseudo-observations behind the prior mean of every cell
+    prior_scale: float = 0.8  # prior mean of a cell = prior_scale * its score bin's midpoint
+    max_count: float = 400.0  # counts of a cell are scaled down past this: old outcomes fade
+
+    def __post_init__(self) -> None:
+        if list(self.score_edges) != sorted(self.score_edges) or list(self.depth_edges) != sorted(self.depth_edges):
+            raise ValueError("score_edges and depth_edges must be ascending")
+        if self.prior_strength <= 0 or not 0 < self.prior_scale <= 1 or self.max_count <= self.prior_strength:
+            raise ValueError("need prior_strength > 0, 0 < prior_scale <= 1, max_count > prior_strength")
+
+
+class AcceptanceCalibrator:
+    """P(node accepted | parent accepted) per (score bin, depth bucket), counted online."""
+
+    def __init__(self, config: CalibrationConfig = CalibrationConfig()) -> None:
+        self.config = config
+        n_score, n_depth = len(config.score_edges) + 1, len(config.depth_edges) + 1
+        edges = (0.0, *config.score_edges, 1.0)
+        mid = np.array([(edges[i] + edges[i + 1]) / 2 for i in range(n_score)])  # (S,)
+        prior = np.repeat(config.prior_scale * mid, n_depth)  # (S*D,) prior mean per cell
+        self.accepted = prior * config.prior_strength  # (S*D,) Beta pseudo-counts, then real ones
+        self.tested = np.full(n_score * n_depth, config.prior_strength)  # (S*D,)
+
+    def cell(self, score: float, depth: int) -> int:
+        cfg = self.config
+        return bisect_right(cfg.score_edges, score) * (len(cfg.depth_edges) + 1) + bisect_right(cfg.depth_edges, depth - 1)
+
+    def cells(self, scores: Sequence[float], depths: Sequence[int]) -> list[int]:
+        return [self.cell(s, d) for s, d in zip(scores, depths)]
+
+    def conditional(self, cells: Sequence[int]) -> np.ndarray:
+        """(n,) P(accepted | parent accepted) of nodes in these cells."""
+        idx = np.asarray(cells, dtype=np.int64)
+        return self.accepted[idx] / self.tested[idx]
+
+    def path_probs(self, parents: Sequence[int], cells: Sequence[int]) -> np.ndarray:
+        """(n,) probability that each node's whole root path is accepted (nodes topologically ordered)."""
+        cond = self.conditional(cells)
+        out = np.empty(len(parents))
+        for i, p in enumerate(parents):
+            out[i] = cond[i] * (out[p] if p >= 0 else 1.0)
+        return out
+
+    def update(self, tokens: Sequence[int], parents: Sequence[int], cells: Sequence[int], committed: Sequence[int]) -> int:
+        """Count the outcome of every node the target's tokens `committed` decide: a node whose
+        parent path equals committed's prefix and whose depth is within committed was tested,
+        and accepted when its token is committed's at its depth. Candidate nodes left out of the
+        draft count too: greedy targets produce the same tokens whatever was drafted.
+        Returns the number of nodes counted."""
+        matched = [False] * len(tokens)
+        depth = [0] * len(tokens)
+        counted = 0
+        for i, (t, p) in enumerate(zip(tokens, parents)):
+            depth[i] = 1 if p < 0 else depth[p] + 1
+            if (p >= 0 and not matched[p]) or depth[i] > len(committed):
+                continue
+            matched[i] = int(t) == int(committed[depth[i] - 1])
+            c = cells[i]
+            self.tested[c] += 1.0
+            self.accepted[c] += float(matched[i])
+            counted += 1
+            if self.tested[c] > self.config.max_count:
+                scale = self.config.max_count / self.tested[c]
+                self.tested[c] *= scale
+                self.accepted[c] *= scale
+        return counted
+
+
+def monotone(cost: VerifyCost) -> VerifyCost:
+    """The non-decreasing least-squares fit of a cost curve (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for s in cost.seconds:
+        blocks.append([s, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    seconds: list[float] = []
+    for total, count in blocks:
+        seconds.extend([total / count] * int(count))
+    return VerifyCost(cost.sizes, tuple(seconds))
+
+
+def scaled(cost: VerifyCost, tree_factor: float) -> VerifyCost:
+    """The curve with each draft node's extra cost over plain decoding multiplied by
+    `tree_factor`: cost(0) + tree_factor * (cost(n) - cost(0))."""
+    base = cost.seconds[0]
+    return VerifyCost(cost.sizes, tuple(base + tree_factor * (s - base) for s in cost.seconds))
+
+
+def order(parents: Sequence[int], probs: Sequence[float]) -> list[int]:
+    """Nodes by decreasing probability, every node after its parent (ties: shallower first)."""
+    depth: list[int] = []
+    for p in parents:
+        depth.append(1 if p < 0 else depth[p] + 1)
+    ranked = sorted(range(len(parents)), key=lambda i: (-probs[i], depth[i], i))
+    taken: set[int] = set()
+    out: list[int] = []
+    pending = ranked
+    while pending:  # a single pass unless some child outranks its parent
+        rest = []
+        for i in pending:
+            if parents[i] < 0 or parents[i] in taken:
+                taken.add(i)
+                out.append(i)
+            else:
+                rest.append(i)
+        if len(rest) == len(pending):
+            break
+        pending = rest
+    return out
+
+
+def best_size(probs: Sequence[float], cost: VerifyCost, draft_seconds: float = 0.0) -> int:
+    """The n maximising (1 + sum(probs[:n])) / (draft_seconds + cost(n)); probs in adding order."""
+    gain = 1.0 + np.concatenate([[0.0], np.cumsum(np.asarray(probs, dtype=np.float64))])  # (n+1,)
+    seconds = draft_seconds + np.array([cost(n) for n in range(len(gain))])  # (n+1,)
+    return int(np.argmax(gain / np.maximum(seconds, 1e-12)))
+
+
+def select(parents: Sequence[int], probs: Sequence[float], cost: VerifyCost, draft_seconds: float = 0.0,
+           max_nodes: int = 1 << 30) -> list[int]:
+    """Indices (ascending, so topological) of the rooted subtree of at most `max_nodes` nodes
+    with the most expected tokens per second."""
+    ranked = order(parents, probs)[:max_nodes]
+    n = best_size([probs[i] for i in ranked], cost, draft_seconds)
+    return sorted(ranked[:n])
+
+
+def subtree(draft: Draft, keep: Sequence[int]) -> Draft:
+    """The draft restricted to `keep` (ascending, ancestor-closed), indices made compact."""
+    new_index = {old: new for new, old in enumerate(keep)}
+    parents = tuple(-1 if draft.parents[i] < 0 else new_index[draft.parents[i]] for i in keep)
+    probs = None if draft.probs is None else draft.probs[list(keep)]
+    return Draft(tuple(draft.tokens[i] for i in keep), parents, probs, dict(draft.features), draft.source)

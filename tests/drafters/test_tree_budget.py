@@ -1,0 +1,71 @@
+"""Cost-aware tree sizing: the chosen size on hand cases, ancestor order, calibration counts."""
+import pytest
+
+from hvd.drafters.tree_budget import (AcceptanceCalibrator, CalibrationConfig, best_size, monotone, order,
+                                      select, subtree)
+from hvd.hybrid.cost import VerifyCost
+from hvd.types import Draft
+
+LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
+
+
+def test_best_size_maximises_expected_tokens_per_second():
+    # n: 0 -> 1/1, 1 -> 1.9/1.1, 2 -> 2.7/1.2 = 2.25, 3 -> 2.8/1.3 = 2.15
+    assert best_size([0.9, 0.8, 0.1, 0.05], LINEAR) == 2
+    assert best_size([0.05, 0.01], LINEAR) == 0  # 1.05 / 1.1 < 1: plain decoding pays more
+    assert best_size([], LINEAR) == 0
+    # a slow drafter makes each extra node relatively cheaper: 2.85/11.4 > 2.7/11.2
+    assert best_size([0.9, 0.8, 0.1, 0.05], LINEAR, draft_seconds=10.0) == 4
+    flat = VerifyCost((0, 64), (1.0, 1.0))  # a GPU-like flat curve: every node with p > 0 pays
+    assert best_size([0.5, 0.01, 0.001], flat) == 3
+
+
+def test_select_keeps_a_rooted_subtree_by_probability():
+    parents = [-1, 0, -1, 1, 2]
+    probs = [0.5, 0.45, 0.6, 0.1, 0.3]
+    assert order(parents, probs) == [2, 0, 1, 4, 3]
+    # sizes by the order: 1.6/1.1, 2.1/1.2, 2.55/1.3 = 1.96, 2.85/1.4 = 2.04, 2.95/1.5
+    assert select(parents, probs, LINEAR) == [0, 1, 2, 4]
+    assert select(parents, probs, LINEAR, max_nodes=2) == [0, 2]
+    assert order([-1, 0], [0.1, 0.9]) == [0, 1]  # a child never precedes its parent
+    assert order([-1, 0, 1], [0.5, 0.5, 0.5]) == [0, 1, 2]  # ties: shallower first
+
+
+def test_subtree_reindexes():
+    d = Draft((10, 11, 12, 13), (-1, 0, -1, 2), None, {"x": 1.0})
+    s = subtree(d, [0, 2, 3])
+    assert s.tokens == (10, 12, 13) and s.parents == (-1, -1, 1) and s.features == {"x": 1.0}
+
+
+def test_monotone_pools_violators():
+    c = monotone(VerifyCost((0, 1, 2, 4), (1.0, 3.0, 2.0, 4.0)))
+    assert c.seconds == pytest.approx((1.0, 2.5, 2.5, 4.0))
+    assert monotone(LINEAR) == LINEAR
+
+
+def test_calibrator_counts_the_nodes_the_committed_tokens_decide():
+    cfg = CalibrationConfig(score_edges=(0.5,), depth_edges=(), prior_strength=2.0, prior_scale=1.0)
+    cal = AcceptanceCalibrator(cfg)
+    lo, hi = cal.cell(0.2, 1), cal.cell(0.9, 3)
+    assert (lo, hi) == (0, 1)
+    assert cal.conditional([lo, hi]) == pytest.approx([0.25, 0.75])  # prior: bin midpoints
+    tokens, parents, cells = [5, 6, 7, 8], [-1, 0, -1, 1], [hi, hi, lo, lo]
+    # 5 and 5->6 accepted, 7 (a root child) rejected, 5->6->8 rejected (9 was committed)
+    assert cal.update(tokens, parents, cells, [5, 6, 9]) == 4
+    assert cal.accepted[hi] == pytest.approx(1.5 + 2) and cal.tested[hi] == pytest.approx(4)
+    assert cal.accepted[lo] == pytest.approx(0.5) and cal.tested[lo] == pytest.approx(4)
+    # only one token committed: node 1 (depth 2) and its child are undecided
+    assert cal.update(tokens, parents, cells, [5]) == 2
+    # the path probability is the product of conditionals along the root path
+    cond = cal.conditional(cells)
+    assert cal.path_probs(parents, cells) == pytest.approx([cond[0], cond[0] * cond[1], cond[2], cond[0] * cond[1] * cond[3]])
+
+
+def test_calibrator_forgets_old_outcomes_past_max_count():
+    cal = AcceptanceCalibrator(CalibrationConfig(score_edges=(), depth_edges=(), prior_strength=2.0, max_count=10.0))
+    for _ in range(50):
+        cal.update([1], [-1], [0], [2])
+    assert cal.tested[0] == pytest.approx(10.0) and cal.conditional([0])[0] < 0.05
+    for _ in range(20):
+        cal.update([1], [-1], [0], [1])
+    assert cal.conditional([0])[0] > 0.8
