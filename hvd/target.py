@@ -156,15 +156,14 @@ class HFTarget:
         """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
         past = self._len
         keep = [0, *(i + 1 for i in path)]  # rows of the last verify forward to keep
-        if keep == list(range(len(keep))):
-            drop = self._cache.get_seq_length() - past - len(keep)
-            if drop:
-                self._cache.crop(-drop)  # transformers 5: a negative count drops that many tokens
-        else:
+        if keep != list(range(len(keep))):  # a branch: move the kept rows down in place, no reallocation
             idx = torch.tensor([past + k for k in keep], device=self.device)
             for layer in self._cache.layers:
-                layer.keys = torch.cat([layer.keys[:, :, :past], layer.keys[:, :, idx]], dim=2)
-                layer.values = torch.cat([layer.values[:, :, :past], layer.values[:, :, idx]], dim=2)
+                layer.keys[:, :, past : past + len(keep)] = layer.keys[:, :, idx]  # gather copies first
+                layer.values[:, :, past : past + len(keep)] = layer.values[:, :, idx]
+        drop = self._cache.get_seq_length() - past - len(keep)
+        if drop:
+            self._cache.crop(-drop)  # transformers 5: a negative count drops that many tokens
         self._len = past + len(keep)
         self._ids.extend(self._pending_ids[k] for k in keep)
         if self._pending_hidden:
