@@ -182,5 +182,5 @@ def plot(rows: Sequence[Row], path: str) -> None:
     ax.set_title("hvd bench --replay: τ per suite and method" if replayed else "hvd bench: speedup per suite and method")
     ax.legend(fontsize=8, ncols=min(6, len(methods) + 1), loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
