@@ -293,12 +293,14 @@ COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from hvd.engine import InputError
+    from hvd.hybrid.predictor import PredictorError
     from hvd.models import ModelError
 
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
-    except (CliError, InputError, ModelError, registry.UnknownMethodError) as e:
+    except (CliError, InputError, ModelError, registry.UnknownMethodError, registry.MethodUnavailable,
+            PredictorError) as e:
         print(f"hvd: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
