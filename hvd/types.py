@@ -59,17 +59,27 @@ class Draft:
     def max_depth(self) -> int:
         return max(self.depths(), default=0)
 
+    def accepted_path(self, continuation: Sequence[int]) -> list[int]:
+        """Node indices of the path greedy verification accepts when the target's next tokens
+        are `continuation`: from the root, the first child (lowest index) carrying the next
+        token, then its first such child, and so on (the rule of hvd.verify.verify_greedy).
+        With distinct siblings, as drafters produce, this is the deepest matching root path."""
+        children: dict[int, list[int]] = {}
+        for i, p in enumerate(self.parents):
+            children.setdefault(p, []).append(i)
+        path: list[int] = []
+        node = -1
+        while len(path) < len(continuation):
+            want = continuation[len(path)]
+            node = next((c for c in children.get(node, ()) if self.tokens[c] == want), -2)
+            if node == -2:
+                break
+            path.append(node)
+        return path
+
     def matched(self, continuation: Sequence[int]) -> int:
-        """Depth of the deepest root path equal to a prefix of `continuation`: the accepted
-        length this draft gets when `continuation` is what the target produces (greedy)."""
-        depth = [0] * len(self)
-        best = 0
-        for i, (t, p) in enumerate(zip(self.tokens, self.parents)):
-            d = 1 if p < 0 else depth[p] + 1 if depth[p] else 0
-            ok = d > 0 and d <= len(continuation) and continuation[d - 1] == t
-            depth[i] = d if ok else 0
-            best = max(best, depth[i])
-        return best
+        """The accepted length this draft gets when `continuation` is what the target produces."""
+        return len(self.accepted_path(continuation))
 
     def union(self, other: "Draft") -> "Draft":
         """Both trees under one root, equal tokens under an equal parent merged into one node.

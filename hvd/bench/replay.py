@@ -47,25 +47,6 @@ class StepRecord:
         return StepRecord(**{**d, "features": dict(d.get("features") or {})})
 
 
-def accepted_path(draft: Draft, continuation: Sequence[int]) -> list[int]:
-    """Node indices of the path greedy verification accepts when the target's next tokens
-    are `continuation`: from the root, the first child (lowest index) carrying the next
-    token, then its first such child, and so on (the rule of hvd.verify.verify_greedy).
-    With distinct siblings, as drafters produce, this is the deepest matching root path."""
-    children: dict[int, list[int]] = {}
-    for i, p in enumerate(draft.parents):
-        children.setdefault(p, []).append(i)
-    path: list[int] = []
-    node = -1
-    while len(path) < len(continuation):
-        want = continuation[len(path)]
-        node = next((c for c in children.get(node, ()) if draft.tokens[c] == want), -2)
-        if node == -2:
-            break
-        path.append(node)
-    return path
-
-
 def replay(
     drafter: Optional[Drafter],
     prompt_ids: Sequence[int],
@@ -105,7 +86,7 @@ def replay(
         if drafter is not None and budget > 0:
             draft = drafter.propose(DecodeContext(seq, len(prompt), budget)).truncate(budget)
         seconds = time.perf_counter() - t0
-        path = accepted_path(draft, reference[out:])
+        path = draft.accepted_path(reference[out:])
         committed = reference[out : out + len(path) + 1]  # accepted + bonus, cut at the end
         records.append(StepRecord(out, len(prompt), budget, len(draft), draft.max_depth(), len(path),
                                   len(committed), seconds, dict(draft.features), draft.source))

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import pytest
 
-from hvd.bench.replay import StepRecord, accepted_path, replay, tau
+from hvd.bench.replay import StepRecord, replay, tau
 from hvd.drafters.base import DecodeContext
 from hvd.drafters.oracle import OracleDrafter
 from hvd.drafters.pld import PromptLookupDrafter
@@ -56,19 +56,19 @@ def _ids(engine: Engine, prompt: str) -> list[int]:
 
 
 def test_accepted_path_on_chains_and_trees():
-    assert accepted_path(Draft.empty(), [1, 2]) == []
-    assert accepted_path(Draft.chain([1, 2, 3]), [1, 2, 9]) == [0, 1]
-    assert accepted_path(Draft.chain([1, 2, 3]), [1, 2, 3, 4]) == [0, 1, 2]
-    assert accepted_path(Draft.chain([1, 2, 3]), [1, 2]) == [0, 1]  # never past the reference's end
-    assert accepted_path(Draft.chain([5]), [1]) == []
+    assert Draft.empty().accepted_path([1, 2]) == []
+    assert Draft.chain([1, 2, 3]).accepted_path([1, 2, 9]) == [0, 1]
+    assert Draft.chain([1, 2, 3]).accepted_path([1, 2, 3, 4]) == [0, 1, 2]
+    assert Draft.chain([1, 2, 3]).accepted_path([1, 2]) == [0, 1]  # never past the reference's end
+    assert Draft.chain([5]).accepted_path([1]) == []
     # root ─ 1 ─ 2          the deeper branch 1 ─ 7 ─ 8 wins when the reference goes 1, 7, 8
     #      └ 3  1 ─ 7 ─ 8
     tree = Draft((1, 2, 3, 7, 8), (-1, 0, -1, 0, 3))
-    assert accepted_path(tree, [1, 7, 8, 0]) == [0, 3, 4]
-    assert accepted_path(tree, [1, 2, 0]) == [0, 1]
-    assert accepted_path(tree, [3, 3]) == [2]
+    assert tree.accepted_path([1, 7, 8, 0]) == [0, 3, 4]
+    assert tree.accepted_path([1, 2, 0]) == [0, 1]
+    assert tree.accepted_path([3, 3]) == [2]
     dup = Draft((1, 1, 2), (-1, -1, 1))  # equal siblings: the first one, as verify_greedy takes
-    assert accepted_path(dup, [1, 2]) == [0]
+    assert dup.accepted_path([1, 2]) == [0]
 
 
 def test_accepted_path_agrees_with_greedy_verification_on_random_trees():
@@ -88,7 +88,7 @@ def test_accepted_path_agrees_with_greedy_verification_on_random_trees():
         for row, d in enumerate([0, *tree.depths()]):
             logits[row, cont[d]] = 1.0
         path, bonus = verify_greedy(logits, tree)
-        assert accepted_path(tree, cont) == path
+        assert tree.accepted_path(cont) == path
         assert bonus == cont[len(path)]
 
 
