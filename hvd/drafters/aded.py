@@ -34,7 +34,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
 from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig
 from hvd.drafters.trigram import TrigramTable
-from hvd.hybrid.cost import VerifyCost
+from hvd.hybrid.cost import VerifyCost, monotone
 from hvd.types import Draft
 
 
@@ -89,7 +89,7 @@ class AdedDrafter:
         self.config = config
         self.name = name
         self._source = table
-        self.cost = None if cost is None else tree_budget.scaled(tree_budget.monotone(cost), config.tree_cost_factor)
+        self.cost = None if cost is None else tree_budget.scaled(monotone(cost), config.tree_cost_factor)
         self._raw_cost = cost
         self.calibrator = AcceptanceCalibrator(config.calibration)
         self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells

@@ -100,21 +100,6 @@ class AcceptanceCalibrator:
         return counted
 
 
-def monotone(cost: VerifyCost) -> VerifyCost:
-    """The non-decreasing least-squares fit of a cost curve (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for s in cost.seconds:
-        blocks.append([s, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            total, count = blocks.pop()
-            blocks[-1][0] += total
-            blocks[-1][1] += count
-    seconds: list[float] = []
-    for total, count in blocks:
-        seconds.extend([total / count] * int(count))
-    return VerifyCost(cost.sizes, tuple(seconds))
-
-
 def scaled(cost: VerifyCost, tree_factor: float) -> VerifyCost:
     """The curve with each draft node's extra cost over plain decoding multiplied by
     `tree_factor`: cost(0) + tree_factor * (cost(n) - cost(0))."""

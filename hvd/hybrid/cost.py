@@ -35,6 +35,21 @@ class VerifyCost:
         return {"sizes": list(self.sizes), "seconds": list(self.seconds)}
 
 
+def monotone(cost: VerifyCost) -> VerifyCost:
+    """The non-decreasing least-squares fit of a cost curve (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for s in cost.seconds:
+        blocks.append([s, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    seconds: list[float] = []
+    for total, count in blocks:
+        seconds.extend([total / count] * int(count))
+    return VerifyCost(cost.sizes, tuple(seconds))
+
+
 def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int = 3) -> VerifyCost:
     """Time `target.verify` over chains of each size after a `past`-token prefill (the target's
     cache is left in an arbitrary state: call before a generation, never during one)."""
@@ -50,7 +65,7 @@ def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int 
             target.commit([])  # keeps the root: the context grows by one token per call
             times.append(time.perf_counter() - t0)
         out.append(statistics.median(times[1:]))
-    return VerifyCost(tuple(sizes), tuple(out))
+    return monotone(VerifyCost(tuple(sizes), tuple(out)))  # timing noise must not make more nodes cheaper
 
 
 def _key(target) -> str:
@@ -67,7 +82,7 @@ def cached(target, cache_dir: Path) -> VerifyCost:
     path = cache_dir / "verify_cost" / f"{_key(target)}.json"
     try:
         d = json.loads(path.read_text())
-        return VerifyCost(tuple(d["sizes"]), tuple(d["seconds"]))
+        return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"])))  # curves saved before smoothing
     except (OSError, ValueError, KeyError):
         pass
     cost = measure(target)

@@ -1,9 +1,8 @@
 """Cost-aware tree sizing: the chosen size on hand cases, ancestor order, calibration counts."""
 import pytest
 
-from hvd.drafters.tree_budget import (AcceptanceCalibrator, CalibrationConfig, best_size, monotone, order,
-                                      select, subtree)
-from hvd.hybrid.cost import VerifyCost
+from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig, best_size, order, select, subtree
+from hvd.hybrid.cost import VerifyCost, monotone
 from hvd.types import Draft
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
