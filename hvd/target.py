@@ -198,7 +198,7 @@ class HFTarget:
         x = torch.tensor([list(ids)], device=self.device)  # (1, L)
         out = self.model.base_model(input_ids=x, use_cache=False, output_hidden_states=True)
         h = out.last_hidden_state[0]  # (L, hidden)
-        labels = torch.cat([torch.nn.functional.linear(h[i : i + 256], self._head).argmax(-1)
+        labels = torch.cat([self._project(h[i : i + 256]).argmax(-1)
                             for i in range(0, h.shape[0], 256)])  # (L,), in chunks: (256, vocab) at a time
         return {l: out.hidden_states[l][0] for l in layers}, labels
 
