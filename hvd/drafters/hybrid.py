@@ -11,6 +11,7 @@ generation stats.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -37,7 +38,6 @@ class HybridDrafter:
             needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
             returns_probs=a.returns_probs or b.returns_probs, tree=True)
         self.model_arm = ArmEstimate()
-        self.decision_seconds = 0.0  # features + prediction + choice, summed over all steps
         self._history = StepHistory()
         self._prompt_len = 0
         self._pending: Optional[tuple[str, Draft, Optional[Draft], float]] = None  # arm, cache, model, model secs
@@ -57,7 +57,6 @@ class HybridDrafter:
         t1 = time.perf_counter()
         decision = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
         t2 = time.perf_counter()
-        self.decision_seconds += t2 - t1
         if decision.cache_depth:
             cdraft = cdraft.truncate(decision.cache_depth)
         mdraft = None
@@ -70,10 +69,10 @@ class HybridDrafter:
         if decision.arm == NONE:
             return Draft((), (), source="ar")
         if decision.arm == CACHE:
-            return _tagged(cdraft, self.cache.name)
+            return replace(cdraft, source=self.cache.name)
         if decision.arm == MODEL or not len(cdraft):
-            return _tagged(mdraft, self.model.name)
-        return _tagged(cdraft.union(mdraft), f"{self.cache.name}+{self.model.name}")
+            return replace(mdraft, source=self.model.name)
+        return replace(cdraft.union(mdraft), source=f"{self.cache.name}+{self.model.name}")
 
     def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> Decision:
         predicted = 0.0
@@ -103,10 +102,6 @@ class HybridDrafter:
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
         self.model.end(output)
-
-
-def _tagged(d: Draft, source: str) -> Draft:
-    return Draft(d.tokens, d.parents, d.probs, d.features, source)
 
 
 CACHE_ARM = "suffix"
