@@ -8,14 +8,11 @@ per method on the first prompt is excluded (numba compiles, lazy imports).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 from hvd.bench.references import ReferenceStore, reference
 from hvd.bench.replay import StepRecord, replay
-from hvd.bench.runner import ORACLE, BenchConfig
-from hvd.drafters import registry
-from hvd.drafters.base import Drafter
-from hvd.drafters.oracle import OracleDrafter
+from hvd.bench.runner import BenchConfig, make_drafter
 from hvd.engine import Engine
 
 
@@ -28,13 +25,6 @@ class ReplayRun:
     method: str
     new_tokens: int  # the reference's length
     records: tuple[StepRecord, ...]
-
-
-def make_drafter(engine: Engine, method: str, ref: Sequence[int]) -> Optional[Drafter]:
-    if method == ORACLE:
-        return OracleDrafter(ref)
-    make = registry.get(method).make
-    return make(engine.target) if make else None
 
 
 def replay_prompt(engine: Engine, prompt, cfg: BenchConfig, store: ReferenceStore,

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 from hvd.bench.peers import PEERS, peer
 from hvd.bench.run import Run
 from hvd.drafters import registry
+from hvd.drafters.base import Drafter
 from hvd.drafters.oracle import OracleDrafter
 from hvd.engine import Engine
 
@@ -50,15 +51,19 @@ def check_methods(methods: Sequence[str]) -> None:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(known_methods())}")
 
 
+def make_drafter(engine: Engine, method: str, reference: Sequence[int]) -> Optional[Drafter]:
+    """A fresh drafter for a method (the oracle drafts `reference`); None for `ar`."""
+    if method == ORACLE:
+        return OracleDrafter(reference)
+    make = registry.get(method).make
+    return make(engine.target) if make else None
+
+
 def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int],
              gguf: Optional[Path] = None) -> Run:
     if method in PEERS:
         return peer(method, gguf)(engine, ids, n)
-    if method == ORACLE:
-        drafter = OracleDrafter(reference)
-    else:
-        make = registry.get(method).make
-        drafter = make(engine.target) if make else None
+    drafter = make_drafter(engine, method, reference)
     res = engine.generate(ids, method=method, max_new_tokens=n, drafter=drafter)
     s = res.stats
     sources = collections.Counter(step.drafter for step in s.steps)
