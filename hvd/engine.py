@@ -134,6 +134,10 @@ class Engine:
         return self._drafters[method]
 
     # ---- generation --------------------------------------------------------------------
+    def token_limit(self, prompt_len: int, max_new_tokens: int) -> int:
+        """New tokens a generation may produce: max_new_tokens, capped by the context window."""
+        return min(max_new_tokens, self.target.max_context - prompt_len)
+
     def generate(self, prompt: PromptLike, method: str = "suffix", **kwargs) -> Result:
         chunk = None
         for chunk in self.stream(prompt, method, **kwargs):
@@ -170,7 +174,7 @@ class Engine:
     def _decode(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig) -> Iterator[Chunk]:
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
-        limit = min(cfg.max_new_tokens, self.target.max_context - len(ids))
+        limit = self.token_limit(len(ids), cfg.max_new_tokens)
         stopper = _Stopper(self.tokenizer, self.eos_ids, cfg.stop, limit)
         stats = GenerationStats(method=method, prompt_tokens=len(ids))
         pick = _picker(cfg.sampling, gen)

@@ -32,7 +32,7 @@ def replay_prompt(engine: Engine, prompt, cfg: BenchConfig, store: ReferenceStor
     ids = engine.encode(list(prompt.messages))
     n = cfg.max_new_tokens or prompt.max_new_tokens
     ref = reference(engine, store, prompt.id, ids, n)
-    limit = min(n, engine.target.max_context - len(ids))
+    limit = engine.token_limit(len(ids), n)
     out = []
     for m in ["ar", *[m for m in cfg.methods if m != "ar"]]:
         records = replay(make_drafter(engine, m, ref), ids, ref, limit=limit)

@@ -60,7 +60,7 @@ def trace_prompt(engine, hybrid, prompt, max_new_tokens: int, store) -> tuple[li
     ids = engine.encode(list(prompt.messages))
     ref = reference(engine, store, prompt.id, ids, max_new_tokens)
     hybrid.log = []
-    replay(hybrid, ids, ref, limit=min(max_new_tokens, engine.target.max_context - len(ids)))
+    replay(hybrid, ids, ref, limit=engine.token_limit(len(ids), max_new_tokens))
     xs, ys = [], []
     for position, x, cdraft in hybrid.log:
         xs.append(x)
