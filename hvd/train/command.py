@@ -29,6 +29,7 @@ def add_parser(train_sub) -> None:
     p.add_argument("--layers", type=int, default=t.n_layers, help="drafter layers")
     p.add_argument("--block", type=int, default=t.block, help="K: block size (K-1 drafted tokens)")
     p.add_argument("--window", type=int, default=t.window, help="committed tokens the block attends to")
+    p.add_argument("--fp32", action="store_true", help="train in plain fp32 (default: bf16 autocast)")
     p.add_argument("--regenerate", type=int, default=d.regenerate,
                    help="target greedy tokens appended to each train prompt (0: prompts only)")
     p.add_argument("--prompts-per-suite", type=int, default=None)
@@ -61,7 +62,7 @@ def run(a: argparse.Namespace, engine) -> dict:
     losses = loss_config(a)
     out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every, losses=losses,
-                      n_layers=a.layers, block=a.block, window=a.window)
+                      n_layers=a.layers, block=a.block, window=a.window, bf16=not a.fp32)
     data = DataConfig(prompts_per_suite=a.prompts_per_suite, regenerate=a.regenerate, stdlib_files=a.stdlib_files)
     report = train(engine, out, cfg, data, a.work)
     print(json.dumps({k: report[k] for k in ("steps", "held_out_tau", "sequences", "seconds")}))

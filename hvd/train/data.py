@@ -59,15 +59,20 @@ def _stdlib_train_texts(limit: int) -> Iterator[tuple[str, str]]:
         n += 1
 
 
-def sequences(engine, cfg: DataConfig) -> Iterator[Sequence_]:
-    """Train-split token sequences for `engine`'s target (prompts first, then stdlib text)."""
+def sequences(engine, cfg: DataConfig, skip: frozenset[str] = frozenset()) -> Iterator[Sequence_]:
+    """Train-split token sequences for `engine`'s target (prompts first, then stdlib text);
+    keys in `skip` come back with no ids (their shards exist: no greedy regeneration)."""
     from hvd.bench.suites import load_suite
 
     for suite in cfg.suites:
         for p in load_suite(suite, split="train", limit=cfg.prompts_per_suite):
-            ids = engine.encode(p.chat())[: cfg.max_len]
-            if cfg.regenerate > 0 and len(ids) < cfg.max_len:
-                n = min(cfg.regenerate, cfg.max_len - len(ids))
+            if f"{suite}:{p.id}" in skip:
+                yield Sequence_(f"{suite}:{p.id}", [])
+                continue
+            limit = min(cfg.max_len, engine.target.max_context)
+            ids = engine.encode(p.chat())[:limit]
+            if cfg.regenerate > 0 and len(ids) < limit:
+                n = min(cfg.regenerate, limit - len(ids))
                 ids = ids + engine.generate(ids, method="ar", max_new_tokens=n).token_ids
             yield Sequence_(f"{suite}:{p.id}", ids)
     for rel, text in _stdlib_train_texts(cfg.stdlib_files):
@@ -78,18 +83,33 @@ def shard_name(key: str) -> str:
     return f"{zlib.crc32(key.encode()):08x}.safetensors"
 
 
+def _reusable_keys(index: Path, cfg: DataConfig, layers: tuple[int, ...]) -> list[str]:
+    """Keys whose shards an earlier build wrote with the same layers, regeneration and length."""
+    if not index.is_file():
+        return []
+    old = json.loads(index.read_text())
+    same = old.get("layers") == list(layers) and all(
+        old.get("config", {}).get(f) == getattr(cfg, f) for f in ("regenerate", "max_len"))
+    return old.get("keys", []) if same else []
+
+
 def build_cache(engine, cfg: DataConfig, layers: tuple[int, ...], out: Path, progress=None) -> list[str]:
     """Write one shard per sequence under `out` (existing shards are kept); the shard names."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    names = []
-    for seq in sequences(engine, cfg):
+    index = out / "index.json"
+    done = frozenset(k for k in _reusable_keys(index, cfg, layers) if (out / shard_name(k)).is_file())
+    names, keys = [], []
+    for seq in sequences(engine, cfg, skip=done):
         name = shard_name(seq.key)
-        names.append(name)
         if progress is not None:
             progress(seq.key)
-        if (out / name).is_file() or len(seq.ids) < 4:
+        if seq.key not in done and len(seq.ids) < 4:
+            continue
+        names.append(name)
+        keys.append(seq.key)
+        if seq.key in done:
             continue
         hidden, labels = engine.target.teacher_forced(seq.ids, layers)
         feats = torch.cat([hidden[l] for l in layers], dim=-1).to(torch.float16)  # (L, n_layers*hidden)
@@ -97,7 +117,10 @@ def build_cache(engine, cfg: DataConfig, layers: tuple[int, ...], out: Path, pro
         save_file({"tokens": torch.tensor(seq.ids, dtype=torch.int32), "labels": labels.to(torch.int32),
                    "feats": feats.contiguous()}, str(tmp), metadata={"key": seq.key})
         tmp.rename(out / name)  # atomic: an interrupted build never leaves half a shard
-    (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names}, indent=2))
+        index.write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names,
+                                     "keys": keys}, indent=2))  # after every shard: an interrupted build resumes
+    index.write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names, "keys": keys},
+                                indent=2))
     return names
 
 

@@ -41,6 +41,7 @@ class TrainConfig:
     block: int = 16
     window: int = 256
     n_target_layers: int = 4
+    bf16: bool = True  # bf16 autocast for the forward (3x faster on this CPU); weights and AdamW stay fp32
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -64,11 +65,12 @@ def net_config(target, cfg: TrainConfig) -> DFlashConfig:
         eps=w.rms_norm_eps)
 
 
-def _logits(net: DFlashNet, b: D.Batch, weights) -> torch.Tensor:
-    ctx = net.context(b.feats, b.ctx_pos)
-    x = net.block_input(b.first, weights.embedding)  # (B, K, hidden)
-    h = net(x, b.pos, ctx, b.ctx_mask)[:, 1:]  # (B, K−1, hidden)
-    return h @ weights.head.t()  # (B, K−1, vocab)
+def _logits(net: DFlashNet, b: D.Batch, weights, bf16: bool) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ctx = net.context(b.feats, b.ctx_pos)
+        x = net.block_input(b.first, weights.embedding)  # (B, K, hidden)
+        h = net(x, b.pos, ctx, b.ctx_mask)[:, 1:]  # (B, K−1, hidden)
+        return h @ weights.head.t()  # (B, K−1, vocab)
 
 
 @torch.no_grad()
@@ -78,7 +80,7 @@ def evaluate(net: DFlashNet, shards: list[D.Shard], weights, cfg: TrainConfig, s
     rng, taus = random.Random(seed), []
     for i in range(0, cfg.eval_blocks, cfg.batch):
         b = D.sample_batch(shards, min(cfg.batch, cfg.eval_blocks - i), cfg.block, cfg.window, rng)
-        taus.append(block_tau(_logits(net, b, weights), b.labels).float())
+        taus.append(block_tau(_logits(net, b, weights, cfg.bf16), b.labels).float())
     net.train()
     return float(torch.cat(taus).mean())
 
@@ -135,7 +137,7 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             b = D.sample_batch(fit, cfg.batch, cfg.block, cfg.window, rng)
-            loss, parts = block_loss(_logits(net, b, weights), b.labels, cfg.losses)
+            loss, parts = block_loss(_logits(net, b, weights, cfg.bf16), b.labels, cfg.losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -87,7 +87,7 @@ def test_checkpoint_round_trip_and_missing(tmp_path, tiny_engine):
     dflash.save(d.net, tmp_path / "ck")
     again = dflash.for_target(tiny_engine.target, tmp_path / "ck")
     for a, b in zip(d.net.state_dict().values(), again.net.state_dict().values()):
-        assert torch.equal(a, b)
+        assert b.dtype == torch.float32 and torch.equal(a.half().float(), b)  # stored as fp16
     with pytest.raises(registry.MethodUnavailable, match="hvd train drafter"):
         dflash.for_target(tiny_engine.target, tmp_path / "none")
 

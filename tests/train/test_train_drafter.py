@@ -1,5 +1,6 @@
 """Training smoke run on the tiny model: cache, steps, checkpoint, resume, a usable drafter."""
 import argparse
+from dataclasses import replace
 
 import pytest
 
@@ -44,3 +45,16 @@ def test_schedule_and_flags():
     assert loss_config(ns(losses="chain")) == LossConfig(weighting=False, focal=False, chain=True)
     with pytest.raises(ValueError, match="unknown loss"):
         loss_config(ns(losses="nope"))
+
+
+def test_cache_rebuild_skips_regeneration(tiny_engine, tmp_path, monkeypatch):
+    layers, data = (1, 2), replace(DATA, suites=("chat",), max_len=4096)  # short prompts: room to regenerate
+    calls = []
+    real = tiny_engine.generate
+    monkeypatch.setattr(tiny_engine, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = D.build_cache(tiny_engine, data, layers, tmp_path)
+    regenerated = len(calls)
+    assert regenerated > 0
+    assert D.build_cache(tiny_engine, data, layers, tmp_path) == first and len(calls) == regenerated
+    D.build_cache(tiny_engine, data, (1,), tmp_path)  # other layers: every shard is rebuilt
+    assert len(calls) == 2 * regenerated
