@@ -32,7 +32,7 @@ from hvd.drafters import tree_budget
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
-from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig
+from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.drafters.trigram import TrigramTable
 from hvd.hybrid.cost import VerifyCost, monotone
 from hvd.types import Draft
@@ -91,9 +91,7 @@ class AdedDrafter:
         self._source = table
         self.cost = None if cost is None else tree_budget.scaled(monotone(cost), config.tree_cost_factor)
         self._raw_cost = cost
-        self.calibrator = AcceptanceCalibrator(config.calibration)
-        self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells
-        self._draft_seconds: Optional[float] = None  # running mean of a step's drafting time
+        self.sizer = TreeSizer(self.cost if config.size_by_cost else None, config.calibration)
         self.trigrams: Optional[AdaptiveTrigrams] = None
         self._tokens: list[int] = []
         self._buf = 0  # successor scratch size: most static successors of a bigram + overlay ones
@@ -112,7 +110,7 @@ class AdedDrafter:
         elif cfg.reset_per_request:
             self.trigrams.reset()
         self._tokens = list(prompt)
-        self._pending = None
+        self.sizer.forget()
         if cfg.adapt and cfg.adapt_prompt:
             self.trigrams.adapt(self._tokens, cfg.adapt_delta, cfg.adapt_cap)
 
@@ -120,9 +118,7 @@ class AdedDrafter:
         if self.trigrams is None:
             self.begin(())
         self._tokens.extend(committed)
-        if self._pending is not None:
-            self.calibrator.update(*self._pending, committed)
-            self._pending = None
+        self.sizer.observe(committed)
         cfg = self.config
         if cfg.adapt:
             self.trigrams.adapt(self._tokens[-cfg.adapt_window :], cfg.adapt_delta, cfg.adapt_cap)
@@ -133,7 +129,7 @@ class AdedDrafter:
     def propose(self, ctx: DecodeContext) -> Draft:
         cfg = self.config
         depth = min(ctx.max_draft, cfg.greedy_depth if cfg.greedy else cfg.max_depth)
-        self._pending = None
+        self.sizer.forget()
         if depth <= 0 or len(ctx.tokens) < 2 or self.trigrams is None:
             return Draft.empty()
         a, b = ctx.tokens[-2], ctx.tokens[-1]
@@ -224,16 +220,9 @@ class AdedDrafter:
         """Keep the candidates' rooted subtree with the most expected tokens per second (when
         a cost curve is given), remember the candidates for calibration, build the Draft."""
         if not tokens:
-            self._pending = None
+            self.sizer.forget()
             return Draft.empty()
-        cells = self.calibrator.cells(scores, Draft(tuple(tokens), tuple(parents)).depths())
-        self._pending = (tokens, parents, cells)
-        probs = self.calibrator.path_probs(parents, cells)  # (n,)
-        keep = list(range(len(tokens)))
-        if self.cost is not None and self.config.size_by_cost:
-            seconds = time.perf_counter() - t0
-            self._draft_seconds = seconds if self._draft_seconds is None else 0.9 * self._draft_seconds + 0.1 * seconds
-            keep = tree_budget.select(parents, probs.tolist(), self.cost, self._draft_seconds)
+        keep, probs = self.sizer.choose(tokens, parents, scores, time.perf_counter() - t0)
         if not keep:
             return Draft.empty()
         draft = tree_budget.subtree(Draft(tuple(tokens), tuple(parents)), keep)

@@ -3,7 +3,10 @@
 The network (`dflash_model.DFlashNet`) reads the target's hidden states of a few layers at
 the committed tokens (through `DecodeContext.hidden`) and the target's frozen embedding
 table and LM head (`Target.shared_weights()`, shared, never copied). Drafts are the greedy
-chain of the block's argmaxes (deterministic: verification reads them as one-hot q).
+chain of the block's argmaxes (deterministic: verification reads them as one-hot q), cut to
+the depth with the most expected tokens per second: each token's drafter probability is
+calibrated online against what the target commits and weighed against the target's measured
+verify-cost curve (`tree_budget.TreeSizer`, shared with aded).
 
 Per step only the tokens committed since the last call are projected into the cached
 context keys/values; the cache keeps the last `window` tokens. Checkpoints are a directory
@@ -13,6 +16,7 @@ with `dflash.json` (the config) and `dflash.safetensors` (the weights, fp16), wr
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,11 +25,14 @@ import torch
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.registry import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
+from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
+from hvd.hybrid.cost import VerifyCost, monotone
 from hvd.target import SharedWeights
 from hvd.types import Draft
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 CONFIG_FILE, WEIGHTS_FILE = "dflash.json", "dflash.safetensors"
+CALIBRATION = CalibrationConfig(depth_edges=(1, 2, 4, 8))  # a block is deep: acceptance keeps falling past 4
 
 
 class CheckpointMissing(MethodUnavailable):
@@ -63,7 +70,11 @@ def load(path: Path) -> DFlashNet:
 class DFlashDrafter:
     name = "dflash"
 
-    def __init__(self, net: DFlashNet, weights: SharedWeights, name: str = "dflash") -> None:
+    def __init__(self, net: DFlashNet, weights: SharedWeights, name: str = "dflash",
+                 cost: Optional[VerifyCost] = None, calibration: CalibrationConfig = CALIBRATION) -> None:
+        """`cost`: the target's verify-cost curve; with it each block is cut to the depth with the
+        most expected tokens per second (the drafter's probabilities, calibrated online); None:
+        every block is drafted whole."""
         c = net.c
         if weights.embedding.shape != (c.vocab, c.hidden):
             raise CheckpointMismatch(f"{name}: drafter trained for vocab {c.vocab} x hidden {c.hidden}, the target has "
@@ -72,6 +83,7 @@ class DFlashDrafter:
             raise CheckpointMismatch(f"drafter reads target layer {max(c.target_layers)}; the target has {weights.num_layers}")
         self.net, self.w, self.name = net.eval(), weights, name
         self.capabilities = Capabilities(needs_hidden_states=c.target_layers)
+        self.sizer = TreeSizer(None if cost is None else monotone(cost), calibration)
         self._reset()
 
     def _reset(self) -> None:
@@ -80,11 +92,14 @@ class DFlashDrafter:
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()
+        self.sizer.forget()
 
     @torch.inference_mode()
     def propose(self, ctx: DecodeContext) -> Draft:
         if ctx.hidden is None:
             raise RuntimeError("dflash needs the target's hidden states (DecodeContext.hidden)")
+        t0 = time.perf_counter()
+        self.sizer.forget()
         n = len(ctx.tokens) - 1  # the last token is the block's first; features exist for the rest
         self._catch_up(ctx.hidden, n)
         depth = min(self.net.c.block - 1, ctx.max_draft)
@@ -95,7 +110,11 @@ class DFlashDrafter:
         pos = torch.arange(n, n + self.net.c.block)[None]  # (1, K)
         h = self.net(x, pos, self._kv)[0, 1 : 1 + depth]  # (depth, hidden)
         logits = h @ self.w.head.t()  # (depth, vocab)
-        return Draft.chain(logits.argmax(-1).tolist())
+        best = logits.float().softmax(-1).max(-1)  # (depth,) the drafter's probability of each drafted token
+        tokens, scores = best.indices.tolist(), best.values.tolist()
+        keep, probs = self.sizer.choose(tokens, list(range(-1, depth - 1)), scores, time.perf_counter() - t0)
+        return Draft(tuple(tokens[: len(keep)]), tuple(range(-1, len(keep) - 1)), None,
+                     {"draft_length": float(len(keep)), "expected_accepted": float(probs[: len(keep)].sum())})
 
     def _catch_up(self, hidden: dict[int, torch.Tensor], n: int) -> None:
         """Project the features of tokens [seen, n) into the context cache (last `window` kept)."""
@@ -111,13 +130,22 @@ class DFlashDrafter:
         self._seen = n
 
     def observe(self, committed: Sequence[int]) -> None:
-        pass
+        self.sizer.observe(committed)
 
     def end(self, output: Sequence[int]) -> None:
         pass
 
 
-def for_target(target, path: Optional[Path] = None, name: str = "dflash") -> DFlashDrafter:
-    """The trained drafter in `path` (default: the packaged checkpoint `name`) over `target`."""
+def for_target(target, path: Optional[Path] = None, name: str = "dflash", size_by_cost: bool = True) -> DFlashDrafter:
+    """The trained drafter in `path` (default: the packaged checkpoint `name`) over `target`;
+    with `size_by_cost`, its blocks are cut by the target's verify-cost curve (measured once
+    per machine and cached: call this before a generation, never during one)."""
     path = Path(path) if path is not None else CHECKPOINTS / name
-    return DFlashDrafter(load(path), target.shared_weights(), name)
+    net = load(path)
+    cost = None
+    if size_by_cost:
+        from hvd.hybrid.cost import cached
+        from hvd.models import cache_dir
+
+        cost = cached(target, cache_dir())
+    return DFlashDrafter(net, target.shared_weights(), name, cost)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -152,3 +152,39 @@ def subtree(draft: Draft, keep: Sequence[int]) -> Draft:
     parents = tuple(-1 if draft.parents[i] < 0 else new_index[draft.parents[i]] for i in keep)
     probs = None if draft.probs is None else draft.probs[list(keep)]
     return Draft(tuple(draft.tokens[i] for i in keep), parents, probs, dict(draft.features), draft.source)
+
+
+class TreeSizer:
+    """One drafter's cost-aware sizing: calibrates node scores against what the target
+    commits and keeps, from each candidate tree, the subtree with the most expected tokens
+    per second. Without a cost curve every candidate is kept (calibration still runs)."""
+
+    def __init__(self, cost: Optional[VerifyCost], calibration: CalibrationConfig = CalibrationConfig(),
+                 draft_smoothing: float = 0.1) -> None:
+        self.cost = cost
+        self.calibrator = AcceptanceCalibrator(calibration)
+        self.draft_smoothing = draft_smoothing
+        self.draft_seconds: Optional[float] = None  # running mean of a step's drafting time
+        self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells
+
+    def choose(self, tokens: Sequence[int], parents: Sequence[int], scores: Sequence[float],
+               draft_seconds: float) -> tuple[list[int], np.ndarray]:
+        """(kept node indices, ascending; every candidate's path acceptance probability (n,))."""
+        cells = self.calibrator.cells(scores, Draft(tuple(tokens), tuple(parents)).depths())
+        self._pending = (list(tokens), list(parents), cells)
+        probs = self.calibrator.path_probs(parents, cells)  # (n,)
+        if self.cost is None:
+            return list(range(len(tokens))), probs
+        a = self.draft_smoothing
+        self.draft_seconds = draft_seconds if self.draft_seconds is None else (1 - a) * self.draft_seconds + a * draft_seconds
+        return select(parents, probs.tolist(), self.cost, self.draft_seconds), probs
+
+    def observe(self, committed: Sequence[int]) -> None:
+        """Count the last candidates' outcomes against the tokens the target committed."""
+        if self._pending is not None:
+            self.calibrator.update(*self._pending, committed)
+        self._pending = None
+
+    def forget(self) -> None:
+        """No outcome to count for this step (nothing was drafted from these candidates)."""
+        self._pending = None

@@ -10,7 +10,8 @@ states of the drafter's layers and the target's argmax after every prefix.
 
 The cache is a directory of safetensors shards (one per sequence: tokens (L,) int32, labels
 (L,) int32, feats (L, n_layers*hidden) float16) plus `index.json`; building it again skips
-shards already written, so an interrupted build resumes.
+shards already written with the same layers, regeneration and length (each shard's metadata
+says), so an interrupted build resumes and several builds may share the work.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import random
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from functools import partial
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -59,38 +61,50 @@ def _stdlib_train_texts(limit: int) -> Iterator[tuple[str, str]]:
         n += 1
 
 
-def sequences(engine, cfg: DataConfig, skip: frozenset[str] = frozenset()) -> Iterator[Sequence_]:
-    """Train-split token sequences for `engine`'s target (prompts first, then stdlib text);
-    keys in `skip` come back with no ids (their shards exist: no greedy regeneration)."""
+def _prompt_ids(engine, prompt, cfg: DataConfig) -> list[int]:
+    limit = min(cfg.max_len, engine.target.max_context)
+    ids = engine.encode(prompt.chat())[:limit]
+    if cfg.regenerate > 0 and len(ids) < limit:
+        n = min(cfg.regenerate, limit - len(ids))
+        ids = ids + engine.generate(ids, method="ar", max_new_tokens=n).token_ids
+    return ids
+
+
+def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]]]]:
+    """(key, ids(engine)) per train-split sequence, prompts first, then stdlib text; the ids
+    are computed only when asked (prompts: a greedy regeneration)."""
     from hvd.bench.suites import load_suite
 
     for suite in cfg.suites:
         for p in load_suite(suite, split="train", limit=cfg.prompts_per_suite):
-            if f"{suite}:{p.id}" in skip:
-                yield Sequence_(f"{suite}:{p.id}", [])
-                continue
-            limit = min(cfg.max_len, engine.target.max_context)
-            ids = engine.encode(p.chat())[:limit]
-            if cfg.regenerate > 0 and len(ids) < limit:
-                n = min(cfg.regenerate, limit - len(ids))
-                ids = ids + engine.generate(ids, method="ar", max_new_tokens=n).token_ids
-            yield Sequence_(f"{suite}:{p.id}", ids)
+            yield f"{suite}:{p.id}", partial(_prompt_ids, prompt=p, cfg=cfg)
     for rel, text in _stdlib_train_texts(cfg.stdlib_files):
-        yield Sequence_(f"stdlib:{rel}", engine.tokenizer.encode(text)[: cfg.max_len])
+        yield f"stdlib:{rel}", lambda engine, text=text: engine.tokenizer.encode(text)[: cfg.max_len]
+
+
+def sequences(engine, cfg: DataConfig) -> Iterator[Sequence_]:
+    """Train-split token sequences for `engine`'s target."""
+    for key, ids in sources(cfg):
+        yield Sequence_(key, ids(engine))
 
 
 def shard_name(key: str) -> str:
     return f"{zlib.crc32(key.encode()):08x}.safetensors"
 
 
-def _reusable_keys(index: Path, cfg: DataConfig, layers: tuple[int, ...]) -> list[str]:
-    """Keys whose shards an earlier build wrote with the same layers, regeneration and length."""
-    if not index.is_file():
-        return []
-    old = json.loads(index.read_text())
-    same = old.get("layers") == list(layers) and all(
-        old.get("config", {}).get(f) == getattr(cfg, f) for f in ("regenerate", "max_len"))
-    return old.get("keys", []) if same else []
+def _shard_meta(key: str, cfg: DataConfig, layers: tuple[int, ...]) -> dict[str, str]:
+    """What a shard was built with: a shard is reused only when all of it matches."""
+    return {"key": key, "layers": json.dumps(list(layers)), "regenerate": str(cfg.regenerate),
+            "max_len": str(cfg.max_len)}
+
+
+def _reusable(path: Path, key: str, cfg: DataConfig, layers: tuple[int, ...]) -> bool:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() == _shard_meta(key, cfg, layers)
 
 
 def build_cache(engine, cfg: DataConfig, layers: tuple[int, ...], out: Path, progress=None) -> list[str]:
@@ -98,29 +112,26 @@ def build_cache(engine, cfg: DataConfig, layers: tuple[int, ...], out: Path, pro
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    index = out / "index.json"
-    done = frozenset(k for k in _reusable_keys(index, cfg, layers) if (out / shard_name(k)).is_file())
-    names, keys = [], []
-    for seq in sequences(engine, cfg, skip=done):
-        name = shard_name(seq.key)
+    names = []
+    for key, make_ids in sources(cfg):
+        name = shard_name(key)
         if progress is not None:
-            progress(seq.key)
-        if seq.key not in done and len(seq.ids) < 4:
+            progress(key)
+        if _reusable(out / name, key, cfg, layers):
+            names.append(name)
+            continue
+        ids = make_ids(engine)
+        if len(ids) < 4:
             continue
         names.append(name)
-        keys.append(seq.key)
-        if seq.key in done:
-            continue
-        hidden, labels = engine.target.teacher_forced(seq.ids, layers)
+        hidden, labels = engine.target.teacher_forced(ids, layers)
         feats = torch.cat([hidden[l] for l in layers], dim=-1).to(torch.float16)  # (L, n_layers*hidden)
         tmp = out / f"{name}.tmp{os.getpid()}"
-        save_file({"tokens": torch.tensor(seq.ids, dtype=torch.int32), "labels": labels.to(torch.int32),
-                   "feats": feats.contiguous()}, str(tmp), metadata={"key": seq.key})
-        tmp.rename(out / name)  # atomic: an interrupted build never leaves half a shard
-        index.write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names,
-                                     "keys": keys}, indent=2))  # after every shard: an interrupted build resumes
-    index.write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names, "keys": keys},
-                                indent=2))
+        save_file({"tokens": torch.tensor(ids, dtype=torch.int32), "labels": labels.to(torch.int32),
+                   "feats": feats.contiguous()}, str(tmp), metadata=_shard_meta(key, cfg, layers))
+        tmp.rename(out / name)  # atomic: an interrupted build (or a parallel one) never leaves half a shard
+    (out / "index.json").write_text(json.dumps({"config": asdict(cfg), "layers": list(layers), "shards": names},
+                                               indent=2))
     return names
 
 

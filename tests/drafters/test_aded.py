@@ -237,9 +237,9 @@ def test_observe_calibrates_from_the_committed_tokens():
     d = AdedDrafter(AdedConfig(adapt=False), count_trigrams([seq], 10), cost=CPU_LIKE)
     d.begin([1, 2])
     first = d.propose(ctx([1, 2]))
-    tested, accepted = d.calibrator.tested.sum(), d.calibrator.accepted.sum()
+    tested, accepted = d.sizer.calibrator.tested.sum(), d.sizer.calibrator.accepted.sum()
     d.observe([3, 4, 5])  # the likely path: accepted nodes at depths 1 and 2, the rest rejected
-    assert d.calibrator.tested.sum() > tested + 2 and d.calibrator.accepted.sum() == pytest.approx(accepted + 3)
+    assert d.sizer.calibrator.tested.sum() > tested + 2 and d.sizer.calibrator.accepted.sum() == pytest.approx(accepted + 3)
     for _ in range(30):  # the target never follows: drafts shrink to nothing
         d.begin([1, 2])
         d.propose(ctx([1, 2]))
