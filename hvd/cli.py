@@ -25,9 +25,16 @@ def _methods_help() -> str:
     return "methods:\n" + "\n".join(f"  {m.name:<10} {m.help}" for m in registry.METHODS.values())
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="float32: the model through transformers; bfloat16: the lean Llama target, exact in bf16 "
+                        "(Llama-family models; checked on this machine at load)")
+
+
 def _add_decoding_args(p: argparse.ArgumentParser, default_method: str = DEMO_METHOD) -> None:
     p.add_argument("--method", default=default_method, help=f"decoding method (default {default_method}): " + ", ".join(registry.METHODS))
-    p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    add_model_args(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -59,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="interactive chat, streaming tokens as they are accepted")
     _add_decoding_args(c)
     d = sub.add_parser("demo", help="one agentic edit prompt decoded with ar and the best method")
-    d.add_argument("--model", default=None)
+    add_model_args(d)
     d.add_argument("--max-new-tokens", type=int, default=200)
     b = sub.add_parser("bench", help="benchmark methods and peers on real workloads")
     b.add_argument("--suite", action="append", help="suite name (repeatable) or 'all' (default agentic-edit)")
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=1)
     b.add_argument("--json", help="write results JSON here")
     b.add_argument("--plot", help="write a PNG bar chart here")
-    b.add_argument("--model", default=None)
+    add_model_args(b)
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
     _add_hybrid_commands(sub)
@@ -98,7 +105,7 @@ def _add_hybrid_commands(sub) -> None:
     tr.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     tr.add_argument("--model-arm", default=d.model_arm, help="model drafter of the hybrid while tracing")
     tr.add_argument("--out", type=Path, default=DEFAULT_TRACES)
-    tr.add_argument("--model", default=None)
+    add_model_args(tr)
     train = sub.add_parser("train", help="train a component").add_subparsers(dest="what", required=True, parser_class=_Parser)
     pr = train.add_parser("predictor", help="fit the HVD accepted-length predictor on traces")
     pr.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
@@ -168,7 +175,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     if isinstance(prompt, str) and not prompt.strip():
         raise CliError("prompt is empty")
     _check_decoding_args(a)
-    engine = _load(a.model)
+    engine = _load(a.model, dtype=a.dtype)
     if a.json:
         print(json.dumps(engine.generate(prompt, **_decoding_kwargs(a, engine)).to_dict()))
         return
@@ -184,7 +191,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 def cmd_chat(a: argparse.Namespace) -> None:
     _check_decoding_args(a)
-    engine = _load(a.model, reuse_prefix=True)  # each turn prefills only what is new
+    engine = _load(a.model, reuse_prefix=True, dtype=a.dtype)  # each turn prefills only what is new
     history: list[dict] = []
     kwargs = _decoding_kwargs(a, engine)  # one drafter for the whole chat
     print(f"hvd chat ({a.method}); empty line or Ctrl-D to quit", file=sys.stderr)
@@ -210,7 +217,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
     if a.max_new_tokens <= 0:
         raise CliError(f"max_new_tokens must be a positive integer, got {a.max_new_tokens}")
-    run_demo(_load(a.model), DEMO_METHOD, a.max_new_tokens)
+    run_demo(_load(a.model, dtype=a.dtype), DEMO_METHOD, a.max_new_tokens)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -220,7 +227,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
         if value is not None and value <= 0:
             raise CliError(f"--{name} must be a positive integer, got {value}")
     try:
-        command.run(_load, a)
+        command.run(lambda model: _load(model, dtype=a.dtype), a)
     except ValueError as e:
         raise CliError(str(e))
 
@@ -237,7 +244,7 @@ def cmd_trace(a: argparse.Namespace) -> None:
     if a.limit <= 0 or a.max_new_tokens <= 0:
         raise CliError("--limit and --max-new-tokens must be positive integers")
     registry.get(a.model_arm)
-    trace(_load(a.model), TraceConfig(suites, a.limit, a.max_new_tokens, a.model_arm), a.out)
+    trace(_load(a.model, dtype=a.dtype), TraceConfig(suites, a.limit, a.max_new_tokens, a.model_arm), a.out)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -259,7 +266,7 @@ def _train_drafter(a: argparse.Namespace) -> None:
     from hvd.train.command import run
 
     try:
-        run(a, _load(a.model))
+        run(a, _load(a.model, dtype=a.dtype))
     except ValueError as e:
         raise CliError(str(e)) from e
 
@@ -278,13 +285,13 @@ def cmd_datastore(a: argparse.Namespace) -> None:
           f"{r.file_bytes / 1e6:.1f} MB, built in {r.seconds:.1f} s")
 
 
-def _load(model: Optional[str], reuse_prefix: bool = False):
+def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "float32"):
     from hvd.engine import Engine
 
     from rich.console import Console
 
     with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s)"):
-        return Engine.load(model, reuse_prefix=reuse_prefix)
+        return Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype)
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,

@@ -103,15 +103,24 @@ class Engine:
         self.eos_ids = frozenset(int(i) for i in ids if i is not None)
 
     @classmethod
-    def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False) -> "Engine":
+    def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False,
+             dtype: str = "float32") -> "Engine":
         """`reuse_prefix`: prefix caching, a request sharing a prefix with the previous one (a
-        chat's next turn) prefills only the new tokens."""
+        chat's next turn) prefills only the new tokens. `dtype`: "float32" runs the model
+        through transformers (`HFTarget`); "bfloat16" through the lean Llama target
+        (`hvd/llama.py`), exact because its forwards are batch-invariant, which is checked
+        on this machine first."""
         from hvd import models
 
         torch.set_num_threads(max(torch.get_num_threads(), 1))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         lm, tok = models.load(model, device)
-        return cls(HFTarget(lm, TargetConfig(reuse_prefix=reuse_prefix)), tok)
+        config = TargetConfig(reuse_prefix=reuse_prefix)
+        if dtype == "float32":
+            return cls(HFTarget(lm, config), tok)
+        if dtype != "bfloat16":
+            raise models.ModelError(f"unknown dtype {dtype!r}; choose float32 or bfloat16")
+        return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
 
     # ---- input -----------------------------------------------------------------------
     def encode(self, prompt: PromptLike) -> list[int]:

@@ -108,3 +108,43 @@ def load(model: Optional[str], device: str = "cpu"):
     except Exception as e:
         raise ModelError(f"cannot load model from {directory}: {type(e).__name__}: {e}".splitlines()[0]) from e
     return lm.to(device).eval(), tok
+
+
+def lean_target(lm, config):
+    """The lean Llama target over `lm` (hvd/llama.py), after checking on this machine that its
+    forwards are batch-invariant (the check is cached per machine, torch version and model)."""
+    import json
+
+    import torch
+
+    from hvd.llama import LlamaTarget, UnsupportedModel, check_batch_invariance
+
+    try:
+        target = LlamaTarget(lm, config)
+    except (UnsupportedModel, AttributeError) as e:
+        raise ModelError(f"the lean bfloat16 target cannot run this model ({e}); use --dtype float32") from e
+    key = f"{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{_cpu_name()}"
+    path = cache_dir() / "batch_invariance.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = check_batch_invariance(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known, indent=1))
+    if known[key] is not None:
+        raise ModelError(f"bfloat16 decoding would not be exact on this machine ({known[key]}); use --dtype float32")
+    return target
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

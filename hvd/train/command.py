@@ -38,7 +38,9 @@ def add_parser(train_sub) -> None:
                    help="feature cache and resumable state (default: $HVD_CACHE/dflash/<model key>)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"checkpoint directory (default: the packaged {CHECKPOINTS}/dflash, or dflash-uniform)")
-    p.add_argument("--model", default=None)
+    from hvd.cli import add_model_args
+
+    add_model_args(p)
 
 
 def loss_config(a: argparse.Namespace) -> LossConfig:

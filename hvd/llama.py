@@ -1,0 +1,411 @@
+"""A lean Llama-family target: static KV cache, exact in bf16 because every forward is batch-invariant.
+
+Why: in bf16 on this CPU a forward over 16 draft tokens costs little more than one token, but
+a verify forward and a one-token decode step round differently (other kernels for other
+shapes), so a speculative method's output drifts from plain decoding. Here the logits of a
+token are bitwise the same however its forward is grouped (one token, a chain, a tree, a
+prefill chunk), so every method gives `ar`'s output token for token:
+
+- linear layers run on at most `ROWS` rows at a time (the bf16 GEMM here gives each row the
+  same bits for 1..32 rows; more rows switch kernels);
+- attention works in absolute key blocks of `BLOCK` positions: scores and the softmax max are
+  per element; every block's sum and value product are taken over exactly `BLOCK` keys in
+  the token's own sequence order (blocks that may hold draft nodes are gathered per query, so
+  a tree node sees its ancestors where a plain decode would have them, masked keys weigh
+  exactly 0), and the block partials are added in block order (a sequential cumsum), so
+  trailing all-masked blocks add exact zeros;
+- a prefill is the one forward not held to this (the fastest kernels): every method starts
+  from the same prefill, so its rounding is shared.
+
+These properties are kernel facts, not guarantees of the library: `check_batch_invariance`
+tests them on this machine with the model's shapes before a target is built
+(`Engine.load(dtype="bfloat16")`), and the tests compare logits bitwise.
+
+Cache layout: slots = positions for committed tokens; a verify writes the root and the draft
+nodes at slots past..past+n, `commit` moves the accepted path down to past.. (rollback is
+moving the length back). Hidden state layer l is the input of decoder layer l (0 =
+embeddings), as in transformers' `hidden_states` for l < num_layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch.nn import functional as F
+
+from hvd.target import SelfDraft, SharedWeights, TargetConfig
+from hvd.types import Draft
+
+ROWS = 32  # rows per linear call
+BLOCK = 64  # attention key block (positions)
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    eps: float
+    rope_theta: float
+    max_context: int
+
+    @staticmethod
+    def of(config) -> "LlamaShape":
+        heads = int(config.num_attention_heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        rope = getattr(config, "rope_parameters", None) or {}
+        theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)) or 10000.0)
+        scaling = rope.get("rope_type", "default") if rope else (getattr(config, "rope_scaling", None) or {}).get("rope_type", "default")
+        if scaling not in (None, "default"):
+            raise UnsupportedModel(f"rope scaling {scaling!r} is not supported by the lean target")
+        return LlamaShape(int(config.num_hidden_layers), int(config.hidden_size), heads,
+                          int(getattr(config, "num_key_value_heads", heads)), head_dim, int(config.vocab_size),
+                          float(config.rms_norm_eps), theta, int(getattr(config, "max_position_embeddings", 2048)))
+
+
+class UnsupportedModel(ValueError):
+    """A model the lean target cannot run (not Llama-shaped, or kernels not batch-invariant here)."""
+
+
+@dataclass(frozen=True)
+class _Layer:
+    ln_attn: torch.Tensor  # (hidden,)
+    qkv: torch.Tensor  # ((heads + 2*kv_heads)*head_dim, hidden): q, k, v projections stacked (one GEMM)
+    o: torch.Tensor  # (hidden, heads*head_dim)
+    ln_mlp: torch.Tensor
+    gate_up: torch.Tensor  # (2*intermediate, hidden): gate and up stacked
+    down: torch.Tensor  # (hidden, intermediate)
+
+
+def _layers_of(model) -> list[_Layer]:
+    out = []
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        if any(getattr(p, "bias", None) is not None for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)):
+            raise UnsupportedModel("attention biases are not supported by the lean target")
+        qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach()
+        gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach()
+        out.append(_Layer(layer.input_layernorm.weight.detach(), qkv, a.o_proj.weight.detach(),
+                          layer.post_attention_layernorm.weight.detach(), gate_up, m.down_proj.weight.detach()))
+    return out
+
+
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (T, in) @ w.T in calls of at most ROWS rows: (T, out)."""
+    if x.shape[0] <= ROWS:
+        return F.linear(x, w)
+    return torch.cat([F.linear(x[i : i + ROWS], w) for i in range(0, x.shape[0], ROWS)])
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rope_tables(shape: LlamaShape, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (n, head_dim) float32 for positions 0..n-1 (half-split convention)."""
+    d = shape.head_dim
+    inv = 1.0 / (shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))  # (d/2,)
+    ang = torch.arange(n, dtype=torch.float32)[:, None] * inv  # (n, d/2)
+    ang = torch.cat([ang, ang], dim=-1)  # (n, d)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (T, heads, d) rotated by cos/sin (T, d)."""
+    xf = x.float()
+    half = xf.shape[-1] // 2
+    rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
+    return (xf * cos[:, None] + rot * sin[:, None]).to(x.dtype)
+
+
+def key_slots(past: int, pos: torch.Tensor, rows: Sequence[Sequence[int]], start: int, width: int) -> torch.Tensor:
+    """(T, width) cache slot of each query's logical key position start..start+width-1, -1 where
+    the query does not see it. pos (T,): query positions; rows[i]: the slots of query i's path
+    from the root (slot `past`) to itself, in order."""
+    t = torch.arange(start, start + width)  # (width,)
+    out = torch.where(t[None] < past, t[None], torch.full((1, width), -1)).repeat(len(rows), 1)  # (T, width)
+    for i, path in enumerate(rows):
+        lo = past - start
+        out[i, lo : lo + len(path)] = torch.tensor(path)
+    return out
+
+
+def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, past: int, slots: torch.Tensor,
+           scale: float) -> torch.Tensor:
+    """Attention of T queries q (T, heads, d) over the cache kc/vc (kv_heads, C, d).
+
+    Blocks wholly before `past` are read in place (every query sees all of them); the rest are
+    gathered per query through `slots` (T, width), a multiple of BLOCK wide. Returns (T, heads*d)."""
+    T, H, d = q.shape
+    kvh = kc.shape[0]
+    g = H // kvh
+    nfull = past // BLOCK
+    qg = q.permute(1, 0, 2).reshape(kvh, g * T, d)  # (kvh, g*T, d): head h reads kv head h // g
+    parts_s, parts_e = [], []
+    s_full = None
+    if nfull:
+        s_full = (qg @ kc[:, : nfull * BLOCK].transpose(1, 2)).float() * scale  # (kvh, g*T, nfull*B)
+    width = slots.shape[1]
+    ntail = width // BLOCK
+    idx = slots.clamp(min=0)  # (T, width)
+    kt = kc[:, idx]  # (kvh, T, width, d)
+    vt = vc[:, idx]
+    qb = q.view(T, kvh, g, d).permute(1, 0, 2, 3).reshape(kvh * T, g, d)  # (kvh*T, g, d)
+    s_tail = (qb @ kt.reshape(kvh * T, width, d).transpose(1, 2)).float() * scale  # (kvh*T, g, width)
+    s_tail = s_tail.view(kvh, T, g, width).permute(0, 2, 1, 3)  # (kvh, g, T, width)
+    s_tail = s_tail.masked_fill((slots < 0)[None, None], float("-inf"))
+    m = s_tail.amax(-1)  # (kvh, g, T)
+    if s_full is not None:
+        s_full = s_full.view(kvh, g, T, nfull * BLOCK)
+        m = torch.maximum(m, s_full.amax(-1))
+    e_tail = torch.exp(s_tail - m[..., None]).contiguous()  # (kvh, g, T, width)
+    sums = [e_tail.view(kvh, g, T, ntail, BLOCK).sum(-1)]  # (kvh, g, T, ntail)
+    eb = e_tail.to(q.dtype).view(kvh, g, T, ntail, BLOCK).permute(0, 2, 3, 1, 4).reshape(kvh * T * ntail, g, BLOCK)
+    vb = vt.reshape(kvh * T * ntail, BLOCK, d)
+    o_tail = (eb @ vb).view(kvh, T, ntail, g, d).permute(0, 3, 1, 2, 4).float()  # (kvh, g, T, ntail, d)
+    outs = [o_tail]
+    if s_full is not None:
+        e_full = torch.exp(s_full - m[..., None]).contiguous()  # (kvh, g, T, nfull*B)
+        sums.insert(0, e_full.view(kvh, g, T, nfull, BLOCK).sum(-1))
+        ef = e_full.to(q.dtype).view(kvh, g * T, nfull, BLOCK).permute(0, 2, 1, 3)  # (kvh, nfull, g*T, B)
+        o_full = ef @ vc[:, : nfull * BLOCK].view(kvh, nfull, BLOCK, d)  # (kvh, nfull, g*T, d)
+        outs.insert(0, o_full.view(kvh, nfull, g, T, d).permute(0, 2, 3, 1, 4).float())  # (kvh, g, T, nfull, d)
+    total = torch.cat(sums, -1).cumsum(-1)[..., -1]  # (kvh, g, T): block partials added in order
+    o = torch.cat(outs, 3).cumsum(3)[:, :, :, -1] / total[..., None]  # (kvh, g, T, d)
+    return o.permute(2, 0, 1, 3).reshape(T, H * d).to(q.dtype)
+
+
+class LlamaTarget:
+    """The `Target` protocol over a Llama-family transformers model's weights (batch 1)."""
+
+    def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
+        self.model = model  # kept for its config and weights' identity (bench references, cost cache)
+        self.config = config
+        self.shape = LlamaShape.of(model.config)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.vocab_size = self.shape.vocab
+        self.max_context = self.shape.max_context
+        self._layers = _layers_of(model)
+        self._embed = model.get_input_embeddings().weight  # (vocab, hidden)
+        self._norm = model.model.norm.weight
+        self._head = model.get_output_embeddings().weight  # (vocab, hidden)
+        self._scale = self.shape.head_dim ** -0.5
+        self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
+        self._v: Optional[torch.Tensor] = None
+        self._cos = self._sin = torch.empty(0)
+        self._len = 0
+        self._ids: list[int] = []
+        self._pending_ids: list[int] = []
+        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1+n, hidden) of the last verify
+        self._hidden: dict[int, torch.Tensor] = {}  # layer -> (capacity, hidden)
+
+    @property
+    def cached_len(self) -> int:
+        return self._len
+
+    # ---- the forward -------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:
+        """Room for n slots in the KV cache, the rope tables and the hidden-state buffers."""
+        s = self.shape
+        cap = 0 if self._k is None else self._k.shape[2]
+        if n > cap:
+            new = max(2 * cap, -(-max(n, 256) // BLOCK) * BLOCK)
+            k = torch.zeros(s.layers, s.kv_heads, new, s.head_dim, dtype=self.dtype, device=self.device)
+            v = torch.zeros_like(k)
+            if self._k is not None:
+                k[:, :, :cap], v[:, :, :cap] = self._k, self._v
+            self._k, self._v = k, v
+        if n + BLOCK > self._cos.shape[0]:
+            self._cos, self._sin = rope_tables(s, max(2 * self._cos.shape[0], n + 4 * BLOCK))
+        for l, buf in self._hidden.items():
+            if buf.shape[0] < n:
+                self._hidden[l] = torch.cat([buf, torch.zeros(max(n, buf.shape[0]), buf.shape[1], dtype=buf.dtype)])
+
+    def _forward(self, ids: Sequence[int], past: int, pos: torch.Tensor, paths: Optional[Sequence[Sequence[int]]],
+                 layers: Optional[Sequence[int]] = None, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
+        """Final-normed hidden states (T, hidden) of tokens `ids` written at slots past..past+T-1
+        at positions pos (T,); paths[i]: query i's slots from the root to itself, or None for a
+        prefill chunk (a causal chain computed by the fastest kernels, not batch-invariant).
+        `layers`: decoder layers to run (None: all); `keep`: layers whose input hidden states
+        to return."""
+        s = self.shape
+        T = len(ids)
+        self._ensure(past + T)
+        x = F.embedding(torch.tensor(ids, device=self.device), self._embed)  # (T, hidden)
+        cos, sin = self._cos[pos], self._sin[pos]  # (T, d)
+        if paths is None:
+            lin = F.linear
+            causal = torch.arange(past + T)[None] <= pos[:, None]  # (T, past+T)
+            attn = lambda q, k, v: F.scaled_dot_product_attention(  # noqa: E731
+                q.transpose(0, 1)[None], k[None, :, : past + T], v[None, :, : past + T], attn_mask=causal,
+                enable_gqa=True)[0].transpose(0, 1).reshape(T, -1)
+        else:
+            lin = linear
+            start = (past // BLOCK) * BLOCK
+            width = -(-(int(pos.max()) + 1 - start) // BLOCK) * BLOCK
+            slots = key_slots(past, pos, paths, start, width)  # (T, width)
+            attn = lambda q, k, v: attend(q, k, v, past, slots, self._scale)  # noqa: E731
+        hidden = {}
+        for i in range(s.layers) if layers is None else layers:
+            if i in keep:
+                hidden[i] = x
+            w = self._layers[i]
+            h = rms_norm(x, w.ln_attn, s.eps)
+            qkv = lin(h, w.qkv).view(T, s.heads + 2 * s.kv_heads, s.head_dim)
+            q = apply_rope(qkv[:, : s.heads], cos, sin)  # (T, heads, d)
+            k = apply_rope(qkv[:, s.heads : s.heads + s.kv_heads], cos, sin)  # (T, kv_heads, d)
+            self._k[i, :, past : past + T] = k.transpose(0, 1)
+            self._v[i, :, past : past + T] = qkv[:, s.heads + s.kv_heads :].transpose(0, 1)
+            x = x + lin(attn(q, self._k[i], self._v[i]), w.o)
+            h = rms_norm(x, w.ln_mlp, s.eps)
+            gate, up = lin(h, w.gate_up).chunk(2, dim=-1)
+            x = x + lin(F.silu(gate) * up, w.down)
+        if s.layers in keep:
+            hidden[s.layers] = x
+        return rms_norm(x, self._norm, s.eps), hidden
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return linear(h, self._head).float()  # (T, vocab)
+
+    # ---- the Target protocol -----------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        ids = [int(t) for t in ids]
+        start = self._reusable(ids)
+        layers = self.config.hidden_layers
+        if not start:
+            self._hidden = {}
+        for l in layers:
+            if l not in self._hidden:
+                self._hidden[l] = torch.zeros(max(2 * len(ids), 256), self.shape.hidden, dtype=self.dtype)
+        h, hid = self._forward(ids[start:], start, torch.arange(start, len(ids)), None, keep=layers)
+        for l, x in hid.items():
+            self._hidden[l][start : len(ids)] = x
+        self._len, self._ids = len(ids), ids
+        return self._logits(h[-1:])[0]
+
+    def _reusable(self, ids: list[int]) -> int:
+        """Committed tokens a prefill of `ids` keeps (the last prompt token is always recomputed)."""
+        if not self.config.reuse_prefix or self._k is None:
+            return 0
+        n = 0
+        for a, b in zip(self._ids[: self._len], ids[:-1]):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    @torch.inference_mode()
+    def verify(self, root: int, draft: Draft) -> torch.Tensor:
+        past = self._len
+        self._pending_ids = [int(root), *draft.tokens]
+        depth = [0, *draft.depths()]
+        paths: list[list[int]] = [[past]]
+        for j, p in enumerate(draft.parents, start=1):
+            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
+        pos = torch.tensor(depth) + past
+        h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
+        self._pending_hidden = hid
+        return self._logits(h)
+
+    @torch.inference_mode()
+    def commit(self, path: Sequence[int]) -> None:
+        past = self._len
+        keep = [0, *(i + 1 for i in path)]
+        if keep != list(range(len(keep))):
+            idx = torch.tensor([past + k for k in keep])
+            self._k[:, :, past : past + len(keep)] = self._k[:, :, idx]
+            self._v[:, :, past : past + len(keep)] = self._v[:, :, idx]
+        self._len = past + len(keep)
+        self._ids[past:] = [self._pending_ids[k] for k in keep]
+        rows = torch.tensor(keep)
+        for l, h in self._pending_hidden.items():
+            self._ensure(self._len)
+            self._hidden[l][past : self._len] = h[rows]
+
+    def hidden(self) -> dict[int, torch.Tensor]:
+        return {l: buf[: self._len] for l, buf in self._hidden.items()}
+
+    def set_hidden_layers(self, layers: Sequence[int]) -> None:
+        from dataclasses import replace
+
+        layers = tuple(sorted(set(int(l) for l in layers)))
+        if layers != self.config.hidden_layers:
+            self.config = replace(self.config, hidden_layers=layers)
+            self._hidden = {}
+
+    def shared_weights(self) -> SharedWeights:
+        return SharedWeights(self._embed.detach(), self._head.detach(), self.shape.layers, self.shape.eps)
+
+    @torch.inference_mode()
+    def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Layer -> hidden states (L, hidden) and the argmax after each prefix (L,), from one
+        prefill-style forward (it reuses the decode cache's memory: the cache is left empty)."""
+        ids = [int(t) for t in ids]
+        h, hid = self._forward(ids, 0, torch.arange(len(ids)), None, keep=tuple(layers))
+        labels = torch.cat([self._logits(h[i : i + 256]).argmax(-1) for i in range(0, len(ids), 256)])  # (L,)
+        self._ids, self._len = [], 0
+        return {l: hid[l] for l in layers}, labels
+
+    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
+        return _LeanSkipDraft(self, tuple(skip))
+
+
+class _LeanSkipDraft:
+    """Greedy drafting through the target's kept layers over its own KV cache: the draft
+    tokens' keys go to slots past the committed length, which the next verify overwrites."""
+
+    def __init__(self, target: LlamaTarget, skip: tuple[int, ...]) -> None:
+        n = target.shape.layers
+        if any(not 0 <= l < n for l in skip):
+            raise ValueError(f"skipped layers must be in [0, {n}): {skip}")
+        self.target = target
+        self.kept = [l for l in range(n) if l not in set(skip)]
+
+    @torch.inference_mode()
+    def draft(self, tokens: Sequence[int], k: int) -> list[int]:
+        t = self.target
+        past = t.cached_len
+        if len(tokens) != past + 1:
+            raise RuntimeError("self-draft needs the target's cache to hold every committed token but the last")
+        out: list[int] = []
+        tok = int(tokens[-1])
+        for i in range(k):
+            slot = past + i
+            path = list(range(past, slot + 1))
+            h, _ = t._forward([tok], slot, torch.tensor([slot]), [path], layers=self.kept)
+            tok = int(t._logits(h).argmax())
+            out.append(tok)
+        return out
+
+
+def check_batch_invariance(target: LlamaTarget, trials: int = 2) -> Optional[str]:
+    """None when one token's logits come out bitwise the same decoded alone, in a chain and in
+    a tree on this machine; else what differed."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, target.vocab_size, (BLOCK + 40,), generator=gen).tolist()
+    for _ in range(trials):
+        cut = BLOCK - 3
+        target.prefill(ids[:cut])
+        one = []
+        for j in range(cut, cut + 6):  # plain decoding, one token a step
+            one.append(target.verify(ids[j], Draft.empty())[0])
+            target.commit([])
+        target.prefill(ids[:cut])
+        chain = target.verify(ids[cut], Draft.chain(ids[cut + 1 : cut + 6]))
+        if not torch.equal(torch.stack(one), chain):
+            return "a chain verify's logits differ from one-token decoding"
+        target.prefill(ids[:cut])
+        tree = Draft((ids[cut + 1], 7, ids[cut + 2], 9, ids[cut + 3]), (-1, -1, 0, 1, 2))
+        got = target.verify(ids[cut], tree)
+        if not torch.equal(got[[0, 1, 3, 5]], torch.stack(one[:4])):
+            return "a tree verify's logits differ from one-token decoding"
+        ids = ids[7:] + ids[:7]
+    target.prefill(ids[:1])
+    return None
