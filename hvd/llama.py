@@ -14,8 +14,9 @@ prefill chunk), so every method gives `ar`'s output token for token:
   a tree node sees its ancestors where a plain decode would have them, masked keys weigh
   exactly 0), and the block partials are added in block order (a sequential cumsum), so
   trailing all-masked blocks add exact zeros;
-- a prefill is the one forward not held to this (the fastest kernels): every method starts
-  from the same prefill, so its rounding is shared.
+- a prefill is the one forward not held to this (the fastest kernels, in chunks at fixed
+  multiples of `PREFILL_CHUNK`): every method starts from the same prefill, and a prefill
+  that keeps a cached prefix recomputes whole chunks, so its rounding is shared too.
 
 These properties are kernel facts, not guarantees of the library: `check_batch_invariance`
 tests them on this machine with the model's shapes before a target is built
@@ -39,6 +40,7 @@ from hvd.types import Draft
 
 ROWS = 32  # rows per linear call
 BLOCK = 64  # attention key block (positions)
+PREFILL_CHUNK = 256  # prefill forwards cover [256i, 256(i+1)): fixed boundaries, fixed rounding
 
 
 @dataclass(frozen=True)
@@ -284,14 +286,18 @@ class LlamaTarget:
         for l in layers:
             if l not in self._hidden:
                 self._hidden[l] = torch.zeros(max(2 * len(ids), 256), self.shape.hidden, dtype=self.dtype)
-        h, hid = self._forward(ids[start:], start, torch.arange(start, len(ids)), None, keep=layers)
-        for l, x in hid.items():
-            self._hidden[l][start : len(ids)] = x
+        for i in range(start, len(ids), PREFILL_CHUNK):  # chunks at fixed multiples: a kept prefix rounds the same
+            j = min(i + PREFILL_CHUNK, len(ids))
+            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
+            for l, x in hid.items():
+                self._hidden[l][i:j] = x
         self._len, self._ids = len(ids), ids
         return self._logits(h[-1:])[0]
 
     def _reusable(self, ids: list[int]) -> int:
-        """Committed tokens a prefill of `ids` keeps (the last prompt token is always recomputed)."""
+        """Committed tokens a prefill of `ids` keeps: the shared prefix (the last prompt token is
+        always recomputed) rounded down to a whole number of prefill chunks, so the tokens
+        computed again fall in the same chunks, and round the same, as in a fresh prefill."""
         if not self.config.reuse_prefix or self._k is None:
             return 0
         n = 0
@@ -299,7 +305,7 @@ class LlamaTarget:
             if a != b:
                 break
             n += 1
-        return n
+        return (n // PREFILL_CHUNK) * PREFILL_CHUNK
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:

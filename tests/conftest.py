@@ -52,6 +52,22 @@ def tiny_engine() -> Engine:
     return engine
 
 
+@pytest.fixture(scope="session")
+def tiny_lean_engine() -> Engine:
+    """The tiny Llama through the lean target in bfloat16 (hvd/llama.py)."""
+    from hvd.llama import LlamaTarget
+
+    engine = Engine(LlamaTarget(tiny_llama().to(torch.bfloat16)), char_tokenizer())
+    engine.eos_ids = frozenset()
+    return engine
+
+
+@pytest.fixture(params=["hf-fp32", "lean-bf16"])
+def any_engine(request) -> Engine:
+    """Each target implementation in turn: exactness must hold in both."""
+    return request.getfixturevalue("tiny_engine" if request.param == "hf-fp32" else "tiny_lean_engine")
+
+
 class ScriptedDrafter:
     """Adversarial drafters for tests, chosen by `mode`:
 

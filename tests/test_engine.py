@@ -16,20 +16,20 @@ def ar_ids(engine: Engine, prompt, **kw):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 @pytest.mark.parametrize("method", [m for m in registry.METHODS if m != "ar"])
-def test_registered_methods_match_ar(tiny_engine, prompt, method):
+def test_registered_methods_match_ar(any_engine, prompt, method):
     try:
-        tiny_engine.drafter(method)
+        any_engine.drafter(method)
     except registry.MethodUnavailable as e:  # an untrained checkpoint, or one for another target
         pytest.skip(str(e))
-    assert tiny_engine.generate(prompt, method=method, max_new_tokens=N).token_ids == ar_ids(tiny_engine, prompt)
+    assert any_engine.generate(prompt, method=method, max_new_tokens=N).token_ids == ar_ids(any_engine, prompt)
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 @pytest.mark.parametrize("mode,overshoot", [("random", 0), ("wrong", 0), ("right", 0), ("right", 7)])
-def test_adversarial_drafters_match_ar(tiny_engine, prompt, mode, overshoot):
-    ref = ar_ids(tiny_engine, prompt)
+def test_adversarial_drafters_match_ar(any_engine, prompt, mode, overshoot):
+    ref = ar_ids(any_engine, prompt)
     drafter = ScriptedDrafter(mode, ref, seed=1, overshoot=overshoot)
-    res = tiny_engine.generate(prompt, max_new_tokens=N, drafter=drafter)
+    res = any_engine.generate(prompt, max_new_tokens=N, drafter=drafter)
     assert res.token_ids == ref
     assert len(res.token_ids) == N
     if mode == "right":

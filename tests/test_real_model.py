@@ -34,7 +34,7 @@ def prompts():
     return chosen
 
 
-def test_every_method_is_token_identical_to_ar(engine, prompts):
+def mismatching(engine, prompts) -> list[tuple[str, str]]:
     mismatches = []
     for p in prompts:
         ids = engine.encode(list(p.messages))
@@ -49,7 +49,20 @@ def test_every_method_is_token_identical_to_ar(engine, prompts):
             got = engine.generate(ids, method=method, max_new_tokens=TOKENS, drafter=drafter).token_ids
             if got != ref:
                 mismatches.append((p.id, method))
-    assert not mismatches
+    return mismatches
+
+
+def test_every_method_is_token_identical_to_ar(engine, prompts):
+    assert not mismatching(engine, prompts)
+
+
+def test_every_method_is_token_identical_to_ar_in_bf16(prompts):
+    """The lean bf16 target (hvd/llama.py), one prompt of each kind (bounded for CI)."""
+    from hvd import Engine
+
+    bf16 = Engine.load(reuse_prefix=True, dtype="bfloat16")
+    one_each = list({p.dataset: p for p in prompts}.values())
+    assert not mismatching(bf16, one_each)
 
 
 def test_sampling_is_reproducible_on_real_model(engine):
