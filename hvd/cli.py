@@ -27,9 +27,10 @@ def _methods_help() -> str:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="float32: the model through transformers; bfloat16: the lean Llama target, exact in bf16 "
-                        "(Llama-family models; checked on this machine at load)")
+                        "(Llama-family models; checked on this machine at load); auto (default): bfloat16 where "
+                        "the CPU has bf16 units and the check passes, else float32")
 
 
 def _add_decoding_args(p: argparse.ArgumentParser, default_method: str = DEMO_METHOD) -> None:
@@ -285,7 +286,7 @@ def cmd_datastore(a: argparse.Namespace) -> None:
           f"{r.file_bytes / 1e6:.1f} MB, built in {r.seconds:.1f} s")
 
 
-def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "float32"):
+def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto"):
     from hvd.engine import Engine
 
     from rich.console import Console

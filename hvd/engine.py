@@ -104,23 +104,32 @@ class Engine:
 
     @classmethod
     def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False,
-             dtype: str = "float32") -> "Engine":
+             dtype: str = "auto") -> "Engine":
         """`reuse_prefix`: prefix caching, a request sharing a prefix with the previous one (a
         chat's next turn) prefills only the new tokens. `dtype`: "float32" runs the model
         through transformers (`HFTarget`); "bfloat16" through the lean Llama target
         (`hvd/llama.py`), exact because its forwards are batch-invariant, which is checked
-        on this machine first."""
+        on this machine first; "auto" (the default): bfloat16 on a CPU with native bf16
+        matrix units when the model and this machine pass, else float32."""
         from hvd import models
 
         torch.set_num_threads(max(torch.get_num_threads(), 1))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         lm, tok = models.load(model, device)
         config = TargetConfig(reuse_prefix=reuse_prefix)
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise models.ModelError(f"unknown dtype {dtype!r}; choose auto, float32 or bfloat16")
+        if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
+            dtype = "float32"
         if dtype == "float32":
             return cls(HFTarget(lm, config), tok)
-        if dtype != "bfloat16":
-            raise models.ModelError(f"unknown dtype {dtype!r}; choose float32 or bfloat16")
-        return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
+        try:
+            return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
+        except models.ModelError:
+            if dtype == "bfloat16":
+                raise
+            lm, tok = models.load(model, device)  # afresh: the bf16 cast was lossy
+            return cls(HFTarget(lm, config), tok)
 
     # ---- input -----------------------------------------------------------------------
     def encode(self, prompt: PromptLike) -> list[int]:
