@@ -215,6 +215,7 @@ class Engine:
             if drafter is not None and budget > 0:
                 hidden = self.target.hidden() if needs else None  # views, no copy
                 draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
+                draft = draft.head(self.target.max_draft_nodes)
             t2 = time.perf_counter()
             logits = self.target.verify(seq[-1], draft)  # (1 + n, vocab)
             if cfg.sampling.greedy:

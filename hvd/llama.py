@@ -193,6 +193,7 @@ class LlamaTarget:
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = self.shape.vocab
         self.max_context = self.shape.max_context
+        self.max_draft_nodes = ROWS - 1  # root + 31 nodes: one pass over the weights; 33 rows cost two
         self._layers = _layers_of(model)
         self._embed = model.get_input_embeddings().weight  # (vocab, hidden)
         self._norm = model.model.norm.weight

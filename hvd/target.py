@@ -21,6 +21,7 @@ from hvd.types import Draft
 class Target(Protocol):
     vocab_size: int
     max_context: int  # positions the model can attend over
+    max_draft_nodes: int  # draft nodes one verify takes (more are dropped, last first)
 
     @property
     def cached_len(self) -> int: ...
@@ -94,6 +95,7 @@ class HFTarget:
         self.dtype = next(model.parameters()).dtype
         self.vocab_size: int = model.config.vocab_size
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
+        self.max_draft_nodes = 1 << 20
         self._cache = None
         self._len = 0  # tokens whose KV is in the cache
         self._ids: list[int] = []  # those tokens

@@ -116,6 +116,14 @@ class Draft:
         return Draft(tuple(self.tokens[i] for i in keep), parents, probs, self.features, self.source)
 
 
+    def head(self, n: int) -> "Draft":
+        """The first `n` nodes (parents precede children, so they form a rooted subtree)."""
+        if len(self) <= n:
+            return self
+        probs = None if self.probs is None else self.probs[:n]
+        return Draft(self.tokens[:n], self.parents[:n], probs, self.features, self.source)
+
+
 def _row(draft: Draft, i: int, vocab: int) -> torch.Tensor:
     """Node i's drafter distribution (one-hot for a deterministic draft)."""
     if draft.probs is not None:
