@@ -60,7 +60,7 @@ class AdedConfig:
     chunk: int = 25
     seed: int = 0  # MCTS rollouts are seeded with this at every step: drafts are deterministic
     size_by_cost: bool = True  # with a cost curve: keep the subtree with the most expected tokens/s
-    tree_cost_factor: float = 1.5  # a draft node's extra verify cost over the chain-measured curve's (measured here)
+    tree_cost_factor: float = 1.0  # multiplies a draft node's extra verify cost over the measured curve's
     calibration: CalibrationConfig = CalibrationConfig()  # node score -> acceptance, learned online
 
     def __post_init__(self) -> None:
@@ -245,6 +245,6 @@ def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
         from hvd.hybrid.cost import cached
         from hvd.models import cache_dir
 
-        cost = cached(target, cache_dir())
+        cost = cached(target, cache_dir(), tree=not config.greedy)  # trees are timed as trees
     vocab = int(target.vocab_size)
     return AdedDrafter(config, lambda: default_table(vocab), name, cost)

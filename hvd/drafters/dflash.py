@@ -81,7 +81,7 @@ class DFlashDrafter:
                                      f"{tuple(weights.embedding.shape)}; train one for it with: hvd train drafter")
         if max(c.target_layers) > weights.num_layers:
             raise CheckpointMismatch(f"drafter reads target layer {max(c.target_layers)}; the target has {weights.num_layers}")
-        self.net, self.w, self.name = net.eval(), weights, name
+        self.net, self.w, self.name = net.eval().to(weights.embedding.dtype), weights, name  # the target's dtype
         self.capabilities = Capabilities(needs_hidden_states=c.target_layers)
         self.sizer = TreeSizer(None if cost is None else monotone(cost), calibration)
         self._reset()

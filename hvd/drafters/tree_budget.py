@@ -11,10 +11,11 @@ added by decreasing p (ancestors first) and the size n is the one maximising
 
     (1 + sum of p over the n nodes kept) / (draft_seconds + VerifyCost(n))
 
-where VerifyCost is this machine's measured verification cost (hvd/hybrid/cost.py), made
-non-decreasing first (a measured curve is noisy; a bigger forward never costs less). That
-curve is measured on chains; a branching tree costs more per node (a 4-D mask, a gather of
-the accepted branch at commit), which `scaled` accounts for.
+where VerifyCost is this machine's measured verification cost (hvd/hybrid/cost.py; a tree
+drafter reads the curve timed over branching trees, which on the transformers target cost
+more per node than chains: a 4-D mask, a gather at commit), made non-decreasing first (a
+measured curve is noisy; a bigger forward never costs less). `scaled` stretches a curve by a
+factor, a knob for what the measurement misses.
 """
 from __future__ import annotations
 

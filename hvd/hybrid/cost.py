@@ -8,6 +8,7 @@ at a realistic context length, medians of a few repeats, and interpolated linear
 from __future__ import annotations
 
 import hashlib
+import random
 import json
 import statistics
 import time
@@ -50,9 +51,20 @@ def monotone(cost: VerifyCost) -> VerifyCost:
     return VerifyCost(cost.sizes, tuple(seconds))
 
 
-def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int = 3) -> VerifyCost:
-    """Time `target.verify` over chains of each size after a `past`-token prefill (the target's
-    cache is left in an arbitrary state: call before a generation, never during one)."""
+def tree_shape(n: int, seed: int = 0) -> tuple[int, ...]:
+    """Parents of an n-node draft tree shaped like a searched one: each node hangs under one of
+    the four most recent nodes or the root."""
+    rng = random.Random(seed)
+    return tuple(rng.choice([-1, *range(max(0, i - 4), i)]) for i in range(n))
+
+
+def _draft(tokens: list[int], tree: bool) -> Draft:
+    return Draft(tuple(tokens), tree_shape(len(tokens))) if tree else Draft.chain(tokens)
+
+
+def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int = 3, tree: bool = False) -> VerifyCost:
+    """Time `target.verify` over chains (or trees) of each size after a `past`-token prefill
+    (the target's cache is left in an arbitrary state: call before a generation, never during one)."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, target.vocab_size, (past + max(sizes) + 1,), generator=gen).tolist()
     target.prefill(ids[:past])
@@ -61,31 +73,33 @@ def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int 
         times = []
         for _ in range(repeats + 1):  # the first is a warm-up
             t0 = time.perf_counter()
-            target.verify(ids[past], Draft.chain(ids[past + 1 : past + 1 + n]))
+            target.verify(ids[past], _draft(ids[past + 1 : past + 1 + n], tree))
             target.commit([])  # keeps the root: the context grows by one token per call
             times.append(time.perf_counter() - t0)
         out.append(statistics.median(times[1:]))
     return monotone(VerifyCost(tuple(sizes), tuple(out)))  # timing noise must not make more nodes cheaper
 
 
-def _key(target) -> str:
+def _key(target, tree: bool) -> str:
     model = getattr(target, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
-    raw = f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{torch.get_num_threads()}|{SIZES}"
+    raw = f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{torch.get_num_threads()}|{SIZES}|{'tree' if tree else 'chain'}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
-def cached(target, cache_dir: Path) -> VerifyCost:
-    """The curve for this target, machine and thread count: from disk, else measured and saved."""
-    path = cache_dir / "verify_cost" / f"{_key(target)}.json"
+def cached(target, cache_dir: Path, tree: bool = False) -> VerifyCost:
+    """The curve for this target, machine and thread count, over chains or over branching
+    trees (which may cost more per node: a 4-D mask, a gather at commit): from disk, else
+    measured and saved."""
+    path = cache_dir / "verify_cost" / f"{_key(target, tree)}.json"
     try:
         d = json.loads(path.read_text())
         return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"])))  # curves saved before smoothing
     except (OSError, ValueError, KeyError):
         pass
-    cost = measure(target)
+    cost = measure(target, tree=tree)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cost.to_dict()) + "\n")
     return cost
