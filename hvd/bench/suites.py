@@ -430,7 +430,7 @@ def _long_context() -> tuple[_Item, ...]:
         if found is not None:
             text = _long_request(rel, *found)
             pid = f"long-context:{rel}:{found[0]}"
-            items.append((f"stdlib:{rel}", _prompt(pid, "python-stdlib", "long-context", ("user", text))))
+            items.append((f"stdlib:{rel}", _prompt(pid, "python-stdlib-qa", "long-context", ("user", text))))
     return tuple(items)
 
 
