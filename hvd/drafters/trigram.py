@@ -9,6 +9,8 @@ Saved as an uncompressed .npz.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, Union
@@ -89,6 +91,22 @@ def save(table: TrigramTable, path: PathLike) -> None:
     np.savez(tmp, vocab=np.int64(table.vocab), keys=table.keys, offsets=table.offsets,
              succ=table.succ, weight=table.weight, meta=meta)
     tmp.replace(path)
+
+
+def load_shared(path: PathLike) -> TrigramTable:
+    """`load`, read once per file version and shared (read-only arrays): every fresh drafter
+    over the same datastore reuses it."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _load_version(str(p), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_version(path: str, mtime_ns: int, size: int) -> TrigramTable:
+    table = load(path)
+    for a in (table.keys, table.offsets, table.succ, table.weight):
+        a.setflags(write=False)
+    return table
 
 
 def load(path: PathLike) -> TrigramTable:

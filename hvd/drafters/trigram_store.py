@@ -87,4 +87,4 @@ def default_table(vocab: int) -> TrigramTable:
     if not path.is_file():
         print("hvd: building the aded tri-gram datastore (once, ~30 s)...", file=sys.stderr)
         build(path)
-    return trigram.load(path)
+    return trigram.load_shared(path)

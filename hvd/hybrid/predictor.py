@@ -8,6 +8,8 @@ model, training metrics).
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,9 +68,21 @@ class Predictor:
 
 
 def load(path: Optional[Path] = None) -> Predictor:
+    """The predictor in `path` (default: the packaged one), read once per file version and
+    shared by every drafter that uses it (it is read-only at inference)."""
+    path = Path(path or DEFAULT_DIR).resolve()
+    try:
+        st = (path / "predictor.safetensors").stat()
+    except OSError as e:
+        raise PredictorError(f"cannot read the HVD predictor at {path}: {e}; train one with `hvd train predictor`") from e
+    return _load_version(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_version(path_str: str, mtime_ns: int, size: int) -> Predictor:
     from safetensors.numpy import load_file
 
-    path = Path(path or DEFAULT_DIR)
+    path = Path(path_str)
     try:
         info = json.loads((path / "predictor.json").read_text())
         t = load_file(str(path / "predictor.safetensors"))
