@@ -123,7 +123,7 @@ def lean_target(lm, config):
         target = LlamaTarget(lm, config)
     except (UnsupportedModel, AttributeError) as e:
         raise ModelError(f"the lean bfloat16 target cannot run this model ({e}); use --dtype float32") from e
-    key = f"{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{_cpu_name()}"
+    key = f"{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
     path = cache_dir() / "batch_invariance.json"
     try:
         known = json.loads(path.read_text())
@@ -147,7 +147,7 @@ def cpu_has_bf16_units() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     import platform
 
     try:

@@ -17,16 +17,16 @@ from hvd.bench.peers import PEERS, unavailable
 from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_bench
 
 
-def machine() -> dict:
+def machine(target=None) -> dict:
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    from hvd.models import cpu_name
+
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    if target is not None:
+        info.update(target=type(target).__name__, dtype=str(getattr(target, "dtype", "")).replace("torch.", ""))
+    return info
 
 
 def load_prompts(suites: list[str], prompts_file, limit):
@@ -89,7 +89,7 @@ def run(engine_loader, a) -> None:
     print(report.markdown(rows))
     command = "hvd " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     if a.json:
-        Path(a.json).write_text(json.dumps({"results": [r.to_dict() for r in rows], "machine": machine(),
+        Path(a.json).write_text(json.dumps({"results": [r.to_dict() for r in rows], "machine": machine(engine.target),
                                             "command": command, "mode": "replay" if replay else "timed"}, indent=1))
     if a.plot:
         report.plot(rows, a.plot)

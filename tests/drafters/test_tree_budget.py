@@ -68,3 +68,16 @@ def test_calibrator_forgets_old_outcomes_past_max_count():
     for _ in range(20):
         cal.update([1], [-1], [0], [1])
     assert cal.conditional([0])[0] > 0.8
+
+
+def test_cost_curves_are_measured_and_cached_per_shape(tiny_engine, tmp_path):
+    from hvd.hybrid import cost
+
+    shape = cost.tree_shape(16)
+    assert len(shape) == 16 and all(-1 <= p < i for i, p in enumerate(shape)) and any(p != i - 1 for i, p in enumerate(shape))
+    chain = cost.cached(tiny_engine.target, tmp_path)
+    tree = cost.cached(tiny_engine.target, tmp_path, tree=True)
+    assert chain.sizes == tree.sizes == cost.SIZES
+    assert all(a <= b for a, b in zip(tree.seconds, tree.seconds[1:]))  # made non-decreasing
+    assert len(list((tmp_path / "verify_cost").glob("*.json"))) == 2  # one file per shape
+    assert cost.cached(tiny_engine.target, tmp_path, tree=True) == tree  # read back, not measured again
