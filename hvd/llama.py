@@ -148,7 +148,6 @@ def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, past: int, slots
     g = H // kvh
     nfull = past // BLOCK
     qg = q.permute(1, 0, 2).reshape(kvh, g * T, d)  # (kvh, g*T, d): head h reads kv head h // g
-    parts_s, parts_e = [], []
     s_full = None
     if nfull:
         s_full = (qg @ kc[:, : nfull * BLOCK].transpose(1, 2)).float() * scale  # (kvh, g*T, nfull*B)
