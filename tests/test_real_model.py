@@ -88,12 +88,10 @@ def test_cli_rejects_prompt_longer_than_context():
     assert "Traceback" not in out.stderr
 
 
-def test_cli_method_without_checkpoint_is_one_line():
+def test_cli_runs_the_shipped_dflash_checkpoint():
+    """The packaged drafter loads for the default model (a missing or mismatched checkpoint is
+    a one-line error: tests/drafters/test_dflash.py)."""
     out = subprocess.run([sys.executable, "-m", "hvd.cli", "generate", "hi", "--method", "dflash", "--max-new-tokens", "4"],
                          capture_output=True, text=True, timeout=300)
-    from hvd.drafters.dflash import load  # noqa: F401  (the method exists; only its checkpoint may be missing)
-
-    if out.returncode == 0:
-        pytest.skip("a dflash checkpoint is installed")
-    assert out.returncode == 2 and out.stderr.startswith("hvd: error:") and "hvd train drafter" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() and "Traceback" not in out.stderr
