@@ -125,3 +125,21 @@ def test_layer_skip_draft_over_the_lean_cache(lean_bf16):
         lean_bf16.commit([])
         want.append(t)
     assert tokens == want
+
+
+@pytest.mark.slow
+def test_dtype_choice_and_fallback(monkeypatch, tmp_path):
+    """auto falls back to float32 when this machine fails the invariance check; bfloat16 then
+    refuses with one clear error; the verdict is cached per machine."""
+    from hvd import llama, models
+    from hvd.engine import Engine
+
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)  # a fresh cache (the model converts again: ~10 s)
+    monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setattr(llama, "check_batch_invariance", lambda target: "a chain verify's logits differ")
+    assert isinstance(Engine.load(dtype="auto").target, HFTarget)
+    with pytest.raises(models.ModelError, match="would not be exact on this machine"):
+        Engine.load(dtype="bfloat16")
+    assert "differ" in (tmp_path / "batch_invariance.json").read_text()
+    with pytest.raises(models.ModelError, match="unknown dtype"):
+        Engine.load(dtype="float16")
