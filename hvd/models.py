@@ -119,6 +119,8 @@ def lean_target(lm, config):
 
     from hvd.llama import LlamaTarget, UnsupportedModel, check_batch_invariance
 
+    if next(lm.parameters()).device.type != "cpu":
+        raise ModelError("the lean bfloat16 target runs on CPU only for now; use --dtype float32")
     try:
         target = LlamaTarget(lm, config)
     except (UnsupportedModel, AttributeError) as e:
