@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.target import SelfDraft, SharedWeights, TargetConfig
+from hvd.target import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
 from hvd.types import Draft
 
 ROWS = 32  # rows per linear call
@@ -181,7 +181,7 @@ def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, past: int, slots
     return o.permute(2, 0, 1, 3).reshape(T, H * d).to(q.dtype)
 
 
-class LlamaTarget:
+class LlamaTarget(CollectsHidden):
     """The `Target` protocol over a Llama-family transformers model's weights (batch 1)."""
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
@@ -205,7 +205,7 @@ class LlamaTarget:
         self._ids: list[int] = []
         self._pending_ids: list[int] = []
         self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1+n, hidden) of the last verify
-        self._hidden: dict[int, torch.Tensor] = {}  # layer -> (capacity, hidden)
+        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
 
     @property
     def cached_len(self) -> int:
@@ -213,7 +213,7 @@ class LlamaTarget:
 
     # ---- the forward -------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
-        """Room for n slots in the KV cache, the rope tables and the hidden-state buffers."""
+        """Room for n slots in the KV cache and the rope tables."""
         s = self.shape
         cap = 0 if self._k is None else self._k.shape[2]
         if n > cap:
@@ -225,9 +225,6 @@ class LlamaTarget:
             self._k, self._v = k, v
         if n + BLOCK > self._cos.shape[0]:
             self._cos, self._sin = rope_tables(s, max(2 * self._cos.shape[0], n + 4 * BLOCK))
-        for l, buf in self._hidden.items():
-            if buf.shape[0] < n:
-                self._hidden[l] = torch.cat([buf, torch.zeros(max(n, buf.shape[0]), buf.shape[1], dtype=buf.dtype)])
 
     def _forward(self, ids: Sequence[int], past: int, pos: torch.Tensor, paths: Optional[Sequence[Sequence[int]]],
                  layers: Optional[Sequence[int]] = None, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
@@ -282,15 +279,12 @@ class LlamaTarget:
         start = self._reusable(ids)
         layers = self.config.hidden_layers
         if not start:
-            self._hidden = {}
-        for l in layers:
-            if l not in self._hidden:
-                self._hidden[l] = torch.zeros(max(2 * len(ids), 256), self.shape.hidden, dtype=self.dtype)
+            self._hidden.clear()
         for i in range(start, len(ids), PREFILL_CHUNK):  # chunks at fixed multiples: a kept prefix rounds the same
             j = min(i + PREFILL_CHUNK, len(ids))
             h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
             for l, x in hid.items():
-                self._hidden[l][i:j] = x
+                self._hidden.write(l, i, x)
         self._len, self._ids = len(ids), ids
         return self._logits(h[-1:])[0]
 
@@ -300,12 +294,7 @@ class LlamaTarget:
         computed again fall in the same chunks, and round the same, as in a fresh prefill."""
         if not self.config.reuse_prefix or self._k is None:
             return 0
-        n = 0
-        for a, b in zip(self._ids[: self._len], ids[:-1]):
-            if a != b:
-                break
-            n += 1
-        return (n // PREFILL_CHUNK) * PREFILL_CHUNK
+        return (shared_prefix(self._ids[: self._len], ids[:-1]) // PREFILL_CHUNK) * PREFILL_CHUNK
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:
@@ -332,19 +321,7 @@ class LlamaTarget:
         self._ids[past:] = [self._pending_ids[k] for k in keep]
         rows = torch.tensor(keep)
         for l, h in self._pending_hidden.items():
-            self._ensure(self._len)
-            self._hidden[l][past : self._len] = h[rows]
-
-    def hidden(self) -> dict[int, torch.Tensor]:
-        return {l: buf[: self._len] for l, buf in self._hidden.items()}
-
-    def set_hidden_layers(self, layers: Sequence[int]) -> None:
-        from dataclasses import replace
-
-        layers = tuple(sorted(set(int(l) for l in layers)))
-        if layers != self.config.hidden_layers:
-            self.config = replace(self.config, hidden_layers=layers)
-            self._hidden = {}
+            self._hidden.write(l, past, h[rows])
 
     def shared_weights(self) -> SharedWeights:
         return SharedWeights(self._embed.detach(), self._head.detach(), self.shape.layers, self.shape.eps)

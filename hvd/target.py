@@ -78,11 +78,67 @@ def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -
     return mask[None, None]
 
 
+def shared_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
+    """How many leading tokens `cached` and `ids` have in common."""
+    n = 0
+    for a, b in zip(cached, ids):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+class HiddenStates:
+    """Per layer, the hidden states of committed tokens: (capacity, hidden) buffers grown by
+    doubling (no copy per step); the owner knows how many rows are valid."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[int, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self._bufs = {}
+
+    def write(self, layer: int, start: int, rows: torch.Tensor) -> None:
+        """Rows (m, hidden) for positions start..start+m-1 of `layer`."""
+        end = start + rows.shape[0]
+        buf = self._bufs.get(layer)
+        if buf is None or buf.shape[0] < end:
+            grown = torch.zeros(max(2 * end, 256), rows.shape[-1], dtype=rows.dtype, device=rows.device)
+            if buf is not None:
+                grown[: buf.shape[0]] = buf
+            buf = self._bufs[layer] = grown
+        buf[start:end] = rows
+
+    def views(self, n: int) -> dict[int, torch.Tensor]:
+        """layer -> (n, hidden), views, no copy."""
+        return {l: buf[:n] for l, buf in self._bufs.items()}
+
+
+class CollectsHidden:
+    """`hidden()` and `set_hidden_layers()` for a target holding `config` (TargetConfig),
+    `_len` (committed tokens) and `_hidden` (HiddenStates)."""
+
+    config: TargetConfig
+    _len: int
+    _hidden: HiddenStates
+
+    def hidden(self) -> dict[int, torch.Tensor]:
+        """Views (no copy) of the kept layers' hidden states: layer -> (cached_len, hidden)."""
+        return self._hidden.views(self._len)
+
+    def set_hidden_layers(self, layers: Sequence[int]) -> None:
+        """Collect these layers' hidden states from the next prefill on (0 = embeddings)."""
+        layers = tuple(sorted(set(int(l) for l in layers)))
+        if layers != self.config.hidden_layers:
+            self.config = replace(self.config, hidden_layers=layers)
+            self._hidden.clear()
+
+
 def _is_chain(parents: Sequence[int]) -> bool:
     return all(p == i - 1 for i, p in enumerate(parents))
 
 
-class HFTarget:
+class HFTarget(CollectsHidden):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
@@ -101,7 +157,7 @@ class HFTarget:
         self._ids: list[int] = []  # those tokens
         self._pending_ids: list[int] = []  # root + draft tokens of the last verify
         self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
-        self._hidden: dict[int, torch.Tensor] = {}  # layer -> (capacity, hidden); rows [0, cached_len) are valid
+        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
 
@@ -120,10 +176,9 @@ class HFTarget:
         x = torch.tensor([ids[keep:]], device=self.device)  # (1, L - keep)
         out, logits = self._forward(x, None, None, last_only=True)
         self._len, self._ids = len(ids), ids
-        self._hidden = {}
+        self._hidden.clear()
         for l, h in self._take_hidden(out).items():  # h: (1, L, hidden)
-            self._hidden[l] = torch.empty(max(2 * len(ids), 256), h.shape[-1], dtype=h.dtype, device=h.device)
-            self._hidden[l][: len(ids)] = h[0]
+            self._hidden.write(l, 0, h[0])
         return logits[-1].float()
 
     def _reusable(self, ids: list[int]) -> int:
@@ -131,12 +186,7 @@ class HFTarget:
         its logits are the prefill's output)."""
         if not self.config.reuse_prefix or self.config.hidden_layers or self._cache is None:
             return 0
-        n = 0
-        for a, b in zip(self._ids, ids[:-1]):
-            if a != b:
-                break
-            n += 1
-        return n
+        return shared_prefix(self._ids, ids[:-1])
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:
@@ -171,21 +221,7 @@ class HFTarget:
         if self._pending_hidden:
             rows = torch.tensor(keep, device=self.device)
             for l, h in self._pending_hidden.items():
-                buf = self._hidden[l]  # (capacity, hidden), grown by doubling: no copy per step
-                if buf.shape[0] < self._len:
-                    buf = self._hidden[l] = torch.cat([buf, torch.empty_like(buf)])
-                buf[past : self._len] = h[0, rows]
-
-    def hidden(self) -> dict[int, torch.Tensor]:
-        """Views (no copy) of the kept layers' hidden states: layer -> (cached_len, hidden)."""
-        return {l: buf[: self._len] for l, buf in self._hidden.items()}
-
-    def set_hidden_layers(self, layers: Sequence[int]) -> None:
-        """Collect these layers' hidden states from the next prefill on (0 = embeddings)."""
-        layers = tuple(sorted(set(int(l) for l in layers)))
-        if layers != self.config.hidden_layers:
-            self.config = replace(self.config, hidden_layers=layers)
-            self._hidden = {}
+                self._hidden.write(l, past, h[0, rows])
 
     def shared_weights(self) -> SharedWeights:
         cfg = self.model.config
