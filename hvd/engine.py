@@ -113,12 +113,12 @@ class Engine:
         matrix units when the model and this machine pass, else float32."""
         from hvd import models
 
+        if dtype not in ("auto", "float32", "bfloat16"):
+            raise models.ModelError(f"unknown dtype {dtype!r}; choose auto, float32 or bfloat16")
         torch.set_num_threads(max(torch.get_num_threads(), 1))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         lm, tok = models.load(model, device)
         config = TargetConfig(reuse_prefix=reuse_prefix)
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise models.ModelError(f"unknown dtype {dtype!r}; choose auto, float32 or bfloat16")
         if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
             dtype = "float32"
         if dtype == "float32":

@@ -8,8 +8,8 @@ at a realistic context length, medians of a few repeats, and interpolated linear
 from __future__ import annotations
 
 import hashlib
-import random
 import json
+import random
 import statistics
 import time
 from dataclasses import dataclass

@@ -39,12 +39,6 @@ class DataConfig:
     holdout_every: int = 20  # every n-th sequence is held out for τ evaluation
 
 
-@dataclass(frozen=True)
-class Sequence_:
-    key: str  # a stable name (the shard's file name is derived from it)
-    ids: list[int]
-
-
 def _stdlib_train_texts(limit: int) -> Iterator[tuple[str, str]]:
     from hvd.bench.suites import _stdlib_files, _stdlib_root, split_of
 
@@ -80,12 +74,6 @@ def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]
             yield f"{suite}:{p.id}", partial(_prompt_ids, prompt=p, cfg=cfg)
     for rel, text in _stdlib_train_texts(cfg.stdlib_files):
         yield f"stdlib:{rel}", lambda engine, text=text: engine.tokenizer.encode(text)[: cfg.max_len]
-
-
-def sequences(engine, cfg: DataConfig) -> Iterator[Sequence_]:
-    """Train-split token sequences for `engine`'s target."""
-    for key, ids in sources(cfg):
-        yield Sequence_(key, ids(engine))
 
 
 def shard_name(key: str) -> str:
