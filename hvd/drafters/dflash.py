@@ -9,7 +9,13 @@ calibrated online against what the target commits and weighed against the target
 verify-cost curve (`tree_budget.TreeSizer`, shared with aded).
 
 Per step only the tokens committed since the last call are projected into the cached
-context keys/values; the cache keeps the last `window` tokens. Checkpoints are a directory
+context keys/values; the cache keeps the last `window` tokens.
+
+Draft vocabulary: reading the whole LM head (vocab x hidden) for every draft is most of a
+draft's cost on a memory-bound CPU, so drafts are scored over the tokens the drafter saw as
+labels in training (saved with the checkpoint, most frequent first) plus every token of the
+current prompt, gathered from the target's head once per request. A token outside that set
+is never drafted (a wrong guess costs τ, never exactness). Checkpoints are a directory
 with `dflash.json` (the config) and `dflash.safetensors` (the weights, fp16), written by
 `hvd train drafter`; `load(path)` reads one.
 """
@@ -43,18 +49,25 @@ class CheckpointMismatch(MethodUnavailable):
     """A drafter trained for another target."""
 
 
-def save(net: DFlashNet, out: Path, extra: Optional[dict] = None) -> None:
+VOCAB_KEY = "draft_vocab"  # (n,) int32 token ids in the weights file, beside the network's tensors
+
+
+def save(net: DFlashNet, out: Path, extra: Optional[dict] = None, vocab: Optional[torch.Tensor] = None) -> None:
+    """Write the checkpoint; `vocab`: the draft vocabulary (token ids, most frequent first)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     # fp16 on disk halves the checkpoint (9M parameters: 18 MB); loads back as fp32
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+    if vocab is not None:
+        tensors[VOCAB_KEY] = vocab.to(torch.int32).contiguous()
     save_file(tensors, str(out / WEIGHTS_FILE))
     info = {"config": json.loads(net.c.to_json()), **(extra or {})}
     (out / CONFIG_FILE).write_text(json.dumps(info, indent=2))
 
 
-def load(path: Path) -> DFlashNet:
+def load(path: Path) -> tuple[DFlashNet, Optional[torch.Tensor]]:
+    """The network and its draft vocabulary (None: score the whole vocabulary)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -63,18 +76,21 @@ def load(path: Path) -> DFlashNet:
         raise CheckpointMissing(f"no trained DFlash drafter in {path}; train one with: hvd train drafter{flags} --out {path}")
     info = json.loads((path / CONFIG_FILE).read_text())
     net = DFlashNet(DFlashConfig.from_dict(info["config"]))
-    net.load_state_dict({k: v.float() for k, v in load_file(str(path / WEIGHTS_FILE)).items()})
-    return net.eval()
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    vocab = tensors.pop(VOCAB_KEY, None)
+    net.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return net.eval(), None if vocab is None else vocab.long()
 
 
 class DFlashDrafter:
     name = "dflash"
 
     def __init__(self, net: DFlashNet, weights: SharedWeights, name: str = "dflash",
-                 cost: Optional[VerifyCost] = None, calibration: CalibrationConfig = CALIBRATION) -> None:
+                 cost: Optional[VerifyCost] = None, calibration: CalibrationConfig = CALIBRATION,
+                 vocab: Optional[torch.Tensor] = None) -> None:
         """`cost`: the target's verify-cost curve; with it each block is cut to the depth with the
         most expected tokens per second (the drafter's probabilities, calibrated online); None:
-        every block is drafted whole."""
+        every block is drafted whole. `vocab`: the draft vocabulary (None: all tokens)."""
         c = net.c
         if weights.embedding.shape != (c.vocab, c.hidden):
             raise CheckpointMismatch(f"{name}: drafter trained for vocab {c.vocab} x hidden {c.hidden}, the target has "
@@ -84,6 +100,9 @@ class DFlashDrafter:
         self.net, self.w, self.name = net.eval().to(weights.embedding.dtype), weights, name  # the target's dtype
         self.capabilities = Capabilities(needs_hidden_states=c.target_layers)
         self.sizer = TreeSizer(None if cost is None else monotone(cost), calibration)
+        self.vocab = None if vocab is None else vocab[vocab < c.vocab]
+        self._ids: Optional[torch.Tensor] = None  # (n,) this request's draft vocabulary (None: all)
+        self._head = weights.head  # (n, hidden) its rows of the target's LM head
         self._reset()
 
     def _reset(self) -> None:
@@ -93,6 +112,10 @@ class DFlashDrafter:
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()
         self.sizer.forget()
+        if self.vocab is not None:
+            seen = torch.tensor(list(prompt), dtype=torch.long)
+            self._ids = torch.cat([self.vocab, seen[~torch.isin(seen, self.vocab)].unique()])  # (n,)
+            self._head = self.w.head[self._ids]  # (n, hidden)
 
     @torch.inference_mode()
     def propose(self, ctx: DecodeContext) -> Draft:
@@ -109,9 +132,10 @@ class DFlashDrafter:
         x = self.net.block_input(first, self.w.embedding)  # (1, K, hidden)
         pos = torch.arange(n, n + self.net.c.block)[None]  # (1, K)
         h = self.net(x, pos, self._kv)[0, 1 : 1 + depth]  # (depth, hidden)
-        logits = h @ self.w.head.t()  # (depth, vocab)
+        logits = h @ self._head.t()  # (depth, n) over the draft vocabulary
         best = logits.float().softmax(-1).max(-1)  # (depth,) the drafter's probability of each drafted token
-        tokens, scores = best.indices.tolist(), best.values.tolist()
+        picked = best.indices if self._ids is None else self._ids[best.indices]
+        tokens, scores = picked.tolist(), best.values.tolist()
         keep, probs = self.sizer.choose(tokens, list(range(-1, depth - 1)), scores, time.perf_counter() - t0)
         return Draft(tuple(tokens[: len(keep)]), tuple(range(-1, len(keep) - 1)), None,
                      {"draft_length": float(len(keep)), "expected_accepted": float(probs[: len(keep)].sum())})
@@ -141,11 +165,11 @@ def for_target(target, path: Optional[Path] = None, name: str = "dflash", size_b
     with `size_by_cost`, its blocks are cut by the target's verify-cost curve (measured once
     per machine and cached: call this before a generation, never during one)."""
     path = Path(path) if path is not None else CHECKPOINTS / name
-    net = load(path)
+    net, vocab = load(path)
     cost = None
     if size_by_cost:
         from hvd.hybrid.cost import cached
         from hvd.models import cache_dir
 
         cost = cached(target, cache_dir())
-    return DFlashDrafter(net, target.shared_weights(), name, cost)
+    return DFlashDrafter(net, target.shared_weights(), name, cost, vocab=vocab)

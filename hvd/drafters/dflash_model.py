@@ -100,17 +100,14 @@ class DFlashLayer(nn.Module):
         return rope(self._heads(self.k(ctx)), pos, self.c.rope_theta), self._heads(self.v(ctx))
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor,
-                ctx_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x (B, K, hidden) at pos (B, K); ctx_k/v (B, heads, W, d); ctx_mask (B, W) True = visible."""
+                mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x (B, Q, hidden) at pos (B, Q); ctx_k/v (B, heads, W, d); mask (B, 1, Q, W+Q) True =
+        visible (None: every query sees every key)."""
         h = self.norm_attn(x)
-        q = rope(self._heads(self.q(h)), pos, self.c.rope_theta)  # (B, heads, K, d)
-        k = torch.cat([ctx_k, rope(self._heads(self.k(h)), pos, self.c.rope_theta)], dim=2)  # (B, heads, W+K, d)
+        q = rope(self._heads(self.q(h)), pos, self.c.rope_theta)  # (B, heads, Q, d)
+        k = torch.cat([ctx_k, rope(self._heads(self.k(h)), pos, self.c.rope_theta)], dim=2)  # (B, heads, W+Q, d)
         v = torch.cat([ctx_v, self._heads(self.v(h))], dim=2)
-        mask = None
-        if ctx_mask is not None:
-            own = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
-            mask = torch.cat([ctx_mask, own], dim=1)[:, None, None, :]  # (B, 1, 1, W+K)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # non-causal: (B, heads, K, d)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # non-causal: (B, heads, Q, d)
         x = x + self.o(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
         h = self.norm_mlp(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
@@ -134,14 +131,27 @@ class DFlashNet(nn.Module):
         return [layer.context_kv(ctx, pos) for layer in self.layers]
 
     def block_input(self, first: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """(B, K, hidden): the embedded first tokens first (B,) then K−1 mask slots."""
-        e = F.embedding(first, embedding)[:, None]  # (B, 1, hidden)
-        masks = self.mask_emb.expand(first.shape[0], self.c.block - 1, -1)  # (B, K−1, hidden)
-        return torch.cat([e, masks], dim=1)
+        """(B, M*K, hidden): per block, its embedded first token then K−1 mask slots; first is
+        (B,) for one block per row or (B, M) for M packed blocks."""
+        first = first.reshape(first.shape[0], -1)  # (B, M)
+        e = F.embedding(first, embedding)[:, :, None]  # (B, M, 1, hidden)
+        masks = self.mask_emb.to(e.dtype).expand(*first.shape, self.c.block - 1, -1)  # (B, M, K−1, hidden)
+        return torch.cat([e, masks], dim=2).flatten(1, 2)
+
+    def attention_mask(self, ctx_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, Q, W+Q) from context visibility ctx_mask (B, Q, W), Q = M*K: each block also
+        sees all of its own K tokens (non-causal) and none of the other blocks'."""
+        q, k = ctx_mask.shape[1], self.c.block
+        blk = torch.arange(q, device=ctx_mask.device) // k  # (Q,) block of each query
+        own = (blk[:, None] == blk[None]).expand(ctx_mask.shape[0], q, q)  # (B, Q, Q)
+        return torch.cat([ctx_mask, own], dim=2)[:, None]
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, ctx: list[tuple[torch.Tensor, torch.Tensor]],
                 ctx_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Final-normed hidden states (B, K, hidden) of block x (B, K, hidden) at pos (B, K)."""
+        """Final-normed hidden states (B, Q, hidden) of packed blocks x (B, Q, hidden) at pos
+        (B, Q); ctx_mask (B, Q, W) says which context tokens each block token sees (None: one
+        block that sees the whole context)."""
+        mask = None if ctx_mask is None else self.attention_mask(ctx_mask)
         for layer, (k, v) in zip(self.layers, ctx):
-            x = layer(x, pos, k, v, ctx_mask)
+            x = layer(x, pos, k, v, mask)
         return self.norm(x)

@@ -23,6 +23,8 @@ def add_parser(train_sub) -> None:
                    help=f"comma list of loss terms on top of CE, from {','.join(LOSSES)} (default: all)")
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch", type=int, default=t.batch)
+    p.add_argument("--anchors", type=int, default=t.anchors,
+                   help="blocks drawn per sequence, sharing one context (--batch must be a multiple)")
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--eval-every", type=int, default=t.eval_every)
@@ -58,12 +60,15 @@ def run(a: argparse.Namespace, engine) -> dict:
     from hvd.train.data import DataConfig
     from hvd.train.drafter import TrainConfig, train
 
-    for name in ("steps", "batch", "layers", "block", "eval_every"):
+    for name in ("steps", "batch", "anchors", "layers", "block", "eval_every"):
         if getattr(a, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+    if a.batch % a.anchors:
+        raise ValueError(f"--batch ({a.batch}) must be a multiple of --anchors ({a.anchors})")
     losses = loss_config(a)
     out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
-    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every, losses=losses,
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, anchors=a.anchors, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+                      losses=losses,
                       n_layers=a.layers, block=a.block, window=a.window, bf16=not a.fp32)
     data = DataConfig(prompts_per_suite=a.prompts_per_suite, regenerate=a.regenerate, stdlib_files=a.stdlib_files)
     report = train(engine, out, cfg, data, a.work)

@@ -142,32 +142,57 @@ def load_shards(out: Path) -> list[Shard]:
     return shards
 
 
+def draft_vocabulary(shards: list[Shard]) -> torch.Tensor:
+    """(n,) every token that is a label somewhere in `shards`, most frequent first: what the
+    drafter learned to predict (its draft vocabulary, see hvd/drafters/dflash.py)."""
+    ids, counts = torch.cat([s.labels for s in shards]).unique(return_counts=True)
+    return ids[counts.argsort(descending=True, stable=True)]
+
+
 @dataclass
 class Batch:
-    first: torch.Tensor  # (B,) block's first token
-    pos: torch.Tensor  # (B, K) absolute positions of the block
+    """B sequences with M blocks each, packed: every block of a sequence shares one context."""
+    first: torch.Tensor  # (B, M) each block's first token
+    pos: torch.Tensor  # (B, M*K) absolute positions of the blocks' tokens
     feats: torch.Tensor  # (B, W, n_layers*hidden) context features, left-padded
     ctx_pos: torch.Tensor  # (B, W)
-    ctx_mask: torch.Tensor  # (B, W) True = a real context token
-    labels: torch.Tensor  # (B, K−1) target argmax for each predicted slot
+    ctx_mask: torch.Tensor  # (B, M*K, W) True = the block token sees that context token
+    labels: torch.Tensor  # (B*M, K−1) target argmax for each predicted slot
 
 
-def sample_batch(shards: list[Shard], n: int, block: int, window: int, rng: random.Random) -> Batch:
-    """`n` random anchors: a block of `block` tokens starting at position i ≥ 1, its context
-    the features of the `window` tokens before i, its labels the target's next tokens."""
+def _anchors(length: int, m: int, block: int, window: int, rng: random.Random) -> list[int]:
+    """m block starts i (1 ≤ i ≤ length−block) within one window-long span of the sequence."""
+    hi = length - block
+    lo = rng.randrange(1, hi + 1)
+    span = range(lo, min(hi, lo + window - 1) + 1)
+    return sorted(rng.choices(span, k=m))
+
+
+def sample_batch(shards: list[Shard], n: int, block: int, window: int, rng: random.Random,
+                 anchors: int = 1) -> Batch:
+    """`n` random sequences with `anchors` blocks each. A block of `block` tokens starting at
+    position i sees the features of the `window` tokens before i; its labels are the target's
+    next tokens. The blocks of a sequence share one context (up to 2·window tokens), so the
+    context projection is paid once per sequence rather than once per block."""
     usable = [s for s in shards if s.tokens.shape[0] > block]
-    firsts, poss, feats, cposs, masks, labels = [], [], [], [], [], []
+    picks = []
     for _ in range(n):
         s = rng.choice(usable)
-        i = rng.randrange(1, s.tokens.shape[0] - block + 1)
-        lo = max(0, i - window)
-        f = s.feats[lo:i].float()  # (m, F)
-        pad = window - f.shape[0]
+        starts = _anchors(s.tokens.shape[0], anchors, block, window, rng)
+        picks.append((s, starts, max(0, starts[0] - window), starts[-1]))
+    width = max(hi - lo for _, _, lo, hi in picks)
+    firsts, poss, feats, cposs, masks, labels = [], [], [], [], [], []
+    for s, starts, lo, hi in picks:
+        pad = width - (hi - lo)
+        f = s.feats[lo:hi].float()  # (hi−lo, F)
         feats.append(torch.cat([f.new_zeros(pad, f.shape[1]), f]))
-        cposs.append(torch.cat([torch.zeros(pad, dtype=torch.long), torch.arange(lo, i)]))
-        masks.append(torch.cat([torch.zeros(pad, dtype=torch.bool), torch.ones(i - lo, dtype=torch.bool)]))
+        cpos = torch.cat([torch.full((pad,), -1, dtype=torch.long), torch.arange(lo, hi)])  # (W,) −1: padding
+        cposs.append(cpos.clamp(min=0))
+        i = torch.tensor(starts)  # (M,)
+        seen = (cpos[None] >= 0) & (cpos[None] < i[:, None]) & (cpos[None] >= i[:, None] - window)  # (M, W)
+        masks.append(seen.repeat_interleave(block, dim=0))  # (M*K, W)
         firsts.append(s.tokens[i])
-        poss.append(torch.arange(i, i + block))
-        labels.append(s.labels[i : i + block - 1])
+        poss.append((i[:, None] + torch.arange(block)).reshape(-1))
+        labels.append(torch.stack([s.labels[j : j + block - 1] for j in starts]))
     return Batch(torch.stack(firsts), torch.stack(poss), torch.stack(feats), torch.stack(cposs),
-                 torch.stack(masks), torch.stack(labels))
+                 torch.stack(masks), torch.cat(labels))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +29,8 @@ STATE_FILE = "train_state.pt"
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000
-    batch: int = 16
+    batch: int = 64  # blocks per step
+    anchors: int = 16  # blocks per sampled sequence, sharing one context (batch must be a multiple)
     lr: float = 1e-3
     warmup: float = 0.015  # fraction of steps
     weight_decay: float = 0.01
@@ -66,11 +67,13 @@ def net_config(target, cfg: TrainConfig) -> DFlashConfig:
 
 
 def _logits(net: DFlashNet, b: D.Batch, weights, bf16: bool) -> torch.Tensor:
+    """Logits (B*M, K−1, vocab); `weights` already in the compute dtype (see `train`)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         ctx = net.context(b.feats, b.ctx_pos)
-        x = net.block_input(b.first, weights.embedding)  # (B, K, hidden)
-        h = net(x, b.pos, ctx, b.ctx_mask)[:, 1:]  # (B, K−1, hidden)
-        return h @ weights.head.t()  # (B, K−1, vocab)
+        x = net.block_input(b.first, weights.embedding)  # (B, M*K, hidden)
+        h = net(x, b.pos, ctx, b.ctx_mask)  # (B, M*K, hidden)
+        h = h.reshape(-1, net.c.block, h.shape[-1])[:, 1:]  # (B*M, K−1, hidden)
+        return h @ weights.head.t()  # (B*M, K−1, vocab)
 
 
 @torch.no_grad()
@@ -100,6 +103,8 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
     torch.manual_seed(cfg.seed)
     target = engine.target
     weights = target.shared_weights()
+    if cfg.bf16:  # cast the frozen head once, not at every step under autocast
+        weights = replace(weights, head=weights.head.to(torch.bfloat16))
     ncfg = net_config(target, cfg)
     work = work or work_dir(target)
     cache = work / "features"
@@ -136,7 +141,7 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
         for step in range(start, cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            b = D.sample_batch(fit, cfg.batch, cfg.block, cfg.window, rng)
+            b = D.sample_batch(fit, cfg.batch // cfg.anchors, cfg.block, cfg.window, rng, cfg.anchors)
             loss, parts = block_loss(_logits(net, b, weights, cfg.bf16), b.labels, cfg.losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,5 +157,5 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
             bar.update(task, completed=done, description=f"loss {float(loss):.3f} held-out τ {tau:.2f}")
     report = {"steps": cfg.steps, "held_out_tau": tau, "history": history, "train": asdict(cfg),
               "data": asdict(data_cfg), "sequences": len(shards), "seconds": round(time.perf_counter() - t0, 1)}
-    dflash.save(net, out, {"training": report})
+    dflash.save(net, out, {"training": report}, vocab=D.draft_vocabulary(fit))
     return report

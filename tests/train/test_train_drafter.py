@@ -10,7 +10,7 @@ from hvd.train.command import loss_config
 from hvd.train.drafter import TrainConfig, lr_at, train
 from hvd.train.losses import LossConfig
 
-TINY = dict(steps=12, batch=4, eval_every=6, eval_blocks=8, block=6, window=16, n_layers=1, n_target_layers=2)
+TINY = dict(steps=12, batch=4, anchors=2, eval_every=6, eval_blocks=8, block=6, window=16, n_layers=1, n_target_layers=2)
 DATA = D.DataConfig(suites=("code",), prompts_per_suite=3, regenerate=6, stdlib_files=2, max_len=160, holdout_every=3)
 
 
@@ -58,3 +58,41 @@ def test_cache_rebuild_skips_regeneration(tiny_engine, tmp_path, monkeypatch):
     assert D.build_cache(tiny_engine, data, layers, tmp_path) == first and len(calls) == regenerated
     D.build_cache(tiny_engine, data, (1,), tmp_path)  # other layers: every shard is rebuilt
     assert len(calls) == 2 * regenerated
+
+
+def test_packed_blocks_equal_blocks_drafted_alone():
+    """A block packed with others of its sequence gives the logits it gets alone with its own
+    window of context (the inference drafter's view)."""
+    import random
+
+    import torch
+
+    from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
+
+    torch.manual_seed(0)
+    c = DFlashConfig(hidden=16, vocab=32, target_layers=(1, 2), n_layers=2, n_heads=2, head_dim=8,
+                     intermediate=24, block=4, window=12)
+    net = DFlashNet(c).eval()
+    emb = torch.randn(32, 16)
+    shard = D.Shard(torch.randint(0, 32, (60,)), torch.randint(0, 32, (60,)), torch.randn(60, 32).half())
+    b = D.sample_batch([shard], 2, c.block, c.window, random.Random(3), anchors=5)
+    with torch.no_grad():
+        packed = net(net.block_input(b.first, emb), b.pos, net.context(b.feats, b.ctx_pos), b.ctx_mask)
+        packed = packed.reshape(-1, c.block, 16)  # (B*M, K, hidden)
+        starts = b.pos.reshape(-1, c.block)[:, 0].tolist()
+        assert len(set(starts)) > 2  # several distinct blocks share a context
+        for row, i in enumerate(starts):
+            lo = max(0, i - c.window)
+            feats = shard.feats[lo:i].float()[None]
+            alone = net(net.block_input(shard.tokens[i : i + 1], emb), torch.arange(i, i + c.block)[None],
+                        net.context(feats, torch.arange(lo, i)[None]))
+            torch.testing.assert_close(packed[row], alone[0], atol=1e-5, rtol=1e-5)
+            assert b.labels[row].tolist() == shard.labels[i : i + c.block - 1].tolist()
+
+
+def test_draft_vocabulary_is_every_label_most_frequent_first():
+    import torch
+
+    shard = lambda labels: D.Shard(torch.zeros(len(labels), dtype=torch.long), torch.tensor(labels), torch.zeros(len(labels), 2))
+    vocab = D.draft_vocabulary([shard([5, 9, 5, 2]), shard([9, 5, 7])])
+    assert vocab.tolist()[:2] == [5, 9] and sorted(vocab.tolist()[2:]) == [2, 7]
