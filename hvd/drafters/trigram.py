@@ -9,13 +9,13 @@ Saved as an uncompressed .npz.
 """
 from __future__ import annotations
 
-import functools
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 import numpy as np
+
+from hvd.read_once import read_once
 
 PathLike = Union[str, Path]
 
@@ -96,13 +96,10 @@ def save(table: TrigramTable, path: PathLike) -> None:
 def load_shared(path: PathLike) -> TrigramTable:
     """`load`, read once per file version and shared (read-only arrays): every fresh drafter
     over the same datastore reuses it."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _load_version(str(p), st.st_mtime_ns, st.st_size)
+    return read_once(_load_frozen, path)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_version(path: str, mtime_ns: int, size: int) -> TrigramTable:
+def _load_frozen(path: Path) -> TrigramTable:
     table = load(path)
     for a in (table.keys, table.offsets, table.succ, table.weight):
         a.setflags(write=False)

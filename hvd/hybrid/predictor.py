@@ -8,7 +8,6 @@ model, training metrics).
 """
 from __future__ import annotations
 
-import functools
 
 import json
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from hvd.hybrid.features import FEATURES
+from hvd.read_once import read_once
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "predictor"
 
@@ -72,17 +72,14 @@ def load(path: Optional[Path] = None) -> Predictor:
     shared by every drafter that uses it (it is read-only at inference)."""
     path = Path(path or DEFAULT_DIR).resolve()
     try:
-        st = (path / "predictor.safetensors").stat()
+        return read_once(_read, path, stamp=path / "predictor.safetensors")
     except OSError as e:
         raise PredictorError(f"cannot read the HVD predictor at {path}: {e}; train one with `hvd train predictor`") from e
-    return _load_version(str(path), st.st_mtime_ns, st.st_size)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_version(path_str: str, mtime_ns: int, size: int) -> Predictor:
+def _read(path: Path) -> Predictor:
     from safetensors.numpy import load_file
 
-    path = Path(path_str)
     try:
         info = json.loads((path / "predictor.json").read_text())
         t = load_file(str(path / "predictor.safetensors"))
