@@ -30,7 +30,7 @@ embeddings), as in transformers' `hidden_states` for l < num_layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -181,6 +181,37 @@ def attend(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, past: int, slots
     return o.permute(2, 0, 1, 3).reshape(T, H * d).to(q.dtype)
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """How one forward computes its products: `linear(x (T, in), w (out, in))` and
+    `attend(q (T, heads, d), k/v cache (kv_heads, C, d))` -> (T, heads*d)."""
+
+    linear: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def dense_kernels(past: int, pos: torch.Tensor) -> Kernels:
+    """A prefill chunk: one causal chain through the fastest kernels (not batch-invariant)."""
+    T = pos.shape[0]
+    causal = torch.arange(past + T)[None] <= pos[:, None]  # (T, past+T)
+
+    def attend_dense(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor) -> torch.Tensor:
+        o = F.scaled_dot_product_attention(q.transpose(0, 1)[None], kc[None, :, : past + T], vc[None, :, : past + T],
+                                           attn_mask=causal, enable_gqa=True)  # (1, heads, T, d)
+        return o[0].transpose(0, 1).reshape(T, -1)
+
+    return Kernels(F.linear, attend_dense)
+
+
+def invariant_kernels(past: int, pos: torch.Tensor, paths: Sequence[Sequence[int]], scale: float) -> Kernels:
+    """Decode and verify: row-capped linears and 64-key-block attention along each query's path,
+    so every token's numbers do not depend on what else is in the batch."""
+    start = (past // BLOCK) * BLOCK
+    width = -(-(int(pos.max()) + 1 - start) // BLOCK) * BLOCK
+    slots = key_slots(past, pos, paths, start, width)  # (T, width)
+    return Kernels(linear, lambda q, kc, vc: attend(q, kc, vc, past, slots, scale))
+
+
 class LlamaTarget(CollectsHidden):
     """The `Target` protocol over a Llama-family transformers model's weights (batch 1)."""
 
@@ -238,33 +269,21 @@ class LlamaTarget(CollectsHidden):
         self._ensure(past + T)
         x = F.embedding(torch.tensor(ids, device=self.device), self._embed)  # (T, hidden)
         cos, sin = self._cos[pos], self._sin[pos]  # (T, d)
-        if paths is None:
-            lin = F.linear
-            causal = torch.arange(past + T)[None] <= pos[:, None]  # (T, past+T)
-            attn = lambda q, k, v: F.scaled_dot_product_attention(  # noqa: E731
-                q.transpose(0, 1)[None], k[None, :, : past + T], v[None, :, : past + T], attn_mask=causal,
-                enable_gqa=True)[0].transpose(0, 1).reshape(T, -1)
-        else:
-            lin = linear
-            start = (past // BLOCK) * BLOCK
-            width = -(-(int(pos.max()) + 1 - start) // BLOCK) * BLOCK
-            slots = key_slots(past, pos, paths, start, width)  # (T, width)
-            attn = lambda q, k, v: attend(q, k, v, past, slots, self._scale)  # noqa: E731
+        kern = dense_kernels(past, pos) if paths is None else invariant_kernels(past, pos, paths, self._scale)
         hidden = {}
         for i in range(s.layers) if layers is None else layers:
             if i in keep:
                 hidden[i] = x
             w = self._layers[i]
             h = rms_norm(x, w.ln_attn, s.eps)
-            qkv = lin(h, w.qkv).view(T, s.heads + 2 * s.kv_heads, s.head_dim)
+            qkv = kern.linear(h, w.qkv).view(T, s.heads + 2 * s.kv_heads, s.head_dim)
             q = apply_rope(qkv[:, : s.heads], cos, sin)  # (T, heads, d)
-            k = apply_rope(qkv[:, s.heads : s.heads + s.kv_heads], cos, sin)  # (T, kv_heads, d)
-            self._k[i, :, past : past + T] = k.transpose(0, 1)
+            self._k[i, :, past : past + T] = apply_rope(qkv[:, s.heads : s.heads + s.kv_heads], cos, sin).transpose(0, 1)
             self._v[i, :, past : past + T] = qkv[:, s.heads + s.kv_heads :].transpose(0, 1)
-            x = x + lin(attn(q, self._k[i], self._v[i]), w.o)
+            x = x + kern.linear(kern.attend(q, self._k[i], self._v[i]), w.o)
             h = rms_norm(x, w.ln_mlp, s.eps)
-            gate, up = lin(h, w.gate_up).chunk(2, dim=-1)
-            x = x + lin(F.silu(gate) * up, w.down)
+            gate, up = kern.linear(h, w.gate_up).chunk(2, dim=-1)
+            x = x + kern.linear(F.silu(gate) * up, w.down)
         if s.layers in keep:
             hidden[s.layers] = x
         return rms_norm(x, self._norm, s.eps), hidden
