@@ -66,12 +66,20 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding (half-split convention) of x (B, heads, T, d) at positions pos (B, T)."""
-    d = x.shape[-1]
-    inv = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
+Rotation = tuple[torch.Tensor, torch.Tensor]  # cos, sin (B, 1, T, d/2): RoPE at given positions
+
+
+def rotation(pos: torch.Tensor, d: int, theta: float) -> Rotation:
+    """RoPE angles (half-split convention) at positions pos (B, T), computed once per forward."""
+    inv = theta ** (-torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) / d)  # (d/2,)
     ang = pos.to(torch.float32)[:, None, :, None] * inv  # (B, 1, T, d/2)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    return ang.cos(), ang.sin()
+
+
+def rope(x: torch.Tensor, rot: Rotation) -> torch.Tensor:
+    """x (B, heads, T, d) rotated by `rot`."""
+    cos, sin = rot[0].to(x.dtype), rot[1].to(x.dtype)
+    d = x.shape[-1]
     a, b = x[..., : d // 2], x[..., d // 2 :]
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
@@ -95,17 +103,17 @@ class DFlashLayer(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.c.n_heads, self.c.head_dim).transpose(1, 2)  # (B, heads, T, d)
 
-    def context_kv(self, ctx: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def context_kv(self, ctx: torch.Tensor, rot: Rotation) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (B, heads, W, d) of projected context features ctx (B, W, hidden)."""
-        return rope(self._heads(self.k(ctx)), pos, self.c.rope_theta), self._heads(self.v(ctx))
+        return rope(self._heads(self.k(ctx)), rot), self._heads(self.v(ctx))
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor,
+    def forward(self, x: torch.Tensor, rot: Rotation, ctx_k: torch.Tensor, ctx_v: torch.Tensor,
                 mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x (B, Q, hidden) at pos (B, Q); ctx_k/v (B, heads, W, d); mask (B, 1, Q, W+Q) True =
+        """x (B, Q, hidden) rotated by `rot` (its positions); ctx_k/v (B, heads, W, d); mask (B, 1, Q, W+Q) True =
         visible (None: every query sees every key)."""
         h = self.norm_attn(x)
-        q = rope(self._heads(self.q(h)), pos, self.c.rope_theta)  # (B, heads, Q, d)
-        k = torch.cat([ctx_k, rope(self._heads(self.k(h)), pos, self.c.rope_theta)], dim=2)  # (B, heads, W+Q, d)
+        q = rope(self._heads(self.q(h)), rot)  # (B, heads, Q, d)
+        k = torch.cat([ctx_k, rope(self._heads(self.k(h)), rot)], dim=2)  # (B, heads, W+Q, d)
         v = torch.cat([ctx_v, self._heads(self.v(h))], dim=2)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # non-causal: (B, heads, Q, d)
         x = x + self.o(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
@@ -128,7 +136,8 @@ class DFlashNet(nn.Module):
     def context(self, feats: torch.Tensor, pos: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (keys, values) (B, heads, W, d) of target features feats (B, W, n_target_layers*hidden)."""
         ctx = self.fc_norm(self.fc(feats))  # (B, W, hidden)
-        return [layer.context_kv(ctx, pos) for layer in self.layers]
+        rot = rotation(pos, self.c.head_dim, self.c.rope_theta)
+        return [layer.context_kv(ctx, rot) for layer in self.layers]
 
     def block_input(self, first: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """(B, M*K, hidden): per block, its embedded first token then K−1 mask slots; first is
@@ -152,6 +161,7 @@ class DFlashNet(nn.Module):
         (B, Q); ctx_mask (B, Q, W) says which context tokens each block token sees (None: one
         block that sees the whole context)."""
         mask = None if ctx_mask is None else self.attention_mask(ctx_mask)
+        rot = rotation(pos, self.c.head_dim, self.c.rope_theta)
         for layer, (k, v) in zip(self.layers, ctx):
-            x = layer(x, pos, k, v, mask)
+            x = layer(x, rot, k, v, mask)
         return self.norm(x)
