@@ -63,8 +63,6 @@ def run(a: argparse.Namespace, engine) -> dict:
     for name in ("steps", "batch", "anchors", "layers", "block", "eval_every"):
         if getattr(a, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
-    if a.batch % a.anchors:
-        raise ValueError(f"--batch ({a.batch}) must be a multiple of --anchors ({a.anchors})")
     losses = loss_config(a)
     out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
     cfg = TrainConfig(steps=a.steps, batch=a.batch, anchors=a.anchors, lr=a.lr, seed=a.seed, eval_every=a.eval_every,

@@ -44,6 +44,10 @@ class TrainConfig:
     n_target_layers: int = 4
     bf16: bool = True  # bf16 autocast for the forward (3x faster on this CPU); weights and AdamW stay fp32
 
+    def __post_init__(self) -> None:
+        if self.anchors <= 0 or self.batch % self.anchors:
+            raise ValueError(f"batch ({self.batch}) must be a positive multiple of anchors ({self.anchors})")
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to 0."""

@@ -96,3 +96,8 @@ def test_draft_vocabulary_is_every_label_most_frequent_first():
     shard = lambda labels: D.Shard(torch.zeros(len(labels), dtype=torch.long), torch.tensor(labels), torch.zeros(len(labels), 2))
     vocab = D.draft_vocabulary([shard([5, 9, 5, 2]), shard([9, 5, 7])])
     assert vocab.tolist()[:2] == [5, 9] and sorted(vocab.tolist()[2:]) == [2, 7]
+
+
+def test_batch_must_be_a_multiple_of_anchors():
+    with pytest.raises(ValueError, match="multiple of anchors"):
+        TrainConfig(batch=10, anchors=4)
