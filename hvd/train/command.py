@@ -35,6 +35,8 @@ def add_parser(train_sub) -> None:
     p.add_argument("--regenerate", type=int, default=d.regenerate,
                    help="target greedy tokens appended to each train prompt (0: prompts only)")
     p.add_argument("--prompts-per-suite", type=int, default=None)
+    p.add_argument("--suite-prompts", default="",
+                   help="per-suite train prompt counts overriding --prompts-per-suite, e.g. chat=200,code=80")
     p.add_argument("--stdlib-files", type=int, default=d.stdlib_files)
     p.add_argument("--work", type=Path, default=None,
                    help="feature cache and resumable state (default: $HVD_CACHE/dflash/<model key>)")
@@ -55,6 +57,20 @@ def loss_config(a: argparse.Namespace) -> LossConfig:
     return LossConfig(weighting="weighting" in chosen, focal="focal" in chosen, chain="chain" in chosen)
 
 
+def suite_prompts(spec: str) -> tuple[tuple[str, int], ...]:
+    """"chat=200,code=80" -> (("chat", 200), ("code", 80)); a clear ValueError otherwise."""
+    from hvd.train.data import TRAIN_SUITES
+
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, _, count = item.partition("=")
+        if name not in TRAIN_SUITES or not count.isdigit() or int(count) <= 0:
+            raise ValueError(f"--suite-prompts: expected SUITE=N with N > 0 and SUITE one of "
+                             f"{','.join(TRAIN_SUITES)}, got {item!r}")
+        out.append((name, int(count)))
+    return tuple(out)
+
+
 def run(a: argparse.Namespace, engine) -> dict:
     from hvd.drafters.dflash import CHECKPOINTS
     from hvd.train.data import DataConfig
@@ -68,7 +84,8 @@ def run(a: argparse.Namespace, engine) -> dict:
     cfg = TrainConfig(steps=a.steps, batch=a.batch, anchors=a.anchors, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
                       losses=losses,
                       n_layers=a.layers, block=a.block, window=a.window, bf16=not a.fp32)
-    data = DataConfig(prompts_per_suite=a.prompts_per_suite, regenerate=a.regenerate, stdlib_files=a.stdlib_files)
+    data = DataConfig(prompts_per_suite=a.prompts_per_suite, suite_prompts=suite_prompts(a.suite_prompts),
+                      regenerate=a.regenerate, stdlib_files=a.stdlib_files)
     report = train(engine, out, cfg, data, a.work)
     print(json.dumps({k: report[k] for k in ("steps", "held_out_tau", "sequences", "seconds")}))
     print(f"drafter saved to {out}")

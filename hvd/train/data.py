@@ -33,6 +33,7 @@ TRAIN_SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat")
 class DataConfig:
     suites: tuple[str, ...] = TRAIN_SUITES
     prompts_per_suite: Optional[int] = None  # None: every train prompt
+    suite_prompts: tuple[tuple[str, int], ...] = ()  # per-suite overrides, e.g. (("chat", 200),)
     regenerate: int = 128  # target greedy tokens appended to each prompt (0: the prompt alone)
     stdlib_files: int = 60  # train-split standard library files, as raw text
     max_len: int = 1536  # tokens per sequence (longer ones keep their first max_len)
@@ -70,7 +71,7 @@ def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]
     from hvd.bench.suites import load_suite
 
     for suite in cfg.suites:
-        for p in load_suite(suite, split="train", limit=cfg.prompts_per_suite):
+        for p in load_suite(suite, split="train", limit=dict(cfg.suite_prompts).get(suite, cfg.prompts_per_suite)):
             yield f"{suite}:{p.id}", partial(_prompt_ids, prompt=p, cfg=cfg)
     for rel, text in _stdlib_train_texts(cfg.stdlib_files):
         yield f"stdlib:{rel}", lambda engine, text=text: engine.tokenizer.encode(text)[: cfg.max_len]

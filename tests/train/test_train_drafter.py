@@ -101,3 +101,15 @@ def test_draft_vocabulary_is_every_label_most_frequent_first():
 def test_batch_must_be_a_multiple_of_anchors():
     with pytest.raises(ValueError, match="multiple of anchors"):
         TrainConfig(batch=10, anchors=4)
+
+
+def test_per_suite_prompt_counts():
+    from hvd.train.command import suite_prompts
+
+    assert suite_prompts("chat=5, code=2") == (("chat", 5), ("code", 2)) and suite_prompts("") == ()
+    for bad in ("chat", "chat=0", "nope=3", "chat=x"):
+        with pytest.raises(ValueError, match="--suite-prompts"):
+            suite_prompts(bad)
+    cfg = replace(DATA, suites=("code", "chat"), prompts_per_suite=2, suite_prompts=(("chat", 4),), stdlib_files=0)
+    keys = [k for k, _ in D.sources(cfg)]
+    assert sum(k.startswith("code:") for k in keys) == 2 and sum(k.startswith("chat:") for k in keys) == 4
