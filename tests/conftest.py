@@ -101,3 +101,29 @@ class ScriptedDrafter:
 
     def end(self, output: Sequence[int]) -> None:
         pass
+
+
+class Recorder:
+    """Wraps a drafter and logs every call the decode loop makes, and every draft proposed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.capabilities = inner, inner.name, inner.capabilities
+        self.log: list[tuple] = []
+        self.drafts: list[Draft] = []
+
+    def begin(self, prompt: Sequence[int]) -> None:
+        self.log.append(("begin", tuple(prompt)))
+        self.inner.begin(prompt)
+
+    def propose(self, ctx: DecodeContext) -> Draft:
+        self.log.append(("propose", tuple(ctx.tokens), ctx.prompt_len, ctx.max_draft))
+        self.drafts.append(self.inner.propose(ctx))
+        return self.drafts[-1]
+
+    def observe(self, committed: Sequence[int]) -> None:
+        self.log.append(("observe", tuple(committed)))
+        self.inner.observe(committed)
+
+    def end(self, output: Sequence[int]) -> None:
+        self.log.append(("end", tuple(output)))
+        self.inner.end(output)

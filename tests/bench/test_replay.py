@@ -1,18 +1,16 @@
 """Replay mirrors the engine: the same drafter calls, the same accepted lengths, the same τ."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import pytest
 
 from hvd.bench.replay import StepRecord, replay, tau
-from hvd.drafters.base import DecodeContext
 from hvd.drafters.oracle import OracleDrafter
 from hvd.drafters.pld import PromptLookupDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.engine import Engine
 from hvd.types import Draft
-from tests.conftest import ScriptedDrafter
+
+from tests.conftest import Recorder, ScriptedDrafter
 
 N = 60
 PROMPTS = [
@@ -22,30 +20,6 @@ PROMPTS = [
     "hello world",
 ]
 DRAFTERS = {"pld": PromptLookupDrafter, "suffix": SuffixDrafter}
-
-
-class Recorder:
-    """Wraps a drafter and logs every call the decode loop makes."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.name, self.capabilities = inner, inner.name, inner.capabilities
-        self.log: list[tuple] = []
-
-    def begin(self, prompt: Sequence[int]) -> None:
-        self.log.append(("begin", tuple(prompt)))
-        self.inner.begin(prompt)
-
-    def propose(self, ctx: DecodeContext) -> Draft:
-        self.log.append(("propose", tuple(ctx.tokens), ctx.prompt_len, ctx.max_draft))
-        return self.inner.propose(ctx)
-
-    def observe(self, committed: Sequence[int]) -> None:
-        self.log.append(("observe", tuple(committed)))
-        self.inner.observe(committed)
-
-    def end(self, output: Sequence[int]) -> None:
-        self.log.append(("end", tuple(output)))
-        self.inner.end(output)
 
 
 def _ids(engine: Engine, prompt: str) -> list[int]:

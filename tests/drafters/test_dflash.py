@@ -7,7 +7,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet, spread_layers
 from hvd.types import Draft
 
-from conftest import VOCAB
+from conftest import VOCAB, Recorder as CallLog
 from stats_util import two_sample
 
 PROMPTS = [[3, 8, 1, 22, 9, 14], list(range(1, 30))]
@@ -97,27 +97,6 @@ def test_spread_layers():
     assert spread_layers(2) == (1,)
 
 
-class Spy:
-    """Wraps a drafter and keeps every draft it proposes."""
-
-    def __init__(self, inner):
-        self.inner, self.drafts = inner, []
-        self.name, self.capabilities = inner.name, inner.capabilities
-
-    def begin(self, prompt):
-        self.inner.begin(prompt)
-
-    def propose(self, ctx):
-        self.drafts.append(self.inner.propose(ctx))
-        return self.drafts[-1]
-
-    def observe(self, committed):
-        self.inner.observe(committed)
-
-    def end(self, output):
-        self.inner.end(output)
-
-
 def test_draft_vocabulary_limits_drafts_and_stays_exact(tiny_engine, tmp_path):
     prompt = PROMPTS[0]
     ref = tiny_engine.generate(prompt, method="ar", max_new_tokens=32).token_ids
@@ -125,13 +104,13 @@ def test_draft_vocabulary_limits_drafts_and_stays_exact(tiny_engine, tmp_path):
     dflash.save(random_drafter(tiny_engine.target).net, tmp_path / "ck", vocab=vocab)
     net, loaded = dflash.load(tmp_path / "ck")
     assert loaded.tolist() == vocab.tolist()
-    small = Spy(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=loaded))
+    small = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=loaded))
     assert tiny_engine.generate(prompt, max_new_tokens=32, drafter=small).token_ids == ref
     allowed = set(vocab.tolist()) | set(prompt)
     drafted = {t for d in small.drafts for t in d.tokens}
     assert drafted and drafted <= allowed
-    plain = Spy(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights()))
-    everything = Spy(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=torch.arange(VOCAB)))
+    plain = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights()))
+    everything = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=torch.arange(VOCAB)))
     for d in (plain, everything):
         tiny_engine.generate(prompt, max_new_tokens=32, drafter=d)
     assert [d.tokens for d in everything.drafts] == [d.tokens for d in plain.drafts]  # a full vocabulary changes nothing
