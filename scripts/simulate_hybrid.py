@@ -70,11 +70,8 @@ def variants(target, cost):
     yield MODEL_ARM, lambda ref, n: registry.get(MODEL_ARM).make(target)
     yield "rule-hybrid", lambda ref, n: registry.get("rule-hybrid").make(target)
     for none in (True, False):
-        def make(ref, n, none=none):
-            h = build(target, "hvd", PolicyConfig(rule="cost", allow_none=none))
-            h.cost = cost
-            return h
-        yield "hvd" if none else "hvd without the none arm", make
+        yield ("hvd" if none else "hvd without the none arm",
+               lambda ref, n, none=none: build(target, "hvd", PolicyConfig(rule="cost", allow_none=none)))
     yield "ceiling", lambda ref, n: CeilingHybrid(target, ref, n, cost)
 
 

@@ -8,7 +8,6 @@ model, training metrics).
 """
 from __future__ import annotations
 
-
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
