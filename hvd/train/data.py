@@ -2,7 +2,9 @@
 
 Sources (train split only, never evaluation items): the train-split prompts of the bench
 suites (`load_suite(..., split="train")`, chat template applied) and train-split standard
-library files as raw text (split key ``stdlib:<path>``, the suites' own rule). With
+library files as raw text (split key ``stdlib:<path>``, the suites' own rule), then, on
+request, ShareGPT conversations past the chat suite's own (`sharegpt_training_prompts`:
+never a bench item in either split), for more target-written chat. With
 `regenerate` > 0 each prompt is followed by the target's own greedy continuation, so the
 response tokens are exactly what the target produces (the drafter learns the target, not
 the text). Labels are teacher-forced: one target forward per sequence gives both the hidden
@@ -36,6 +38,7 @@ class DataConfig:
     suite_prompts: tuple[tuple[str, int], ...] = ()  # per-suite overrides, e.g. (("chat", 200),)
     regenerate: int = 128  # target greedy tokens appended to each prompt (0: the prompt alone)
     stdlib_files: int = 60  # train-split standard library files, as raw text
+    sharegpt_extra: int = 0  # ShareGPT conversations beyond the chat suite's (never bench items)
     max_len: int = 1536  # tokens per sequence (longer ones keep their first max_len)
     holdout_every: int = 20  # every n-th sequence is held out for τ evaluation
 
@@ -68,13 +71,15 @@ def _prompt_ids(engine, prompt, cfg: DataConfig) -> list[int]:
 def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]]]]:
     """(key, ids(engine)) per train-split sequence, prompts first, then stdlib text; the ids
     are computed only when asked (prompts: a greedy regeneration)."""
-    from hvd.bench.suites import load_suite
+    from hvd.bench.suites import load_suite, sharegpt_training_prompts
 
     for suite in cfg.suites:
         for p in load_suite(suite, split="train", limit=dict(cfg.suite_prompts).get(suite, cfg.prompts_per_suite)):
             yield f"{suite}:{p.id}", partial(_prompt_ids, prompt=p, cfg=cfg)
     for rel, text in _stdlib_train_texts(cfg.stdlib_files):
         yield f"stdlib:{rel}", lambda engine, text=text: engine.tokenizer.encode(text)[: cfg.max_len]
+    for p in sharegpt_training_prompts(cfg.sharegpt_extra):  # last: earlier sequences keep their held-out slots
+        yield p.id, partial(_prompt_ids, prompt=p, cfg=cfg)
 
 
 def shard_name(key: str) -> str:

@@ -202,6 +202,16 @@ def test_sharegpt_parser_filters_and_stops_at_the_limit(tmp_path):
     assert [i for i, _ in parse_sharegpt(path, limit=2)] == ["c3", "c5"]
 
 
+def test_sharegpt_training_prompts_are_never_chat_suite_items():
+    from hvd.bench.suites import sharegpt_training_prompts
+
+    extra = sharegpt_training_prompts(30)
+    texts = {p.messages[-1]["content"] for p in _both("chat")}
+    assert len(extra) == 30 and sharegpt_training_prompts(0) == []
+    assert all(p.id.startswith("sharegpt-extra:") and p.messages[-1]["content"] not in texts for p in extra)
+    assert len({p.id for p in extra}) == 30
+
+
 def test_json_array_reader_handles_chunk_boundaries_and_rejects_non_arrays(tmp_path):
     numbers = tmp_path / "n.json"
     numbers.write_text("[1, 22, 333, {\"a\": [4, 55]}]", encoding="utf-8")

@@ -113,3 +113,12 @@ def test_per_suite_prompt_counts():
     cfg = replace(DATA, suites=("code", "chat"), prompts_per_suite=2, suite_prompts=(("chat", 4),), stdlib_files=0)
     keys = [k for k, _ in D.sources(cfg)]
     assert sum(k.startswith("code:") for k in keys) == 2 and sum(k.startswith("chat:") for k in keys) == 4
+
+
+def test_extra_sharegpt_conversations_come_last_and_only_on_request():
+    cfg = replace(DATA, suites=("chat",), prompts_per_suite=2, stdlib_files=1)
+    plain = [k for k, _ in D.sources(cfg)]
+    keys = [k for k, _ in D.sources(replace(cfg, sharegpt_extra=3))]
+    assert not any(k.startswith("sharegpt-extra:") for k in plain)
+    assert keys[: len(plain)] == plain and all(k.startswith("sharegpt-extra:") for k in keys[len(plain):])
+    assert len(keys) == len(plain) + 3
