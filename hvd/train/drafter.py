@@ -128,7 +128,7 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
     state_path = work / f"{out.name}-{STATE_FILE}"
     if state_path.is_file():
         st = torch.load(state_path, weights_only=False)
-        if st["net_config"] == asdict(ncfg) and st["train_config"] == asdict(cfg):
+        if (st["net_config"], st["train_config"], st.get("data_config")) == (asdict(ncfg), asdict(cfg), asdict(data_cfg)):
             net.load_state_dict(st["net"])
             opt.load_state_dict(st["opt"])
             rng.setstate(st["rng"])
@@ -136,7 +136,7 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
             start, history = st["step"], st["history"]
             log(f"resumed at step {start}")
         else:
-            log("train_state.pt is for another configuration: starting over")
+            log("train_state.pt is for another configuration (model, training or data): starting over")
     tau = history[-1]["tau"] if history else float("nan")
     parts: dict = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -157,7 +157,8 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
                 history.append({"step": done, "loss": float(loss), "tau": tau, **parts})
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "rng": rng.getstate(),
                             "torch_rng": torch.get_rng_state(), "step": done, "history": history,
-                            "net_config": asdict(ncfg), "train_config": asdict(cfg)}, state_path)
+                            "net_config": asdict(ncfg), "train_config": asdict(cfg),
+                            "data_config": asdict(data_cfg)}, state_path)
             bar.update(task, completed=done, description=f"loss {float(loss):.3f} held-out τ {tau:.2f}")
     report = {"steps": cfg.steps, "held_out_tau": tau, "history": history, "train": asdict(cfg),
               "data": asdict(data_cfg), "sequences": len(shards), "seconds": round(time.perf_counter() - t0, 1)}

@@ -22,6 +22,12 @@ def test_smoke_run_trains_saves_and_resumes(tiny_engine, tmp_path):
     assert (tmp_path / "ck" / dflash.WEIGHTS_FILE).is_file() and (tmp_path / "ck" / dflash.CONFIG_FILE).is_file()
     again = train(tiny_engine, tmp_path / "ck", TrainConfig(**TINY), DATA, tmp_path / "work", log=logs.append)
     assert any("resumed at step 12" in l for l in logs) and again["history"] == report["history"]
+    train(tiny_engine, tmp_path / "ck2", TrainConfig(**TINY), replace(DATA, holdout_every=4), tmp_path / "work",
+          log=logs.append)
+    assert not any("starting over" in l for l in logs)  # another output: its own state
+    train(tiny_engine, tmp_path / "ck", TrainConfig(**TINY), replace(DATA, holdout_every=4), tmp_path / "work",
+          log=logs.append)
+    assert any("starting over" in l for l in logs)  # same output, other data: never resumed
     drafter = dflash.for_target(tiny_engine.target, tmp_path / "ck")
     prompt = list(range(1, 30))
     ref = tiny_engine.generate(prompt, method="ar", max_new_tokens=32).token_ids
