@@ -69,15 +69,16 @@ class RMSNorm(nn.Module):
 Rotation = tuple[torch.Tensor, torch.Tensor]  # cos, sin (B, 1, T, d/2): RoPE at given positions
 
 
-def rotation(pos: torch.Tensor, d: int, theta: float) -> Rotation:
-    """RoPE angles (half-split convention) at positions pos (B, T), computed once per forward."""
+def rotation(pos: torch.Tensor, d: int, theta: float, dtype: torch.dtype = torch.float32) -> Rotation:
+    """RoPE angles (half-split convention) at positions pos (B, T), computed once per forward in
+    float32, then given in `dtype` (the activations', so `rope` casts nothing per call)."""
     inv = theta ** (-torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) / d)  # (d/2,)
     ang = pos.to(torch.float32)[:, None, :, None] * inv  # (B, 1, T, d/2)
-    return ang.cos(), ang.sin()
+    return ang.cos().to(dtype), ang.sin().to(dtype)
 
 
 def rope(x: torch.Tensor, rot: Rotation) -> torch.Tensor:
-    """x (B, heads, T, d) rotated by `rot`."""
+    """x (B, heads, T, d) rotated by `rot` (cast to x's dtype when they differ: under autocast)."""
     cos, sin = rot[0].to(x.dtype), rot[1].to(x.dtype)
     d = x.shape[-1]
     a, b = x[..., : d // 2], x[..., d // 2 :]
@@ -136,7 +137,7 @@ class DFlashNet(nn.Module):
     def context(self, feats: torch.Tensor, pos: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (keys, values) (B, heads, W, d) of target features feats (B, W, n_target_layers*hidden)."""
         ctx = self.fc_norm(self.fc(feats))  # (B, W, hidden)
-        rot = rotation(pos, self.c.head_dim, self.c.rope_theta)
+        rot = rotation(pos, self.c.head_dim, self.c.rope_theta, ctx.dtype)
         return [layer.context_kv(ctx, rot) for layer in self.layers]
 
     def block_input(self, first: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -161,7 +162,7 @@ class DFlashNet(nn.Module):
         (B, Q); ctx_mask (B, Q, W) says which context tokens each block token sees (None: one
         block that sees the whole context)."""
         mask = None if ctx_mask is None else self.attention_mask(ctx_mask)
-        rot = rotation(pos, self.c.head_dim, self.c.rope_theta)
+        rot = rotation(pos, self.c.head_dim, self.c.rope_theta, x.dtype)
         for layer, (k, v) in zip(self.layers, ctx):
             x = layer(x, rot, k, v, mask)
         return self.norm(x)
