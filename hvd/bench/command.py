@@ -29,15 +29,18 @@ def machine(target=None) -> dict:
     return info
 
 
-def load_prompts(suites: list[str], prompts_file, limit):
+def load_prompts(suites: list[str], prompts_file, limit) -> tuple[list, dict[str, str]]:
+    """The prompts, and the suite of each suite prompt's dataset (dataset -> suite)."""
     from hvd.bench import suites as s
 
-    prompts = []
+    prompts, groups = [], {}
     if prompts_file:
         prompts += s.load_prompts_file(prompts_file)[:limit]
     for name in suites:
-        prompts += s.load_suite(name, split="eval", limit=limit)
-    return prompts
+        ps = s.load_suite(name, split="eval", limit=limit)
+        groups.update({p.dataset: name for p in ps})
+        prompts += ps
+    return prompts, groups
 
 
 def gguf_of(model: Optional[str]) -> Optional[Path]:
@@ -73,7 +76,7 @@ def run(engine_loader, a) -> None:
         methods = tuple(m for m in known_methods() if not (replay and m in PEERS))
     check_methods(methods)
     names = list(s.SUITES) if a.suite == ["all"] else a.suite or ([] if a.prompts else ["agentic-edit"])
-    prompts = load_prompts(names, a.prompts, a.limit)
+    prompts, groups = load_prompts(names, a.prompts, a.limit)
     if not prompts:
         raise ValueError("no prompts selected")
     gguf = gguf_of(a.model)
@@ -85,7 +88,7 @@ def run(engine_loader, a) -> None:
                   transient=True, console=None) as bar:
         task = bar.add_task("replaying" if replay else "benchmarking", total=total)
         tick = lambda: bar.advance(task)
-        rows = _replay_rows(engine, prompts, cfg, tick) if replay else report.summarize(run_bench(engine, prompts, cfg, tick))
+        rows = _replay_rows(engine, prompts, cfg, tick) if replay else report.summarize(run_bench(engine, prompts, cfg, tick), groups)
     print(report.markdown(rows))
     command = "hvd " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     if a.json:

@@ -11,6 +11,9 @@ draft_ms_per_step  drafting milliseconds per verification step.
 exact         every output token-identical to `ar`'s greedy output.
 ttft          median seconds to the first token.
 
+A suite whose prompts span several datasets (chat: MT-Bench and ShareGPT) also gets a row of
+its own, dataset "<suite> (all)": the same metrics over all of its prompts pooled.
+
 Replay rows (mode "replay") carry τ, fwd_per_100 and draft_ms_per_step only: the target never
 ran, so every speed, exactness and oracle-fraction field is None. docs/BENCHMARKS.md documents
 every column and the JSON schema.
@@ -65,11 +68,24 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else 0.0
 
 
-def summarize(results: Sequence[PromptRuns]) -> list[Row]:
+def suite_label(suite: str) -> str:
+    return f"{suite} (all)"
+
+
+def summarize(results: Sequence[PromptRuns], suites: Optional[dict[str, str]] = None) -> list[Row]:
+    """Rows per (dataset, method); `suites` (dataset -> suite) adds a pooled row per method for
+    each suite that spans more than one dataset."""
     by_key: dict[tuple[str, str], list[PromptRuns]] = defaultdict(list)
     for pr in results:
         for m in pr.runs:
             by_key[(pr.dataset, m)].append(pr)
+    suites = suites or {}
+    for suite in set(suites.values()):
+        if len({pr.dataset for pr in results if suites.get(pr.dataset) == suite}) > 1:
+            for pr in results:
+                if suites.get(pr.dataset) == suite:
+                    for m in pr.runs:
+                        by_key[(suite_label(suite), m)].append(pr)
     rows = [_row(m, ds, prs) for (ds, m), prs in by_key.items()]
     oracle = {r.dataset: r.speedup for r in rows if r.method == ORACLE}
     return [

@@ -105,6 +105,17 @@ def test_datasets_are_summarized_apart(results):
     assert pld_e.speedup == pytest.approx(5.0) and pld_e.n_prompts == 1 and pld_e.oracle_fraction == pytest.approx(0.5)
 
 
+def test_a_suite_spanning_datasets_gets_a_pooled_row(results):
+    results[1].dataset = "e"
+    rows = {(r.dataset, r.method): r for r in report.summarize(results, {"d": "s", "e": "s"})}
+    pooled = rows[("s (all)", "pld")]
+    assert pooled.n_prompts == 2 and pooled.speedup == pytest.approx((2 + 5) / 2)
+    assert pooled.tau == pytest.approx((3 * 10 + 3 * 20) / (3 * 4 + 3 * 5))  # tokens ÷ forwards over both prompts
+    assert pooled.exact is False and rows[("s (all)", "ar")].speedup == 1.0
+    alone = report.summarize(results, {"d": "s", "e": "t"})  # one dataset per suite: no pooled row
+    assert {r.dataset for r in alone} == {"d", "e"}
+
+
 def _step(position, accepted, committed, draft_seconds=0.001):
     return StepRecord(position, 5, 10, accepted + 1, accepted + 1, accepted, committed, draft_seconds)
 
