@@ -69,8 +69,9 @@ def _prompt_ids(engine, prompt, cfg: DataConfig) -> list[int]:
 
 
 def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]]]]:
-    """(key, ids(engine)) per train-split sequence, prompts first, then stdlib text; the ids
-    are computed only when asked (prompts: a greedy regeneration)."""
+    """(key, ids(engine)) per training sequence: suite train prompts, then stdlib text, then the
+    extra ShareGPT conversations; the ids are computed only when asked (prompts: a greedy
+    regeneration)."""
     from hvd.bench.suites import load_suite, sharegpt_training_prompts
 
     for suite in cfg.suites:
