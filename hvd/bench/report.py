@@ -75,17 +75,18 @@ def suite_label(suite: str) -> str:
 def summarize(results: Sequence[PromptRuns], suites: Optional[dict[str, str]] = None) -> list[Row]:
     """Rows per (dataset, method); `suites` (dataset -> suite) adds a pooled row per method for
     each suite that spans more than one dataset."""
+    suites = suites or {}
+    spans: dict[str, set[str]] = defaultdict(set)  # suite -> its datasets in these results
+    for pr in results:
+        if pr.dataset in suites:
+            spans[suites[pr.dataset]].add(pr.dataset)
     by_key: dict[tuple[str, str], list[PromptRuns]] = defaultdict(list)
     for pr in results:
-        for m in pr.runs:
-            by_key[(pr.dataset, m)].append(pr)
-    suites = suites or {}
-    for suite in set(suites.values()):
-        if len({pr.dataset for pr in results if suites.get(pr.dataset) == suite}) > 1:
-            for pr in results:
-                if suites.get(pr.dataset) == suite:
-                    for m in pr.runs:
-                        by_key[(suite_label(suite), m)].append(pr)
+        suite = suites.get(pr.dataset)
+        groups = [pr.dataset] + ([suite_label(suite)] if len(spans.get(suite, ())) > 1 else [])
+        for group in groups:
+            for m in pr.runs:
+                by_key[(group, m)].append(pr)
     rows = [_row(m, ds, prs) for (ds, m), prs in by_key.items()]
     oracle = {r.dataset: r.speedup for r in rows if r.method == ORACLE}
     return [
