@@ -7,7 +7,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet, spread_layers
 from hvd.types import Draft
 
-from conftest import VOCAB, Recorder as CallLog
+from conftest import VOCAB, Recorder
 from stats_util import two_sample
 
 PROMPTS = [[3, 8, 1, 22, 9, 14], list(range(1, 30))]
@@ -48,7 +48,9 @@ def test_sampling_matches_ar_distribution(tiny_engine):
         assert two_sample(ar[i], spec[i]) > 1e-3, i
 
 
-class Recorder:
+class HiddenRecorder:
+    """A scripted drafter that keeps the hidden states it is given."""
+
     name = "recorder"
     capabilities = Capabilities(needs_hidden_states=(1,))
 
@@ -70,7 +72,7 @@ class Recorder:
 
 
 def test_drafters_get_the_hidden_states_of_the_committed_tokens(tiny_engine):
-    rec = Recorder()
+    rec = HiddenRecorder()
     tiny_engine.generate(PROMPTS[0], max_new_tokens=12, drafter=rec)
     model = tiny_engine.target.model
     for tokens, hidden in rec.seen[:3] + rec.seen[-2:]:
@@ -104,13 +106,13 @@ def test_draft_vocabulary_limits_drafts_and_stays_exact(tiny_engine, tmp_path):
     dflash.save(random_drafter(tiny_engine.target).net, tmp_path / "ck", vocab=vocab)
     net, loaded = dflash.load(tmp_path / "ck")
     assert loaded.tolist() == vocab.tolist()
-    small = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=loaded))
+    small = Recorder(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=loaded))
     assert tiny_engine.generate(prompt, max_new_tokens=32, drafter=small).token_ids == ref
     allowed = set(vocab.tolist()) | set(prompt)
     drafted = {t for d in small.drafts for t in d.tokens}
     assert drafted and drafted <= allowed
-    plain = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights()))
-    everything = CallLog(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=torch.arange(VOCAB)))
+    plain = Recorder(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights()))
+    everything = Recorder(dflash.DFlashDrafter(net, tiny_engine.target.shared_weights(), vocab=torch.arange(VOCAB)))
     for d in (plain, everything):
         tiny_engine.generate(prompt, max_new_tokens=32, drafter=d)
     assert [d.tokens for d in everything.drafts] == [d.tokens for d in plain.drafts]  # a full vocabulary changes nothing
