@@ -9,7 +9,6 @@ from typing import Optional, Sequence
 
 from hvd.drafters import registry
 
-DEMO_METHOD = "suffix"
 
 
 class CliError(Exception):
@@ -33,8 +32,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "the CPU has bf16 units and the check passes, else float32")
 
 
-def _add_decoding_args(p: argparse.ArgumentParser, default_method: str = DEMO_METHOD) -> None:
-    p.add_argument("--method", default=default_method, help=f"decoding method (default {default_method}): " + ", ".join(registry.METHODS))
+def _add_decoding_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default=None,
+                   help=f"decoding method (default {registry.DEFAULT_METHOD}; {registry.FALLBACK_METHOD} for a model it "
+                        "cannot run on): " + ", ".join(registry.METHODS))
     add_model_args(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -136,13 +137,27 @@ def _read_messages(path: Path) -> list[dict]:
 def _decoding_kwargs(a: argparse.Namespace, engine=None) -> dict:
     """Keyword arguments of Engine.generate/stream; with `engine`, a drafter built with the
     --aded-* options when any is given (without it, the options are only checked)."""
-    registry.get(a.method)  # unknown methods fail before the model loads
-    kw = dict(method=a.method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+    method = a.method or (default_method(engine) if engine is not None else registry.DEFAULT_METHOD)
+    registry.get(method)  # unknown methods fail before the model loads
+    kw = dict(method=method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
               top_p=a.top_p, top_k=a.top_k, seed=a.seed, stop=a.stop)
     changes = _aded_changes(a)
     if changes and engine is not None:
-        kw["drafter"] = registry.get(a.method).make(engine.target).with_config(**changes)
+        kw["drafter"] = registry.get(method).make(engine.target).with_config(**changes)
     return kw
+
+
+def default_method(engine) -> str:
+    """The default method, or the fallback (with a note) where it cannot run for this model:
+    the HVD predictor ships for the default model's vocabulary."""
+    from hvd.hybrid.predictor import PredictorError
+
+    try:
+        engine.drafter(registry.DEFAULT_METHOD)  # built once and kept by the engine
+        return registry.DEFAULT_METHOD
+    except (PredictorError, registry.MethodUnavailable) as e:
+        print(f"hvd: note: using {registry.FALLBACK_METHOD}, not {registry.DEFAULT_METHOD}: {e}", file=sys.stderr)
+        return registry.FALLBACK_METHOD
 
 
 def _aded_changes(a: argparse.Namespace) -> dict:
@@ -153,7 +168,7 @@ def _aded_changes(a: argparse.Namespace) -> dict:
              "time_budget_s": None if ms is None else ms / 1000, "adapt": False if a.aded_no_adapt else None,
              "greedy": True if a.aded_greedy else None}
     changes = {k: v for k, v in given.items() if v is not None}
-    if changes and not a.method.startswith("aded"):
+    if changes and not (a.method or "").startswith("aded"):
         raise CliError("--aded-* options need --method aded (or aded-noadapt, aded-greedy)")
     try:
         AdedConfig(**changes)
@@ -195,7 +210,7 @@ def cmd_chat(a: argparse.Namespace) -> None:
     engine = _load(a.model, reuse_prefix=True, dtype=a.dtype)  # each turn prefills only what is new
     history: list[dict] = []
     kwargs = _decoding_kwargs(a, engine)  # one drafter for the whole chat
-    print(f"hvd chat ({a.method}); empty line or Ctrl-D to quit", file=sys.stderr)
+    print(f"hvd chat ({kwargs['method']}); empty line or Ctrl-D to quit", file=sys.stderr)
     while True:
         try:
             line = input("> ")
@@ -218,7 +233,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
     if a.max_new_tokens <= 0:
         raise CliError(f"max_new_tokens must be a positive integer, got {a.max_new_tokens}")
-    run_demo(_load(a.model, dtype=a.dtype), DEMO_METHOD, a.max_new_tokens)
+    engine = _load(a.model, dtype=a.dtype)
+    run_demo(engine, default_method(engine), a.max_new_tokens)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:

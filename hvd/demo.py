@@ -41,5 +41,8 @@ def run_demo(engine: Engine, method: str, max_new_tokens: int) -> None:
     hist = Counter(s.accepted for s in spec.stats.steps)
     console.print(f"accepted draft tokens per step ({method}): "
                   + ", ".join(f"{k}: {hist[k]}" for k in sorted(hist)))
+    arms = Counter(s.drafter for s in spec.stats.steps)
+    if len(arms) > 1:  # a hybrid: what each step verified
+        console.print(f"steps per arm ({method}): " + ", ".join(f"{k} {v}" for k, v in arms.most_common()))
     if spec.token_ids != base.token_ids:
         raise SystemExit("error: speculative output differs from ar")

@@ -6,9 +6,14 @@ estimated speedup = (tokens after the first x cost(0)) / sum over steps of (draf
 cost(draft nodes)). Used to choose the hybrid's model arm and policy knobs without touching
 evaluation prompts.
 
-`ceiling` is the best any per-step arm choice can do with the same two drafters: an oracle
-that reads the reference takes, each step, whichever of the cache draft (cut to exactly
-what gets accepted), the model draft, both merged, or no draft has the best realised rate.
+The `ceiling` rows are the best any per-step arm choice can do with a given set of drafts: an
+oracle that reads the reference takes, each step, whichever of the cache draft (cut to
+exactly what gets accepted), the model draft, both merged, or no draft has the best realised
+rate. The richer ceilings add drafts no shipped method proposes: the model arm's MCTS trees
+(`aded`) instead of its greedy chain, the cache draft uncapped by match length
+(SuffixConfig.spec_factor = 0), and that cache draft continued by a greedy tri-gram chain
+from its deepest token ("extension"). They bound what better drafts, not a better chooser,
+could add.
 Run: python scripts/simulate_hybrid.py [--limit N] [--suite S ...]
 """
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hvd import Engine
 from hvd.bench.references import ReferenceStore, reference
@@ -24,7 +29,8 @@ from hvd.bench.replay import replay
 from hvd.bench.suites import load_suite
 from hvd.drafters import registry
 from hvd.drafters.base import DecodeContext
-from hvd.drafters.hybrid import CACHE_ARM, MODEL_ARM, build
+from hvd.drafters.hybrid import MODEL_ARM, build
+from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
 from hvd.hybrid import cost as cost_curve
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.policy import PolicyConfig
@@ -32,6 +38,22 @@ from hvd.models import cache_dir
 from hvd.types import Draft
 
 SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat")
+UNCAPPED = SuffixConfig(spec_factor=0.0)
+
+
+def extended(draft: Draft, extender, ctx: DecodeContext) -> Draft:
+    """`draft` with the extender's chain hung under its deepest node, drafted as if that
+    node's root path had been committed."""
+    depths = draft.depths()
+    last = max(range(len(draft)), key=depths.__getitem__)
+    path, node = [], last
+    while node >= 0:
+        path.append(draft.tokens[node])
+        node = draft.parents[node]
+    chain = extender.propose(DecodeContext(ctx.tokens + path[::-1], ctx.prompt_len, ctx.max_draft - len(path)))
+    extender.sizer.forget()  # its outcomes are not the root's: nothing to calibrate
+    parents = tuple(last if p < 0 else p + len(draft) for p in chain.parents)
+    return Draft(draft.tokens + chain.tokens, draft.parents + parents)
 
 
 class CeilingHybrid:
@@ -39,63 +61,81 @@ class CeilingHybrid:
 
     name = "ceiling"
 
-    def __init__(self, target, reference: Sequence[int], prompt_len: int, cost: VerifyCost) -> None:
-        self.cache, self.model = registry.get(CACHE_ARM).make(target), registry.get(MODEL_ARM).make(target)
-        self.capabilities = self.cache.capabilities
-        self.reference, self.prompt_len, self.cost = list(reference), prompt_len, cost
+    def __init__(self, target, reference: Sequence[int], prompt_len: int, cost: VerifyCost, max_nodes: int,
+                 cache: SuffixConfig = SuffixConfig(), model_arm: str = MODEL_ARM, extend: bool = False) -> None:
+        self.cache, self.model = SuffixDrafter(cache), registry.get(model_arm).make(target)
+        self.extender = registry.get("aded-greedy").make(target) if extend else None
+        self.capabilities = self.model.capabilities
+        self.reference, self.prompt_len, self.cost, self.max_nodes = list(reference), prompt_len, cost, max_nodes
+
+    def _drafters(self):
+        return [d for d in (self.cache, self.model, self.extender) if d is not None]
 
     def begin(self, prompt: Sequence[int]) -> None:
-        self.cache.begin(prompt)
-        self.model.begin(prompt)
+        for d in self._drafters():
+            d.begin(prompt)
 
     def propose(self, ctx: DecodeContext) -> Draft:
         rest = self.reference[len(ctx.tokens) - self.prompt_len:]
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
-        mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
-        cut = cdraft.truncate(max(1, len(cdraft.accepted_path(rest))))
-        options = [Draft.empty(), cut, mdraft, cut.union(mdraft)]
-        return max(options, key=lambda d: (len(d.accepted_path(rest)) + 1) / self.cost(len(d)))
+        options = [Draft.empty(), self.model.propose(ctx).truncate(ctx.max_draft)]
+        if len(cdraft):
+            if self.extender is not None and cdraft.max_depth() < ctx.max_draft:
+                cdraft = extended(cdraft, self.extender, ctx)
+            cut = cdraft.truncate(max(1, len(cdraft.accepted_path(rest))))
+            options += [cut, cut.union(options[1])]
+        fits = [d for d in options if len(d) <= self.max_nodes]  # the target's cap on draft nodes
+        return max(fits, key=lambda d: (len(d.accepted_path(rest)) + 1) / self.cost(len(d)))
 
     def observe(self, committed: Sequence[int]) -> None:
-        self.cache.observe(committed)
-        self.model.observe(committed)
+        for d in self._drafters():
+            d.observe(committed)
 
     def end(self, output: Sequence[int]) -> None:
-        self.cache.end(output)
-        self.model.end(output)
+        for d in self._drafters():
+            d.end(output)
 
 
-def variants(target, cost):
+def variants(target, cost, max_nodes: int):
+    def ceiling(**arms):
+        return lambda ref, n: CeilingHybrid(target, ref, n, cost, max_nodes, **arms)
+
     yield "suffix", lambda ref, n: registry.get("suffix").make(target)
     yield MODEL_ARM, lambda ref, n: registry.get(MODEL_ARM).make(target)
     yield "rule-hybrid", lambda ref, n: registry.get("rule-hybrid").make(target)
-    for none in (True, False):
-        yield ("hvd" if none else "hvd without the none arm",
-               lambda ref, n, none=none: build(target, "hvd", PolicyConfig(rule="cost", allow_none=none)))
-    yield "ceiling", lambda ref, n: CeilingHybrid(target, ref, n, cost)
+    yield "hvd", lambda ref, n: build(target, "hvd", PolicyConfig(rule="cost"))
+    yield "ceiling", ceiling()
+    yield "ceiling, aded trees", ceiling(model_arm="aded")
+    yield "ceiling, uncapped cache + extension", ceiling(cache=UNCAPPED, extend=True)
+    yield "ceiling, all three", ceiling(cache=UNCAPPED, extend=True, model_arm="aded")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=12)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--suite", action="append", choices=SUITES)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     e = Engine.load()
     store = ReferenceStore.for_model(e.target.model)
     cost = cost_curve.cached(e.target, cache_dir())  # non-decreasing (hvd/hybrid/cost.py)
     max_draft = e.target.max_draft_nodes
     est: dict[tuple[str, str], list[float]] = defaultdict(list)
+    names: list[str] = []
     for p in [p for s in a.suite or SUITES for p in load_suite(s, split="train", limit=a.limit)]:
         ids = e.encode(list(p.messages))
         ref = reference(e, store, p.id, ids, a.max_new_tokens)
-        for name, make in variants(e.target, cost):
+        for name, make in variants(e.target, cost, max_draft):
             recs = replay(make(ref, len(ids)), ids, ref, max_draft=max_draft, limit=a.max_new_tokens)
             spent = sum(r.draft_seconds + cost(r.draft_len) for r in recs)
             est[(p.dataset, name)].append((len(ref) - 1) * cost(0) / spent if spent else 1.0)
-    print("| dataset | config | est. speedup (median) | prompts |\n|---|---|---|---|")
-    for (ds, name), xs in sorted(est.items()):
-        print(f"| {ds} | {name} | {statistics.median(xs):.2f}x | {len(xs)} |")
+            names += [name] if name not in names else []
+    print("estimated speedup over `ar`, median over prompts (x rule-hybrid in brackets)")
+    print("| dataset | " + " | ".join(names) + " | prompts |\n|---|" + "---|" * (len(names) + 1))
+    for ds in sorted({d for d, _ in est}):
+        rule = statistics.median(est[(ds, "rule-hybrid")])
+        cells = [f"{statistics.median(est[(ds, n)]):.2f}x ({statistics.median(est[(ds, n)]) / rule:.2f})" for n in names]
+        print(f"| {ds} | " + " | ".join(cells) + f" | {len(est[(ds, names[0])])} |")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,24 @@ def test_help_lists_methods(capsys):
     out = capsys.readouterr().out
     for m in ("ar", "pld", "suffix"):
         assert f"  {m} " in out
+
+
+def test_default_method_is_hvd_where_it_runs(tiny_engine, tmp_path, monkeypatch):
+    from hvd.cli import default_method
+
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # the verify-cost curve is measured on the tiny target
+    assert default_method(tiny_engine) == "hvd"
+    assert tiny_engine.generate("ab", method="hvd", max_new_tokens=8).stats.method == "hvd"
+
+
+def test_default_method_falls_back_to_suffix_with_a_note(tiny_engine, monkeypatch, capsys):
+    from hvd.cli import default_method
+    from hvd.hybrid.predictor import PredictorError
+
+    def refuse(method):
+        raise PredictorError("the HVD predictor was trained for a 49152-token vocabulary, this model has 60000")
+
+    monkeypatch.setattr(tiny_engine, "drafter", refuse)
+    assert default_method(tiny_engine) == "suffix"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hvd: note: using suffix, not hvd:") and "\n" not in err
