@@ -82,8 +82,6 @@ def run(a: argparse.Namespace, engine) -> dict:
     for name in ("steps", "batch", "anchors", "layers", "block", "eval_every"):
         if getattr(a, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
-    if a.sharegpt_extra < 0:
-        raise ValueError("--sharegpt-extra must be a non-negative integer")
     losses = loss_config(a)
     out = a.out or CHECKPOINTS / ("dflash-uniform" if a.uniform else "dflash")
     cfg = TrainConfig(steps=a.steps, batch=a.batch, anchors=a.anchors, lr=a.lr, seed=a.seed, eval_every=a.eval_every,

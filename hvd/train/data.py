@@ -42,6 +42,14 @@ class DataConfig:
     max_len: int = 1536  # tokens per sequence (longer ones keep their first max_len)
     holdout_every: int = 20  # every n-th sequence is held out for τ evaluation
 
+    def __post_init__(self) -> None:
+        if self.prompts_per_suite is not None and self.prompts_per_suite <= 0:
+            raise ValueError("prompts_per_suite must be positive (None: every train prompt)")
+        if min(self.regenerate, self.stdlib_files, self.sharegpt_extra, *(n for _, n in self.suite_prompts)) < 0:
+            raise ValueError("regenerate, stdlib_files, sharegpt_extra and per-suite prompt counts must be >= 0")
+        if self.max_len <= 0 or self.holdout_every <= 1:
+            raise ValueError("need max_len > 0 and holdout_every > 1")
+
 
 def _stdlib_train_texts(limit: int) -> Iterator[tuple[str, str]]:
     from hvd.bench.suites import _stdlib_files, _stdlib_root, split_of

@@ -128,3 +128,11 @@ def test_extra_sharegpt_conversations_come_last_and_only_on_request():
     assert not any(k.startswith("sharegpt-extra:") for k in plain)
     assert keys[: len(plain)] == plain and all(k.startswith("sharegpt-extra:") for k in keys[len(plain):])
     assert len(keys) == len(plain) + 3
+
+
+@pytest.mark.parametrize("bad", [dict(sharegpt_extra=-1), dict(regenerate=-1), dict(stdlib_files=-2),
+                                 dict(prompts_per_suite=0), dict(suite_prompts=(("chat", -3),)),
+                                 dict(max_len=0), dict(holdout_every=1)])
+def test_data_config_rejects_bad_counts(bad):
+    with pytest.raises(ValueError):
+        D.DataConfig(**bad)
