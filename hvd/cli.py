@@ -10,7 +10,6 @@ from typing import Optional, Sequence
 from hvd.drafters import registry
 
 
-
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -135,8 +134,9 @@ def _read_messages(path: Path) -> list[dict]:
 
 
 def _decoding_kwargs(a: argparse.Namespace, engine=None) -> dict:
-    """Keyword arguments of Engine.generate/stream; with `engine`, a drafter built with the
-    --aded-* options when any is given (without it, the options are only checked)."""
+    """Keyword arguments of Engine.generate/stream; with `engine`, the default method resolved
+    for its model (no --method given) and a drafter built with the --aded-* options when any is
+    given (without it, the options are only checked)."""
     method = a.method or (default_method(engine) if engine is not None else registry.DEFAULT_METHOD)
     registry.get(method)  # unknown methods fail before the model loads
     kw = dict(method=method, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
