@@ -22,7 +22,7 @@ def demo_prompt() -> str:
 def run_demo(engine: Engine, method: str, max_new_tokens: int) -> None:
     console = Console()
     prompt = demo_prompt()
-    with console.status("warming up (a first run also builds the tri-gram datastore, ~30 s)"):
+    with console.status("warming up (a first run also builds the tri-gram datastore and times verification)"):
         for m in ("ar", method):  # another prompt: loads, caches and JIT compiles, not measured
             engine.generate("Say hello.", method=m, max_new_tokens=8)
     console.rule(f"agentic edit of bisect.py, {max_new_tokens} new tokens, greedy")
