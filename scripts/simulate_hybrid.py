@@ -121,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cost = cost_curve.cached(e.target, cache_dir())  # non-decreasing (hvd/hybrid/cost.py)
     max_draft = e.target.max_draft_nodes
     est: dict[tuple[str, str], list[float]] = defaultdict(list)
-    names: list[str] = []
+    names = [name for name, _ in variants(e.target, cost, max_draft)]
     for p in [p for s in a.suite or SUITES for p in load_suite(s, split="train", limit=a.limit)]:
         ids = e.encode(list(p.messages))
         ref = reference(e, store, p.id, ids, a.max_new_tokens)
@@ -129,12 +129,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             recs = replay(make(ref, len(ids)), ids, ref, max_draft=max_draft, limit=a.max_new_tokens)
             spent = sum(r.draft_seconds + cost(r.draft_len) for r in recs)
             est[(p.dataset, name)].append((len(ref) - 1) * cost(0) / spent if spent else 1.0)
-            names += [name] if name not in names else []
     print("estimated speedup over `ar`, median over prompts (x rule-hybrid in brackets)")
     print("| dataset | " + " | ".join(names) + " | prompts |\n|---|" + "---|" * (len(names) + 1))
     for ds in sorted({d for d, _ in est}):
-        rule = statistics.median(est[(ds, "rule-hybrid")])
-        cells = [f"{statistics.median(est[(ds, n)]):.2f}x ({statistics.median(est[(ds, n)]) / rule:.2f})" for n in names]
+        med = {n: statistics.median(est[(ds, n)]) for n in names}
+        cells = [f"{med[n]:.2f}x ({med[n] / med['rule-hybrid']:.2f})" for n in names]
         print(f"| {ds} | " + " | ".join(cells) + f" | {len(est[(ds, names[0])])} |")
 
 
