@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hvd.drafters import registry
+from hvd.engine import DTYPES
 
 
 class CliError(Exception):
@@ -25,10 +26,13 @@ def _methods_help() -> str:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="float32: the model through transformers; bfloat16: the lean Llama target, exact in bf16 "
-                        "(Llama-family models; checked on this machine at load); auto (default): bfloat16 where "
-                        "the CPU has bf16 units and the check passes, else float32")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="int8: the exact target (int8 weights and activations, batch-invariant by construction; "
+                        "Llama-family models, AVX2 CPUs); bfloat16: the lean Llama target, exact where this CPU's "
+                        "bf16 kernels are (checked at load); float32: the model through transformers; auto (default): "
+                        "the first of int8, bfloat16 (CPUs with bf16 units), float32 that passes here")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: $OMP_NUM_THREADS when set, else every core)")
 
 
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -191,7 +195,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     if isinstance(prompt, str) and not prompt.strip():
         raise CliError("prompt is empty")
     _check_decoding_args(a)
-    engine = _load(a.model, dtype=a.dtype)
+    engine = _load(a.model, threads=a.threads, dtype=a.dtype)
     if a.json:
         print(json.dumps(engine.generate(prompt, **_decoding_kwargs(a, engine)).to_dict()))
         return
@@ -207,7 +211,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 def cmd_chat(a: argparse.Namespace) -> None:
     _check_decoding_args(a)
-    engine = _load(a.model, reuse_prefix=True, dtype=a.dtype)  # each turn prefills only what is new
+    engine = _load(a.model, threads=a.threads, reuse_prefix=True, dtype=a.dtype)  # each turn prefills only what is new
     history: list[dict] = []
     kwargs = _decoding_kwargs(a, engine)  # one drafter for the whole chat
     print(f"hvd chat ({kwargs['method']}); empty line or Ctrl-D to quit", file=sys.stderr)
@@ -233,7 +237,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
     if a.max_new_tokens <= 0:
         raise CliError(f"max_new_tokens must be a positive integer, got {a.max_new_tokens}")
-    engine = _load(a.model, dtype=a.dtype)
+    engine = _load(a.model, threads=a.threads, dtype=a.dtype)
     run_demo(engine, default_method(engine), a.max_new_tokens)
 
 
@@ -244,7 +248,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
         if value is not None and value <= 0:
             raise CliError(f"--{name} must be a positive integer, got {value}")
     try:
-        command.run(lambda model: _load(model, dtype=a.dtype), a)
+        command.run(lambda model: _load(model, dtype=a.dtype, threads=a.threads), a)
     except ValueError as e:
         raise CliError(str(e))
 
@@ -261,7 +265,7 @@ def cmd_trace(a: argparse.Namespace) -> None:
     if a.limit <= 0 or a.max_new_tokens <= 0:
         raise CliError("--limit and --max-new-tokens must be positive integers")
     registry.get(a.model_arm)
-    trace(_load(a.model, dtype=a.dtype), TraceConfig(suites, a.limit, a.max_new_tokens, a.model_arm), a.out)
+    trace(_load(a.model, threads=a.threads, dtype=a.dtype), TraceConfig(suites, a.limit, a.max_new_tokens, a.model_arm), a.out)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -283,7 +287,7 @@ def _train_drafter(a: argparse.Namespace) -> None:
     from hvd.train.command import run
 
     try:
-        run(a, _load(a.model, dtype=a.dtype))
+        run(a, _load(a.model, threads=a.threads, dtype=a.dtype))
     except ValueError as e:
         raise CliError(str(e)) from e
 
@@ -302,13 +306,13 @@ def cmd_datastore(a: argparse.Namespace) -> None:
           f"{r.file_bytes / 1e6:.1f} MB, built in {r.seconds:.1f} s")
 
 
-def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto"):
+def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto", threads: Optional[int] = None):
     from hvd.engine import Engine
 
     from rich.console import Console
 
     with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s)"):
-        return Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype)
+        return Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype, threads=threads)
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,

@@ -21,6 +21,7 @@ from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import SamplingParams, sample_token, target_probs, verify_greedy, verify_sampling
 
 Messages = list[dict]
+DTYPES = ("auto", "int8", "bfloat16", "float32")
 PromptLike = Union[str, Messages]
 
 
@@ -104,32 +105,40 @@ class Engine:
 
     @classmethod
     def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False,
-             dtype: str = "auto") -> "Engine":
+             dtype: str = "auto", threads: Optional[int] = None) -> "Engine":
         """`reuse_prefix`: prefix caching, a request sharing a prefix with the previous one (a
-        chat's next turn) prefills only the new tokens. `dtype`: "float32" runs the model
-        through transformers (`HFTarget`); "bfloat16" through the lean Llama target
-        (`hvd/llama.py`), exact because its forwards are batch-invariant, which is checked
-        on this machine first; "auto" (the default): bfloat16 on a CPU with native bf16
-        matrix units when the model and this machine pass, else float32."""
+        chat's next turn) prefills only the new tokens. `dtype`: "int8" runs the model through
+        the exact target (hvd/targets/exact.py: int8 weights and activations, batch-invariant
+        by construction, AVX2 CPUs); "bfloat16" through the lean Llama target (hvd/llama.py,
+        exact where this machine's bf16 kernels are batch-invariant); "float32" through
+        transformers; "auto" (the default): the first of int8, bfloat16 (CPUs with bf16 matrix
+        units) and float32 that this model and machine pass. Each is checked on the machine
+        once (cached). `threads`: CPU threads (default: $OMP_NUM_THREADS, else every core)."""
         from hvd import models
 
-        if dtype not in ("auto", "float32", "bfloat16"):
-            raise models.ModelError(f"unknown dtype {dtype!r}; choose auto, float32 or bfloat16")
-        torch.set_num_threads(max(torch.get_num_threads(), 1))
+        if dtype not in DTYPES:
+            raise models.ModelError(f"unknown dtype {dtype!r}; choose from: {', '.join(DTYPES)}")
+        threads = resolve_threads(threads)
+        torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         lm, tok = models.load(model, device)
         config = TargetConfig(reuse_prefix=reuse_prefix)
+        tried = [dtype] if dtype != "auto" else ["int8", "bfloat16", "float32"]
         if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
-            dtype = "float32"
-        if dtype == "float32":
-            return cls(HFTarget(lm, config), tok)
-        try:
-            return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
-        except models.ModelError:
-            if dtype == "bfloat16":
-                raise
-            lm, tok = models.load(model, device)  # afresh: the bf16 cast was lossy
-            return cls(HFTarget(lm, config), tok)
+            tried.remove("bfloat16")
+        for i, name in enumerate(tried):
+            try:
+                if name == "int8":
+                    return cls(models.exact_target(lm, config, threads), tok)
+                if name == "bfloat16":
+                    return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
+                return cls(HFTarget(lm, config), tok)
+            except models.ModelError:
+                if i == len(tried) - 1:
+                    raise
+                if name == "bfloat16":
+                    lm, tok = models.load(model, device)  # afresh: the bf16 cast was lossy
+        raise AssertionError("unreachable")
 
     # ---- input -----------------------------------------------------------------------
     def encode(self, prompt: PromptLike) -> list[int]:
@@ -257,6 +266,18 @@ class Engine:
         if tokens:
             yield Chunk("", tokens)
         return shown
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """CPU threads: `threads` when given, else $OMP_NUM_THREADS when set, else every core."""
+    import os
+
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    if not isinstance(threads, int) or threads <= 0:
+        raise InputError(f"threads must be a positive integer, got {threads}")
+    return threads
 
 
 def _holdback(text: str, stops: Sequence[str]) -> int:

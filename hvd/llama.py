@@ -18,7 +18,7 @@ prefill chunk), so every method gives `ar`'s output token for token:
   multiples of `PREFILL_CHUNK`): every method starts from the same prefill, and a prefill
   that keeps a cached prefix recomputes whole chunks, so its rounding is shared too.
 
-These properties are kernel facts, not guarantees of the library: `check_batch_invariance`
+These properties are kernel facts, not guarantees of the library: `hvd.targets.check`
 tests them on this machine with the model's shapes before a target is built
 (`Engine.load(dtype="bfloat16")`), and the tests compare logits bitwise.
 
@@ -386,29 +386,3 @@ class _LeanSkipDraft:
             tok = int(t._logits(h).argmax())
             out.append(tok)
         return out
-
-
-def check_batch_invariance(target: LlamaTarget, trials: int = 2) -> Optional[str]:
-    """None when one token's logits come out bitwise the same decoded alone, in a chain and in
-    a tree on this machine; else what differed."""
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, target.vocab_size, (BLOCK + 40,), generator=gen).tolist()
-    for _ in range(trials):
-        cut = BLOCK - 3
-        target.prefill(ids[:cut])
-        one = []
-        for j in range(cut, cut + 6):  # plain decoding, one token a step
-            one.append(target.verify(ids[j], Draft.empty())[0])
-            target.commit([])
-        target.prefill(ids[:cut])
-        chain = target.verify(ids[cut], Draft.chain(ids[cut + 1 : cut + 6]))
-        if not torch.equal(torch.stack(one), chain):
-            return "a chain verify's logits differ from one-token decoding"
-        target.prefill(ids[:cut])
-        tree = Draft((ids[cut + 1], 7, ids[cut + 2], 9, ids[cut + 3]), (-1, -1, 0, 1, 2))
-        got = target.verify(ids[cut], tree)
-        if not torch.equal(got[[0, 1, 3, 5]], torch.stack(one[:4])):
-            return "a tree verify's logits differ from one-token decoding"
-        ids = ids[7:] + ids[:7]
-    target.prefill(ids[:1])
-    return None

@@ -111,13 +111,9 @@ def load(model: Optional[str], device: str = "cpu"):
 
 
 def lean_target(lm, config):
-    """The lean Llama target over `lm` (hvd/llama.py), after checking on this machine that its
-    forwards are batch-invariant (the check is cached per machine, torch version and model)."""
-    import json
-
-    import torch
-
-    from hvd.llama import LlamaTarget, UnsupportedModel, check_batch_invariance
+    """The lean bf16 Llama target over `lm` (hvd/llama.py), after checking on this machine that
+    its forwards are batch-invariant (cached per machine, torch version, threads and model)."""
+    from hvd.llama import LlamaTarget, UnsupportedModel
 
     if next(lm.parameters()).device.type != "cpu":
         raise ModelError("the lean bfloat16 target runs on CPU only for now; use --dtype float32")
@@ -125,19 +121,50 @@ def lean_target(lm, config):
         target = LlamaTarget(lm, config)
     except (UnsupportedModel, AttributeError) as e:
         raise ModelError(f"the lean bfloat16 target cannot run this model ({e}); use --dtype float32") from e
-    key = f"{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
+    _guard(target, "bfloat16", prefill=False)
+    return target
+
+
+def exact_target(lm, config, threads: int):
+    """The exact int8 Llama target over `lm` (hvd/targets/exact.py): batch-invariant by
+    construction, and checked on this machine once anyway (cached like the bf16 check)."""
+    from hvd.llama import UnsupportedModel
+    from hvd.targets.exact import ExactLlamaTarget
+    from hvd.targets.native import NativeUnavailable
+
+    if next(lm.parameters()).device.type != "cpu":
+        raise ModelError("the int8 target runs on CPU only; use --dtype float32")
+    try:
+        target = ExactLlamaTarget(lm, config, threads=threads)
+    except (UnsupportedModel, AttributeError) as e:
+        raise ModelError(f"the int8 target cannot run this model ({e}); use --dtype float32") from e
+    except NativeUnavailable as e:
+        raise ModelError(f"the int8 target is unavailable here ({e}); use --dtype float32") from e
+    _guard(target, "int8", prefill=True)
+    return target
+
+
+def _guard(target, dtype: str, prefill: bool) -> None:
+    """Raise ModelError unless `check_exact` passes for this target on this machine (the
+    verdict is cached in $HVD_CACHE/batch_invariance.json)."""
+    import json
+
+    import torch
+
+    from hvd.targets import check
+
+    key = f"{dtype}|{type(target).__name__}|{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
     path = cache_dir() / "batch_invariance.json"
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
     if key not in known:
-        known[key] = check_batch_invariance(target)
+        known[key] = check.check_exact(target, prefill=prefill)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(known, indent=1))
     if known[key] is not None:
-        raise ModelError(f"bfloat16 decoding would not be exact on this machine ({known[key]}); use --dtype float32")
-    return target
+        raise ModelError(f"{dtype} decoding would not be exact on this machine ({known[key]}); use --dtype float32")
 
 
 def cpu_has_bf16_units() -> bool:

@@ -1,0 +1,302 @@
+"""The exact target: a Llama-family model in int8 whose every forward is batch-invariant by
+construction, on any x86-64 CPU with AVX2 (`--dtype int8`; what `--dtype auto` picks there).
+
+Why: speculative decoding is lossless only if a verify forward gives each token the logits a
+one-token decode step would. Vendor float GEMMs do not promise that (other kernels for other
+row counts), so the bf16 target (hvd/llama.py) is exact only where the machine's kernels happen
+to be. Here it follows from how the numbers are computed (hvd/targets/kernels.c):
+
+- weights are int8 with one scale per output channel, activations are quantized to int8 per
+  token (scale = max |x| / 127) at every linear's input, and the products are summed in int32:
+  exact in any order, so rows, tiles, SIMD width and threads cannot change a bit;
+- RMS norm, SiLU, rotary embedding and attention are float32 loops written in one order per
+  token (see kernels.c), our own exp included, compiled without floating-point contraction;
+- the LM head is an int8 linear like the others; logits come out float32.
+
+This is a model of its own (W8A8 of the checkpoint's weights, like llama.cpp quantizing
+activations to 8 bits for its dot products), so it is a named dtype and every method is
+lossless relative to *this* target's `ar`. Reading int8 weights costs a quarter of float32.
+
+Cache layout: slot = position for committed tokens; a verify writes the root and draft nodes
+at slots past..past+n; `commit` moves the accepted path down (rollback moves the length back).
+Keys are stored in groups of 8 slots, transposed (kernels.c), values row per slot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch.nn import functional as F
+
+from hvd.llama import LlamaShape, UnsupportedModel, _LeanSkipDraft, rope_tables
+from hvd.target import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.native import library, ptr
+from hvd.types import Draft
+
+PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
+
+
+@dataclass(frozen=True)
+class QuantLinear:
+    """An int8 weight (out, in) with one float32 scale per output channel."""
+
+    q: torch.Tensor  # (out, in) int8
+    scale: torch.Tensor  # (out,) float32
+
+    @staticmethod
+    def of(w: torch.Tensor) -> "QuantLinear":
+        w = w.detach().float()
+        amax = w.abs().amax(dim=1)  # (out,)
+        scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        return QuantLinear(q, scale.contiguous())
+
+    @property
+    def out_features(self) -> int:
+        return self.q.shape[0]
+
+
+@dataclass(frozen=True)
+class _Layer:
+    ln_attn: torch.Tensor  # (hidden,) float32
+    qkv: QuantLinear  # q, k, v projections stacked
+    o: QuantLinear
+    ln_mlp: torch.Tensor
+    gate_up: QuantLinear  # gate and up stacked
+    down: QuantLinear
+
+
+def _layers_of(model) -> list[_Layer]:
+    out = []
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        if any(getattr(p, "bias", None) is not None for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)):
+            raise UnsupportedModel("attention biases are not supported by the exact target")
+        qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+        out.append(_Layer(layer.input_layernorm.weight.detach().float().contiguous(), QuantLinear.of(qkv),
+                          QuantLinear.of(a.o_proj.weight), layer.post_attention_layernorm.weight.detach().float().contiguous(),
+                          QuantLinear.of(gate_up), QuantLinear.of(m.down_proj.weight)))
+    return out
+
+
+def _check_shape(s: LlamaShape, intermediate: int) -> None:
+    if s.head_dim % 8 or s.head_dim > 64:
+        raise UnsupportedModel(f"head_dim {s.head_dim} (the exact kernels take multiples of 8 up to 64)")
+    if s.heads % s.kv_heads or s.heads // s.kv_heads > 8:
+        raise UnsupportedModel(f"{s.heads} heads over {s.kv_heads} kv heads (at most 8 per kv head)")
+    for name, n in (("hidden size", s.hidden), ("intermediate size", intermediate), ("attention width", s.heads * s.head_dim)):
+        if n % 16:
+            raise UnsupportedModel(f"{name} {n} is not a multiple of 16")
+
+
+class ExactLlamaTarget(CollectsHidden):
+    """The `Target` protocol over a Llama-family transformers model, int8, batch-invariant (batch 1)."""
+
+    dtype_name = "int8"
+
+    def __init__(self, model, config: TargetConfig = TargetConfig(), max_draft_nodes: int = 63,
+                 threads: Optional[int] = None) -> None:
+        self.model = model  # kept for its config and weights' identity (bench references, cost cache)
+        self.config = config
+        self.shape = s = LlamaShape.of(model.config)
+        _check_shape(s, int(model.config.intermediate_size))
+        self.lib = library()
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32  # activations and the KV cache
+        self.vocab_size = s.vocab
+        self.max_context = s.max_context
+        self.max_draft_nodes = max_draft_nodes
+        self._layers = _layers_of(model)
+        self._embed = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden)
+        self._norm = model.model.norm.weight.detach().float().contiguous()
+        self._head = QuantLinear.of(model.get_output_embeddings().weight)
+        self._scale = s.head_dim ** -0.5
+        self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
+        self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
+        self._cos = self._sin = torch.empty(0)
+        self._len = 0
+        self._ids: list[int] = []
+        self._pending_ids: list[int] = []
+        self._pending_hidden: dict[int, torch.Tensor] = {}
+        self._hidden = HiddenStates()
+        self.set_threads(threads or torch.get_num_threads())
+
+    def set_threads(self, n: int) -> None:
+        self.lib.hvd_set_threads(int(n))
+
+    @property
+    def cached_len(self) -> int:
+        return self._len
+
+    # ---- the forward -------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:
+        s = self.shape
+        cap = 0 if self._k is None else self._v.shape[2]
+        if n > cap:
+            new = max(2 * cap, -(-max(n, 256) // 64) * 64)
+            k = torch.zeros(s.layers, s.kv_heads, new // 8, s.head_dim, 8)
+            v = torch.zeros(s.layers, s.kv_heads, new, s.head_dim)
+            if self._k is not None:
+                k[:, :, : cap // 8], v[:, :, :cap] = self._k, self._v
+            self._k, self._v = k, v
+        if n + 64 > self._cos.shape[0]:
+            cos, sin = rope_tables(s, max(2 * self._cos.shape[0], n + 256))
+            self._cos, self._sin = cos.contiguous(), sin.contiguous()
+
+    def _linear(self, q: torch.Tensor, qs: torch.Tensor, w: QuantLinear, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(T, out) = dequantized x @ w.T; with `out`, added to it in place."""
+        T, K = q.shape
+        y = out if out is not None else torch.empty(T, w.out_features)
+        self.lib.hvd_linear(ptr(q), ptr(qs), T, K, ptr(w.q), ptr(w.scale), w.out_features, ptr(y), int(out is not None))
+        return y
+
+    def _norm_quant(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T, K = x.shape
+        q, qs = torch.empty(T, K, dtype=torch.int16), torch.empty(T)
+        self.lib.hvd_rmsnorm_quant(ptr(x), T, K, ptr(w), self.shape.eps, None, ptr(q), ptr(qs))
+        return q, qs
+
+    def _forward(self, ids: Sequence[int], past: int, pos: torch.Tensor, paths: Optional[Sequence[Sequence[int]]],
+                 layers: Optional[Sequence[int]] = None, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
+        """Final-normed hidden states (T, hidden) of tokens `ids` written at slots past..past+T-1
+        at positions pos (T,); paths[i]: query i's slots from the root to itself (None: a causal
+        chain, slot = position). `layers`: decoder layers to run (None: all); `keep`: layers
+        whose input hidden states to return."""
+        s, lib = self.shape, self.lib
+        T = len(ids)
+        self._ensure(past + T)
+        base, path, off = _visibility(past, T, paths)
+        pos32 = pos.to(torch.int32).contiguous()
+        slots = torch.arange(past, past + T, dtype=torch.int32)
+        x = F.embedding(torch.tensor(ids), self._embed).contiguous()  # (T, hidden) float32
+        q = torch.empty(T, s.heads, s.head_dim)
+        att = torch.empty(T, s.heads * s.head_dim)
+        aq, asc = torch.empty(T, s.heads * s.head_dim, dtype=torch.int16), torch.empty(T)
+        hidden = {}
+        for i in range(s.layers) if layers is None else layers:
+            if i in keep:
+                hidden[i] = x.clone()
+            w = self._layers[i]
+            kc, vc = self._k[i], self._v[i]
+            hq, hs = self._norm_quant(x, w.ln_attn)
+            qkv = self._linear(hq, hs, w.qkv)
+            lib.hvd_rope_store(ptr(qkv), T, s.heads, s.kv_heads, s.head_dim, ptr(pos32), ptr(self._cos), ptr(self._sin),
+                               ptr(slots), ptr(q), ptr(kc), ptr(vc), vc.shape[1])
+            lib.hvd_attention(ptr(q), T, s.heads, s.kv_heads, s.head_dim, ptr(kc), ptr(vc), vc.shape[1],
+                              ptr(base), ptr(path), ptr(off), self._scale, ptr(att))
+            lib.hvd_quantize(ptr(att), T, att.shape[1], ptr(aq), ptr(asc))
+            self._linear(aq, asc, w.o, out=x)
+            hq, hs = self._norm_quant(x, w.ln_mlp)
+            gu = self._linear(hq, hs, w.gate_up)
+            inter = gu.shape[1] // 2
+            mq, ms = torch.empty(T, inter, dtype=torch.int16), torch.empty(T)
+            lib.hvd_silu_mul_quant(ptr(gu), T, inter, ptr(mq), ptr(ms))
+            self._linear(mq, ms, w.down, out=x)
+        if s.layers in keep:
+            hidden[s.layers] = x.clone()
+        out = torch.empty_like(x)
+        lib.hvd_rmsnorm(ptr(x), T, s.hidden, ptr(self._norm), s.eps, ptr(out))
+        return out, hidden
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(T, vocab) float32 logits of final-normed hidden states (T, hidden)."""
+        h = h.contiguous()
+        T, K = h.shape
+        q, qs = torch.empty(T, K, dtype=torch.int16), torch.empty(T)
+        self.lib.hvd_quantize(ptr(h), T, K, ptr(q), ptr(qs))
+        return self._linear(q, qs, self._head)
+
+    # ---- the Target protocol -----------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        ids = [int(t) for t in ids]
+        start = self._reusable(ids)
+        layers = self.config.hidden_layers
+        if not start:
+            self._hidden.clear()
+        h = None
+        for i in range(start, len(ids), PREFILL_CHUNK):
+            j = min(i + PREFILL_CHUNK, len(ids))
+            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
+            for l, x in hid.items():
+                self._hidden.write(l, i, x)
+        self._len, self._ids = len(ids), ids
+        return self._logits(h[-1:])[0]
+
+    def _reusable(self, ids: list[int]) -> int:
+        """Committed tokens a prefill of `ids` keeps: the shared prefix (the last prompt token is
+        always recomputed). Any length: a token's numbers do not depend on how it was grouped."""
+        if not self.config.reuse_prefix or self._k is None or self.config.hidden_layers:
+            return 0
+        return shared_prefix(self._ids[: self._len], ids[:-1])
+
+    @torch.inference_mode()
+    def verify(self, root: int, draft: Draft) -> torch.Tensor:
+        past = self._len
+        self._pending_ids = [int(root), *draft.tokens]
+        depth = [0, *draft.depths()]
+        paths: list[list[int]] = [[past]]
+        for j, p in enumerate(draft.parents, start=1):
+            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
+        pos = torch.tensor(depth) + past
+        h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
+        self._pending_hidden = hid
+        return self._logits(h)
+
+    @torch.inference_mode()
+    def commit(self, path: Sequence[int]) -> None:
+        past = self._len
+        keep = [0, *(i + 1 for i in path)]
+        if keep != list(range(len(keep))):
+            s = self.shape
+            src = torch.tensor([past + k for k in keep], dtype=torch.int32)
+            dst = torch.arange(past, past + len(keep), dtype=torch.int32)
+            self.lib.hvd_move_slots(ptr(self._k), ptr(self._v), s.layers, s.kv_heads, s.head_dim, self._v.shape[2],
+                                    ptr(src), ptr(dst), len(keep))
+        self._len = past + len(keep)
+        self._ids[past:] = [self._pending_ids[k] for k in keep]
+        rows = torch.tensor(keep)
+        for l, h in self._pending_hidden.items():
+            self._hidden.write(l, past, h[rows])
+
+    def shared_weights(self) -> SharedWeights:
+        head = self.model.get_output_embeddings().weight.detach()
+        return SharedWeights(self._embed, head, self.shape.layers, self.shape.eps)
+
+    @torch.inference_mode()
+    def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Layer -> hidden states (L, hidden) and the argmax after each prefix (L,), from
+        prefill-style forwards (they reuse the decode cache's memory: the cache is left empty)."""
+        ids = [int(t) for t in ids]
+        hs, labels, hid_all = [], [], {l: [] for l in layers}
+        for i in range(0, len(ids), PREFILL_CHUNK):
+            j = min(i + PREFILL_CHUNK, len(ids))
+            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=tuple(layers))
+            labels.append(self._logits(h).argmax(-1))
+            for l in layers:
+                hid_all[l].append(hid[l])
+        self._ids, self._len = [], 0
+        return {l: torch.cat(v) for l, v in hid_all.items()}, torch.cat(labels)
+
+    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
+        return _LeanSkipDraft(self, tuple(skip))
+
+
+def _visibility(past: int, T: int, paths: Optional[Sequence[Sequence[int]]]):
+    """Per query: base (keys in slots 0..base-1, in order) and the rest of its path (slots),
+    flattened with offsets. A path's leading run of consecutive slots from `past` joins the base."""
+    if paths is None:  # a causal chain: query t sees slots 0..past+t
+        return (torch.arange(past + 1, past + T + 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32),
+                torch.zeros(T + 1, dtype=torch.int32))
+    base, flat, off = [], [], [0]
+    for p in paths:
+        run = 0
+        while run < len(p) and p[run] == past + run:
+            run += 1
+        base.append(past + run)
+        flat.extend(p[run:])
+        off.append(len(flat))
+    return (torch.tensor(base, dtype=torch.int32), torch.tensor(flat or [0], dtype=torch.int32),
+            torch.tensor(off, dtype=torch.int32))

@@ -1,0 +1,323 @@
+/* Batch-invariant CPU kernels of the exact target (hvd/targets/exact.py).
+ *
+ * The rule every function here keeps: each output element is computed by one fixed sequence
+ * of operations that reads only its own token's inputs (and the weights / the cache), the same
+ * sequence whatever else shares the call — how many rows, which rows, which thread. So a token's
+ * logits are bitwise the same decoded alone, in a chain, in a tree or in a prefill chunk.
+ *
+ * - Products of weights and activations are integer: int8 weights (one scale per output
+ *   channel) times int8-valued activations (one scale per token) summed in int32 — exact, so
+ *   the summation order (tiles, SIMD lanes, threads) cannot change a bit. The float result is
+ *   ((float)sum * token_scale) * channel_scale.
+ * - Float reductions (RMS norm, attention scores, softmax sums, value sums) are written out in
+ *   one order per token: lane l of an 8-lane accumulator takes elements l, l+8, ... in turn and
+ *   the lanes are added in one fixed tree; an attention score is one fused multiply-add chain
+ *   over the head dimension; a value sum runs over keys in sequence order.
+ * - exp is our own (below), so it is the same function in every lane and on every libm.
+ * Built with -ffp-contract=off: the compiler fuses nothing we did not write as an fma.
+ * Needs AVX2 + FMA (any x86-64 CPU since 2013); the integer results, and so every bit, do not
+ * depend on anything newer.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int n_threads = 1;
+
+void hvd_set_threads(int n) { n_threads = n > 0 ? n : 1; }
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static inline float hsum8(__m256 v) { /* fixed tree: (l0+l4)+(l2+l6) + (l1+l5)+(l3+l7) */
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m128 s = _mm_add_ps(lo, hi);                 /* l0+l4, l1+l5, l2+l6, l3+l7 */
+    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s)); /* (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+static inline int32_t hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* exp(x) for x <= 0 (softmax after subtracting the max): 2^n * p(r), r = x - n ln2 in
+ * [-ln2/2, ln2/2], p a degree-6 Taylor polynomial (rel. error < 2e-7); below -87 it is 0. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+}
+
+/* 8-lane sum of squares of x[0..K) (K a multiple of 8), lanes added by hsum8. */
+static inline float sumsq(const float* x, int K) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int k = 0; k < K; k += 8) {
+        __m256 v = _mm256_loadu_ps(x + k);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+    }
+    return hsum8(acc);
+}
+
+/* int8-valued activations (stored as int16) and their scale: q = round(x / s), s = amax / 127. */
+static inline void quant_row(const float* x, int K, int16_t* q, float* s) {
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float a = fabsf(x[k]);
+        amax = a > amax ? a : amax;
+    }
+    float scale = amax / 127.0f;
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(x[k] * inv);
+        q[k] = (int16_t)(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
+    }
+    *s = scale;
+}
+
+/* ---- row-wise ops ---------------------------------------------------------------------- */
+
+/* q, s = quantize(x) per row. */
+void hvd_quantize(const float* x, int T, int K, int16_t* q, float* s) {
+#pragma omp parallel for num_threads(n_threads) if (T > 1)
+    for (int t = 0; t < T; t++) quant_row(x + (size_t)t * K, K, q + (size_t)t * K, s + t);
+}
+
+/* y = rms_norm(x) * w per row (y may be NULL), then q, s = quantize(y). */
+void hvd_rmsnorm_quant(const float* x, int T, int K, const float* w, float eps, float* y, int16_t* q,
+                       float* s) {
+#pragma omp parallel for num_threads(n_threads) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        const float* xr = x + (size_t)t * K;
+        float buf[K];
+        float* yr = y ? y + (size_t)t * K : buf;
+        float r = 1.0f / sqrtf(sumsq(xr, K) / (float)K + eps);
+        for (int k = 0; k < K; k++) yr[k] = w[k] * (xr[k] * r);
+        quant_row(yr, K, q + (size_t)t * K, s + t);
+    }
+}
+
+/* rms_norm(x) * w per row into y (the final norm, before the float head). */
+void hvd_rmsnorm(const float* x, int T, int K, const float* w, float eps, float* y) {
+    for (int t = 0; t < T; t++) {
+        const float* xr = x + (size_t)t * K;
+        float r = 1.0f / sqrtf(sumsq(xr, K) / (float)K + eps);
+        for (int k = 0; k < K; k++) y[(size_t)t * K + k] = w[k] * (xr[k] * r);
+    }
+}
+
+/* gu (T, 2I): gate | up. q, s = quantize(silu(gate) * up); silu(g) = g / (1 + exp(-g)). */
+void hvd_silu_mul_quant(const float* gu, int T, int I, int16_t* q, float* s) {
+#pragma omp parallel for num_threads(n_threads) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        const float* g = gu + (size_t)t * 2 * I;
+        const float* u = g + I;
+        float h[I];
+        for (int i = 0; i < I; i += 8) {
+            __m256 gv = _mm256_loadu_ps(g + i);
+            /* exp(-g) = 1 / exp(g) for g > 0 keeps exp8's argument <= 0 */
+            __m256 neg = _mm256_cmp_ps(gv, _mm256_setzero_ps(), _CMP_LT_OQ);
+            __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), gv)));
+            /* g >= 0: sigmoid = 1 / (1 + e); g < 0: sigmoid = e / (1 + e), e = exp(-|g|) */
+            __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
+            __m256 sig = _mm256_div_ps(_mm256_blendv_ps(_mm256_set1_ps(1.0f), e, neg), den);
+            _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(gv, sig), _mm256_loadu_ps(u + i)));
+        }
+        quant_row(h, I, q + (size_t)t * I, s + t);
+    }
+}
+
+/* ---- the integer linear ---------------------------------------------------------------- */
+
+/* sums[r][j] = sum_k x[r][k] * w[j][k] for R rows and 4 weight rows: int16 x int16 -> int32
+ * pairs (vpmaddwd), added in int32. R is a constant at each call, so the tile is unrolled. */
+static inline __attribute__((always_inline)) void dot_tile(const int16_t* const* x, int R, const int8_t* const* w,
+                                                           int K, int32_t sums[4][4]) {
+    __m256i acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_si256();
+    for (int k = 0; k < K; k += 16) {
+        __m256i wv[4];
+        for (int j = 0; j < 4; j++) wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w[j] + k)));
+        for (int i = 0; i < R; i++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i*)(x[i] + k));
+            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < 4; j++) sums[i][j] = hsum8i(acc[i][j]);
+}
+
+/* y[t, o] (+)= ((float)sum_k xq[t, k] * w[o, k] * xs[t]) * ws[o].
+ * xq (T, K) int16 holding int8 values, w (N, K) int8, K a multiple of 16. Threads split the
+ * output channels; row tiles of 3 share each weight load. */
+void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
+                float* y, int accumulate) {
+    int nblk = (N + 3) / 4;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (nblk > 16)
+    for (int b = 0; b < nblk; b++) {
+        int o0 = b * 4, no = N - o0 < 4 ? N - o0 : 4;
+        const int8_t* wr[4];
+        for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(o0 + (j < no ? j : 0)) * K;
+        for (int t0 = 0; t0 < T; t0 += 3) {
+            int nt = T - t0 < 3 ? T - t0 : 3;
+            const int16_t* xr[3];
+            for (int i = 0; i < nt; i++) xr[i] = xq + (size_t)(t0 + i) * K;
+            int32_t sums[4][4];
+            if (nt == 3)
+                dot_tile(xr, 3, wr, K, sums);
+            else if (nt == 2)
+                dot_tile(xr, 2, wr, K, sums);
+            else
+                dot_tile(xr, 1, wr, K, sums);
+            for (int i = 0; i < nt; i++) {
+                float* yr = y + (size_t)(t0 + i) * N + o0;
+                for (int j = 0; j < no; j++) {
+                    float v = ((float)sums[i][j] * xs[t0 + i]) * ws[o0 + j];
+                    yr[j] = accumulate ? yr[j] + v : v;
+                }
+            }
+        }
+    }
+}
+
+/* ---- rotary embedding and the KV cache --------------------------------------------------
+ * Cache of one layer: k (kv_heads, cap/8, D, 8) — keys in groups of 8 slots, transposed so 8
+ * keys' scores come out of one fma chain over d — and v (kv_heads, cap, D). */
+
+static inline float* kslot(float* kc, int cap, int D, int h, int slot, int d) {
+    return kc + (((size_t)h * (cap / 8) + slot / 8) * D + d) * 8 + slot % 8;
+}
+
+/* qkv (T, (H + 2 KVH) D) -> q (T, H, D) rotated; rotated k and v written at slot[t].
+ * cos/sin (positions, D), half-split convention: rot(x)_i = -x_{i+D/2} (i < D/2), x_{i-D/2}. */
+void hvd_rope_store(const float* qkv, int T, int H, int KVH, int D, const int32_t* pos, const float* cos,
+                    const float* sin, const int32_t* slot, float* q, float* kc, float* vc, int cap) {
+    int W = (H + 2 * KVH) * D, half = D / 2;
+    for (int t = 0; t < T; t++) {
+        const float* row = qkv + (size_t)t * W;
+        const float* c = cos + (size_t)pos[t] * D;
+        const float* s = sin + (size_t)pos[t] * D;
+        for (int h = 0; h < H + KVH; h++) {
+            const float* x = row + h * D;
+            for (int i = 0; i < D; i++) {
+                float rot = i < half ? -x[i + half] : x[i - half];
+                float v = x[i] * c[i] + rot * s[i];
+                if (h < H)
+                    q[((size_t)t * H + h) * D + i] = v;
+                else
+                    *kslot(kc, cap, D, h - H, slot[t], i) = v;
+            }
+        }
+        for (int h = 0; h < KVH; h++)
+            memcpy(vc + ((size_t)h * cap + slot[t]) * D, row + (H + KVH + h) * D, sizeof(float) * D);
+    }
+}
+
+/* Move cache slots src[i] -> dst[i] (i ascending, dst[i] <= src[i]) in every layer. */
+void hvd_move_slots(float* k, float* v, int layers, int KVH, int D, int cap, const int32_t* src,
+                    const int32_t* dst, int n) {
+    for (int l = 0; l < layers; l++)
+        for (int h = 0; h < KVH; h++) {
+            float* kc = k + (size_t)l * KVH * cap * D;
+            float* vc = v + (size_t)l * KVH * cap * D;
+            for (int i = 0; i < n; i++) {
+                if (src[i] == dst[i]) continue;
+                for (int d = 0; d < D; d++) *kslot(kc, cap, D, h, dst[i], d) = *kslot(kc, cap, D, h, src[i], d);
+                memcpy(vc + ((size_t)h * cap + dst[i]) * D, vc + ((size_t)h * cap + src[i]) * D, sizeof(float) * D);
+            }
+        }
+}
+
+/* ---- attention ----------------------------------------------------------------------------
+ * Query t sees key positions 0..base[t]-1 (held in cache slots 0..base[t]-1) and then the rest
+ * of its path from the root: slots path[off[t]] .. path[off[t+1]-1], which hold key positions
+ * base[t], base[t]+1, ... That is the key sequence plain decoding has at the query's position,
+ * in the same order, and a key's score is the same fma chain whether it is read from a group
+ * of 8 or alone, so each step below (per query and head: scores, max, exp, sum, value sum)
+ * sees the same numbers in the same order as it would there. q (T, H, D) rotated; out
+ * (T, H*D). D a multiple of 8, at most 64; H / KVH at most 8. */
+void hvd_attention(const float* q, int T, int H, int KVH, int D, const float* kc, const float* vc, int cap,
+                   const int32_t* base, const int32_t* path, const int32_t* off, float scale, float* out) {
+    int g = H / KVH;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (T * KVH > 1)
+    for (int task = 0; task < T * KVH; task++) {
+        int t = task / KVH, kh = task % KVH;
+        int past = base[t], plen = off[t + 1] - off[t];
+        const int32_t* pt = path + off[t];
+        int L = past + plen, Lp = (L + 7) / 8 * 8;
+        float* sc = aligned_alloc(32, sizeof(float) * (size_t)Lp * g);
+        const float* kh_base = kc + (size_t)kh * (cap / 8) * D * 8;
+        const float* vh = vc + (size_t)kh * cap * D;
+        /* scores of the committed keys: 8 keys per fma chain over d, g heads share the key loads */
+        for (int j = 0; j < past; j += 8) {
+            const float* kg = kh_base + (size_t)(j / 8) * D * 8;
+            __m256 s[8];
+            for (int r = 0; r < g; r++) s[r] = _mm256_setzero_ps();
+            for (int d = 0; d < D; d++) {
+                __m256 kd = _mm256_loadu_ps(kg + d * 8);
+                for (int r = 0; r < g; r++)
+                    s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + ((size_t)t * H + kh * g + r) * D + d), kd, s[r]);
+            }
+            for (int r = 0; r < g; r++) _mm256_storeu_ps(sc + (size_t)r * Lp + j, s[r]);
+        }
+        /* scores of the path keys: the same fma chain, one lane */
+        for (int i = 0; i < plen; i++) {
+            for (int r = 0; r < g; r++) {
+                const float* qr = q + ((size_t)t * H + kh * g + r) * D;
+                float a = 0.0f;
+                for (int d = 0; d < D; d++) a = fmaf(qr[d], *kslot((float*)kc, cap, D, kh, pt[i], d), a);
+                sc[(size_t)r * Lp + past + i] = a;
+            }
+        }
+        for (int r = 0; r < g; r++) {
+            float* sr = sc + (size_t)r * Lp;
+            float m = -INFINITY;
+            for (int j = 0; j < L; j++) {
+                sr[j] *= scale;
+                m = sr[j] > m ? sr[j] : m;
+            }
+            for (int j = L; j < Lp; j++) sr[j] = -INFINITY;
+            __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+            for (int j = 0; j < Lp; j += 8) {
+                __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
+                _mm256_storeu_ps(sr + j, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+            float total = hsum8(sum);
+            __m256 o[8];
+            int nd = D / 8;
+            for (int c = 0; c < nd; c++) o[c] = _mm256_setzero_ps();
+            for (int j = 0; j < L; j++) {
+                const float* vr = vh + (size_t)(j < past ? j : pt[j - past]) * D;
+                __m256 p = _mm256_set1_ps(sr[j]);
+                for (int c = 0; c < nd && c < 8; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + c * 8), o[c]);
+            }
+            float* orow = out + ((size_t)t * H + kh * g + r) * D;
+            __m256 tv = _mm256_set1_ps(total);
+            for (int c = 0; c < nd && c < 8; c++) _mm256_storeu_ps(orow + c * 8, _mm256_div_ps(o[c], tv));
+        }
+        free(sc);
+    }
+}

@@ -1,0 +1,89 @@
+"""The exact target's C kernels (kernels.c): compiled once per machine with the system C
+compiler into ``$HVD_CACHE/native/``, loaded with ctypes, and called on tensors' memory.
+
+The library is keyed by a hash of the source, the flags and the compiler's version, so an edit
+or another compiler builds a new one; nothing is compiled at import, only on first use.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
+
+
+class NativeUnavailable(RuntimeError):
+    """The kernels cannot be built or run here; the message says why in one line."""
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((l for l in f if l.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise NativeUnavailable("no C compiler (cc/gcc) found to build the exact kernels")
+    return cc
+
+
+_SIGNATURES = {
+    "hvd_set_threads": [ctypes.c_int],
+    "hvd_quantize": ["p", "i", "i", "p", "p"],
+    "hvd_rmsnorm_quant": ["p", "i", "i", "p", "f", "p", "p", "p"],
+    "hvd_rmsnorm": ["p", "i", "i", "p", "f", "p"],
+    "hvd_silu_mul_quant": ["p", "i", "i", "p", "p"],
+    "hvd_linear": ["p", "p", "i", "i", "p", "p", "i", "p", "i"],
+    "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "p", "p", "p", "p", "i"],
+    "hvd_move_slots": ["p", "p", "i", "i", "i", "i", "p", "p", "i"],
+    "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "f", "p"],
+}
+_CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    """The compiled kernels (built on first use)."""
+    if not {"avx2", "fma"} <= cpu_flags():
+        raise NativeUnavailable("the exact kernels need a CPU with AVX2 and FMA")
+    from hvd.models import cache_dir
+
+    cc = _compiler()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NativeUnavailable(f"C compiler {cc} does not run: {e}") from e
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
+    out = cache_dir() / "native" / f"hvd_kernels-{key}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NativeUnavailable(f"building the exact kernels failed: {proc.stderr.strip().splitlines()[-1:]}")
+        tmp.rename(out)
+    lib = ctypes.CDLL(str(out))
+    for name, sig in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes = [_CTYPES[s] if isinstance(s, str) else s for s in sig]
+        fn.restype = None
+    return lib
+
+
+def ptr(t: torch.Tensor) -> int:
+    """Address of a contiguous tensor's first element."""
+    return t.data_ptr()
