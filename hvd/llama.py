@@ -221,6 +221,7 @@ class LlamaTarget(CollectsHidden):
         self.shape = LlamaShape.of(model.config)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        self.precision = str(self.dtype).replace("torch.", "")
         self.vocab_size = self.shape.vocab
         self.max_context = self.shape.max_context
         self.max_draft_nodes = ROWS - 1  # root + 31 nodes: one pass over the weights; 33 rows cost two

@@ -19,6 +19,7 @@ from hvd.types import Draft
 
 
 class Target(Protocol):
+    precision: str  # what the weights compute in: "float32", "bfloat16", "int8"
     vocab_size: int
     max_context: int  # positions the model can attend over
     max_draft_nodes: int  # draft nodes one verify takes (more are dropped, last first)
@@ -149,6 +150,7 @@ class HFTarget(CollectsHidden):
         self.config = config
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        self.precision = str(self.dtype).replace("torch.", "")
         self.vocab_size: int = model.config.vocab_size
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.max_draft_nodes = 1 << 20

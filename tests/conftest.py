@@ -62,10 +62,23 @@ def tiny_lean_engine() -> Engine:
     return engine
 
 
-@pytest.fixture(params=["hf-fp32", "lean-bf16"])
+@pytest.fixture(scope="session")
+def tiny_exact_engine() -> Engine:
+    """The tiny Llama through the exact int8 target (hvd/targets/exact.py)."""
+    from hvd.targets.exact import ExactLlamaTarget
+
+    engine = Engine(ExactLlamaTarget(tiny_llama()), char_tokenizer())
+    engine.eos_ids = frozenset()
+    return engine
+
+
+ENGINES = {"hf-fp32": "tiny_engine", "lean-bf16": "tiny_lean_engine", "exact-int8": "tiny_exact_engine"}
+
+
+@pytest.fixture(params=list(ENGINES))
 def any_engine(request) -> Engine:
-    """Each target implementation in turn: exactness must hold in both."""
-    return request.getfixturevalue("tiny_engine" if request.param == "hf-fp32" else "tiny_lean_engine")
+    """Each target implementation in turn: exactness must hold in all."""
+    return request.getfixturevalue(ENGINES[request.param])
 
 
 class ScriptedDrafter:

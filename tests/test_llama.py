@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from hvd.llama import BLOCK, LlamaTarget, check_batch_invariance
+from hvd.llama import BLOCK, LlamaTarget
+from hvd.targets.check import check_exact
 from hvd.target import HFTarget
 from hvd.types import Draft
 
@@ -109,7 +110,7 @@ def test_bf16_prefix_reuse_and_hidden_states(lean_bf16, monkeypatch):
 
 
 def test_self_check_passes_in_bf16(lean_bf16):
-    assert check_batch_invariance(lean_bf16) is None
+    assert check_exact(lean_bf16, prefill=False) is None
 
 
 def test_layer_skip_draft_over_the_lean_cache(lean_bf16):
@@ -131,13 +132,15 @@ def test_layer_skip_draft_over_the_lean_cache(lean_bf16):
 def test_dtype_choice_and_fallback(monkeypatch, tmp_path):
     """auto falls back to float32 when this machine fails the invariance check; bfloat16 then
     refuses with one clear error; the verdict is cached per machine."""
-    from hvd import llama, models
+    from hvd import models
     from hvd.engine import Engine
 
     monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)  # a fresh cache (the model converts again: ~10 s)
+    from hvd.targets import check
+
     monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
-    monkeypatch.setattr(llama, "check_batch_invariance", lambda target: "a chain verify's logits differ")
-    assert isinstance(Engine.load(dtype="auto").target, HFTarget)
+    monkeypatch.setattr(check, "check_exact", lambda target, prefill=True: "a chain verify's logits differ")
+    assert isinstance(Engine.load(dtype="auto").target, HFTarget)  # int8, then bfloat16 refused here
     with pytest.raises(models.ModelError, match="would not be exact on this machine"):
         Engine.load(dtype="bfloat16")
     assert "differ" in (tmp_path / "batch_invariance.json").read_text()

@@ -25,7 +25,7 @@ def machine(target=None) -> dict:
     info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if target is not None:
-        info.update(target=type(target).__name__, dtype=str(getattr(target, "dtype", "")).replace("torch.", ""))
+        info.update(target=type(target).__name__, dtype=target.precision)
     return info
 
 

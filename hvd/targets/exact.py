@@ -41,7 +41,7 @@ PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding
 class QuantLinear:
     """An int8 weight (out, in) with one float32 scale per output channel."""
 
-    q: torch.Tensor  # (out, in) int8
+    q: torch.Tensor  # int8 in tiles of 4 output rows, interleaved: (ceil(out/4), in/16, 4, 16)
     scale: torch.Tensor  # (out,) float32
 
     @staticmethod
@@ -49,12 +49,18 @@ class QuantLinear:
         w = w.detach().float()
         amax = w.abs().amax(dim=1)  # (out,)
         scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+        n, k = q.shape
+        q = F.pad(q, (0, 0, 0, -n % 4)).view(-1, 4, k // 16, 16).transpose(1, 2).contiguous()
         return QuantLinear(q, scale.contiguous())
+
+    def dense(self) -> torch.Tensor:
+        """(out, in) int8, row-major."""
+        return self.q.transpose(1, 2).reshape(-1, self.q.shape[1] * 16)[: self.out_features]
 
     @property
     def out_features(self) -> int:
-        return self.q.shape[0]
+        return self.scale.shape[0]
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def _check_shape(s: LlamaShape, intermediate: int) -> None:
 class ExactLlamaTarget(CollectsHidden):
     """The `Target` protocol over a Llama-family transformers model, int8, batch-invariant (batch 1)."""
 
-    dtype_name = "int8"
+    precision = "int8"
 
     def __init__(self, model, config: TargetConfig = TargetConfig(), max_draft_nodes: int = 63,
                  threads: Optional[int] = None) -> None:
@@ -113,6 +119,8 @@ class ExactLlamaTarget(CollectsHidden):
         self._norm = model.model.norm.weight.detach().float().contiguous()
         self._head = QuantLinear.of(model.get_output_embeddings().weight)
         self._scale = s.head_dim ** -0.5
+        self._inter = int(model.config.intermediate_size)
+        self._scratch_bufs: dict[int, torch.Tensor] = {}
         self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
         self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
         self._cos = self._sin = torch.empty(0)
@@ -136,8 +144,8 @@ class ExactLlamaTarget(CollectsHidden):
         cap = 0 if self._k is None else self._v.shape[2]
         if n > cap:
             new = max(2 * cap, -(-max(n, 256) // 64) * 64)
-            k = torch.zeros(s.layers, s.kv_heads, new // 8, s.head_dim, 8)
-            v = torch.zeros(s.layers, s.kv_heads, new, s.head_dim)
+            k = torch.zeros(s.layers, s.kv_heads, new // 8, s.head_dim, 8, dtype=torch.float16)
+            v = torch.zeros(s.layers, s.kv_heads, new, s.head_dim, dtype=torch.float16)
             if self._k is not None:
                 k[:, :, : cap // 8], v[:, :, :cap] = self._k, self._v
             self._k, self._v = k, v
@@ -152,11 +160,16 @@ class ExactLlamaTarget(CollectsHidden):
         self.lib.hvd_linear(ptr(q), ptr(qs), T, K, ptr(w.q), ptr(w.scale), w.out_features, ptr(y), int(out is not None))
         return y
 
-    def _norm_quant(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        T, K = x.shape
-        q, qs = torch.empty(T, K, dtype=torch.int16), torch.empty(T)
-        self.lib.hvd_rmsnorm_quant(ptr(x), T, K, ptr(w), self.shape.eps, None, ptr(q), ptr(qs))
-        return q, qs
+    def _scratch(self, T: int) -> torch.Tensor:
+        """A layer's working memory for T rows (kept per row count: no allocation per step)."""
+        buf = self._scratch_bufs.get(T)
+        if buf is None:
+            s = self.shape
+            n = self.lib.hvd_layer_scratch(T, s.hidden, s.heads, s.kv_heads, s.head_dim, self._inter)
+            buf = self._scratch_bufs[T] = torch.empty(n + 32, dtype=torch.uint8)
+            off = (-buf.data_ptr()) % 32
+            buf = self._scratch_bufs[T] = buf[off:]
+        return buf
 
     def _forward(self, ids: Sequence[int], past: int, pos: torch.Tensor, paths: Optional[Sequence[Sequence[int]]],
                  layers: Optional[Sequence[int]] = None, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
@@ -170,30 +183,19 @@ class ExactLlamaTarget(CollectsHidden):
         base, path, off = _visibility(past, T, paths)
         pos32 = pos.to(torch.int32).contiguous()
         slots = torch.arange(past, past + T, dtype=torch.int32)
-        x = F.embedding(torch.tensor(ids), self._embed).contiguous()  # (T, hidden) float32
-        q = torch.empty(T, s.heads, s.head_dim)
-        att = torch.empty(T, s.heads * s.head_dim)
-        aq, asc = torch.empty(T, s.heads * s.head_dim, dtype=torch.int16), torch.empty(T)
         hidden = {}
+        x = F.embedding(torch.tensor(ids), self._embed).contiguous()  # (T, hidden) float32
+        scratch = self._scratch(T)
+        cap = self._v.shape[2]
         for i in range(s.layers) if layers is None else layers:
             if i in keep:
                 hidden[i] = x.clone()
             w = self._layers[i]
-            kc, vc = self._k[i], self._v[i]
-            hq, hs = self._norm_quant(x, w.ln_attn)
-            qkv = self._linear(hq, hs, w.qkv)
-            lib.hvd_rope_store(ptr(qkv), T, s.heads, s.kv_heads, s.head_dim, ptr(pos32), ptr(self._cos), ptr(self._sin),
-                               ptr(slots), ptr(q), ptr(kc), ptr(vc), vc.shape[1])
-            lib.hvd_attention(ptr(q), T, s.heads, s.kv_heads, s.head_dim, ptr(kc), ptr(vc), vc.shape[1],
-                              ptr(base), ptr(path), ptr(off), self._scale, ptr(att))
-            lib.hvd_quantize(ptr(att), T, att.shape[1], ptr(aq), ptr(asc))
-            self._linear(aq, asc, w.o, out=x)
-            hq, hs = self._norm_quant(x, w.ln_mlp)
-            gu = self._linear(hq, hs, w.gate_up)
-            inter = gu.shape[1] // 2
-            mq, ms = torch.empty(T, inter, dtype=torch.int16), torch.empty(T)
-            lib.hvd_silu_mul_quant(ptr(gu), T, inter, ptr(mq), ptr(ms))
-            self._linear(mq, ms, w.down, out=x)
+            lib.hvd_layer(ptr(x), T, s.hidden, s.heads, s.kv_heads, s.head_dim, self._inter, s.eps,
+                          ptr(w.ln_attn), ptr(w.qkv.q), ptr(w.qkv.scale), ptr(w.o.q), ptr(w.o.scale),
+                          ptr(w.ln_mlp), ptr(w.gate_up.q), ptr(w.gate_up.scale), ptr(w.down.q), ptr(w.down.scale),
+                          ptr(pos32), ptr(self._cos), ptr(self._sin), ptr(slots), ptr(self._k[i]), ptr(self._v[i]),
+                          cap, ptr(base), ptr(path), ptr(off), self._scale, ptr(scratch))
         if s.layers in keep:
             hidden[s.layers] = x.clone()
         out = torch.empty_like(x)

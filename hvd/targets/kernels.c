@@ -15,7 +15,7 @@
  *   over the head dimension; a value sum runs over keys in sequence order.
  * - exp is our own (below), so it is the same function in every lane and on every libm.
  * Built with -ffp-contract=off: the compiler fuses nothing we did not write as an fma.
- * Needs AVX2 + FMA (any x86-64 CPU since 2013); the integer results, and so every bit, do not
+ * Needs AVX2 + FMA + F16C (any x86-64 CPU since 2013); the integer results, and so every bit, do not
  * depend on anything newer.
  */
 #include <immintrin.h>
@@ -150,16 +150,19 @@ void hvd_silu_mul_quant(const float* gu, int T, int I, int16_t* q, float* s) {
 
 /* ---- the integer linear ---------------------------------------------------------------- */
 
-/* sums[r][j] = sum_k x[r][k] * w[j][k] for R rows and 4 weight rows: int16 x int16 -> int32
- * pairs (vpmaddwd), added in int32. R is a constant at each call, so the tile is unrolled. */
-static inline __attribute__((always_inline)) void dot_tile(const int16_t* const* x, int R, const int8_t* const* w,
-                                                           int K, int32_t sums[4][4]) {
+/* sums[r][j] = sum_k x[r][k] * w[j][k] for R rows and one tile of 4 weight rows, stored
+ * interleaved (K/16, 4, 16): one sequential stream. int16 x int16 -> int32 pairs (vpmaddwd),
+ * added in int32. R is a constant at each call, so the tile is unrolled. */
+static inline __attribute__((always_inline)) void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K,
+                                                           int32_t sums[4][4]) {
     __m256i acc[4][4];
     for (int i = 0; i < R; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_si256();
     for (int k = 0; k < K; k += 16) {
+        const int8_t* wk = w + (size_t)k * 4;
+        _mm_prefetch((const char*)(wk + 1024), _MM_HINT_T0);
         __m256i wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(w[j] + k)));
+        for (int j = 0; j < 4; j++) wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wk + 16 * j)));
         for (int i = 0; i < R; i++) {
             __m256i xv = _mm256_loadu_si256((const __m256i*)(x[i] + k));
             for (int j = 0; j < 4; j++) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
@@ -170,27 +173,27 @@ static inline __attribute__((always_inline)) void dot_tile(const int16_t* const*
 }
 
 /* y[t, o] (+)= ((float)sum_k xq[t, k] * w[o, k] * xs[t]) * ws[o].
- * xq (T, K) int16 holding int8 values, w (N, K) int8, K a multiple of 16. Threads split the
- * output channels; row tiles of 3 share each weight load. */
+ * xq (T, K) int16 holding int8 values; w int8 in tiles of 4 output rows, interleaved
+ * (ceil(N/4), K/16, 4, 16) (rows past N zero); K a multiple of 16. Threads split the tiles;
+ * row tiles of 3 share each weight load. */
 void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
                 float* y, int accumulate) {
     int nblk = (N + 3) / 4;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (nblk > 16)
     for (int b = 0; b < nblk; b++) {
         int o0 = b * 4, no = N - o0 < 4 ? N - o0 : 4;
-        const int8_t* wr[4];
-        for (int j = 0; j < 4; j++) wr[j] = w + (size_t)(o0 + (j < no ? j : 0)) * K;
+        const int8_t* wt = w + (size_t)b * 4 * K;
         for (int t0 = 0; t0 < T; t0 += 3) {
             int nt = T - t0 < 3 ? T - t0 : 3;
             const int16_t* xr[3];
             for (int i = 0; i < nt; i++) xr[i] = xq + (size_t)(t0 + i) * K;
             int32_t sums[4][4];
             if (nt == 3)
-                dot_tile(xr, 3, wr, K, sums);
+                dot_tile(xr, 3, wt, K, sums);
             else if (nt == 2)
-                dot_tile(xr, 2, wr, K, sums);
+                dot_tile(xr, 2, wt, K, sums);
             else
-                dot_tile(xr, 1, wr, K, sums);
+                dot_tile(xr, 1, wt, K, sums);
             for (int i = 0; i < nt; i++) {
                 float* yr = y + (size_t)(t0 + i) * N + o0;
                 for (int j = 0; j < no; j++) {
@@ -203,18 +206,23 @@ void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* 
 }
 
 /* ---- rotary embedding and the KV cache --------------------------------------------------
- * Cache of one layer: k (kv_heads, cap/8, D, 8) — keys in groups of 8 slots, transposed so 8
- * keys' scores come out of one fma chain over d — and v (kv_heads, cap, D). */
+ * Cache of one layer, float16 (converted exactly to float32 when read): k (kv_heads, cap/8, D, 8)
+ * — keys in groups of 8 slots, transposed so 8 keys' scores come out of one fma chain over d —
+ * and v (kv_heads, cap, D). */
 
-static inline float* kslot(float* kc, int cap, int D, int h, int slot, int d) {
+typedef uint16_t half;
+
+static inline half* kslot(half* kc, int cap, int D, int h, int slot, int d) {
     return kc + (((size_t)h * (cap / 8) + slot / 8) * D + d) * 8 + slot % 8;
 }
 
-/* qkv (T, (H + 2 KVH) D) -> q (T, H, D) rotated; rotated k and v written at slot[t].
+static inline half to_half(float v) { return (half)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT); }
+
+/* qkv (T, (H + 2 KVH) D) -> q (T, H, D) rotated; rotated k and v stored at slot[t].
  * cos/sin (positions, D), half-split convention: rot(x)_i = -x_{i+D/2} (i < D/2), x_{i-D/2}. */
 void hvd_rope_store(const float* qkv, int T, int H, int KVH, int D, const int32_t* pos, const float* cos,
-                    const float* sin, const int32_t* slot, float* q, float* kc, float* vc, int cap) {
-    int W = (H + 2 * KVH) * D, half = D / 2;
+                    const float* sin, const int32_t* slot, float* q, half* kc, half* vc, int cap) {
+    int W = (H + 2 * KVH) * D, half_d = D / 2;
     for (int t = 0; t < T; t++) {
         const float* row = qkv + (size_t)t * W;
         const float* c = cos + (size_t)pos[t] * D;
@@ -222,30 +230,33 @@ void hvd_rope_store(const float* qkv, int T, int H, int KVH, int D, const int32_
         for (int h = 0; h < H + KVH; h++) {
             const float* x = row + h * D;
             for (int i = 0; i < D; i++) {
-                float rot = i < half ? -x[i + half] : x[i - half];
+                float rot = i < half_d ? -x[i + half_d] : x[i - half_d];
                 float v = x[i] * c[i] + rot * s[i];
                 if (h < H)
                     q[((size_t)t * H + h) * D + i] = v;
                 else
-                    *kslot(kc, cap, D, h - H, slot[t], i) = v;
+                    *kslot(kc, cap, D, h - H, slot[t], i) = to_half(v);
             }
         }
-        for (int h = 0; h < KVH; h++)
-            memcpy(vc + ((size_t)h * cap + slot[t]) * D, row + (H + KVH + h) * D, sizeof(float) * D);
+        for (int h = 0; h < KVH; h++) {
+            half* vr = vc + ((size_t)h * cap + slot[t]) * D;
+            const float* x = row + (H + KVH + h) * D;
+            for (int i = 0; i < D; i++) vr[i] = to_half(x[i]);
+        }
     }
 }
 
 /* Move cache slots src[i] -> dst[i] (i ascending, dst[i] <= src[i]) in every layer. */
-void hvd_move_slots(float* k, float* v, int layers, int KVH, int D, int cap, const int32_t* src,
-                    const int32_t* dst, int n) {
+void hvd_move_slots(half* k, half* v, int layers, int KVH, int D, int cap, const int32_t* src, const int32_t* dst,
+                    int n) {
     for (int l = 0; l < layers; l++)
         for (int h = 0; h < KVH; h++) {
-            float* kc = k + (size_t)l * KVH * cap * D;
-            float* vc = v + (size_t)l * KVH * cap * D;
+            half* kc = k + (size_t)l * KVH * cap * D;
+            half* vc = v + (size_t)l * KVH * cap * D;
             for (int i = 0; i < n; i++) {
                 if (src[i] == dst[i]) continue;
                 for (int d = 0; d < D; d++) *kslot(kc, cap, D, h, dst[i], d) = *kslot(kc, cap, D, h, src[i], d);
-                memcpy(vc + ((size_t)h * cap + dst[i]) * D, vc + ((size_t)h * cap + src[i]) * D, sizeof(float) * D);
+                memcpy(vc + ((size_t)h * cap + dst[i]) * D, vc + ((size_t)h * cap + src[i]) * D, sizeof(half) * D);
             }
         }
 }
@@ -254,70 +265,210 @@ void hvd_move_slots(float* k, float* v, int layers, int KVH, int D, int cap, con
  * Query t sees key positions 0..base[t]-1 (held in cache slots 0..base[t]-1) and then the rest
  * of its path from the root: slots path[off[t]] .. path[off[t+1]-1], which hold key positions
  * base[t], base[t]+1, ... That is the key sequence plain decoding has at the query's position,
- * in the same order, and a key's score is the same fma chain whether it is read from a group
- * of 8 or alone, so each step below (per query and head: scores, max, exp, sum, value sum)
- * sees the same numbers in the same order as it would there. q (T, H, D) rotated; out
- * (T, H*D). D a multiple of 8, at most 64; H / KVH at most 8. */
-void hvd_attention(const float* q, int T, int H, int KVH, int D, const float* kc, const float* vc, int cap,
+ * in the same order. Per query and head ("row"), in that order:
+ *   score_j = (fma chain over d = 0..D-1 of q_d * k_jd, from 0) * scale   — a key read from a
+ *             group of 8 or alone gives the same chain;
+ *   m = max_j score_j;  p_j = exp(score_j - m);  sum = 8-lane sum over j (lane j mod 8), hsum8;
+ *   o_d = fma chain over j of p_j * v_jd;  out_d = o_d / sum.
+ * Tiles of queries sharing a kv head read each key and value block once for all their rows
+ * (the rows' own sequences of operations do not change). q (T, H, D) rotated; out (T, H*D).
+ * D a multiple of 8, at most 64; H / KVH at most 8. */
+
+#define QTILE 4
+#define VBLOCK 64
+
+static __thread float* tl_buf = NULL;
+static __thread size_t tl_cap = 0;
+
+static float* scratch_floats(size_t n) {
+    if (n > tl_cap) {
+        free(tl_buf);
+        tl_cap = n + n / 2;
+        tl_buf = aligned_alloc(32, (tl_cap * sizeof(float) + 31) / 32 * 32);
+    }
+    return tl_buf;
+}
+
+static inline __m256 load_half8(const half* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+
+/* Scores of NR rows (query heads) against 16 keys kb (D, 16): for each row and key, the fma
+ * chain over d = 0..D-1 from 0 (lanes are keys; the rows share each key load). */
+static inline __attribute__((always_inline)) void score_tile(const int NR, const float* const* qr, const float* kb,
+                                                             int D, __m256 out[6][2]) {
+    __m256 acc[6][2];
+    for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m256 k0 = _mm256_load_ps(kb + d * 16), k1 = _mm256_load_ps(kb + d * 16 + 8);
+        for (int i = 0; i < NR; i++) {
+            __m256 qd = _mm256_broadcast_ss(qr[i] + d);
+            acc[i][0] = _mm256_fmadd_ps(qd, k0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(qd, k1, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < NR; i++) out[i][0] = acc[i][0], out[i][1] = acc[i][1];
+}
+
+/* o[0..D) += sum over n keys, in order, of p[j] * v_j, v_j a float row of vb (D floats each) or,
+ * with `slots`, the float16 cache row vh[slots[j]]. ND = D / 8 is a constant where it can be, so
+ * the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void value_sum(const int ND, float* o, const float* p, const float* vb,
+                                                            const half* vh, const int32_t* slots, int n, int D) {
+    __m256 acc[8];
+    for (int c = 0; c < ND; c++) acc[c] = _mm256_loadu_ps(o + c * 8);
+    if (slots) {
+        for (int j = 0; j < n; j++) {
+            __m256 pj = _mm256_broadcast_ss(p + j);
+            const half* vr = vh + (size_t)slots[j] * D;
+            for (int c = 0; c < ND; c++) acc[c] = _mm256_fmadd_ps(pj, load_half8(vr + c * 8), acc[c]);
+        }
+    } else {
+        for (int j = 0; j < n; j++) {
+            __m256 pj = _mm256_broadcast_ss(p + j);
+            for (int c = 0; c < ND; c++) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vb + j * D + c * 8), acc[c]);
+        }
+    }
+    for (int c = 0; c < ND; c++) _mm256_storeu_ps(o + c * 8, acc[c]);
+}
+
+void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
                    const int32_t* base, const int32_t* path, const int32_t* off, float scale, float* out) {
-    int g = H / KVH;
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (T * KVH > 1)
-    for (int task = 0; task < T * KVH; task++) {
-        int t = task / KVH, kh = task % KVH;
-        int past = base[t], plen = off[t + 1] - off[t];
-        const int32_t* pt = path + off[t];
-        int L = past + plen, Lp = (L + 7) / 8 * 8;
-        float* sc = aligned_alloc(32, sizeof(float) * (size_t)Lp * g);
-        const float* kh_base = kc + (size_t)kh * (cap / 8) * D * 8;
-        const float* vh = vc + (size_t)kh * cap * D;
-        /* scores of the committed keys: 8 keys per fma chain over d, g heads share the key loads */
-        for (int j = 0; j < past; j += 8) {
-            const float* kg = kh_base + (size_t)(j / 8) * D * 8;
-            __m256 s[8];
-            for (int r = 0; r < g; r++) s[r] = _mm256_setzero_ps();
+    int g = H / KVH, ntile = (T + QTILE - 1) / QTILE, nd = D / 8;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
+    for (int task = 0; task < ntile * KVH; task++) {
+        int t0 = (task / KVH) * QTILE, kh = task % KVH;
+        int nt = T - t0 < QTILE ? T - t0 : QTILE, R = nt * g;
+        int maxbase = 0, Lmax = 0;
+        for (int i = 0; i < nt; i++) {
+            int L = base[t0 + i] + off[t0 + i + 1] - off[t0 + i];
+            maxbase = base[t0 + i] > maxbase ? base[t0 + i] : maxbase;
+            Lmax = L > Lmax ? L : Lmax;
+        }
+        int Lp = (Lmax + 7) / 8 * 8;
+        float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D + 16 * D + VBLOCK * D);
+        float* o = sc + (size_t)R * Lp;   /* (R, D) value sums */
+        float* kb = o + (size_t)R * D;     /* (D, 16) two key groups in float */
+        float* vb = kb + 16 * D;           /* (VBLOCK, D) one value block in float */
+        const half* kh_base = kc + (size_t)kh * (cap / 8) * D * 8;
+        const half* vh = vc + (size_t)kh * cap * D;
+#define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
+#define ROWBASE(r) (base[t0 + (r) / g])
+        /* scores of keys in the rows' bases: two groups of 8 keys at a time, up to 6 rows at a time */
+        for (int j0 = 0; j0 < maxbase; j0 += 16) {
+            int two = j0 + 8 < maxbase;
+            const half* kg = kh_base + (size_t)(j0 / 8) * D * 8;
             for (int d = 0; d < D; d++) {
-                __m256 kd = _mm256_loadu_ps(kg + d * 8);
-                for (int r = 0; r < g; r++)
-                    s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + ((size_t)t * H + kh * g + r) * D + d), kd, s[r]);
+                _mm256_store_ps(kb + d * 16, load_half8(kg + d * 8));
+                _mm256_store_ps(kb + d * 16 + 8, two ? load_half8(kg + (size_t)D * 8 + d * 8) : _mm256_setzero_ps());
             }
-            for (int r = 0; r < g; r++) _mm256_storeu_ps(sc + (size_t)r * Lp + j, s[r]);
-        }
-        /* scores of the path keys: the same fma chain, one lane */
-        for (int i = 0; i < plen; i++) {
-            for (int r = 0; r < g; r++) {
-                const float* qr = q + ((size_t)t * H + kh * g + r) * D;
-                float a = 0.0f;
-                for (int d = 0; d < D; d++) a = fmaf(qr[d], *kslot((float*)kc, cap, D, kh, pt[i], d), a);
-                sc[(size_t)r * Lp + past + i] = a;
+            for (int r0 = 0; r0 < R; r0 += 6) {
+                int nr = R - r0 < 6 ? R - r0 : 6;
+                const float* qr[6];
+                for (int i = 0; i < nr; i++) qr[i] = ROWQ(r0 + i);
+                __m256 sv[6][2];
+                switch (nr) {
+                    case 6: score_tile(6, qr, kb, D, sv); break;
+                    case 5: score_tile(5, qr, kb, D, sv); break;
+                    case 4: score_tile(4, qr, kb, D, sv); break;
+                    case 3: score_tile(3, qr, kb, D, sv); break;
+                    case 2: score_tile(2, qr, kb, D, sv); break;
+                    default: score_tile(1, qr, kb, D, sv); break;
+                }
+                for (int i = 0; i < nr; i++)
+                    for (int h = 0; h < 2; h++)
+                        if (j0 + 8 * h < ROWBASE(r0 + i)) _mm256_storeu_ps(sc + (size_t)(r0 + i) * Lp + j0 + 8 * h, sv[i][h]);
             }
         }
-        for (int r = 0; r < g; r++) {
+        /* scores of the path keys: the same fma chain, one lane; then the softmax weights */
+        float total[8 * QTILE];
+        for (int r = 0; r < R; r++) {
+            int t = t0 + r / g, b = base[t], plen = off[t + 1] - off[t], L = b + plen, Lr = (L + 7) / 8 * 8;
+            const float* qr = ROWQ(r);
             float* sr = sc + (size_t)r * Lp;
+            for (int i = 0; i < plen; i++) {
+                float a = 0.0f;
+                for (int d = 0; d < D; d++)
+                    a = fmaf(qr[d], _cvtsh_ss(*kslot((half*)kc, cap, D, kh, path[off[t] + i], d)), a);
+                sr[b + i] = a;
+            }
             float m = -INFINITY;
             for (int j = 0; j < L; j++) {
                 sr[j] *= scale;
                 m = sr[j] > m ? sr[j] : m;
             }
-            for (int j = L; j < Lp; j++) sr[j] = -INFINITY;
+            for (int j = L; j < Lr; j++) sr[j] = -INFINITY;
             __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
-            for (int j = 0; j < Lp; j += 8) {
+            for (int j = 0; j < Lr; j += 8) {
                 __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
                 _mm256_storeu_ps(sr + j, p);
                 sum = _mm256_add_ps(sum, p);
             }
-            float total = hsum8(sum);
-            __m256 o[8];
-            int nd = D / 8;
-            for (int c = 0; c < nd; c++) o[c] = _mm256_setzero_ps();
-            for (int j = 0; j < L; j++) {
-                const float* vr = vh + (size_t)(j < past ? j : pt[j - past]) * D;
-                __m256 p = _mm256_set1_ps(sr[j]);
-                for (int c = 0; c < nd && c < 8; c++) o[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + c * 8), o[c]);
-            }
-            float* orow = out + ((size_t)t * H + kh * g + r) * D;
-            __m256 tv = _mm256_set1_ps(total);
-            for (int c = 0; c < nd && c < 8; c++) _mm256_storeu_ps(orow + c * 8, _mm256_div_ps(o[c], tv));
+            total[r] = hsum8(sum);
+            memset(o + (size_t)r * D, 0, sizeof(float) * D);
         }
-        free(sc);
+        /* value sums over the bases: one block of values at a time, every row in turn */
+        for (int j0 = 0; j0 < maxbase; j0 += VBLOCK) {
+            int jn = maxbase - j0 < VBLOCK ? maxbase - j0 : VBLOCK;
+            for (int j = 0; j < jn; j++)
+                for (int c = 0; c < nd; c++) _mm256_store_ps(vb + j * D + c * 8, load_half8(vh + (size_t)(j0 + j) * D + c * 8));
+            for (int r = 0; r < R; r++) {
+                int end = ROWBASE(r) - j0 < jn ? ROWBASE(r) - j0 : jn;
+                if (end <= 0) continue;
+                float* orow = o + (size_t)r * D;
+                if (nd == 8)
+                    value_sum(8, orow, sc + (size_t)r * Lp + j0, vb, NULL, 0, end, D);
+                else
+                    value_sum(nd, orow, sc + (size_t)r * Lp + j0, vb, NULL, 0, end, D);
+            }
+        }
+        /* value sums over the path keys, then the division */
+        for (int r = 0; r < R; r++) {
+            int t = t0 + r / g, b = base[t], plen = off[t + 1] - off[t];
+            float* orow = o + (size_t)r * D;
+            value_sum(nd, orow, sc + (size_t)r * Lp + b, NULL, vh, path + off[t], plen, D);
+            __m256 tv = _mm256_set1_ps(total[r]);
+            float* dst = out + ((size_t)t * H + kh * g + r % g) * D;
+            for (int c = 0; c < nd; c++) _mm256_storeu_ps(dst + c * 8, _mm256_div_ps(_mm256_loadu_ps(orow + c * 8), tv));
+        }
+#undef ROWQ
+#undef ROWBASE
     }
+}
+
+/* ---- one decoder layer --------------------------------------------------------------------
+ * x (T, hid) += attention(rms_norm(x)); x += mlp(rms_norm(x)), with the ops above, in one call.
+ * scratch: hvd_layer_scratch(...) bytes, 32-byte aligned. */
+
+static size_t up32(size_t n) { return (n + 31) / 32 * 32; }
+
+size_t hvd_layer_scratch(int T, int hid, int H, int KVH, int D, int inter) {
+    int widest = hid > inter ? hid : inter;
+    widest = widest > H * D ? widest : H * D;
+    return up32((size_t)T * widest * 2) + up32((size_t)T * 4) + up32((size_t)T * (H + 2 * KVH) * D * 4) +
+           up32((size_t)T * H * D * 4) * 2 + up32((size_t)T * 2 * inter * 4);
+}
+
+void hvd_layer(float* x, int T, int hid, int H, int KVH, int D, int inter, float eps, const float* ln1,
+               const int8_t* wqkv, const float* sqkv, const int8_t* wo, const float* so, const float* ln2,
+               const int8_t* wgu, const float* sgu, const int8_t* wd, const float* sd, const int32_t* pos,
+               const float* cos, const float* sin, const int32_t* slots, half* kc, half* vc, int cap,
+               const int32_t* base, const int32_t* path, const int32_t* off, float scale, char* scratch) {
+    int widest = hid > inter ? hid : inter;
+    widest = widest > H * D ? widest : H * D;
+    int16_t* xq = (int16_t*)scratch;
+    float* xs = (float*)(scratch + up32((size_t)T * widest * 2));
+    float* qkv = (float*)((char*)xs + up32((size_t)T * 4));
+    float* q = (float*)((char*)qkv + up32((size_t)T * (H + 2 * KVH) * D * 4));
+    float* att = (float*)((char*)q + up32((size_t)T * H * D * 4));
+    float* gu = (float*)((char*)att + up32((size_t)T * H * D * 4));
+    int nqkv = (H + 2 * KVH) * D;
+    hvd_rmsnorm_quant(x, T, hid, ln1, eps, NULL, xq, xs);
+    hvd_linear(xq, xs, T, hid, wqkv, sqkv, nqkv, qkv, 0);
+    hvd_rope_store(qkv, T, H, KVH, D, pos, cos, sin, slots, q, kc, vc, cap);
+    hvd_attention(q, T, H, KVH, D, kc, vc, cap, base, path, off, scale, att);
+    hvd_quantize(att, T, H * D, xq, xs);
+    hvd_linear(xq, xs, T, H * D, wo, so, hid, x, 1);
+    hvd_rmsnorm_quant(x, T, hid, ln2, eps, NULL, xq, xs);
+    hvd_linear(xq, xs, T, hid, wgu, sgu, 2 * inter, gu, 0);
+    hvd_silu_mul_quant(gu, T, inter, xq, xs);
+    hvd_linear(xq, xs, T, inter, wd, sd, hid, x, 1);
 }

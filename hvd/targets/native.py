@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
 
 
 class NativeUnavailable(RuntimeError):
@@ -50,15 +50,18 @@ _SIGNATURES = {
     "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "p", "p", "p", "p", "i"],
     "hvd_move_slots": ["p", "p", "i", "i", "i", "i", "p", "p", "i"],
     "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "f", "p"],
+    "hvd_layer_scratch": ["i"] * 6,
+    "hvd_layer": ["p", "i", "i", "i", "i", "i", "i", "f"] + ["p"] * 16 + ["i", "p", "p", "p", "f", "p"],
 }
+_RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t}
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
 
 
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernels (built on first use)."""
-    if not {"avx2", "fma"} <= cpu_flags():
-        raise NativeUnavailable("the exact kernels need a CPU with AVX2 and FMA")
+    if not {"avx2", "fma", "f16c"} <= cpu_flags():
+        raise NativeUnavailable("the exact kernels need a CPU with AVX2, FMA and F16C")
     from hvd.models import cache_dir
 
     cc = _compiler()
@@ -74,13 +77,14 @@ def library() -> ctypes.CDLL:
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         proc = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise NativeUnavailable(f"building the exact kernels failed: {proc.stderr.strip().splitlines()[-1:]}")
+            errors = [l for l in proc.stderr.splitlines() if "error" in l] or proc.stderr.strip().splitlines()[-1:]
+            raise NativeUnavailable(f"building the exact kernels failed: {errors[0] if errors else proc.returncode}")
         tmp.rename(out)
     lib = ctypes.CDLL(str(out))
     for name, sig in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes = [_CTYPES[s] if isinstance(s, str) else s for s in sig]
-        fn.restype = None
+        fn.restype = _RESTYPES.get(name)
     return lib
 
 
