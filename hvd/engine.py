@@ -16,7 +16,8 @@ import torch
 
 from hvd.drafters import registry
 from hvd.drafters.base import DecodeContext, Drafter
-from hvd.target import HFTarget, Target, TargetConfig
+from hvd.targets.hf import HFTarget
+from hvd.targets.protocol import Target, TargetConfig
 from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import SamplingParams, sample_token, target_probs, verify_greedy, verify_sampling
 
@@ -109,7 +110,7 @@ class Engine:
         """`reuse_prefix`: prefix caching, a request sharing a prefix with the previous one (a
         chat's next turn) prefills only the new tokens. `dtype`: "int8" runs the model through
         the exact target (hvd/targets/exact.py: int8 weights and activations, batch-invariant
-        by construction, AVX2 CPUs); "bfloat16" through the lean Llama target (hvd/llama.py,
+        by construction, AVX2 CPUs); "bfloat16" through the lean Llama target (hvd/targets/lean.py,
         exact where this machine's bf16 kernels are batch-invariant); "float32" through
         transformers; "auto" (the default): the first of int8, bfloat16 (CPUs with bf16 matrix
         units) and float32 that this model and machine pass. Each is checked on the machine

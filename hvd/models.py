@@ -111,9 +111,10 @@ def load(model: Optional[str], device: str = "cpu"):
 
 
 def lean_target(lm, config):
-    """The lean bf16 Llama target over `lm` (hvd/llama.py), after checking on this machine that
+    """The lean bf16 Llama target over `lm` (hvd/targets/lean.py), after checking on this machine that
     its forwards are batch-invariant (cached per machine, torch version, threads and model)."""
-    from hvd.llama import LlamaTarget, UnsupportedModel
+    from hvd.targets.lean import LlamaTarget
+    from hvd.targets.shape import UnsupportedModel
 
     if next(lm.parameters()).device.type != "cpu":
         raise ModelError("the lean bfloat16 target runs on CPU only for now; use --dtype float32")
@@ -128,7 +129,7 @@ def lean_target(lm, config):
 def exact_target(lm, config, threads: int):
     """The exact int8 Llama target over `lm` (hvd/targets/exact.py): batch-invariant by
     construction, and checked on this machine once anyway (cached like the bf16 check)."""
-    from hvd.llama import UnsupportedModel
+    from hvd.targets.shape import UnsupportedModel
     from hvd.targets.exact import ExactLlamaTarget
     from hvd.targets.native import NativeUnavailable
 

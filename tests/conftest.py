@@ -10,7 +10,7 @@ import torch
 
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.engine import Engine
-from hvd.target import HFTarget
+from hvd.targets.hf import HFTarget
 from hvd.types import Draft
 
 CHARS = string.ascii_lowercase + string.digits + " .,:;()[]{}\n_=+-*/<>!?'\"#"
@@ -54,8 +54,8 @@ def tiny_engine() -> Engine:
 
 @pytest.fixture(scope="session")
 def tiny_lean_engine() -> Engine:
-    """The tiny Llama through the lean target in bfloat16 (hvd/llama.py)."""
-    from hvd.llama import LlamaTarget
+    """The tiny Llama through the lean target in bfloat16 (hvd/targets/lean.py)."""
+    from hvd.targets.lean import LlamaTarget
 
     engine = Engine(LlamaTarget(tiny_llama().to(torch.bfloat16)), char_tokenizer())
     engine.eos_ids = frozenset()

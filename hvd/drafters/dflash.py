@@ -33,7 +33,7 @@ from hvd.drafters.registry import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.hybrid.cost import VerifyCost, monotone
-from hvd.target import SharedWeights
+from hvd.targets.protocol import SharedWeights
 from hvd.types import Draft
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"

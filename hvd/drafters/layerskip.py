@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from hvd.drafters.base import Capabilities, DecodeContext
-from hvd.target import SelfDraft
+from hvd.targets.protocol import SelfDraft
 from hvd.types import Draft
 
 

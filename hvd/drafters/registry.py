@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from hvd.drafters.base import Drafter
 
 if TYPE_CHECKING:
-    from hvd.target import Target
+    from hvd.targets.protocol import Target
 
 
 @dataclass(frozen=True)

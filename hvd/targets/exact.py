@@ -3,7 +3,7 @@ construction, on any x86-64 CPU with AVX2 (`--dtype int8`; what `--dtype auto` p
 
 Why: speculative decoding is lossless only if a verify forward gives each token the logits a
 one-token decode step would. Vendor float GEMMs do not promise that (other kernels for other
-row counts), so the bf16 target (hvd/llama.py) is exact only where the machine's kernels happen
+row counts), so the bf16 target (hvd/targets/lean.py) is exact only where the machine's kernels happen
 to be. Here it follows from how the numbers are computed (hvd/targets/kernels.c):
 
 - weights are int8 with one scale per output channel, activations are quantized to int8 per
@@ -29,9 +29,10 @@ from typing import Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.llama import LlamaShape, UnsupportedModel, _LeanSkipDraft, rope_tables
-from hvd.target import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
 from hvd.targets.native import library, ptr
+from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
+from hvd.targets.skip_draft import SkipDraft
 from hvd.types import Draft
 
 PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
@@ -272,7 +273,7 @@ class ExactLlamaTarget(CollectsHidden):
         """Layer -> hidden states (L, hidden) and the argmax after each prefix (L,), from
         prefill-style forwards (they reuse the decode cache's memory: the cache is left empty)."""
         ids = [int(t) for t in ids]
-        hs, labels, hid_all = [], [], {l: [] for l in layers}
+        labels, hid_all = [], {l: [] for l in layers}
         for i in range(0, len(ids), PREFILL_CHUNK):
             j = min(i + PREFILL_CHUNK, len(ids))
             h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=tuple(layers))
@@ -283,7 +284,7 @@ class ExactLlamaTarget(CollectsHidden):
         return {l: torch.cat(v) for l, v in hid_all.items()}, torch.cat(labels)
 
     def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        return _LeanSkipDraft(self, tuple(skip))
+        return SkipDraft(self, tuple(skip))
 
 
 def _visibility(past: int, T: int, paths: Optional[Sequence[Sequence[int]]]):

@@ -4,7 +4,7 @@ import torch
 
 from hvd.drafters.layerskip import LayerSkipConfig, default_skip, for_target
 from hvd.engine import Engine
-from hvd.target import HFTarget
+from hvd.targets.hf import HFTarget
 
 from conftest import char_tokenizer, tiny_llama
 

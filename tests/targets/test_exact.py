@@ -9,7 +9,8 @@ import torch
 from hvd.targets.check import check_exact, row_counts
 from hvd.targets.exact import PREFILL_CHUNK, ExactLlamaTarget, QuantLinear
 from hvd.targets.native import library, ptr
-from hvd.target import HFTarget, TargetConfig
+from hvd.targets.hf import HFTarget
+from hvd.targets.protocol import TargetConfig
 from hvd.types import Draft
 
 from conftest import VOCAB, tiny_llama

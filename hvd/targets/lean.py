@@ -35,42 +35,14 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.target import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
+from hvd.targets.skip_draft import SkipDraft
 from hvd.types import Draft
 
 ROWS = 32  # rows per linear call
 BLOCK = 64  # attention key block (positions)
 PREFILL_CHUNK = 256  # prefill forwards cover [256i, 256(i+1)): fixed boundaries, fixed rounding
-
-
-@dataclass(frozen=True)
-class LlamaShape:
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    eps: float
-    rope_theta: float
-    max_context: int
-
-    @staticmethod
-    def of(config) -> "LlamaShape":
-        heads = int(config.num_attention_heads)
-        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-        rope = getattr(config, "rope_parameters", None) or {}
-        theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)) or 10000.0)
-        scaling = rope.get("rope_type", "default") if rope else (getattr(config, "rope_scaling", None) or {}).get("rope_type", "default")
-        if scaling not in (None, "default"):
-            raise UnsupportedModel(f"rope scaling {scaling!r} is not supported by the lean target")
-        return LlamaShape(int(config.num_hidden_layers), int(config.hidden_size), heads,
-                          int(getattr(config, "num_key_value_heads", heads)), head_dim, int(config.vocab_size),
-                          float(config.rms_norm_eps), theta, int(getattr(config, "max_position_embeddings", 2048)))
-
-
-class UnsupportedModel(ValueError):
-    """A model the lean target cannot run (not Llama-shaped, or kernels not batch-invariant here)."""
 
 
 @dataclass(frozen=True)
@@ -106,15 +78,6 @@ def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     xf = x.float()
     return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def rope_tables(shape: LlamaShape, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (n, head_dim) float32 for positions 0..n-1 (half-split convention)."""
-    d = shape.head_dim
-    inv = 1.0 / (shape.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))  # (d/2,)
-    ang = torch.arange(n, dtype=torch.float32)[:, None] * inv  # (n, d/2)
-    ang = torch.cat([ang, ang], dim=-1)  # (n, d)
-    return ang.cos(), ang.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -358,32 +321,4 @@ class LlamaTarget(CollectsHidden):
         return {l: hid[l] for l in layers}, labels
 
     def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        return _LeanSkipDraft(self, tuple(skip))
-
-
-class _LeanSkipDraft:
-    """Greedy drafting through the target's kept layers over its own KV cache: the draft
-    tokens' keys go to slots past the committed length, which the next verify overwrites."""
-
-    def __init__(self, target: LlamaTarget, skip: tuple[int, ...]) -> None:
-        n = target.shape.layers
-        if any(not 0 <= l < n for l in skip):
-            raise ValueError(f"skipped layers must be in [0, {n}): {skip}")
-        self.target = target
-        self.kept = [l for l in range(n) if l not in set(skip)]
-
-    @torch.inference_mode()
-    def draft(self, tokens: Sequence[int], k: int) -> list[int]:
-        t = self.target
-        past = t.cached_len
-        if len(tokens) != past + 1:
-            raise RuntimeError("self-draft needs the target's cache to hold every committed token but the last")
-        out: list[int] = []
-        tok = int(tokens[-1])
-        for i in range(k):
-            slot = past + i
-            path = list(range(past, slot + 1))
-            h, _ = t._forward([tok], slot, torch.tensor([slot]), [path], layers=self.kept)
-            tok = int(t._logits(h).argmax())
-            out.append(tok)
-        return out
+        return SkipDraft(self, tuple(skip))

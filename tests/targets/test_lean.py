@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from hvd.llama import BLOCK, LlamaTarget
+from hvd.targets.lean import BLOCK, LlamaTarget
 from hvd.targets.check import check_exact
-from hvd.target import HFTarget
+from hvd.targets.hf import HFTarget
 from hvd.types import Draft
 
 from conftest import VOCAB, tiny_llama
@@ -88,7 +88,7 @@ def test_bf16_commit_keeps_the_accepted_branch(lean_bf16):
 def test_bf16_prefix_reuse_and_hidden_states(lean_bf16, monkeypatch):
     from dataclasses import replace
 
-    from hvd import llama
+    from hvd.targets import lean as llama
 
     monkeypatch.setattr(llama, "PREFILL_CHUNK", 16)
     lean_bf16.config = replace(lean_bf16.config, reuse_prefix=True)

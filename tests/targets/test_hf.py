@@ -1,6 +1,6 @@
 import torch
 
-from hvd.target import HFTarget, tree_attention_mask
+from hvd.targets.hf import HFTarget, tree_attention_mask
 from hvd.types import Draft
 
 from conftest import tiny_llama
@@ -54,7 +54,7 @@ def test_chain_rollback_after_rejection():
 
 
 def test_hidden_states_follow_the_accepted_path():
-    from hvd.target import TargetConfig
+    from hvd.targets.protocol import TargetConfig
 
     model = tiny_llama()
     target = HFTarget(model, TargetConfig(hidden_layers=(0, 2)))
@@ -77,7 +77,8 @@ def test_tree_mask_shape_and_visibility():
 
 def test_prefix_reuse_keeps_logits_and_greedy_output():
     from hvd.engine import Engine
-    from hvd.target import HFTarget, TargetConfig
+    from hvd.targets.hf import HFTarget
+    from hvd.targets.protocol import TargetConfig
 
     from conftest import char_tokenizer, tiny_llama
 

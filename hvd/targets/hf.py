@@ -1,66 +1,13 @@
-"""The target model: prefill, one forward over a draft tree, KV rollback to the accepted path.
-
-The decode loop only sees the `Target` protocol; `HFTarget` is its first implementation
-(any Hugging Face causal LM). A lean static-cache Llama implementation can slot in later.
-
-Cache convention: after `prefill(prompt)` the KV cache holds the whole prompt and the
-logits predict the first new token. Each `verify(root, draft)` appends the root (the last
-committed token, whose KV is not cached yet) and every draft node; `commit(path)` then keeps
-the root plus the accepted nodes `path`, in order, and drops everything else.
-"""
+"""`HFTarget`: any Hugging Face causal LM behind the `Target` protocol (batch 1), float32.
+Everything transformers-specific (caches, masks, position ids) stays here."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Sequence
 
 import torch
 
+from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
 from hvd.types import Draft
-
-
-class Target(Protocol):
-    precision: str  # what the weights compute in: "float32", "bfloat16", "int8"
-    vocab_size: int
-    max_context: int  # positions the model can attend over
-    max_draft_nodes: int  # draft nodes one verify takes (more are dropped, last first)
-
-    @property
-    def cached_len(self) -> int: ...
-
-    def prefill(self, ids: Sequence[int]) -> torch.Tensor: ...  # (vocab,) logits after the prompt
-
-    def verify(self, root: int, draft: Draft) -> torch.Tensor: ...  # (1 + n, vocab) logits
-
-    def commit(self, path: Sequence[int]) -> None: ...
-
-    def hidden(self) -> dict[int, torch.Tensor]: ...  # layer -> (cached_len, hidden) of committed tokens
-
-    def set_hidden_layers(self, layers: Sequence[int]) -> None: ...  # layers `hidden()` returns from the next prefill on
-
-
-class SelfDraft(Protocol):
-    """The target drafting for itself with some layers skipped (`HFTarget.self_draft`)."""
-
-    def draft(self, tokens: Sequence[int], k: int) -> list[int]: ...  # greedy k tokens after prompt + committed `tokens`
-
-
-@dataclass(frozen=True)
-class SharedWeights:
-    """Frozen target tensors a model drafter reads (shared, never copied)."""
-
-    embedding: torch.Tensor  # (vocab, hidden) input embedding table
-    head: torch.Tensor  # (vocab, hidden) LM head
-    num_layers: int  # decoder layers; hidden-state layer l is the output of layer l (0 = embeddings)
-    rms_norm_eps: float
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    hidden_layers: tuple[int, ...] = ()  # layers whose hidden states to keep (0 = embeddings)
-    # Prefix caching: a prefill keeps the cached KV of the longest prefix it shares with the
-    # tokens already in the cache and computes only the rest (off by default: benchmarks
-    # compare prefill with peers that recompute it).
-    reuse_prefix: bool = False
 
 
 def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -> torch.Tensor:
@@ -77,62 +24,6 @@ def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -
     block = torch.zeros(n, n, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
     mask = torch.cat([torch.zeros(n, past, dtype=dtype), block], dim=1)  # (1+n, past+1+n)
     return mask[None, None]
-
-
-def shared_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
-    """How many leading tokens `cached` and `ids` have in common."""
-    n = 0
-    for a, b in zip(cached, ids):
-        if a != b:
-            break
-        n += 1
-    return n
-
-
-class HiddenStates:
-    """Per layer, the hidden states of committed tokens: (capacity, hidden) buffers grown by
-    doubling (no copy per step); the owner knows how many rows are valid."""
-
-    def __init__(self) -> None:
-        self._bufs: dict[int, torch.Tensor] = {}
-
-    def clear(self) -> None:
-        self._bufs = {}
-
-    def write(self, layer: int, start: int, rows: torch.Tensor) -> None:
-        """Rows (m, hidden) for positions start..start+m-1 of `layer`."""
-        end = start + rows.shape[0]
-        buf = self._bufs.get(layer)
-        if buf is None or buf.shape[0] < end:
-            grown = torch.zeros(max(2 * end, 256), rows.shape[-1], dtype=rows.dtype, device=rows.device)
-            if buf is not None:
-                grown[: buf.shape[0]] = buf
-            buf = self._bufs[layer] = grown
-        buf[start:end] = rows
-
-    def views(self, n: int) -> dict[int, torch.Tensor]:
-        """layer -> (n, hidden), views, no copy."""
-        return {l: buf[:n] for l, buf in self._bufs.items()}
-
-
-class CollectsHidden:
-    """`hidden()` and `set_hidden_layers()` for a target holding `config` (TargetConfig),
-    `_len` (committed tokens) and `_hidden` (HiddenStates)."""
-
-    config: TargetConfig
-    _len: int
-    _hidden: HiddenStates
-
-    def hidden(self) -> dict[int, torch.Tensor]:
-        """Views (no copy) of the kept layers' hidden states: layer -> (cached_len, hidden)."""
-        return self._hidden.views(self._len)
-
-    def set_hidden_layers(self, layers: Sequence[int]) -> None:
-        """Collect these layers' hidden states from the next prefill on (0 = embeddings)."""
-        layers = tuple(sorted(set(int(l) for l in layers)))
-        if layers != self.config.hidden_layers:
-            self.config = replace(self.config, hidden_layers=layers)
-            self._hidden.clear()
 
 
 def _is_chain(parents: Sequence[int]) -> bool:
