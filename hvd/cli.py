@@ -1,4 +1,4 @@
-"""The `hvd` command line: generate, chat, demo."""
+"""The `hvd` command line: generate, chat, demo, serve, bench, trace, train, datastore."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="one agentic edit prompt decoded with ar and the best method")
     add_model_args(d)
     d.add_argument("--max-new-tokens", type=int, default=200)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible server (chat and completions, streaming, metrics)")
+    add_model_args(sv)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--method", default=None, help=f"default method of requests (default {registry.DEFAULT_METHOD})")
+    sv.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more get 429 (default 64)")
+    sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ endpoints")
+    sv.add_argument("--model-name", default=None, help="the model id clients send (default: the model's name)")
     b = sub.add_parser("bench", help="benchmark methods and peers on real workloads")
     b.add_argument("--suite", action="append", help="suite name (repeatable) or 'all' (default agentic-edit)")
     b.add_argument("--prompts", type=Path, help="custom JSONL prompts file")
@@ -232,6 +240,21 @@ def cmd_chat(a: argparse.Namespace) -> None:
         history.append({"role": "assistant", "content": reply})
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    from hvd.serve.app import ServeConfig
+    from hvd.serve.command import model_id, serve
+
+    if not 0 < a.port < 65536:
+        raise CliError(f"--port must be in 1..65535, got {a.port}")
+    if a.max_queue <= 0:
+        raise CliError(f"--max-queue must be a positive integer, got {a.max_queue}")
+    if a.method is not None:
+        registry.get(a.method)
+    engine = _load(a.model, threads=a.threads, dtype=a.dtype)
+    method = a.method or default_method(engine)
+    serve(engine, method, a.model_name or model_id(a.model), a.host, a.port, ServeConfig(a.api_key, a.max_queue))
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from hvd.demo import run_demo
 
@@ -315,7 +338,7 @@ def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto",
         return Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype, threads=threads)
 
 
-COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "bench": cmd_bench,
+COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "serve": cmd_serve, "bench": cmd_bench,
             "trace": cmd_trace, "train": cmd_train, "datastore": cmd_datastore}
 
 

@@ -36,6 +36,7 @@ class GenerationConfig:
     sampling: SamplingParams = SamplingParams()
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()
+    max_draft_tokens: Optional[int] = None  # draft nodes verified per step at most (None: the target's limit)
 
 
 @dataclass
@@ -184,11 +185,14 @@ class Engine:
         seed: Optional[int] = None,
         stop: Sequence[str] = (),
         drafter: Optional[Drafter] = None,
+        max_draft_tokens: Optional[int] = None,
     ) -> Iterator[Chunk]:
         """Yield text as tokens are committed; the last chunk carries the Result.
 
-        `drafter` overrides the method's registered drafter (tests, the oracle)."""
-        cfg = make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop)
+        `drafter` overrides the method's registered drafter (tests, the oracle);
+        `max_draft_tokens` caps the draft nodes verified per step (None: the target's limit).
+        Closing the iterator early cancels the generation (the drafter's `end` is not called)."""
+        cfg = make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop, max_draft_tokens)
         chosen = drafter if drafter is not None else self.drafter(method)
         if drafter is not None:
             method = getattr(drafter, "name", method)
@@ -204,7 +208,8 @@ class Engine:
         gen = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
         limit = self.token_limit(len(ids), cfg.max_new_tokens)
         stopper = _Stopper(self.tokenizer, self.eos_ids, cfg.stop, limit)
-        stats = GenerationStats(method=method, prompt_tokens=len(ids))
+        stats = GenerationStats(method=method, prompt_tokens=len(ids), target=type(self.target).__name__,
+                                dtype=self.target.precision)
         pick = _picker(cfg.sampling, gen)
 
         needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
@@ -218,14 +223,17 @@ class Engine:
         if drafter is not None and not done:
             drafter.begin(ids)
             drafter.observe([first])
+        node_limit = self.target.max_draft_nodes
+        if cfg.max_draft_tokens is not None:
+            node_limit = min(node_limit, cfg.max_draft_tokens)
         while not done:
             budget = stopper.limit - len(stopper.out) - 1  # draft tokens that can still be used
             t1 = time.perf_counter()
             draft = Draft.empty()
-            if drafter is not None and budget > 0:
+            if drafter is not None and budget > 0 and node_limit > 0:
                 hidden = self.target.hidden() if needs else None  # views, no copy
                 draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
-                draft = draft.head(self.target.max_draft_nodes)
+                draft = draft.head(node_limit)
             t2 = time.perf_counter()
             logits = self.target.verify(seq[-1], draft)  # (1 + n, vocab)
             if cfg.sampling.greedy:
@@ -312,7 +320,7 @@ def _check_messages(messages) -> None:
         raise InputError("prompt is empty")
 
 
-def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop) -> GenerationConfig:
+def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop, max_draft_tokens=None) -> GenerationConfig:
     if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
     if temperature < 0:
@@ -321,4 +329,7 @@ def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop
         raise InputError(f"top_p must be in (0, 1], got {top_p}")
     if top_k < 0:
         raise InputError(f"top_k must be >= 0, got {top_k}")
-    return GenerationConfig(max_new_tokens, SamplingParams(float(temperature), float(top_p), int(top_k)), seed, tuple(stop))
+    if max_draft_tokens is not None and (not isinstance(max_draft_tokens, int) or max_draft_tokens < 0):
+        raise InputError(f"max_draft_tokens must be a non-negative integer, got {max_draft_tokens}")
+    return GenerationConfig(max_new_tokens, SamplingParams(float(temperature), float(top_p), int(top_k)), seed,
+                            tuple(stop), max_draft_tokens)

@@ -153,6 +153,8 @@ class GenerationStats:
     wall_seconds: float = 0.0  # whole request, prefill included
     steps: list[StepStats] = field(default_factory=list)
     finish_reason: str = "length"  # length | eos | stop
+    target: str = ""  # which target computed it, e.g. "ExactLlamaTarget"
+    dtype: str = ""  # what its weights compute in: "int8", "bfloat16", "float32"
 
     @property
     def n_steps(self) -> int:
@@ -197,6 +199,8 @@ class GenerationStats:
             "verify_seconds": self.verify_seconds,
             "draft_share": self.draft_seconds / self.decode_seconds if self.decode_seconds else 0.0,
             "finish_reason": self.finish_reason,
+            "target": self.target,
+            "dtype": self.dtype,
             "accepted_per_step": [s.accepted for s in self.steps],
             "drafter_per_step": [s.drafter for s in self.steps],
         }

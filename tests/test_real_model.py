@@ -18,9 +18,9 @@ TOKENS = int(os.environ.get("HVD_REAL_TOKENS", "24"))
 
 @pytest.fixture(scope="module")
 def engine():
-    """The default model and dtype (auto: the lean bf16 target on a CPU with bf16 units) with
-    prefix caching: every method on a prompt reuses its prompt KV, so the check costs one
-    prefill per prompt (decoding itself is what is checked)."""
+    """The default model and dtype (auto: the exact int8 target on an AVX2 CPU) with prefix
+    caching: every method on a prompt reuses its prompt KV, so the check costs one prefill per
+    prompt (decoding itself is what is checked)."""
     from hvd import Engine
 
     return Engine.load(reuse_prefix=True)
@@ -53,13 +53,20 @@ def mismatching(engine, prompts) -> list[tuple[str, str]]:
     return mismatches
 
 
+def test_auto_takes_the_exact_fast_path(engine):
+    from hvd.targets.native import cpu_flags
+
+    if {"avx2", "fma", "f16c"} <= cpu_flags():
+        assert engine.target.precision == "int8"
+
+
 def test_every_method_is_token_identical_to_ar(engine, prompts):
     assert not mismatching(engine, prompts)
 
 
 def test_every_method_is_token_identical_to_ar_in_float32(prompts):
-    """The transformers fp32 target too (the default is the lean bf16 one where the CPU has
-    bf16 units), one prompt of each kind (bounded for CI)."""
+    """The transformers fp32 target too (the default is the int8 one on AVX2 CPUs), one prompt
+    of each kind (bounded for CI)."""
     from hvd import Engine
 
     engine = Engine.load(reuse_prefix=True, dtype="float32")

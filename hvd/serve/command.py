@@ -1,0 +1,45 @@
+"""`hvd serve`: load the model, build and warm the default method's drafter, then serve the
+OpenAI API with uvicorn until SIGINT/SIGTERM (graceful: the running request may finish within
+the deadline, queued ones get a 503, exit status 0)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from hvd.drafters import registry
+from hvd.serve.app import ServeConfig, create_app
+from hvd.serve.metrics import Metrics
+from hvd.serve.requests import ServeContext
+from hvd.serve.worker import EngineWorker
+
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+
+
+def model_id(model: Optional[str]) -> str:
+    """The id clients send as `model`: the default model's name, a GGUF file's stem or a directory's name."""
+    if model is None:
+        return DEFAULT_MODEL_ID
+    p = Path(model)
+    return p.stem if p.suffix == ".gguf" else p.name
+
+
+def build(engine, method: str, name: str, config: ServeConfig):
+    """The app for an engine (drafters for `method` and `ar` built and warmed first: nothing
+    that runs the target to build a drafter happens inside a request for them)."""
+    for m in dict.fromkeys((method, "ar")):
+        engine.generate("Hello.", method=m, max_new_tokens=4)
+    tok = engine.tokenizer
+    ctx = ServeContext(name, tuple(registry.METHODS), method, engine.target.max_context, engine.encode,
+                       lambda text: tok.encode(text, add_special_tokens=False))
+    worker = EngineWorker(engine, Metrics(), config.max_queue)
+    return create_app(worker, ctx, config)
+
+
+def serve(engine, method: str, name: str, host: str, port: int, config: ServeConfig) -> None:
+    import uvicorn
+
+    app = build(engine, method, name, config)
+    print(f"hvd: serving {name} ({engine.target.precision}, default method {method}) on http://{host}:{port}/v1",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(config.shutdown_deadline))

@@ -1,0 +1,243 @@
+"""Parsing and checking request bodies of the OpenAI endpoints into one `GenRequest`.
+
+Every check names the offending parameter and raises `APIError` (400, or 404 for an unknown
+model): the server never answers bad input with a 500.
+
+Tools: the default model's chat template has no tool format, so `tools` are given to the model
+as a system message listing each function's JSON schema and asking for calls written as
+``[name(arg=value, ...)]`` (the form the benchmark's tool prompts use); the reply comes back as
+text content. `tool_choice` "none" leaves the tools out; "required" or a named function adds
+that a call is required.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hvd.serve.errors import APIError, bad_request
+
+DEFAULT_MAX_TOKENS = 1024  # when the request gives none (and the context window allows)
+ROLES = ("system", "user", "assistant", "tool", "developer")
+TOOLS_HEADER = ("You can call the following functions. To call one or more, reply with only "
+                "[func_name(param=value, ...), ...].\n")
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    kind: str  # "chat" | "completion"
+    ids: tuple[int, ...]
+    method: str
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: Optional[int]
+    stop: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+    max_draft_tokens: Optional[int]
+
+
+@dataclass(frozen=True)
+class ServeContext:
+    """What request parsing needs to know about the served model."""
+
+    model_id: str
+    methods: tuple[str, ...]  # what `speculative.method` may name
+    default_method: str
+    max_context: int
+    encode_chat: Any  # messages -> token ids (the model's chat template)
+    encode_text: Any  # text -> token ids (no template)
+
+
+UNSUPPORTED = {"logprobs": "logprobs", "top_logprobs": "logprobs", "logit_bias": "logit_bias",
+               "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+               "best_of": "best_of", "echo": "echo", "suffix": "suffix"}
+
+
+def _number(body: dict, name: str, default: float, lo: float, hi: float, lo_open: bool = False) -> float:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise bad_request(f"'{name}' must be a number, got {type(v).__name__}", name)
+    if v < lo or v > hi or (lo_open and v == lo):
+        raise bad_request(f"'{name}' must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}", name)
+    return float(v)
+
+
+def _int(value: Any, name: str, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"'{name}' must be an integer, got {type(value).__name__}", name)
+    if value < lo:
+        raise bad_request(f"'{name}' must be >= {lo}, got {value}", name)
+    return value
+
+
+def _common(body: dict, ctx: ServeContext) -> dict:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required (a string)", "model")
+    if model != ctx.model_id:
+        raise APIError(404, f"model '{model}' does not exist; this server serves '{ctx.model_id}'",
+                       param="model", code="model_not_found")
+    for key, param in UNSUPPORTED.items():
+        if body.get(key) not in (None, False, 0):
+            raise bad_request(f"'{param}' is not supported by this server", param, "unsupported_parameter")
+    n = body.get("n", 1)
+    if n is not None and _int(n, "n", 1) != 1:
+        raise bad_request("only n = 1 is supported", "n", "unsupported_parameter")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise bad_request("'response_format' (JSON mode, JSON schema) is not enforced by this server yet; "
+                          "leave it out or use {\"type\": \"text\"}", "response_format", "unsupported_parameter")
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+        raise bad_request("'stop' must be a non-empty string or a list of at most 16 non-empty strings", "stop")
+    seed = body.get("seed")
+    if seed is not None:
+        seed = _int(seed, "seed", -(2 ** 63))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise bad_request("'stream' must be a boolean", "stream")
+    opts = body.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        raise bad_request("'stream_options' must be an object", "stream_options")
+    spec = body.get("speculative") or {}
+    if not isinstance(spec, dict):
+        raise bad_request("'speculative' must be an object like {\"method\": \"hvd\", \"max_draft_tokens\": 16}",
+                          "speculative")
+    extra = set(spec) - {"method", "max_draft_tokens"}
+    if extra:
+        raise bad_request(f"unknown key(s) in 'speculative': {', '.join(sorted(extra))}", "speculative")
+    method = spec.get("method", ctx.default_method)
+    if method not in ctx.methods:
+        raise bad_request(f"unknown speculative method {method!r}; choose from: {', '.join(ctx.methods)}",
+                          "speculative.method")
+    mdt = spec.get("max_draft_tokens")
+    if mdt is not None:
+        mdt = _int(mdt, "speculative.max_draft_tokens", 0)
+    return dict(temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 0.0, 1.0, True),
+                seed=seed, stop=tuple(stop), stream=bool(stream), include_usage=bool(opts.get("include_usage", False)),
+                method=method, max_draft_tokens=mdt)
+
+
+def _max_tokens(body: dict, prompt_len: int, ctx: ServeContext) -> int:
+    if prompt_len >= ctx.max_context:
+        raise bad_request(f"the prompt is {prompt_len} tokens; this model's context window is {ctx.max_context}",
+                          "messages", "context_length_exceeded")
+    room = ctx.max_context - prompt_len
+    for name in ("max_completion_tokens", "max_tokens"):
+        if body.get(name) is not None:
+            n = _int(body[name], name, 1)
+            if n > room:
+                raise bad_request(f"'{name}' is {n}, but the prompt ({prompt_len} tokens) leaves room for {room} "
+                                  f"in the context window of {ctx.max_context}", name, "context_length_exceeded")
+            return n
+    return min(DEFAULT_MAX_TOKENS, room)
+
+
+def _content(m: dict, i: int) -> str:
+    c = m.get("content")
+    if c is None and m.get("tool_calls"):
+        return _render_calls(m["tool_calls"], i)
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        parts = []
+        for p in c:
+            if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
+                raise bad_request(f"messages[{i}].content: only text parts ({{\"type\": \"text\", \"text\": ...}}) "
+                                  "are supported", f"messages[{i}].content")
+            parts.append(p["text"])
+        return "".join(parts)
+    raise bad_request(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
+
+
+def _render_calls(calls: Any, i: int) -> str:
+    if not isinstance(calls, list):
+        raise bad_request(f"messages[{i}].tool_calls must be a list", f"messages[{i}].tool_calls")
+    out = []
+    for c in calls:
+        fn = c.get("function", {}) if isinstance(c, dict) else {}
+        name, args = fn.get("name"), fn.get("arguments", "{}")
+        try:
+            kwargs = json.loads(args) if isinstance(args, str) else args
+            out.append(f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")")
+        except (ValueError, AttributeError):
+            raise bad_request(f"messages[{i}].tool_calls: arguments must be a JSON object", f"messages[{i}].tool_calls")
+    return "[" + ", ".join(out) + "]"
+
+
+def _tools_message(body: dict) -> Optional[str]:
+    tools, choice = body.get("tools"), body.get("tool_choice", "auto")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not tools:
+        raise bad_request("'tools' must be a non-empty list of function tools", "tools")
+    lines = []
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad_request(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", f"tools[{i}]")
+        lines.append(json.dumps({k: fn[k] for k in ("name", "description", "parameters") if k in fn}))
+    if choice == "none":
+        return None
+    text = TOOLS_HEADER + "\n".join(lines)
+    if choice == "required":
+        text += "\nYou must call at least one function."
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice")
+        text += f"\nYou must call the function {name}."
+    elif choice != "auto":
+        raise bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice")
+    return text
+
+
+def chat_messages(body: dict) -> list[dict]:
+    """The request's messages as {"role", "content"} strings, tools rendered into a system message."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise bad_request("'messages' must be a non-empty list", "messages")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise bad_request(f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role")
+        role = "system" if m["role"] == "developer" else m["role"]
+        out.append({"role": role, "content": _content(m, i)})
+    if not any(m["content"].strip() for m in out):
+        raise bad_request("'messages' has no content", "messages")
+    tools = _tools_message(body)
+    if tools:
+        if out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + tools}
+        else:
+            out.insert(0, {"role": "system", "content": tools})
+    return out
+
+
+def parse_chat(body: Any, ctx: ServeContext) -> GenRequest:
+    common = _common(body, ctx)
+    ids = tuple(ctx.encode_chat(chat_messages(body)))
+    return GenRequest("chat", ids, max_tokens=_max_tokens(body, len(ids), ctx), **common)
+
+
+def parse_completion(body: Any, ctx: ServeContext) -> GenRequest:
+    common = _common(body, ctx)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise bad_request("'prompt' must be a non-empty string (or a list of one)", "prompt")
+    ids = tuple(ctx.encode_text(prompt))
+    if not ids:
+        raise bad_request("'prompt' encodes to no tokens", "prompt")
+    return GenRequest("completion", ids, max_tokens=_max_tokens(body, len(ids), ctx), **common)

@@ -1,0 +1,54 @@
+"""A live `hvd serve` app on loopback over the tiny engine, in a background thread."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import pytest
+
+from hvd.serve.app import ServeConfig
+from hvd.serve.command import build
+
+MODEL = "tiny"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(engine, config: ServeConfig = ServeConfig(), method: str = "suffix"):
+    import uvicorn
+
+    port = free_port()
+    app = build(engine, method, MODEL, config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_exact_engine):
+    with live_server(tiny_exact_engine) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)

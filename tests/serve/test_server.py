@@ -1,0 +1,201 @@
+"""`hvd serve` through the official `openai` client against a live server on loopback."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import httpx
+import pytest
+
+from hvd.drafters import registry
+from hvd.serve.app import ServeConfig
+
+from conftest import MODEL, live_server
+
+MESSAGES = [{"role": "user", "content": "abc abc abc abc"}]
+N = 40
+
+
+def solo(engine, prompt, **kw) -> str:
+    return engine.generate(prompt, method="ar", max_new_tokens=kw.pop("max_new_tokens", N), **kw).text
+
+
+def runnable(engine) -> list[str]:
+    out = []
+    for m in registry.METHODS:
+        try:
+            engine.drafter(m)
+            out.append(m)
+        except registry.MethodUnavailable:
+            pass
+    return out
+
+
+def test_chat_every_method_identical_to_engine(client, tiny_exact_engine):
+    want = solo(tiny_exact_engine, MESSAGES)
+    for method in runnable(tiny_exact_engine):
+        r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0,
+                                           extra_body={"speculative": {"method": method}})
+        assert r.choices[0].message.content == want, method
+        spec = r.model_extra["speculative"]
+        assert spec["method"] == method and r.usage.completion_tokens == N
+        assert spec["dtype"] == "int8" and spec["steps"] >= 1
+
+
+def test_streamed_chat_and_usage_chunk(client, tiny_exact_engine):
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == solo(tiny_exact_engine, MESSAGES)
+    assert chunks[-2].choices[0].finish_reason == "length"
+    last = chunks[-1]
+    assert not last.choices and last.usage.completion_tokens == N
+    assert last.model_extra["speculative"]["num_draft_tokens"] >= last.model_extra["speculative"]["num_accepted_tokens"]
+
+
+def test_completions_plain_and_streamed(client, tiny_exact_engine):
+    prompt = "hello hello hello"
+    ids = tiny_exact_engine.tokenizer.encode(prompt, add_special_tokens=False)
+    want = tiny_exact_engine.generate(ids, method="ar", max_new_tokens=N).text
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=N, temperature=0)
+    assert r.choices[0].text == want
+    s = client.completions.create(model=MODEL, prompt=prompt, max_tokens=N, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in s if c.choices) == want
+
+
+def test_stop_seed_and_speculative_override(client, tiny_exact_engine):
+    full = solo(tiny_exact_engine, MESSAGES)
+    stop = full[10:13]
+    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0, stop=[stop])
+    assert r.choices[0].message.content == solo(tiny_exact_engine, MESSAGES, stop=[stop])
+    assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].message.content
+    # same seed, same text: for methods whose drafts depend on the request alone (a suffix tree
+    # that learnt from earlier responses drafts differently, which changes the draws)
+    kw = dict(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0.9, top_p=0.95, seed=7,
+              extra_body={"speculative": {"method": "pld"}})
+    a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
+    assert a == b
+    c = client.chat.completions.create(**{**kw, "seed": 8}).choices[0].message.content
+    assert c != a
+    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0,
+                                       extra_body={"speculative": {"method": "pld", "max_draft_tokens": 0}})
+    spec = r.model_extra["speculative"]
+    assert spec["method"] == "pld" and spec["num_draft_tokens"] == 0 and spec["steps"] == N - 1
+
+
+def test_models_health_metrics(server, client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=0)
+    text = httpx.get(server + "/metrics").text
+    for name in ("hvd:spec_decode_num_drafts_total", "hvd:spec_decode_num_draft_tokens_total",
+                 "hvd:spec_decode_num_accepted_tokens_total", "hvd:spec_decode_num_accepted_tokens_per_pos_total",
+                 "hvd:time_to_first_token_seconds_bucket", "hvd:time_per_output_token_seconds_bucket",
+                 "hvd:num_requests_waiting", "hvd:requests_total", "hvd:spec_decode_steps_total"):
+        assert name in text, name
+
+
+def test_api_key(tiny_exact_engine):
+    from openai import AuthenticationError, OpenAI
+
+    with live_server(tiny_exact_engine, ServeConfig(api_key="sekret")) as url:
+        bad = OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(AuthenticationError):
+            bad.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4)
+        good = OpenAI(base_url=url + "/v1", api_key="sekret", max_retries=0)
+        assert good.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4).choices[0].message.content
+        assert httpx.get(url + "/health").status_code == 200  # not behind the key
+
+
+OK = {"model": MODEL, "messages": MESSAGES, "max_tokens": 4}
+BAD_INPUTS = [  # (body, status, words in the message)
+    (b"{not json", 400, "not valid JSON"),
+    ([1, 2], 400, "JSON object"),
+    ({"messages": MESSAGES}, 400, "'model' is required"),
+    ({**OK, "model": "gpt-9"}, 404, "does not exist"),
+    ({**OK, "messages": []}, 400, "non-empty list"),
+    ({**OK, "messages": "hi"}, 400, "non-empty list"),
+    ({**OK, "messages": [{"role": "wizard", "content": "x"}]}, 400, "role must be one of"),
+    ({**OK, "messages": [{"role": "user", "content": 5}]}, 400, "content must be a string"),
+    ({**OK, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400, "only text parts"),
+    ({**OK, "messages": [{"role": "user", "content": "   "}]}, 400, "no content"),
+    ({**OK, "temperature": -1}, 400, "'temperature' must be in"),
+    ({**OK, "temperature": "hot"}, 400, "'temperature' must be a number"),
+    ({**OK, "top_p": 0}, 400, "'top_p' must be in"),
+    ({**OK, "max_tokens": 0}, 400, "'max_tokens' must be >= 1"),
+    ({**OK, "max_tokens": 10 ** 6}, 400, "context window"),
+    ({**OK, "messages": [{"role": "user", "content": "a" * 300}]}, 400, "context window"),
+    ({**OK, "n": 2}, 400, "only n = 1"),
+    ({**OK, "stop": [""]}, 400, "'stop' must be"),
+    ({**OK, "seed": 1.5}, 400, "'seed' must be an integer"),
+    ({**OK, "response_format": {"type": "json_object"}}, 400, "not enforced"),
+    ({**OK, "logprobs": True}, 400, "'logprobs' is not supported"),
+    ({**OK, "speculative": {"method": "magic"}}, 400, "unknown speculative method"),
+    ({**OK, "speculative": {"max_draft_tokens": -1}}, 400, "max_draft_tokens' must be >= 0"),
+    ({**OK, "speculative": {"bogus": 1}}, 400, "unknown key"),
+    ({**OK, "speculative": {"method": "dflash"}}, 400, "dflash"),
+    ({**OK, "tools": [{"type": "function"}]}, 400, "tools[0]"),
+    ({**OK, "stream": "yes"}, 400, "'stream' must be a boolean"),
+]
+
+
+@pytest.mark.parametrize("body,status,words", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_bad_input_gets_a_4xx_in_the_openai_shape(server, body, status, words):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(server + "/v1/chat/completions", content=content, headers={"content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and words in err["message"], err
+    ok = httpx.post(server + "/v1/chat/completions", json=OK, timeout=60)  # still serving
+    assert ok.status_code == 200
+
+
+def test_tools_rendered_into_the_prompt(client, tiny_exact_engine):
+    tools = [{"type": "function", "function": {"name": "cd"}}]  # the tiny model's context is 256 characters
+    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4, temperature=0, tools=tools)
+    from hvd.serve.requests import chat_messages
+
+    msgs = chat_messages({"messages": MESSAGES, "tools": tools})
+    assert msgs[0]["role"] == "system" and '"name": "cd"' in msgs[0]["content"]
+    assert r.choices[0].message.content == solo(tiny_exact_engine, msgs, max_new_tokens=4)
+
+
+def test_queue_full_gives_429_with_retry_after(tiny_exact_engine):
+    with live_server(tiny_exact_engine, ServeConfig(max_queue=1)) as url:
+        body = {**OK, "max_tokens": 150, "speculative": {"method": "ar"}}
+        with cf.ThreadPoolExecutor(8) as pool:
+            rs = list(pool.map(lambda _: httpx.post(url + "/v1/chat/completions", json=body, timeout=120), range(8)))
+        codes = sorted(r.status_code for r in rs)
+        assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+        assert all(r.headers.get("retry-after") == "1" for r in rs if r.status_code == 429)
+
+
+def test_load_mixed_clients_and_disconnects(server, tiny_exact_engine):
+    """32 clients x 2 requests, streamed and not, every 8th dropping its stream early: every
+    completed response equals its solo output, no 5xx, and the server serves on."""
+    prompts = [[{"role": "user", "content": f"{c} {c}{c} {c}"}] for c in "abcdefgh"]
+    want = {i: solo(tiny_exact_engine, p, max_new_tokens=24) for i, p in enumerate(prompts)}
+
+    def one(k: int):
+        i, body = k % len(prompts), {"model": MODEL, "messages": prompts[k % len(prompts)], "max_tokens": 24,
+                                     "temperature": 0, "speculative": {"method": ("suffix", "pld", "ar", "hvd")[k % 4]}}
+        if k % 2:
+            r = httpx.post(server + "/v1/chat/completions", json=body, timeout=120)
+            return i, r.status_code, r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else None
+        with httpx.stream("POST", server + "/v1/chat/completions", json={**body, "stream": True}, timeout=120) as r:
+            text = ""
+            for n, line in enumerate(r.iter_lines()):
+                if k % 8 == 0 and n == 2:
+                    return i, r.status_code, None  # disconnects mid-stream
+                if line.startswith("data: {"):
+                    d = json.loads(line[6:])["choices"]
+                    text += (d[0]["delta"].get("content") or "") if d else ""
+            return i, r.status_code, text
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(64)))
+    assert all(code == 200 for _, code, _ in results)
+    assert all(text == want[i] for i, _, text in results if text is not None)
+    assert httpx.post(server + "/v1/chat/completions", json=OK, timeout=60).status_code == 200
