@@ -8,6 +8,7 @@ ends. `ar` is this loop with no drafter (an empty draft every step).
 """
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
@@ -19,7 +20,7 @@ from hvd.drafters.base import DecodeContext, Drafter
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import SamplingParams, sample_token, target_probs, verify_greedy, verify_sampling
+from hvd.verify import KeyedSampler, SamplingParams, verify_greedy, verify_keyed
 
 Messages = list[dict]
 DTYPES = ("auto", "int8", "bfloat16", "float32")
@@ -205,12 +206,12 @@ class Engine:
 
     def _decode(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig) -> Iterator[Chunk]:
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+        sampler = KeyedSampler(cfg.sampling, cfg.seed if cfg.seed is not None else secrets.randbits(63))
         limit = self.token_limit(len(ids), cfg.max_new_tokens)
         stopper = _Stopper(self.tokenizer, self.eos_ids, cfg.stop, limit)
         stats = GenerationStats(method=method, prompt_tokens=len(ids), target=type(self.target).__name__,
                                 dtype=self.target.precision)
-        pick = _picker(cfg.sampling, gen)
+        pick = _picker(cfg.sampling, sampler, len(ids))
 
         needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
         self.target.set_hidden_layers(needs)  # () stops collecting them for a drafter that reads none
@@ -239,7 +240,7 @@ class Engine:
             if cfg.sampling.greedy:
                 path, bonus = verify_greedy(logits, draft)
             else:
-                path, bonus = verify_sampling(logits, draft, cfg.sampling, gen)
+                path, bonus = verify_keyed(logits, draft, sampler, len(seq))
             self.target.commit(path)
             t3 = time.perf_counter()
             committed = [draft.tokens[i] for i in path] + [bonus]
@@ -300,10 +301,11 @@ def _holdback(text: str, stops: Sequence[str]) -> int:
     return best
 
 
-def _picker(params: SamplingParams, gen: torch.Generator):
+def _picker(params: SamplingParams, sampler: KeyedSampler, position: int):
+    """The first token's choice (from the prefill's logits, at sequence position `position`)."""
     if params.greedy:
         return lambda logits: int(logits.argmax())
-    return lambda logits: sample_token(target_probs(logits, params), gen)
+    return lambda logits: sampler(logits, position)
 
 
 def _is_token_ids(prompt) -> bool:

@@ -3,18 +3,20 @@
 Greedy: walk down the tree, at each node following the child equal to the target's argmax;
 the bonus is the argmax after the last accepted node. Output equals plain greedy decoding.
 
-Sampling (lossless speculative sampling): at a node with target distribution p, try its
-children in order. A child x drafted with distribution q is accepted with probability
-min(1, p(x) / q(x)) (q = one-hot for deterministic drafters, so min(1, p(x))); on rejection
-p becomes the residual norm(max(p - q, 0)) and the next sibling is tried (recursive
-rejection). If no child is accepted, the bonus is sampled from the final residual, so every
-committed token is distributed exactly as under plain sampling from p.
+Sampling, keyed by position: the token at sequence position t is argmax_x p(x) / E_t(x),
+where p is the target's distribution there (temperature, top-k, top-p applied) and E_t are
+i.i.d. Exp(1) variables drawn from (seed, t) alone — the exponential-race form of the
+Gumbel-max trick, so the token is distributed exactly as p. Verification walks the tree as in
+greedy decoding, with that keyed draw in place of the argmax. Every committed token is
+therefore the very token plain sampling (`ar`) draws at that position with the same seed,
+whatever was drafted: lossless by construction, and a seed reproduces the output for every
+method. (Drafts are deterministic here, so acceptance is what rejection sampling would give:
+a drafted x is accepted with probability p(x).)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
+import numpy as np
 import torch
 
 from hvd.types import Draft
@@ -47,8 +49,18 @@ def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return p
 
 
-def sample_token(p: torch.Tensor, gen: torch.Generator) -> int:
-    return int(torch.multinomial(p, 1, generator=gen).item())
+class KeyedSampler:
+    """Plain sampling whose randomness is keyed by sequence position (see the module doc)."""
+
+    def __init__(self, params: SamplingParams, seed: int) -> None:
+        self.params = params
+        self.seed = int(seed) & (2 ** 64 - 1)
+
+    def __call__(self, logits: torch.Tensor, position: int) -> int:
+        """The token drawn at `position` from the distribution of (vocab,) `logits`."""
+        p = target_probs(logits, self.params)
+        e = np.random.default_rng([self.seed, int(position)]).standard_exponential(p.numel())  # float64
+        return int(torch.argmax(p.double() / torch.from_numpy(e)))
 
 
 def _children(draft: Draft) -> list[list[int]]:
@@ -75,34 +87,16 @@ def verify_greedy(logits: torch.Tensor, draft: Draft) -> tuple[list[int], int]:
         node = nxt
 
 
-def verify_sampling(
-    logits: torch.Tensor, draft: Draft, params: SamplingParams, gen: torch.Generator
-) -> tuple[list[int], int]:
-    """Lossless recursive rejection sampling over the draft tree; same return as greedy."""
+def verify_keyed(logits: torch.Tensor, draft: Draft, sample: KeyedSampler, position: int) -> tuple[list[int], int]:
+    """Like `verify_greedy`, with the keyed draw at each visited row; row 0 predicts sequence
+    position `position`, a node at depth d predicts position + d."""
     kids = _children(draft)
     path: list[int] = []
     node = -1
     while True:
-        p = target_probs(logits[node + 1], params)
-        accepted: Optional[int] = None
-        for c in kids[node + 1]:
-            x = draft.tokens[c]
-            q = None if draft.probs is None else draft.probs[c].float()
-            ratio = p[x] if q is None else p[x] / q[x].clamp_min(1e-20)
-            if torch.rand((), generator=gen) < ratio:
-                accepted = c
-                break
-            residual = p.clone()
-            if q is None:
-                residual[x] = 0.0
-            else:
-                residual = (p - q).clamp_min(0.0)
-            total = residual.sum()
-            if total <= 0:  # p had all its mass where the draft put it: rejection was impossible
-                accepted = c
-                break
-            p = residual / total
-        if accepted is None:
-            return path, sample_token(p, gen)
-        path.append(accepted)
-        node = accepted
+        want = sample(logits[node + 1], position + len(path))
+        nxt = next((c for c in kids[node + 1] if draft.tokens[c] == want), None)
+        if nxt is None:
+            return path, want
+        path.append(nxt)
+        node = nxt

@@ -14,6 +14,7 @@ from hvd.drafters import registry
 
 pytestmark = pytest.mark.slow
 TOKENS = int(os.environ.get("HVD_REAL_TOKENS", "24"))
+PER_KIND = int(os.environ.get("HVD_REAL_PROMPTS", "2"))
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,8 @@ def engine():
 def prompts():
     from hvd.bench.suites import mixed_real_prompts
 
-    chosen = mixed_real_prompts(4)
-    assert len(chosen) >= 20 and len({p.dataset for p in chosen}) >= 5
+    chosen = mixed_real_prompts(PER_KIND)
+    assert len(chosen) >= 5 * PER_KIND and len({p.dataset for p in chosen}) >= 5
     return chosen
 
 
@@ -65,13 +66,14 @@ def test_every_method_is_token_identical_to_ar(engine, prompts):
 
 
 def test_every_method_is_token_identical_to_ar_in_float32(prompts):
-    """The transformers fp32 target too (the default is the int8 one on AVX2 CPUs), one prompt
-    of each kind (bounded for CI)."""
+    """The transformers fp32 target too (the default is the int8 one on AVX2 CPUs): the shortest
+    prompt of three kinds (bounded for CI: float32 verifies are the slowest here)."""
     from hvd import Engine
 
     engine = Engine.load(reuse_prefix=True, dtype="float32")
     one_each = list({p.dataset: p for p in prompts}.values())
-    assert not mismatching(engine, one_each)
+    short = sorted(one_each, key=lambda p: sum(len(m["content"]) for m in p.messages))[:3]
+    assert not mismatching(engine, short)
 
 
 def test_sampling_is_reproducible_on_real_model(engine):

@@ -70,14 +70,13 @@ def test_stop_seed_and_speculative_override(client, tiny_exact_engine):
     r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0, stop=[stop])
     assert r.choices[0].message.content == solo(tiny_exact_engine, MESSAGES, stop=[stop])
     assert r.choices[0].finish_reason == "stop" and stop not in r.choices[0].message.content
-    # same seed, same text: for methods whose drafts depend on the request alone (a suffix tree
-    # that learnt from earlier responses drafts differently, which changes the draws)
-    kw = dict(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0.9, top_p=0.95, seed=7,
-              extra_body={"speculative": {"method": "pld"}})
+    kw = dict(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0.9, top_p=0.95, seed=7)
     a, b = (client.chat.completions.create(**kw).choices[0].message.content for _ in range(2))
     assert a == b
     c = client.chat.completions.create(**{**kw, "seed": 8}).choices[0].message.content
     assert c != a
+    assert a == tiny_exact_engine.generate(MESSAGES, method="ar", max_new_tokens=N, temperature=0.9, top_p=0.95,
+                                           seed=7).text  # the very text ar samples with that seed
     r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=N, temperature=0,
                                        extra_body={"speculative": {"method": "pld", "max_draft_tokens": 0}})
     spec = r.model_extra["speculative"]
@@ -199,3 +198,46 @@ def test_load_mixed_clients_and_disconnects(server, tiny_exact_engine):
     assert all(code == 200 for _, code, _ in results)
     assert all(text == want[i] for i, _, text in results if text is not None)
     assert httpx.post(server + "/v1/chat/completions", json=OK, timeout=60).status_code == 200
+
+
+@pytest.mark.slow
+def test_cli_serves_the_real_model_and_exits_0_on_sigterm(tmp_path):
+    """`hvd serve` as a user runs it: /health after load, a request in flight finishes, SIGTERM exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", "pld"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server did not come up"
+            time.sleep(0.5)
+        body = {"model": "SmolLM2-135M-Instruct", "max_tokens": 48, "temperature": 0,
+                "messages": [{"role": "user", "content": "Count from one to ten."}]}
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", httpx.post(url + "/v1/chat/completions", json=body,
+                                                                              timeout=120)))
+        t.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        t.join(120)
+        assert proc.wait(60) == 0
+        assert out["r"].status_code == 200 and out["r"].json()["usage"]["completion_tokens"] > 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
