@@ -17,6 +17,7 @@ import torch
 
 from hvd.drafters import registry
 from hvd.drafters.base import DecodeContext, Drafter
+from hvd.drafters.stores import SharedStores
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.types import Draft, GenerationStats, StepStats
@@ -100,7 +101,8 @@ class Engine:
     def __init__(self, target: Target, tokenizer) -> None:
         self.target = target
         self.tokenizer = tokenizer
-        self._drafters: dict[str, Drafter] = {}  # one per method: global state lives across requests
+        self._drafters: dict[str, Drafter] = {}  # one per method, built once, kept across requests
+        self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         eos = getattr(getattr(target, "model", None), "generation_config", None)
         ids = getattr(eos, "eos_token_id", None) if eos is not None else None
         ids = ids if isinstance(ids, list) else [ids if ids is not None else tokenizer.eos_token_id]
@@ -160,7 +162,7 @@ class Engine:
         if m.make is None:
             return None
         if method not in self._drafters:
-            self._drafters[method] = m.make(self.target)
+            self._drafters[method] = m.make(self.target, self.stores)
         return self._drafters[method]
 
     # ---- generation --------------------------------------------------------------------

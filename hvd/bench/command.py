@@ -22,7 +22,11 @@ def machine(target=None) -> dict:
 
     from hvd.models import cpu_name
 
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    from hvd.targets.native import cpu_flags
+
+    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+           if f in cpu_flags()]
+    info = {"cpu": cpu_name(), "isa": " ".join(isa), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if target is not None:
         info.update(target=type(target).__name__, dtype=target.precision)

@@ -109,16 +109,17 @@ MODEL_ARM = "aded-greedy"  # a cheap chain: on this CPU big trees cost more than
 
 
 def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
-          predictor_dir=None) -> HybridDrafter:
-    """A hybrid over registered drafters for `target`: loads the predictor (rules that need
-    it) and the machine's verify-cost curve (the cost rule; measured once, then cached)."""
+          predictor_dir=None, stores=None) -> HybridDrafter:
+    """A hybrid over registered drafters for `target` (reading and feeding the engine's
+    shared `stores` when given): loads the predictor (rules that need it) and the machine's
+    verify-cost curve (the cost rule; measured once, then cached)."""
     from hvd.drafters import registry
     from hvd.hybrid import cost as cost_curve
     from hvd.hybrid import predictor as pred
     from hvd.models import cache_dir
 
-    cache = registry.get(CACHE_ARM).make(target)
-    model = registry.get(model_arm).make(target)
+    cache = registry.get(CACHE_ARM).make(target, stores)
+    model = registry.get(model_arm).make(target, stores)
     predictor = pred.load(predictor_dir) if policy.rule != "rule" else None
     if predictor is not None and predictor.classes.shape[0] < target.vocab_size:
         raise pred.PredictorError(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from hvd.drafters.base import Drafter
 
 if TYPE_CHECKING:
+    from hvd.drafters.stores import SharedStores
     from hvd.targets.protocol import Target
 
 
@@ -15,24 +16,25 @@ class Method:
     name: str
     help: str
     # Builds a fresh drafter for a target (model drafters read its weights; cache drafters
-    # ignore it). None: no drafter (plain autoregressive decoding).
-    make: Optional[Callable[["Target"], Drafter]]
+    # ignore it) and, optionally, the engine's shared cross-request stores (None: private
+    # ones). None: no drafter (plain autoregressive decoding).
+    make: Optional[Callable[..., Drafter]]
 
 
-def _pld(target: "Target") -> Drafter:
+def _pld(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
     from hvd.drafters.pld import PromptLookupDrafter
 
     return PromptLookupDrafter()
 
 
-def _suffix(target: "Target") -> Drafter:
+def _suffix(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
     from hvd.drafters.suffix import SuffixDrafter
 
-    return SuffixDrafter()
+    return SuffixDrafter(store=None if stores is None else stores.responses)
 
 
 def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
-    def make(target: "Target") -> Drafter:
+    def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
         from hvd.drafters.aded import AdedConfig, for_target
 
         return for_target(target, AdedConfig(**config), name)
@@ -40,14 +42,14 @@ def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
     return make
 
 
-def _layerskip(target: "Target") -> Drafter:
+def _layerskip(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
     from hvd.drafters.layerskip import for_target
 
     return for_target(target)
 
 
 def _dflash(name: str) -> Callable[["Target"], Drafter]:
-    def make(target: "Target") -> Drafter:
+    def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
         from hvd.drafters.dflash import for_target
 
         return for_target(target, name=name)  # the packaged checkpoint hvd/checkpoints/<name>
@@ -56,11 +58,11 @@ def _dflash(name: str) -> Callable[["Target"], Drafter]:
 
 
 def _hybrid(name: str, **policy) -> Callable[["Target"], Drafter]:
-    def make(target: "Target") -> Drafter:
+    def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
         from hvd.drafters.hybrid import build
         from hvd.hybrid.policy import PolicyConfig
 
-        return build(target, name, PolicyConfig(**policy))
+        return build(target, name, PolicyConfig(**policy), stores=stores)
 
     return make
 

@@ -286,26 +286,59 @@ class SuffixIndex:
 # ---------------------------------------------------------------- drafter
 
 
+class ResponseStore:
+    """Earlier responses, each after a SEP, in one suffix index: the cross-request knowledge of
+    the suffix arm. One store may be shared by several drafters (an engine's `suffix`, `hvd`
+    and `rule-hybrid` read and feed the same one); bounded by `max_tokens` response tokens,
+    oldest responses evicted first (the index compacts what it evicts)."""
+
+    def __init__(self, min_match: int, max_tokens: int) -> None:
+        self.min_match, self.max_tokens = min_match, max_tokens
+        self.index: Optional[SuffixIndex] = None  # None before the first response
+        self._responses: deque[int] = deque()  # lengths of the kept responses, oldest first
+        self.tokens = 0  # sum of _responses (separators not counted)
+
+    @property
+    def responses(self) -> int:
+        return len(self._responses)
+
+    def add(self, output: Sequence[int]) -> None:
+        limit = self.max_tokens
+        response = list(output)[-limit:] if limit > 0 else []
+        if not response:
+            return
+        if self.index is None:
+            self.index = SuffixIndex(self.min_match, 4 * (len(response) + 1))  # grows
+        self.index.append([SEP, *response])
+        self._responses.append(len(response))
+        self.tokens += len(response)
+        while self.tokens > limit:
+            dropped = self._responses.popleft()
+            self.tokens -= dropped
+            self.index.evict_before(self.index.base + 1 + dropped)
+
+
 class SuffixDrafter:
     name = "suffix"
     capabilities = Capabilities(tree=True)
 
-    def __init__(self, config: SuffixConfig = SuffixConfig()) -> None:
+    def __init__(self, config: SuffixConfig = SuffixConfig(), store: Optional[ResponseStore] = None) -> None:
+        """`store`: a shared store of earlier responses (default: a private one)."""
         self.config = config
         self._local: Optional[SuffixIndex] = None  # this request: prompt + committed output
-        self._global: Optional[SuffixIndex] = None  # earlier responses, each after a SEP
-        self._responses: deque[int] = deque()  # lengths of the kept responses, oldest first
-        self._global_tokens = 0  # sum of _responses
+        self.store = store if store is not None else ResponseStore(config.min_match, config.max_global_tokens)
+        if self.store.min_match != config.min_match:
+            raise ValueError("a shared response store must use the drafter's min_match")
 
     @property
     def global_index(self) -> Optional[SuffixIndex]:
         """The store of earlier responses (None before the first `end`)."""
-        return self._global
+        return self.store.index
 
     @property
     def global_tokens(self) -> int:
         """Response tokens held by the global store (separators not counted)."""
-        return self._global_tokens
+        return self.store.tokens
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._local = SuffixIndex(self.config.min_match, len(prompt) + 1024)
@@ -317,19 +350,7 @@ class SuffixDrafter:
         self._local.append(committed)
 
     def end(self, output: Sequence[int]) -> None:
-        limit = self.config.max_global_tokens
-        response = list(output)[-limit:] if limit > 0 else []
-        if not response:
-            return
-        if self._global is None:
-            self._global = SuffixIndex(self.config.min_match, 4 * (len(response) + 1))  # grows
-        self._global.append([SEP, *response])
-        self._responses.append(len(response))
-        self._global_tokens += len(response)
-        while self._global_tokens > limit:
-            dropped = self._responses.popleft()
-            self._global_tokens -= dropped
-            self._global.evict_before(self._global.base + 1 + dropped)
+        self.store.add(output)
 
     def propose(self, ctx: DecodeContext) -> Draft:
         cfg = self.config
@@ -338,7 +359,7 @@ class SuffixDrafter:
             return Draft.empty()
         tail = np.asarray(ctx.tokens[-cfg.max_match :], dtype=np.int32)  # (c,)
         best: Optional[Draft] = None
-        for source, index in ((0, self._local), (1, self._global)):
+        for source, index in ((0, self._local), (1, self.store.index)):
             draft = None if index is None else self._draft(index, tail, depth, source)
             if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
                 best = draft

@@ -108,6 +108,8 @@ class EngineWorker:
                     first = time.perf_counter()
                 if chunk.result is not None:
                     self.metrics.finished(chunk.result.stats, (first or time.perf_counter()) - job.arrived)
+                    for store, size in self.engine.stores.sizes().items():
+                        self.metrics.store_tokens.labels(store).set(size)
                     job.post("done", chunk.result)
                     return
                 job.post("chunk", chunk)

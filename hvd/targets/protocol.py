@@ -13,7 +13,7 @@ Implementations: `hf.HFTarget` (any transformers causal LM, float32), `lean.Llam
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
@@ -21,6 +21,14 @@ from hvd.types import Draft
 
 
 class Target(Protocol):
+    """What every target provides. Optional capabilities, each a method a drafter checks for
+    when it is built (never inside a request): `self_draft(skip) -> SelfDraft` (layerskip),
+    `shared_weights() -> SharedWeights` (model drafters: dflash), `teacher_forced(ids,
+    layers)` (training data). `model` is the transformers model whose weights the target
+    serves: its config, generation config and identity (bench references, cost-curve cache,
+    the hf peers) are read from it."""
+
+    model: Any
     precision: str  # what the weights compute in: "float32", "bfloat16", "int8"
     vocab_size: int
     max_context: int  # positions the model can attend over
