@@ -10,10 +10,23 @@ import pytest
 from hvd.drafters import registry
 from hvd.serve.app import ServeConfig
 
-from conftest import MODEL, live_server
+from live_server import MODEL, live_server
 
 MESSAGES = [{"role": "user", "content": "abc abc abc abc"}]
 N = 40
+
+
+@pytest.fixture(scope="module")
+def server(tiny_exact_engine):
+    with live_server(tiny_exact_engine) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def solo(engine, prompt, **kw) -> str:
@@ -210,7 +223,7 @@ def test_cli_serves_the_real_model_and_exits_0_on_sigterm(tmp_path):
     import threading
     import time
 
-    from conftest import free_port
+    from live_server import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", "pld"],

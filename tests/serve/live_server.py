@@ -1,12 +1,11 @@
-"""A live `hvd serve` app on loopback over the tiny engine, in a background thread."""
+"""A live `hvd serve` app on loopback, in a background thread (a helper module, not a conftest:
+tests/conftest.py is the one `conftest`)."""
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
 import time
-
-import pytest
 
 from hvd.serve.app import ServeConfig
 from hvd.serve.command import build
@@ -39,16 +38,3 @@ def live_server(engine, config: ServeConfig = ServeConfig(), method: str = "suff
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-@pytest.fixture(scope="module")
-def server(tiny_exact_engine):
-    with live_server(tiny_exact_engine) as url:
-        yield url
-
-
-@pytest.fixture()
-def client(server):
-    from openai import OpenAI
-
-    return OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
