@@ -16,6 +16,10 @@ from hvd.serve.worker import EngineWorker
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 
 
+def _exit_zero(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def model_id(model: Optional[str]) -> str:
     """The id clients send as `model`: the default model's name, a GGUF file's stem or a directory's name."""
     if model is None:
@@ -37,9 +41,14 @@ def build(engine, method: str, name: str, config: ServeConfig):
 
 
 def serve(engine, method: str, name: str, host: str, port: int, config: ServeConfig) -> None:
+    import signal
+
     import uvicorn
 
     app = build(engine, method, name, config)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler
+    # that was installed before it: make that an orderly exit with status 0.
+    signal.signal(signal.SIGTERM, _exit_zero)
     print(f"hvd: serving {name} ({engine.target.precision}, default method {method}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(config.shutdown_deadline))
