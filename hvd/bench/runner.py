@@ -21,6 +21,7 @@ from hvd.drafters.oracle import OracleDrafter
 from hvd.engine import Engine
 
 ORACLE = "oracle"
+WARMUP_TOKENS = 32
 
 
 def known_methods() -> list[str]:
@@ -88,8 +89,9 @@ def run_prompt(engine: Engine, prompt, cfg: BenchConfig, tick: Callable[[], None
 
 def run_bench(engine: Engine, prompts: Sequence, cfg: BenchConfig, tick: Callable[[], None] = lambda: None) -> list[PromptRuns]:
     check_methods(cfg.methods)
-    if prompts:  # warm-up, excluded: first-call allocations, lazy imports, JIT compiles
+    if prompts:  # warm-up, excluded: first-call allocations, lazy imports, JIT compiles (long
+        # enough that copy drafters find matches and compile their expansion kernels too)
         ids = engine.encode(list(prompts[0].messages))
         for m in {"ar", *cfg.methods}:
-            run_once(engine, m, ids, 4, [], cfg.gguf)
+            run_once(engine, m, ids, WARMUP_TOKENS, [], cfg.gguf)
     return [run_prompt(engine, p, cfg, tick) for p in prompts]

@@ -6,7 +6,7 @@ from hvd.drafters.layerskip import LayerSkipConfig, default_skip, for_target
 from hvd.engine import Engine
 from hvd.targets.hf import HFTarget
 
-from conftest import char_tokenizer, tiny_llama
+from conftest import tiny_llama
 
 PROMPTS = [[3, 8, 1, 22, 9, 14], list(range(1, 30))]
 
