@@ -81,6 +81,24 @@ def any_engine(request) -> Engine:
     return request.getfixturevalue(ENGINES[request.param])
 
 
+def paths_of(draft: Draft) -> list[list[int]]:
+    """Tokens from the root's child down to each node (row i + 1 of a verify)."""
+    out: list[list[int]] = []
+    for tok, p in zip(draft.tokens, draft.parents):
+        out.append((out[p] if p >= 0 else []) + [tok])
+    return out
+
+
+def decode_one_by_one(target, prompt: list[int], tokens: list[int]) -> torch.Tensor:
+    """Logits (len(tokens), vocab) of plain decoding: one token per forward."""
+    target.prefill(prompt)
+    rows = []
+    for t in tokens:
+        rows.append(target.verify(t, Draft.empty())[0])
+        target.commit([])
+    return torch.stack(rows)
+
+
 class ScriptedDrafter:
     """Adversarial drafters for tests, chosen by `mode`:
 

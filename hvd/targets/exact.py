@@ -30,10 +30,9 @@ import torch
 from torch.nn import functional as F
 
 from hvd.targets.native import library, ptr
-from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
 from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
-from hvd.targets.skip_draft import SkipDraft
-from hvd.types import Draft
+from hvd.targets.slot_cache import SlotCacheTarget
 
 PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
 
@@ -98,7 +97,7 @@ def _check_shape(s: LlamaShape, intermediate: int) -> None:
             raise UnsupportedModel(f"{name} {n} is not a multiple of 16")
 
 
-class ExactLlamaTarget(CollectsHidden):
+class ExactLlamaTarget(SlotCacheTarget):
     """The `Target` protocol over a Llama-family transformers model, int8, batch-invariant (batch 1)."""
 
     precision = "int8"
@@ -125,19 +124,11 @@ class ExactLlamaTarget(CollectsHidden):
         self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
         self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
         self._cos = self._sin = torch.empty(0)
-        self._len = 0
-        self._ids: list[int] = []
-        self._pending_ids: list[int] = []
-        self._pending_hidden: dict[int, torch.Tensor] = {}
-        self._hidden = HiddenStates()
+        self._reset()
         self.set_threads(threads or torch.get_num_threads())
 
     def set_threads(self, n: int) -> None:
         self.lib.hvd_set_threads(int(n))
-
-    @property
-    def cached_len(self) -> int:
-        return self._len
 
     # ---- the forward -------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -211,22 +202,8 @@ class ExactLlamaTarget(CollectsHidden):
         self.lib.hvd_quantize(ptr(h), T, K, ptr(q), ptr(qs))
         return self._linear(q, qs, self._head)
 
-    # ---- the Target protocol -----------------------------------------------------------
-    @torch.inference_mode()
-    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
-        ids = [int(t) for t in ids]
-        start = self._reusable(ids)
-        layers = self.config.hidden_layers
-        if not start:
-            self._hidden.clear()
-        h = None
-        for i in range(start, len(ids), PREFILL_CHUNK):
-            j = min(i + PREFILL_CHUNK, len(ids))
-            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
-            for l, x in hid.items():
-                self._hidden.write(l, i, x)
-        self._len, self._ids = len(ids), ids
-        return self._logits(h[-1:])[0]
+    # ---- the Target protocol (hvd/targets/slot_cache.py) ------------------------------
+    prefill_chunk = PREFILL_CHUNK
 
     def _reusable(self, ids: list[int]) -> int:
         """Committed tokens a prefill of `ids` keeps: the shared prefix (the last prompt token is
@@ -235,34 +212,12 @@ class ExactLlamaTarget(CollectsHidden):
             return 0
         return shared_prefix(self._ids[: self._len], ids[:-1])
 
-    @torch.inference_mode()
-    def verify(self, root: int, draft: Draft) -> torch.Tensor:
-        past = self._len
-        self._pending_ids = [int(root), *draft.tokens]
-        depth = [0, *draft.depths()]
-        paths: list[list[int]] = [[past]]
-        for j, p in enumerate(draft.parents, start=1):
-            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
-        pos = torch.tensor(depth) + past
-        h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
-        self._pending_hidden = hid
-        return self._logits(h)
-
-    @torch.inference_mode()
-    def commit(self, path: Sequence[int]) -> None:
-        past = self._len
-        keep = [0, *(i + 1 for i in path)]
-        if keep != list(range(len(keep))):
-            s = self.shape
-            src = torch.tensor([past + k for k in keep], dtype=torch.int32)
-            dst = torch.arange(past, past + len(keep), dtype=torch.int32)
-            self.lib.hvd_move_slots(ptr(self._k), ptr(self._v), s.layers, s.kv_heads, s.head_dim, self._v.shape[2],
-                                    ptr(src), ptr(dst), len(keep))
-        self._len = past + len(keep)
-        self._ids[past:] = [self._pending_ids[k] for k in keep]
-        rows = torch.tensor(keep)
-        for l, h in self._pending_hidden.items():
-            self._hidden.write(l, past, h[rows])
+    def _move_slots(self, src: list[int], past: int) -> None:
+        s = self.shape
+        src32 = torch.tensor(src, dtype=torch.int32)
+        dst = torch.arange(past, past + len(src), dtype=torch.int32)
+        self.lib.hvd_move_slots(ptr(self._k), ptr(self._v), s.layers, s.kv_heads, s.head_dim, self._v.shape[2],
+                                ptr(src32), ptr(dst), len(src))
 
     def shared_weights(self) -> SharedWeights:
         head = self.model.get_output_embeddings().weight.detach()
@@ -282,9 +237,6 @@ class ExactLlamaTarget(CollectsHidden):
                 hid_all[l].append(hid[l])
         self._ids, self._len = [], 0
         return {l: torch.cat(v) for l, v in hid_all.items()}, torch.cat(labels)
-
-    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        return SkipDraft(self, tuple(skip))
 
 
 def _visibility(past: int, T: int, paths: Optional[Sequence[Sequence[int]]]):

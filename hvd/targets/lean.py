@@ -35,10 +35,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
 from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
-from hvd.targets.skip_draft import SkipDraft
-from hvd.types import Draft
+from hvd.targets.slot_cache import SlotCacheTarget
 
 ROWS = 32  # rows per linear call
 BLOCK = 64  # attention key block (positions)
@@ -175,7 +174,7 @@ def invariant_kernels(past: int, pos: torch.Tensor, paths: Sequence[Sequence[int
     return Kernels(linear, lambda q, kc, vc: attend(q, kc, vc, past, slots, scale))
 
 
-class LlamaTarget(CollectsHidden):
+class LlamaTarget(SlotCacheTarget):
     """The `Target` protocol over a Llama-family transformers model's weights (batch 1)."""
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
@@ -196,15 +195,7 @@ class LlamaTarget(CollectsHidden):
         self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
         self._v: Optional[torch.Tensor] = None
         self._cos = self._sin = torch.empty(0)
-        self._len = 0
-        self._ids: list[int] = []
-        self._pending_ids: list[int] = []
-        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1+n, hidden) of the last verify
-        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
-
-    @property
-    def cached_len(self) -> int:
-        return self._len
+        self._reset()
 
     # ---- the forward -------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -256,21 +247,10 @@ class LlamaTarget(CollectsHidden):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return linear(h, self._head).float()  # (T, vocab)
 
-    # ---- the Target protocol -----------------------------------------------------------
-    @torch.inference_mode()
-    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
-        ids = [int(t) for t in ids]
-        start = self._reusable(ids)
-        layers = self.config.hidden_layers
-        if not start:
-            self._hidden.clear()
-        for i in range(start, len(ids), PREFILL_CHUNK):  # chunks at fixed multiples: a kept prefix rounds the same
-            j = min(i + PREFILL_CHUNK, len(ids))
-            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
-            for l, x in hid.items():
-                self._hidden.write(l, i, x)
-        self._len, self._ids = len(ids), ids
-        return self._logits(h[-1:])[0]
+    # ---- the Target protocol (hvd/targets/slot_cache.py) ------------------------------
+    @property
+    def prefill_chunk(self) -> int:
+        return PREFILL_CHUNK  # read at call time: tests shrink it
 
     def _reusable(self, ids: list[int]) -> int:
         """Committed tokens a prefill of `ids` keeps: the shared prefix (the last prompt token is
@@ -280,32 +260,10 @@ class LlamaTarget(CollectsHidden):
             return 0
         return (shared_prefix(self._ids[: self._len], ids[:-1]) // PREFILL_CHUNK) * PREFILL_CHUNK
 
-    @torch.inference_mode()
-    def verify(self, root: int, draft: Draft) -> torch.Tensor:
-        past = self._len
-        self._pending_ids = [int(root), *draft.tokens]
-        depth = [0, *draft.depths()]
-        paths: list[list[int]] = [[past]]
-        for j, p in enumerate(draft.parents, start=1):
-            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
-        pos = torch.tensor(depth) + past
-        h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
-        self._pending_hidden = hid
-        return self._logits(h)
-
-    @torch.inference_mode()
-    def commit(self, path: Sequence[int]) -> None:
-        past = self._len
-        keep = [0, *(i + 1 for i in path)]
-        if keep != list(range(len(keep))):
-            idx = torch.tensor([past + k for k in keep])
-            self._k[:, :, past : past + len(keep)] = self._k[:, :, idx]
-            self._v[:, :, past : past + len(keep)] = self._v[:, :, idx]
-        self._len = past + len(keep)
-        self._ids[past:] = [self._pending_ids[k] for k in keep]
-        rows = torch.tensor(keep)
-        for l, h in self._pending_hidden.items():
-            self._hidden.write(l, past, h[rows])
+    def _move_slots(self, src: list[int], past: int) -> None:
+        idx = torch.tensor(src)
+        self._k[:, :, past : past + len(src)] = self._k[:, :, idx]  # gather copies first
+        self._v[:, :, past : past + len(src)] = self._v[:, :, idx]
 
     def shared_weights(self) -> SharedWeights:
         return SharedWeights(self._embed.detach(), self._head.detach(), self.shape.layers, self.shape.eps)
@@ -319,6 +277,3 @@ class LlamaTarget(CollectsHidden):
         labels = torch.cat([self._logits(h[i : i + 256]).argmax(-1) for i in range(0, len(ids), 256)])  # (L,)
         self._ids, self._len = [], 0
         return {l: hid[l] for l in layers}, labels
-
-    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        return SkipDraft(self, tuple(skip))

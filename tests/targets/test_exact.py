@@ -13,7 +13,7 @@ from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import TargetConfig
 from hvd.types import Draft
 
-from conftest import VOCAB, tiny_llama
+from conftest import VOCAB, decode_one_by_one, paths_of, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -24,22 +24,6 @@ def exact():
 def seq(n: int, seed: int = 0) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(1, VOCAB) for _ in range(n)]
-
-
-def decode_one_by_one(target, prompt: list[int], tokens: list[int]) -> torch.Tensor:
-    target.prefill(prompt)
-    rows = []
-    for t in tokens:
-        rows.append(target.verify(t, Draft.empty())[0])
-        target.commit([])
-    return torch.stack(rows)
-
-
-def paths_of(draft: Draft) -> list[list[int]]:
-    out: list[list[int]] = []
-    for tok, p in zip(draft.tokens, draft.parents):
-        out.append((out[p] if p >= 0 else []) + [tok])
-    return out
 
 
 @pytest.mark.parametrize("prompt_len", [1, 5, 7, 8, 9, 60, 63, 64, 65, 127])

@@ -10,7 +10,7 @@ from hvd.targets.check import check_exact
 from hvd.targets.hf import HFTarget
 from hvd.types import Draft
 
-from conftest import VOCAB, tiny_llama
+from conftest import VOCAB, decode_one_by_one, paths_of, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +25,6 @@ def seq(n: int) -> list[int]:
 def random_tree(rng: random.Random, n: int) -> Draft:
     parents = [rng.randint(-1, i - 1) for i in range(n)]
     return Draft(tuple(rng.randrange(VOCAB) for _ in range(n)), tuple(parents))
-
-
-def paths_of(draft: Draft) -> list[list[int]]:
-    """Tokens from the root's child down to each node (row i + 1 of a verify)."""
-    out: list[list[int]] = []
-    for tok, p in zip(draft.tokens, draft.parents):
-        out.append((out[p] if p >= 0 else []) + [tok])
-    return out
-
-
-def decode_one_by_one(target, prompt: list[int], tokens: list[int]) -> torch.Tensor:
-    """Logits (len(tokens), vocab) of plain decoding: one token per forward."""
-    target.prefill(prompt)
-    rows = []
-    for t in tokens:
-        rows.append(target.verify(t, Draft.empty())[0])
-        target.commit([])
-    return torch.stack(rows)
 
 
 def test_fp32_matches_transformers():

@@ -1,0 +1,77 @@
+"""What the two static-cache Llama targets (lean bf16, exact int8) share: the request
+bookkeeping around their forward. Cache slot = position for committed tokens; a verify writes
+the root and the draft nodes at slots past..past+n; `commit` moves the accepted path down
+(rollback is moving the length back).
+
+A subclass provides `_forward(ids, past, pos, paths, layers=None, keep=())`, `_logits(h)`,
+`_reusable(ids)`, `_move_slots(src, past)` (cache slots src -> past, past+1, ...) and
+`prefill_chunk` (rows per prefill forward)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft
+from hvd.targets.skip_draft import SkipDraft
+from hvd.types import Draft
+
+
+class SlotCacheTarget(CollectsHidden):
+    prefill_chunk: int
+
+    def _reset(self) -> None:
+        """The empty request state (call from __init__)."""
+        self._len = 0
+        self._ids: list[int] = []
+        self._pending_ids: list[int] = []
+        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1+n, hidden) of the last verify
+        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
+
+    @property
+    def cached_len(self) -> int:
+        return self._len
+
+    @torch.inference_mode()
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        ids = [int(t) for t in ids]
+        start = self._reusable(ids)
+        layers = self.config.hidden_layers
+        if not start:
+            self._hidden.clear()
+        chunk = self.prefill_chunk
+        for i in range(start, len(ids), chunk):  # chunks at fixed multiples: a kept prefix rounds the same
+            j = min(i + chunk, len(ids))
+            h, hid = self._forward(ids[i:j], i, torch.arange(i, j), None, keep=layers)
+            for l, x in hid.items():
+                self._hidden.write(l, i, x)
+        self._len, self._ids = len(ids), ids
+        return self._logits(h[-1:])[0]
+
+    @torch.inference_mode()
+    def verify(self, root: int, draft: Draft) -> torch.Tensor:
+        past = self._len
+        self._pending_ids = [int(root), *draft.tokens]
+        depth = [0, *draft.depths()]
+        paths: list[list[int]] = [[past]]
+        for j, p in enumerate(draft.parents, start=1):
+            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
+        pos = torch.tensor(depth) + past
+        h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
+        self._pending_hidden = hid
+        return self._logits(h)
+
+    @torch.inference_mode()
+    def commit(self, path: Sequence[int]) -> None:
+        past = self._len
+        keep = [0, *(i + 1 for i in path)]
+        if keep != list(range(len(keep))):  # a branch: move the kept slots down
+            self._move_slots([past + k for k in keep], past)
+        self._len = past + len(keep)
+        self._ids[past:] = [self._pending_ids[k] for k in keep]
+        rows = torch.tensor(keep)
+        for l, h in self._pending_hidden.items():
+            self._hidden.write(l, past, h[rows])
+
+    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
+        return SkipDraft(self, tuple(skip))
