@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_args(g)
     c = sub.add_parser("chat", help="interactive chat, streaming tokens as they are accepted")
     _add_decoding_args(c)
-    d = sub.add_parser("demo", help="one agentic edit prompt decoded with ar and the best method")
+    d = sub.add_parser("demo", help="one coding request decoded with ar and the default method")
     add_model_args(d)
     d.add_argument("--max-new-tokens", type=int, default=200)
     sv = sub.add_parser("serve", help="an OpenAI-compatible server (chat and completions, streaming, metrics)")

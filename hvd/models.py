@@ -141,20 +141,20 @@ def exact_target(lm, config, threads: int):
         raise ModelError(f"the int8 target cannot run this model ({e}); use --dtype float32") from e
     except NativeUnavailable as e:
         raise ModelError(f"the int8 target is unavailable here ({e}); use --dtype float32") from e
-    _guard(target, "int8", prefill=True)
+    _guard(target, "int8", prefill=True, build=target.build_id)
     return target
 
 
-def _guard(target, dtype: str, prefill: bool) -> None:
+def _guard(target, dtype: str, prefill: bool, build: str = "") -> None:
     """Raise ModelError unless `check_exact` passes for this target on this machine (the
-    verdict is cached in $HVD_CACHE/batch_invariance.json)."""
+    verdict is cached in $HVD_CACHE/batch_invariance.json, per `build` of its kernels too)."""
     import json
 
     import torch
 
     from hvd.targets import check
 
-    key = f"{dtype}|{type(target).__name__}|{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
+    key = f"{dtype}|{type(target).__name__}|{build}|{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
     path = cache_dir() / "batch_invariance.json"
     try:
         known = json.loads(path.read_text())
@@ -168,13 +168,19 @@ def _guard(target, dtype: str, prefill: bool) -> None:
         raise ModelError(f"{dtype} decoding would not be exact on this machine ({known[key]}); use --dtype float32")
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            line = next((l for l in f if l.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
 def cpu_has_bf16_units() -> bool:
     """AMX or AVX-512 BF16 on this CPU: where a bf16 forward costs less than a float32 one."""
-    try:
-        flags = next((l for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags.split()))
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def cpu_name() -> str:

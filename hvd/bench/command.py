@@ -20,9 +20,7 @@ from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_benc
 def machine(target=None) -> dict:
     import os
 
-    from hvd.models import cpu_name
-
-    from hvd.targets.native import cpu_flags
+    from hvd.models import cpu_flags, cpu_name
 
     isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
            if f in cpu_flags()]

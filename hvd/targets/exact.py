@@ -24,6 +24,7 @@ Keys are stored in groups of 8 slots, transposed (kernels.c), values row per slo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -109,6 +110,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.shape = s = LlamaShape.of(model.config)
         _check_shape(s, int(model.config.intermediate_size))
         self.lib = library()
+        self.build_id = Path(self.lib._name).stem  # the compiled kernels (source, flags, compiler)
         self.device = torch.device("cpu")
         self.dtype = torch.float32  # activations and the KV cache
         self.vocab_size = s.vocab

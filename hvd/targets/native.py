@@ -17,20 +17,12 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("kernels.c")
+ISA = frozenset({"avx2", "fma", "f16c"})  # what the kernels are compiled for
 FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
 
 
 class NativeUnavailable(RuntimeError):
     """The kernels cannot be built or run here; the message says why in one line."""
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            line = next((l for l in f if l.startswith("flags")), "")
-    except OSError:
-        return set()
-    return set(line.split(":", 1)[-1].split())
 
 
 def _compiler() -> str:
@@ -60,9 +52,10 @@ _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernels (built on first use)."""
-    if not {"avx2", "fma", "f16c"} <= cpu_flags():
+    from hvd.models import cache_dir, cpu_flags
+
+    if not ISA <= cpu_flags():
         raise NativeUnavailable("the exact kernels need a CPU with AVX2, FMA and F16C")
-    from hvd.models import cache_dir
 
     cc = _compiler()
     try:
