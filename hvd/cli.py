@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more get 429 (default 64)")
     sv.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ endpoints")
     sv.add_argument("--model-name", default=None, help="the model id clients send (default: the model's name)")
+    sv.add_argument("--no-prefix-cache", action="store_true",
+                    help="prefill every prompt whole (default: a request sharing a prefix with the previous one, "
+                         "an agent's next turn, prefills only its new tokens)")
     b = sub.add_parser("bench", help="benchmark methods and peers on real workloads")
     b.add_argument("--suite", action="append", help="suite name (repeatable) or 'all' (default agentic-edit)")
     b.add_argument("--prompts", type=Path, help="custom JSONL prompts file")
@@ -95,9 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(b)
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
+    _add_agent_bench_command(sub)
     _add_hybrid_commands(sub)
     _add_datastore_command(sub)
     return parser
+
+
+def _add_agent_bench_command(sub) -> None:
+    ab = sub.add_parser("agent-bench", help="multi-turn agent episodes through hvd servers (and llama-server), "
+                                           "with the openai client")
+    ab.add_argument("--methods", default="ar,hvd", help="comma-separated methods, each on its own server "
+                                                         "(cold and warm shared store) (default ar,hvd)")
+    ab.add_argument("--kinds", default="tools,edit", help="episode kinds: tools (BFCL multi-turn on its "
+                                                           "backends), edit (two successive file edits)")
+    ab.add_argument("--episodes", type=int, default=3, help="eval episodes per kind (default 3)")
+    ab.add_argument("--warm-episodes", type=int, default=2, help="train episodes per kind played first on "
+                                                                 "the warm servers (default 2)")
+    ab.add_argument("--max-tokens", type=int, default=200, help="max_tokens of every request (default 200)")
+    ab.add_argument("--llama-server", default=None, help="a llama-server binary (scripts/build_llama_server.sh): "
+                                                        "run it plain and with --spec-type ngram-mod / ngram-cache")
+    ab.add_argument("--gguf", default=None, help="the GGUF file llama-server loads (default: the model's)")
+    ab.add_argument("--json", default=None, help="write every request's timings here")
+    add_model_args(ab)
 
 
 def _add_datastore_command(sub) -> None:
@@ -250,7 +273,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise CliError(f"--max-queue must be a positive integer, got {a.max_queue}")
     if a.method is not None:
         registry.get(a.method)
-    engine = _load(a.model, threads=a.threads, dtype=a.dtype)
+    engine = _load(a.model, reuse_prefix=not a.no_prefix_cache, threads=a.threads, dtype=a.dtype)
     method = a.method or default_method(engine)
     serve(engine, method, a.model_name or model_id(a.model), a.host, a.port, ServeConfig(a.api_key, a.max_queue))
 
@@ -274,6 +297,41 @@ def cmd_bench(a: argparse.Namespace) -> None:
         command.run(lambda model: _load(model, dtype=a.dtype, threads=a.threads), a)
     except ValueError as e:
         raise CliError(str(e))
+
+
+def cmd_agent_bench(a: argparse.Namespace) -> None:
+    import tempfile
+
+    from hvd.bench import agent
+
+    for name, value in (("episodes", a.episodes), ("max-tokens", a.max_tokens)):
+        if value <= 0:
+            raise CliError(f"--{name} must be a positive integer, got {value}")
+    if a.warm_episodes < 0:
+        raise CliError(f"--warm-episodes must be >= 0, got {a.warm_episodes}")
+    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    for m in methods:
+        registry.get(m)
+    kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
+    if not kinds or any(k not in ("tools", "edit") for k in kinds):
+        raise CliError(f"--kinds takes tools and/or edit, got {a.kinds!r}")
+    if a.llama_server and not os.access(a.llama_server, os.X_OK):
+        raise CliError(f"--llama-server: not an executable file: {a.llama_server}")
+    from hvd.engine import resolve_threads
+
+    cfg = agent.AgentBenchConfig(methods if "ar" in methods else ("ar", *methods), kinds, a.episodes,
+                                 a.warm_episodes, a.max_tokens, threads=resolve_threads(a.threads), model=a.model,
+                                 dtype=a.dtype, llama_server=a.llama_server, gguf=a.gguf)
+    try:
+        report = agent.run(cfg, Path(tempfile.mkdtemp(prefix="hvd-agent-bench-")),
+                           say=lambda m: print(m, file=sys.stderr, flush=True))
+    except RuntimeError as e:
+        raise CliError(str(e))
+    report["machine"] = agent.machine()
+    report["summary"] = agent.summarize(report)
+    print(agent.table(report["summary"]))
+    if a.json:
+        agent.save(report, Path(a.json))
 
 
 def cmd_trace(a: argparse.Namespace) -> None:
@@ -339,6 +397,7 @@ def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto",
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "serve": cmd_serve, "bench": cmd_bench,
+            "agent-bench": cmd_agent_bench,
             "trace": cmd_trace, "train": cmd_train, "datastore": cmd_datastore}
 
 

@@ -101,7 +101,7 @@ class Engine:
     def __init__(self, target: Target, tokenizer) -> None:
         self.target = target
         self.tokenizer = tokenizer
-        self._drafters: dict[str, Drafter] = {}  # one per method, built once, kept across requests
+        self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         eos = getattr(getattr(target, "model", None), "generation_config", None)
         ids = getattr(eos, "eos_token_id", None) if eos is not None else None
@@ -158,12 +158,25 @@ class Engine:
         return [int(i) for i in ids]
 
     def drafter(self, method: str) -> Optional[Drafter]:
+        """The method's drafter, built on first use (which may run the target: verify-cost
+        curves) and kept; requests run on its `for_request` forks. None for `ar`."""
         m = registry.get(method)
         if m.make is None:
             return None
         if method not in self._drafters:
             self._drafters[method] = m.make(self.target, self.stores)
         return self._drafters[method]
+
+    def prepare(self, methods: Sequence[str]) -> dict[str, str]:
+        """Build the drafters of `methods` now (at load or start-up, never inside a request);
+        returns {method: why} for those that cannot run here."""
+        unavailable = {}
+        for method in methods:
+            try:
+                self.drafter(method)
+            except registry.MethodUnavailable as e:
+                unavailable[method] = str(e)
+        return unavailable
 
     # ---- generation --------------------------------------------------------------------
     def token_limit(self, prompt_len: int, max_new_tokens: int) -> int:
@@ -192,13 +205,16 @@ class Engine:
     ) -> Iterator[Chunk]:
         """Yield text as tokens are committed; the last chunk carries the Result.
 
-        `drafter` overrides the method's registered drafter (tests, the oracle);
+        `drafter` overrides the method's registered drafter (tests, the oracle; used as given,
+        not forked);
         `max_draft_tokens` caps the draft nodes verified per step (None: the target's limit).
         Closing the iterator early cancels the generation (the drafter's `end` is not called)."""
         cfg = make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop, max_draft_tokens)
-        chosen = drafter if drafter is not None else self.drafter(method)
         if drafter is not None:
-            method = getattr(drafter, "name", method)
+            chosen, method = drafter, getattr(drafter, "name", method)
+        else:
+            proto = self.drafter(method)
+            chosen = proto.for_request() if proto is not None else None
         ids = prompt if _is_token_ids(prompt) else self.encode(prompt)
         if len(ids) >= self.target.max_context:
             raise InputError(

@@ -113,6 +113,9 @@ class ScriptedDrafter:
         self.name, self.mode, self.reference = mode, mode, list(reference)
         self.rng, self.size, self.overshoot = random.Random(seed), size, overshoot
 
+    def for_request(self) -> "ScriptedDrafter":
+        return self  # a test double: one instance per request, made by the test
+
     def begin(self, prompt: Sequence[int]) -> None:
         pass
 
@@ -141,6 +144,9 @@ class Recorder:
         self.inner, self.name, self.capabilities = inner, inner.name, inner.capabilities
         self.log: list[tuple] = []
         self.drafts: list[Draft] = []
+
+    def for_request(self) -> "Recorder":
+        return self  # a test double: one instance per request, made by the test
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.log.append(("begin", tuple(prompt)))

@@ -20,6 +20,10 @@ from hvd.cli import main
         (["bench", "--methods", "ar,nope"], "unknown method"),
         (["bench", "--limit", "0"], "--limit"),
         (["frobnicate"], "invalid choice"),
+        (["agent-bench", "--methods", "ar,nope"], "unknown method"),
+        (["agent-bench", "--kinds", "chess"], "--kinds"),
+        (["agent-bench", "--episodes", "0"], "--episodes"),
+        (["agent-bench", "--llama-server", "/no/such/binary"], "not an executable"),
     ],
 )
 def test_bad_input_is_one_line(argv, msg, capsys):

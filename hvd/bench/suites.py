@@ -141,6 +141,70 @@ def mixed_real_prompts(n_per_suite: int = 4, max_new_tokens: Optional[int] = Non
     return out
 
 
+@dataclass(frozen=True)
+class Episode:
+    """A multi-turn agent conversation the agent-loop benchmark plays against a server.
+
+    kind "tools": a BFCL multi-turn scenario; the system prompt holds the schemas and initial
+    state, `turns` are the user's requests, and the model's calls are executed on fresh BFCL
+    backends (`backends()`), their results sent back as tool messages. kind "edit": a whole-file
+    edit, then a second edit of the edited file (the first reply stays in the conversation)."""
+
+    id: str
+    kind: str
+    system: Optional[str]
+    turns: tuple[str, ...]
+    classes: tuple[str, ...] = ()  # BFCL backend classes (tools)
+    state_json: str = "{}"  # their initial state (tools)
+
+    def backends(self) -> list[Any]:
+        config = json.loads(self.state_json)
+        return [_backend(c, config) for c in self.classes]
+
+
+def run_tool_call(call: str, backends: Sequence[Any]) -> str:
+    """Run one call like ``cd(folder='x')`` on BFCL backends; its result (or error) as text."""
+    return _run_call(call, backends)
+
+
+def tool_episodes(split: str = "eval", limit: Optional[int] = None, max_turns: int = 3) -> list[Episode]:
+    """BFCL v4 multi_turn_base scenarios as episodes (first `max_turns` user turns), in a fixed order."""
+    rows = _read_jsonl(_bfcl_data() / "BFCL_v4_multi_turn_base.json")
+    out = []
+    for row in rows:
+        if split_of(f"bfcl-multi-turn:{row['id'].rsplit('_', 1)[-1]}") != split:
+            continue
+        shown, added = _scenario_docs(row)
+        system = _TOOLS_SYSTEM.format(functions=_schema_lines(shown), state=_dumps(row["initial_config"]))
+        turns = tuple(_turn_request(q, added.get(t, [])) for t, q in enumerate(row["question"][:max_turns]))
+        if estimate_tokens(system) + sum(map(estimate_tokens, turns)) > TOOLS_MAX_PROMPT_TOKENS / 2:
+            continue  # leave room for replies and results in the context
+        out.append(Episode(f"tools:{row['id']}", "tools", system, turns, tuple(row["involved_classes"]),
+                           json.dumps(row["initial_config"])))
+    return out[:limit]
+
+
+def edit_episodes(split: str = "eval", limit: Optional[int] = None) -> list[Episode]:
+    """Two successive whole-file edits of one standard library module per episode."""
+    out = []
+    for rel, size in _stdlib_files():
+        if split_of(f"stdlib:{rel}") != split:
+            continue
+        parsed = _parse_stdlib(rel) if size <= EDIT_FILE_MAX_TOKENS * CHARS_PER_TOKEN * 1.25 else None
+        if parsed is None or not _fits_edit(parsed[0]) or not _functions(parsed[1]):
+            continue
+        edits = _edit_requests(rel, _functions(parsed[1]))
+        if len(edits) < 2:
+            continue
+        first = (f"Here is the file `{rel}` from the Python standard library:\n\n```python\n{parsed[0]}```\n\n"
+                 f"{edits[0][1]} Return the complete updated file.")
+        second = f"Now, in the file as you updated it: {edits[1][1]} Return the complete updated file."
+        out.append(Episode(f"edit:{rel}", "edit", None, (first, second)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
 def clear_cache() -> None:
     """Forget every loaded suite (for tests)."""
     for fn in (*_LOADERS.values(), _stdlib_files, _func_docs):

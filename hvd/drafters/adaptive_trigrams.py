@@ -104,16 +104,23 @@ def _adapt(state, window, delta, cap):
 class AdaptiveTrigrams:
     """A static table's weights, adapted online, plus an overlay of tri-grams it lacks."""
 
-    def __init__(self, table: TrigramTable, overlay_successors: int = 12, overlay_slots: int = 1024) -> None:
+    def __init__(self, table: TrigramTable, overlay_successors: int = 12, overlay_slots: int = 1024,
+                 max_overlay: int = 1 << 16) -> None:
+        """`max_overlay`: overlay bigrams (slots of up to `overlay_successors` successors) held
+        at most; an adaptation that could pass it clears the overlay first (the static weights'
+        adaptation is kept). Memory stays below ~4 * max_overlay * (8 + 8 * successors) bytes."""
         self.table = table
         self.overlay_successors = overlay_successors
+        self.max_overlay = max_overlay
         self._initial_slots = overlay_slots
         self.reset()
 
     def reset(self) -> None:
         """Forget every adaptation: static weights as built, empty overlay."""
-        t = self.table
-        self.weight = np.array(t.weight, dtype=np.float32)  # (E,) own, writable copy
+        self.weight = np.array(self.table.weight, dtype=np.float32)  # (E,) own, writable copy
+        self._clear_overlay()
+
+    def _clear_overlay(self) -> None:
         slots = 1 << max(4, int(self._initial_slots - 1).bit_length())
         self.ov_keys = np.full(slots, EMPTY, np.int64)  # (S,) bigram key per slot
         self.ov_count = np.zeros(slots, np.int32)  # (S,) successors held per slot
@@ -134,6 +141,8 @@ class AdaptiveTrigrams:
             return
         if w.min() < 0 or w.max() >= self.table.vocab:
             w = w[(w >= 0) & (w < self.table.vocab)]  # tokens outside the table's vocabulary are skipped
+        if self.overlay_used + w.shape[0] > self.max_overlay:
+            self._clear_overlay()
         if 2 * (self.overlay_used + w.shape[0]) > self.ov_keys.shape[0]:
             self._grow(2 * (self.overlay_used + w.shape[0]))
         self.overlay_used += int(_adapt(self.state, w, np.float32(delta), np.float32(cap)))

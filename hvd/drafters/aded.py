@@ -13,15 +13,18 @@ against the committed tokens (hvd/drafters/tree_budget.py); the kept subtree max
 tokens per second under the target's verify-cost curve. The ablations (`adapt=False`,
 `greedy=True`) are sized by the same rule.
 
-Adaptation state is kept across the requests of one drafter, as in the reference
-(`reset_per_request` restores the built table at every `begin`). A fresh drafter
-(`registry.get("aded").make(target)`) starts from the built table.
+Adaptation state is kept across requests, as in the reference: the drafters `for_request`
+hands out share one adapted table (a cross-request store, its overlay bounded by
+`max_overlay` bigrams: past it the overlay starts afresh); `reset_per_request` restores the
+built table at every `begin`. A fresh drafter (`registry.get("aded").make(target)`) starts
+from the built table.
 
 The static table is the default datastore (hvd/drafters/trigram_store.py) when the target's
 vocabulary is the default model's, else empty: the drafter then learns only online.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence, Union
@@ -54,6 +57,7 @@ class AdedConfig:
     adapt_prompt: bool = False  # extension (not in ADED): reinforce the prompt's tri-grams once at begin
     reset_per_request: bool = False  # forget adaptation at every begin (the reference keeps it)
     overlay_successors: int = 12  # new successors kept per bigram beyond the static top-k
+    max_overlay: int = 1 << 16  # overlay bigrams kept across requests at most (then it starts afresh)
     greedy: bool = False  # ablation: one chain of the heaviest successors instead of MCTS
     greedy_depth: int = 8
     time_budget_s: float = 0.0  # stop the search after this long (checked every `chunk` iterations); 0 = none
@@ -101,12 +105,28 @@ class AdedDrafter:
         return AdedDrafter(replace(self.config, **changes), self._source, self.name, self._raw_cost)
 
     # ---- lifecycle -------------------------------------------------------------------------
+    def load(self) -> "AdedDrafter":
+        """Load the static table (the first `begin` does it otherwise); returns self."""
+        if self.trigrams is None:
+            cfg = self.config
+            table = self._load_table()
+            self.trigrams = AdaptiveTrigrams(table, cfg.overlay_successors, max_overlay=cfg.max_overlay)
+            self._buf = int(np.max(np.diff(table.offsets), initial=0)) + cfg.overlay_successors
+        return self
+
+    def for_request(self) -> "AdedDrafter":
+        """A drafter for one request: its own context and sizer state; the adapted tri-grams,
+        the sizer's calibration and the cost curve shared with this one."""
+        self.load()
+        fork = copy.copy(self)
+        fork.sizer = self.sizer.for_request()
+        fork._tokens = []
+        return fork
+
     def begin(self, prompt: Sequence[int]) -> None:
         cfg = self.config
         if self.trigrams is None:
-            table = self._load_table()
-            self.trigrams = AdaptiveTrigrams(table, cfg.overlay_successors)
-            self._buf = int(np.max(np.diff(table.offsets), initial=0)) + cfg.overlay_successors
+            self.load()
         elif cfg.reset_per_request:
             self.trigrams.reset()
         self._tokens = list(prompt)
@@ -247,4 +267,4 @@ def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
 
         cost = cached(target, cache_dir(), tree=not config.greedy)  # trees are timed as trees
     vocab = int(target.vocab_size)
-    return AdedDrafter(config, lambda: default_table(vocab), name, cost)
+    return AdedDrafter(config, lambda: default_table(vocab), name, cost).load()

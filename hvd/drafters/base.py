@@ -36,13 +36,18 @@ class DecodeContext:
 class Drafter(Protocol):
     """Proposes drafts and learns from what the target verified.
 
-    Request lifecycle: ``begin`` once with the prompt, then per step ``propose`` and
-    ``observe`` (with the tokens committed that step, accepted + bonus), then ``end``
-    with the whole output. A drafter never sees the target's logits.
+    Request lifecycle: ``for_request`` hands out a drafter for one request (fresh per-request
+    state; it shares only this drafter's load-time parts: weights, tables, cost curves, and
+    the engine's bounded cross-request stores), then on it ``begin`` once with the prompt,
+    per step ``propose`` and ``observe`` (with the tokens committed that step, accepted +
+    bonus), then ``end`` with the whole output. Two requests never share per-request state.
+    A drafter never sees the target's logits.
     """
 
     name: str
     capabilities: Capabilities
+
+    def for_request(self) -> "Drafter": ...
 
     def begin(self, prompt: Sequence[int]) -> None: ...
 

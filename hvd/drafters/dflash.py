@@ -21,6 +21,7 @@ with `dflash.json` (the config) and `dflash.safetensors` (the weights, fp16), wr
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -108,6 +109,15 @@ class DFlashDrafter:
     def _reset(self) -> None:
         self._seen = 0  # committed tokens whose features are in the context cache
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (1, heads, ≤window, d)
+
+    def for_request(self) -> "DFlashDrafter":
+        """A drafter for one request: its own context cache, draft vocabulary and sizer state;
+        the network, the target's weights and the sizer's calibration shared."""
+        fork = copy.copy(self)
+        fork.sizer = self.sizer.for_request()
+        fork._ids, fork._head = None, self.w.head
+        fork._reset()
+        return fork
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._reset()

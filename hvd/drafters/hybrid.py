@@ -32,16 +32,28 @@ class HybridDrafter:
         self.cache, self.model, self.policy = cache, model, policy
         self.predictor, self.cost = predictor, cost
         self.classes = predictor.classes if predictor is not None else classes  # (vocab, classes)
+        if self.classes is not None:
+            self.classes = self.classes.view()
+            self.classes.flags.writeable = False  # load-time data every request reads
         self.log: Optional[list] = None  # when a list: (position, features, cache draft) per step (`hvd trace`)
         a, b = cache.capabilities, model.capabilities
         self.capabilities = Capabilities(
             needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
             returns_probs=a.returns_probs or b.returns_probs, tree=True)
-        self.model_arm = ArmEstimate()
+        self.model_arm = ArmEstimate()  # the model arm's running yield and time, shared across requests
         self._history = StepHistory()
         self._prompt_len = 0
         self._pending: Optional[tuple[str, Draft, Optional[Draft], float]] = None  # arm, cache, model, model secs
         self._since_model = 0  # decisions since the model arm last drafted
+
+    def for_request(self) -> "HybridDrafter":
+        """A hybrid for one request: its arms' own per-request drafters and its own acceptance
+        history; the predictor, cost curve, the model arm's running estimate and the trace log
+        shared with this one."""
+        fork = HybridDrafter(self.name, self.cache.for_request(), self.model.for_request(), self.policy,
+                             self.predictor, self.cost, self.classes)
+        fork.model_arm, fork.log = self.model_arm, self.log
+        return fork
 
     def begin(self, prompt: Sequence[int]) -> None:
         self.cache.begin(prompt)

@@ -44,6 +44,9 @@ class LayerSkipDrafter:
     def __init__(self, model: SelfDraft, config: LayerSkipConfig = LayerSkipConfig(), name: str = "layerskip") -> None:
         self.model, self.config, self.name = model, config, name
 
+    def for_request(self) -> "LayerSkipDrafter":
+        return self  # no per-request state
+
     def begin(self, prompt: Sequence[int]) -> None:
         pass
 

@@ -17,6 +17,9 @@ class OracleDrafter:
         self.reference = list(reference)
         self.max_draft = max_draft
 
+    def for_request(self) -> "OracleDrafter":
+        return OracleDrafter(self.reference, self.max_draft)
+
     def begin(self, prompt: Sequence[int]) -> None:
         self._prompt_len = len(prompt)
 

@@ -39,6 +39,9 @@ class PromptLookupDrafter:
         self.config = config
         self._tokens = np.zeros(0, dtype=np.int64)
 
+    def for_request(self) -> "PromptLookupDrafter":
+        return PromptLookupDrafter(self.config)
+
     def begin(self, prompt: Sequence[int]) -> None:
         self._tokens = np.asarray(prompt, dtype=np.int64)
 

@@ -20,6 +20,10 @@ class SharedStores:
     def __post_init__(self) -> None:
         self.responses = ResponseStore(SuffixConfig().min_match, self.max_response_tokens)
 
+    def clear(self) -> None:
+        """Forget every earlier response (in place: the drafters keep their references)."""
+        self.responses.clear()
+
     def sizes(self) -> dict[str, int]:
         """Tokens held per store (for metrics)."""
         return {"responses": self.responses.tokens}

@@ -294,6 +294,10 @@ class ResponseStore:
 
     def __init__(self, min_match: int, max_tokens: int) -> None:
         self.min_match, self.max_tokens = min_match, max_tokens
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every response."""
         self.index: Optional[SuffixIndex] = None  # None before the first response
         self._responses: deque[int] = deque()  # lengths of the kept responses, oldest first
         self.tokens = 0  # sum of _responses (separators not counted)
@@ -339,6 +343,9 @@ class SuffixDrafter:
     def global_tokens(self) -> int:
         """Response tokens held by the global store (separators not counted)."""
         return self.store.tokens
+
+    def for_request(self) -> "SuffixDrafter":
+        return SuffixDrafter(self.config, self.store)
 
     def begin(self, prompt: Sequence[int]) -> None:
         self._local = SuffixIndex(self.config.min_match, len(prompt) + 1024)

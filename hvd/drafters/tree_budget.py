@@ -155,6 +155,14 @@ def subtree(draft: Draft, keep: Sequence[int]) -> Draft:
     return Draft(tuple(draft.tokens[i] for i in keep), parents, probs, dict(draft.features), draft.source)
 
 
+@dataclass
+class _Mean:
+    value: Optional[float] = None
+
+    def add(self, x: float, smoothing: float) -> None:
+        self.value = x if self.value is None else (1 - smoothing) * self.value + smoothing * x
+
+
 class TreeSizer:
     """One drafter's cost-aware sizing: calibrates node scores against what the target
     commits and keeps, from each candidate tree, the subtree with the most expected tokens
@@ -165,8 +173,19 @@ class TreeSizer:
         self.cost = cost
         self.calibrator = AcceptanceCalibrator(calibration)
         self.draft_smoothing = draft_smoothing
-        self.draft_seconds: Optional[float] = None  # running mean of a step's drafting time
+        self._timing = _Mean()  # a step's drafting time, running mean (shared with its forks)
         self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells
+
+    def for_request(self) -> "TreeSizer":
+        """A sizer for one request: its own pending candidates; the calibration (Beta counts per
+        cell, bounded) and the drafting-time mean shared with this one, learnt across requests."""
+        fork = TreeSizer(self.cost, self.calibrator.config, self.draft_smoothing)
+        fork.calibrator, fork._timing = self.calibrator, self._timing
+        return fork
+
+    @property
+    def draft_seconds(self) -> Optional[float]:
+        return self._timing.value
 
     def choose(self, tokens: Sequence[int], parents: Sequence[int], scores: Sequence[float],
                draft_seconds: float) -> tuple[list[int], np.ndarray]:
@@ -176,9 +195,8 @@ class TreeSizer:
         probs = self.calibrator.path_probs(parents, cells)  # (n,)
         if self.cost is None:
             return list(range(len(tokens))), probs
-        a = self.draft_smoothing
-        self.draft_seconds = draft_seconds if self.draft_seconds is None else (1 - a) * self.draft_seconds + a * draft_seconds
-        return select(parents, probs.tolist(), self.cost, self.draft_seconds), probs
+        self._timing.add(draft_seconds, self.draft_smoothing)
+        return select(parents, probs.tolist(), self.cost, self._timing.value), probs
 
     def observe(self, committed: Sequence[int]) -> None:
         """Count the last candidates' outcomes against the tokens the target committed."""

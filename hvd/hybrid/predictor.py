@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from hvd.drafters.registry import MethodUnavailable
 from hvd.hybrid.features import FEATURES
 from hvd.read_once import read_once
 
@@ -32,8 +33,8 @@ class TrainConfig:
     seed: int = 0
 
 
-class PredictorError(ValueError):
-    pass
+class PredictorError(MethodUnavailable, ValueError):
+    """No usable predictor: the methods that need one cannot run here."""
 
 
 @dataclass

@@ -75,7 +75,7 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
-        if config.api_key and request.url.path.startswith("/v1/"):
+        if config.api_key and (request.url.path.startswith("/v1/") or request.url.path == "/reset_stores"):
             if request.headers.get("authorization", "") != f"Bearer {config.api_key}":
                 err = APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
                                "authentication_error", code="invalid_api_key")
@@ -89,6 +89,13 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
     @app.get("/metrics")
     async def prometheus() -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/reset_stores")
+    async def reset_stores() -> dict:
+        """Empty the shared cross-request stores (as vLLM's /reset_prefix_cache empties its
+        cache): between the requests being decoded, never during one."""
+        await asyncio.to_thread(worker.exclusive, worker.engine.stores.clear)
+        return {"status": "ok", "stores": worker.engine.stores.sizes()}
 
     @app.get("/v1/models")
     async def models() -> dict:

@@ -29,8 +29,11 @@ def model_id(model: Optional[str]) -> str:
 
 
 def build(engine, method: str, name: str, config: ServeConfig):
-    """The app for an engine (drafters for `method` and `ar` built and warmed first: nothing
-    that runs the target to build a drafter happens inside a request for them)."""
+    """The app for an engine. Every method's drafter is built first (nothing that runs the
+    target to build a drafter happens inside a request; a method that cannot run here answers
+    400 with the reason), and `method` and `ar` are warmed up with one short generation."""
+    for m, why in engine.prepare(list(registry.METHODS)).items():
+        print(f"hvd: note: method {m} is unavailable: {why}", file=sys.stderr)
     for m in dict.fromkeys((method, "ar")):
         engine.generate("Hello.", method=m, max_new_tokens=4)
     tok = engine.tokenizer

@@ -44,6 +44,7 @@ class EngineWorker:
         self._thread = threading.Thread(target=self._run, name="hvd-engine", daemon=True)
         self._current: Optional[Job] = None
         self._closed = False
+        self._busy = threading.Lock()  # held while a job decodes
 
     def start(self) -> None:
         self._thread.start()
@@ -56,6 +57,11 @@ class EngineWorker:
         except queue.Full:
             raise QueueFull(f"the queue is full ({self._queue.maxsize} requests waiting)") from None
         self.metrics.waiting.set(self._queue.qsize())
+
+    def exclusive(self, fn):
+        """Run `fn` on the calling thread between two jobs (never while one decodes)."""
+        with self._busy:
+            return fn()
 
     def stop(self, deadline: float) -> None:
         """Accept nothing more; let the running job finish until `deadline` seconds, then
@@ -87,7 +93,8 @@ class EngineWorker:
             self._current = job
             self.metrics.running.set(1)
             try:
-                self._serve(job)
+                with self._busy:
+                    self._serve(job)
             finally:
                 self._current = None
                 self.metrics.running.set(0)
