@@ -8,7 +8,8 @@ import pytest
 from hvd.drafters.base import DecodeContext, Drafter
 from hvd.drafters.suffix import SuffixConfig, SuffixDrafter, SuffixIndex
 
-EXACT = dict(min_prob=0.0, spec_factor=0.0)  # no pruning: drafts show the raw counts
+# No pruning, the longest match only: drafts show the raw counts of one node.
+EXACT = dict(min_prob=0.0, spec_factor=0.0, all_lengths=False)
 
 
 def ctx(tokens: Sequence[int], max_draft: int = 32) -> DecodeContext:
@@ -171,11 +172,38 @@ def test_long_sequences_match_brute_force():  # a hash table with collisions
     d = drafter(seq, max_spec=1, **EXACT)
     for cut in range(2000, 3000, 50):
         tail = seq[:cut]
-        best, counts, recent = reference([seq], tail, 2, 32)
+        best, counts, recent = reference([seq], tail, 1, 32)
         dr = d.propose(ctx(tail))
         assert dr.features.get("match_length", 0.0) == best
         if best:
             assert counts[dr.tokens[0]] == max(counts.values())
+
+
+def test_every_match_length_scored_matches_brute_force():
+    """all_lengths: each matched length's occurrences give a draft; the best score wins, ties
+    to the longer match."""
+    rng = random.Random(7)
+    for _ in range(300):
+        vocab, n = rng.randrange(2, 5), rng.randrange(1, 80)
+        seq = [rng.randrange(vocab) for _ in range(n)]
+        dr = drafter(seq, max_spec=1, min_prob=0.0, spec_factor=0.0).propose(ctx(seq))
+        best_len, _, _ = reference([seq], seq, 1, 32)
+        if best_len == 0:
+            assert len(dr) == 0
+            continue
+        scored = []
+        for m in range(best_len, 0, -1):
+            _, counts, recent = _at_least(seq, m)
+            top = max(counts, key=lambda t: (counts[t], recent[t]))
+            scored.append((counts[top] / sum(counts.values()), m, top))
+        score, m, top = max(scored, key=lambda x: (x[0], x[1]))
+        assert dr.features["score"] == pytest.approx(score) and dr.tokens == (top,)
+
+
+def _at_least(seq, m):
+    """Occurrences of the last m tokens of seq (with a next token): (m, next-token counts, recency)."""
+    hits = [(p, seq[p + 1]) for p in range(len(seq) - 1) if p + 1 >= m and seq[p - m + 1 : p + 1] == seq[-m:]]
+    return m, Counter(t for _, t in hits), {t: p for p, t in hits}
 
 
 def test_global_tree_learns_across_requests():
@@ -200,7 +228,7 @@ def test_global_matches_brute_force_and_never_crosses_responses():
         d.begin([])
         tail = [rng.randrange(3) for _ in range(rng.randrange(0, 6))]
         dr = d.propose(ctx(tail))
-        best, counts, recent = reference(responses, tail, 2, 32)
+        best, counts, recent = reference(responses, tail, 1, 32)
         assert dr.features.get("match_length", 0.0) == best
         if best:
             assert dr.tokens[0] == max(counts, key=lambda t: (counts[t], recent[t]))
