@@ -11,24 +11,46 @@ generation stats.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
+from hvd.hybrid.calibration import CACHE_ONLY, MODEL_ONLY, POLICY, OnlineConfig, OnlineState
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
-from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, capped_mean, choose
 from hvd.hybrid.predictor import Predictor
 from hvd.types import Draft
+
+
+@dataclass
+class _Pending:
+    """A proposed step, waiting for what verification commits."""
+
+    mode: str
+    arm: str
+    cache: Draft  # the cache draft, cut as verified
+    model: Optional[Draft]
+    model_seconds: float
+    predicted: Optional[float]  # the predictor's raw output for the cache draft (None: not asked)
+    draft_seconds: float  # the whole proposal
+    nodes: int  # draft nodes sent to verification
+    proposed_at: float
 
 
 class HybridDrafter:
     def __init__(self, name: str, cache: Drafter, model: Drafter, policy: PolicyConfig,
                  predictor: Optional[Predictor] = None, cost: Optional[VerifyCost] = None,
-                 classes: Optional[np.ndarray] = None) -> None:
+                 classes: Optional[np.ndarray] = None, online: Optional[OnlineState] = None,
+                 clock: str = "wall") -> None:
+        """`online`: calibration and fallback learnt while serving (hvd/hybrid/calibration.py),
+        shared by this drafter's requests; None: the policy as trained. `clock`: "wall" times
+        verification between `propose` and `observe`; "model" charges the (calibrated) cost
+        curve instead (replays, where no target runs)."""
         self.name = name
+        self.online, self.clock = online, clock
         self.cache, self.model, self.policy = cache, model, policy
         self.predictor, self.cost = predictor, cost
         self.classes = predictor.classes if predictor is not None else classes  # (vocab, classes)
@@ -43,7 +65,7 @@ class HybridDrafter:
         self.model_arm = ArmEstimate()  # the model arm's running yield and time, shared across requests
         self._history = StepHistory()
         self._prompt_len = 0
-        self._pending: Optional[tuple[str, Draft, Optional[Draft], float]] = None  # arm, cache, model, model secs
+        self._pending: Optional[_Pending] = None
         self._since_model = 0  # decisions since the model arm last drafted
 
     def for_request(self) -> "HybridDrafter":
@@ -51,7 +73,7 @@ class HybridDrafter:
         history; the predictor, cost curve, the model arm's running estimate and the trace log
         shared with this one."""
         fork = HybridDrafter(self.name, self.cache.for_request(), self.model.for_request(), self.policy,
-                             self.predictor, self.cost, self.classes)
+                             self.predictor, self.cost, self.classes, self.online, self.clock)
         fork.model_arm, fork.log = self.model_arm, self.log
         return fork
 
@@ -65,9 +87,16 @@ class HybridDrafter:
 
     def propose(self, ctx: DecodeContext) -> Draft:
         t0 = time.perf_counter()
+        mode = self.online.modes.pick() if self.online is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
-        decision = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
+        predicted = None
+        if mode == CACHE_ONLY:
+            decision = Decision(CACHE)
+        elif mode == MODEL_ONLY:
+            decision = Decision(MODEL)
+        else:
+            decision, predicted = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
         t2 = time.perf_counter()
         if decision.cache_depth:
             cdraft = cdraft.truncate(decision.cache_depth)
@@ -77,17 +106,22 @@ class HybridDrafter:
             self._since_model = 0
         else:
             self._since_model += 1
-        self._pending = (decision.arm, cdraft, mdraft, time.perf_counter() - t2)
-        if decision.arm == NONE:
-            return Draft((), (), source="ar")
-        if decision.arm == CACHE:
-            return replace(cdraft, source=self.cache.name)
-        if decision.arm == MODEL or not len(cdraft):
-            return replace(mdraft, source=self.model.name)
-        return replace(cdraft.union(mdraft), source=f"{self.cache.name}+{self.model.name}")
+        t3 = time.perf_counter()
+        if decision.arm == NONE or decision.arm == CACHE and not len(cdraft):
+            draft = Draft((), (), source="ar")
+        elif decision.arm == CACHE:
+            draft = replace(cdraft, source=self.cache.name)
+        elif decision.arm == MODEL or not len(cdraft):
+            draft = replace(mdraft, source=self.model.name)
+        else:
+            draft = replace(cdraft.union(mdraft), source=f"{self.cache.name}+{self.model.name}")
+        self._pending = _Pending(mode, decision.arm, cdraft, mdraft, t3 - t2, predicted, t3 - t0,
+                                 min(len(draft), ctx.max_draft), time.perf_counter())
+        return draft
 
-    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> Decision:
-        predicted = 0.0
+    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> tuple[Decision, Optional[float]]:
+        """The policy's decision and the predictor's raw output (None when not asked)."""
+        predicted = None
         if len(cdraft) and (self.predictor is not None or self.log is not None):
             x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
             if self.predictor is not None:
@@ -95,21 +129,46 @@ class HybridDrafter:
             if self.log is not None:
                 self.log.append((ctx.generated, x, cdraft))
         score = cdraft.features.get("score", 0.0)
-        return choose(self.policy, predicted, score, cdraft.max_depth(), cache_seconds, self.model_arm,
-                      self.cost, self._since_model)
+        estimate, cost = predicted or 0.0, self.cost
+        if self.online is not None:
+            estimate = self.online.prediction.correct(estimate)
+            cost = self.online.cost if self.online.cost is not None else cost
+        decision = choose(self.policy, estimate, score, cdraft.max_depth(), cache_seconds, self.model_arm,
+                          cost, self._since_model)
+        return decision, predicted
 
     def observe(self, committed: Sequence[int]) -> None:
+        now = time.perf_counter()
         self.cache.observe(committed)
         self.model.observe(committed)
-        if self._pending is None:
+        p, self._pending = self._pending, None
+        if p is None:
             return
-        arm, cdraft, mdraft, model_seconds = self._pending
-        self._pending = None
         accepted = max(len(committed) - 1, 0)
-        self._history.record(arm in (CACHE, BOTH), accepted)
-        if mdraft is not None:
-            got = accepted if arm == MODEL else mdraft.matched(committed)
-            self.model_arm.update(got, model_seconds, len(mdraft), self.policy.ema)
+        self._history.record(p.arm in (CACHE, BOTH), accepted)
+        if p.model is not None:
+            got = accepted if p.arm == MODEL else p.model.matched(committed)
+            self.model_arm.update(got, p.model_seconds, len(p.model), self.policy.ema)
+        if self.online is not None:
+            self._learn(p, committed, now - p.proposed_at)
+
+    def _learn(self, p: _Pending, committed: Sequence[int], waited: float) -> None:
+        """Feed the online state with this step's outcome (`waited`: seconds since `propose`)."""
+        online = self.online
+        if p.predicted is not None and p.arm in (CACHE, BOTH) and len(p.cache):
+            online.prediction.update(p.predicted, capped_mean(p.predicted, p.cache.max_depth()),
+                                     p.cache.matched(committed))
+        if self.clock == "wall":
+            verify = waited
+            if online.cost is not None:
+                online.cost.update(p.nodes, verify)
+        else:
+            verify = online.cost(p.nodes) if online.cost is not None else 0.0
+        online.modes.update(p.mode, len(committed), p.draft_seconds + verify)
+
+    def online_state(self) -> Optional[dict]:
+        """What the online calibration has learnt so far (None without it)."""
+        return None if self.online is None else self.online.state()
 
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
@@ -138,4 +197,5 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
             f"the HVD predictor was trained for a {predictor.classes.shape[0]}-token vocabulary, this model has "
             f"{target.vocab_size}; train one for it with `hvd trace` and `hvd train predictor`")
     cost = cost_curve.cached(target, cache_dir()) if policy.rule == "cost" else None
-    return HybridDrafter(name, cache, model, policy, predictor, cost)
+    online = OnlineState(OnlineConfig(), cost) if policy.rule == "cost" and policy.online else None
+    return HybridDrafter(name, cache, model, policy, predictor, cost, online=online)

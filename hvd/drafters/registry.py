@@ -83,6 +83,8 @@ METHODS: dict[str, Method] = {
         Method("dflash-uniform", "ablation: dflash trained with the position-uniform loss", _dflash("dflash-uniform")),
         Method("hvd", "Hybrid Verified Decoding, cost-aware: per step the cache draft, the model drafter, both or none, "
                "by predicted accepted length and this machine's verify cost", _hybrid("hvd", rule="cost")),
+        Method("hvd-static", "ablation: hvd with its policy as trained (no online calibration, no fallback to "
+               "the best arm)", _hybrid("hvd-static", rule="cost", online=False)),
         Method("hvd-threshold", "HVD as published: the cache draft when its predicted accepted length > 6, else the "
                "model drafter", _hybrid("hvd-threshold", rule="threshold", threshold=6.0)),
         Method("rule-hybrid", "baseline hybrid: the cache draft when its suffix score >= 8, else the model drafter",

@@ -33,6 +33,7 @@ class PolicyConfig:
     allow_none: bool = True
     cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate
     explore_every: int = 32  # cost rule: try the model arm when it has not drafted for this many steps
+    online: bool = True  # cost rule: calibrate online and fall back to the best arm (hvd/hybrid/calibration.py)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

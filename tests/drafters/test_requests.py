@@ -14,13 +14,14 @@ from hvd.drafters.base import DecodeContext, Drafter
 from hvd.drafters.suffix import ResponseStore
 from hvd.drafters.tree_budget import AcceptanceCalibrator, _Mean
 from hvd.drafters.trigram import TrigramTable
+from hvd.hybrid.calibration import OnlineState
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate, PolicyConfig
 from hvd.hybrid.predictor import Predictor
 
 # What forks of one drafter may share: cross-request stores and learnt estimates (bounded),
 # and what was loaded or measured before any request.
-SHARED = (ResponseStore, AdaptiveTrigrams, AcceptanceCalibrator, _Mean, ArmEstimate, VerifyCost, Predictor,
+SHARED = (ResponseStore, AdaptiveTrigrams, AcceptanceCalibrator, _Mean, ArmEstimate, OnlineState, VerifyCost, Predictor,
           TrigramTable, PolicyConfig, torch.nn.Module, torch.Tensor)
 
 
