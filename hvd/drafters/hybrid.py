@@ -104,7 +104,7 @@ class HybridDrafter:
         if decision.arm in (MODEL, BOTH):
             mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
             self._since_model = 0
-        else:
+        elif mode == POLICY:  # the policy's own decisions: its exploration schedule
             self._since_model += 1
         t3 = time.perf_counter()
         if decision.arm == NONE or decision.arm == CACHE and not len(cdraft):

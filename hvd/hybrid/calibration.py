@@ -11,11 +11,12 @@ step, per process (one per method, shared by its requests) and in fixed memory:
   reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
-  tokens / (draft + verify seconds), decayed sums) is tracked; a step runs the mode with the
-  best rate, except that with probability `explore` (seeded) it runs another, so every mode's
-  rate stays measured. The method is then never slower than its best single arm by more than
-  about `explore` x the gap between the best and the others, plus the decisions' overhead
-  (a few microseconds a step).
+  tokens / (draft + verify seconds), decayed sums) is tracked; after `min_steps` of each in
+  turn, a step runs the policy unless another mode's rate beats it by more than `margin`
+  (then that mode), except that with probability `explore` (seeded) it runs another, so every
+  mode's rate stays measured. The method is then never slower than its best single arm by
+  more than about `margin` + `explore` x the gap between the best mode and the others, plus
+  the decisions' overhead (a few microseconds a step).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.05  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step of a mode: older steps' weight in its rate
+    min_steps: int = 16  # steps each mode runs first (in turn) before any is preferred
+    margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
     seed: int = 0
 
 
@@ -111,6 +114,7 @@ class CostCalibrator:
 class ModeBandit:
     def __init__(self, cfg: OnlineConfig) -> None:
         self.explore, self.decay = cfg.explore, cfg.mode_decay
+        self.min_steps, self.margin = cfg.min_steps, cfg.margin
         self.rng = random.Random(cfg.seed)
         self.tokens = dict.fromkeys(MODES, 0.0)
         self.seconds = dict.fromkeys(MODES, 0.0)
@@ -120,9 +124,14 @@ class ModeBandit:
         return self.tokens[mode] / self.seconds[mode] if self.seconds[mode] > 0 else float("inf")
 
     def best(self) -> str:
-        return max(MODES, key=self.rate)  # an untried mode first (rate inf), then the fastest
+        """The policy, unless another mode is faster by more than `margin`."""
+        other = max(MODES[1:], key=self.rate)
+        return other if self.rate(other) > (1 + self.margin) * self.rate(POLICY) else POLICY
 
     def pick(self) -> str:
+        young = [m for m in MODES if self.steps[m] < self.min_steps]
+        if young:  # each mode measured first, in turn
+            return min(young, key=self.steps.__getitem__)
         best = self.best()
         if self.rng.random() < self.explore:
             return self.rng.choice([m for m in MODES if m != best])

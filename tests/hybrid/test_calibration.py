@@ -1,0 +1,107 @@
+"""Online calibration: a deliberately mis-calibrated predictor still ends within 5% of the best
+single arm's tokens per verify cost on a replayed trace, and the calibrators learn what they see."""
+import inspect
+import json
+import random
+
+import numpy as np
+import pytest
+
+from hvd.bench.replay import replay
+from hvd.drafters.aded import AdedConfig, AdedDrafter
+from hvd.drafters.hybrid import HybridDrafter
+from hvd.drafters.suffix import SuffixDrafter
+from hvd.hybrid import predictor as pred
+from hvd.hybrid.calibration import MODES, CostCalibrator, ModeBandit, OnlineConfig, OnlineState, PredictionCalibrator
+from hvd.hybrid.cost import VerifyCost
+from hvd.hybrid.policy import PolicyConfig
+
+# A CPU-like verify cost: every draft node costs a third of a one-token step.
+COST = VerifyCost((0, 1, 8, 16, 32, 64), tuple(0.025 * (1 + n / 3) for n in (0, 1, 8, 16, 32, 64)))
+
+
+class Scaled:
+    """The shipped predictor with its outputs multiplied by `factor`."""
+
+    def __init__(self, inner, factor: float) -> None:
+        self.inner, self.factor, self.classes = inner, factor, inner.classes
+
+    def predict(self, x):
+        return self.inner.predict(x) * self.factor
+
+
+def ids(text: str) -> list[int]:
+    return [1 + ord(c) % 250 for c in text]
+
+
+def trace() -> tuple[list[int], list[int]]:
+    """An agent's edit: a real source file as the prompt; the reply copies it with a rename,
+    then goes on with text of another file (nothing to copy)."""
+    src = inspect.getsource(json.decoder)[:3000]
+    other = inspect.getsource(random)[:1500]
+    return ids(src), ids(src[:2500].replace("scanstring", "scan_string") + other)
+
+
+def per_cost(records) -> float:
+    """Committed tokens per second of verification under COST."""
+    return sum(r.committed for r in records) / sum(COST(r.draft_len) for r in records)
+
+
+def hybrid(factor: float, online: bool) -> HybridDrafter:
+    model = AdedDrafter(AdedConfig(greedy=True, size_by_cost=False), name="aded-greedy")
+    state = OnlineState(OnlineConfig(), COST) if online else None
+    return HybridDrafter("hvd", SuffixDrafter(), model, PolicyConfig(rule="cost"), Scaled(pred.load(), factor),
+                         COST, online=state, clock="model")
+
+
+@pytest.mark.parametrize("factor", [0.0, 20.0])
+def test_a_miscalibrated_predictor_converges_to_the_best_arm(factor):
+    prompt, ref = trace()
+    arms = {"suffix": per_cost(replay(SuffixDrafter(), prompt, ref)),
+            "aded-greedy": per_cost(replay(AdedDrafter(AdedConfig(greedy=True, size_by_cost=False)), prompt, ref))}
+    best = max(arms.values())
+    static = per_cost(replay(hybrid(factor, online=False), prompt, ref))
+    h = hybrid(factor, online=True)
+    learnt = per_cost(replay(h, prompt, ref))
+    assert learnt >= 0.95 * best, (learnt, arms, static, h.online_state())
+    if factor == 0.0:  # a predictor that sees no acceptance at all: alone, the policy loses
+        assert static < 0.9 * best
+
+
+def test_prediction_calibrator_learns_a_constant_bias():
+    c = PredictionCalibrator(OnlineConfig(decay=0.02))
+    assert c.correct(5.0) == pytest.approx(5.0)  # no data: the prediction as is
+    for _ in range(300):
+        c.update(5.0, 5.0, 2)  # predicted 5, realised 2, every time
+    assert c.correct(5.0) == pytest.approx(2.0, rel=0.15)  # the prior keeps ~7% weight at ratio 1
+    assert c.correct(0.2) == pytest.approx(0.2)  # other bins untouched
+
+
+def test_cost_calibrator_scales_the_curve_per_size_bucket():
+    c = CostCalibrator(COST, OnlineConfig())
+    for _ in range(300):
+        c.update(2, 2 * COST(2))  # small drafts take twice the curve's time here
+    assert c(2) == pytest.approx(2 * COST(2), rel=0.05)
+    assert c(40) == pytest.approx(COST(40))
+
+
+def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
+    b = ModeBandit(OnlineConfig(explore=0.05, seed=3))
+    rates = dict(zip(MODES, (50.0, 80.0, 30.0)))
+    picks = []
+    for _ in range(2000):
+        m = b.pick()
+        picks.append(m)
+        b.update(m, int(rates[m]), 1.0)
+    share = {m: picks[500:].count(m) / 1500 for m in MODES}
+    assert b.best() == MODES[1] and share[MODES[1]] > 0.9
+    assert all(share[m] > 0.005 for m in MODES)  # the floor: every mode stays measured
+    again = ModeBandit(OnlineConfig(explore=0.05, seed=3))
+    replayed = []
+    for _ in range(2000):  # same seed, same outcomes: the same decisions
+        m = again.pick()
+        replayed.append(m)
+        again.update(m, int(rates[m]), 1.0)
+    assert replayed == picks
+    state = b.state()
+    assert set(state) == {"best", "steps", "tokens_per_second"} and np.isclose(state["tokens_per_second"][MODES[1]], 80)
