@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from hvd.targets.native import library, ptr
 from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
-from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
+from hvd.targets.shape import LlamaShape, UnsupportedModel, llama_layers, rope_tables
 from hvd.targets.slot_cache import SlotCacheTarget
 
 PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
@@ -75,17 +75,9 @@ class _Layer:
 
 
 def _layers_of(model) -> list[_Layer]:
-    out = []
-    for layer in model.model.layers:
-        a, m = layer.self_attn, layer.mlp
-        if any(getattr(p, "bias", None) is not None for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)):
-            raise UnsupportedModel("attention biases are not supported by the exact target")
-        qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
-        gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight])
-        out.append(_Layer(layer.input_layernorm.weight.detach().float().contiguous(), QuantLinear.of(qkv),
-                          QuantLinear.of(a.o_proj.weight), layer.post_attention_layernorm.weight.detach().float().contiguous(),
-                          QuantLinear.of(gate_up), QuantLinear.of(m.down_proj.weight)))
-    return out
+    return [_Layer(w.ln_attn.float().contiguous(), QuantLinear.of(w.qkv), QuantLinear.of(w.o),
+                   w.ln_mlp.float().contiguous(), QuantLinear.of(w.gate_up), QuantLinear.of(w.down))
+            for w in llama_layers(model, "exact")]
 
 
 def _check_shape(s: LlamaShape, intermediate: int) -> None:

@@ -36,35 +36,12 @@ import torch
 from torch.nn import functional as F
 
 from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
-from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_tables
+from hvd.targets.shape import LlamaShape, llama_layers, rope_tables
 from hvd.targets.slot_cache import SlotCacheTarget
 
 ROWS = 32  # rows per linear call
 BLOCK = 64  # attention key block (positions)
 PREFILL_CHUNK = 256  # prefill forwards cover [256i, 256(i+1)): fixed boundaries, fixed rounding
-
-
-@dataclass(frozen=True)
-class _Layer:
-    ln_attn: torch.Tensor  # (hidden,)
-    qkv: torch.Tensor  # ((heads + 2*kv_heads)*head_dim, hidden): q, k, v projections stacked (one GEMM)
-    o: torch.Tensor  # (hidden, heads*head_dim)
-    ln_mlp: torch.Tensor
-    gate_up: torch.Tensor  # (2*intermediate, hidden): gate and up stacked
-    down: torch.Tensor  # (hidden, intermediate)
-
-
-def _layers_of(model) -> list[_Layer]:
-    out = []
-    for layer in model.model.layers:
-        a, m = layer.self_attn, layer.mlp
-        if any(getattr(p, "bias", None) is not None for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)):
-            raise UnsupportedModel("attention biases are not supported by the lean target")
-        qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach()
-        gate_up = torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach()
-        out.append(_Layer(layer.input_layernorm.weight.detach(), qkv, a.o_proj.weight.detach(),
-                          layer.post_attention_layernorm.weight.detach(), gate_up, m.down_proj.weight.detach()))
-    return out
 
 
 def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -187,7 +164,7 @@ class LlamaTarget(SlotCacheTarget):
         self.vocab_size = self.shape.vocab
         self.max_context = self.shape.max_context
         self.max_draft_nodes = ROWS - 1  # root + 31 nodes: one pass over the weights; 33 rows cost two
-        self._layers = _layers_of(model)
+        self._layers = llama_layers(model, "lean")
         self._embed = model.get_input_embeddings().weight  # (vocab, hidden)
         self._norm = model.model.norm.weight
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)

@@ -44,3 +44,30 @@ def rope_tables(shape: LlamaShape, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     ang = torch.arange(n, dtype=torch.float32)[:, None] * inv  # (n, d/2)
     ang = torch.cat([ang, ang], dim=-1)  # (n, d)
     return ang.cos(), ang.sin()
+
+
+@dataclass(frozen=True)
+class LlamaLayerWeights:
+    """One decoder layer's weights as stored (detached), the projections read together stacked."""
+
+    ln_attn: torch.Tensor  # (hidden,)
+    qkv: torch.Tensor  # ((heads + 2*kv_heads)*head_dim, hidden): q, k, v projections stacked (one GEMM)
+    o: torch.Tensor  # (hidden, heads*head_dim)
+    ln_mlp: torch.Tensor  # (hidden,)
+    gate_up: torch.Tensor  # (2*intermediate, hidden): gate and up stacked
+    down: torch.Tensor  # (hidden, intermediate)
+
+
+def llama_layers(model, target: str) -> list[LlamaLayerWeights]:
+    """The decoder layers of a transformers Llama-family model; `target` names the target that
+    refuses attention biases (in the error)."""
+    out = []
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        if any(getattr(p, "bias", None) is not None for p in (a.q_proj, a.k_proj, a.v_proj, a.o_proj)):
+            raise UnsupportedModel(f"attention biases are not supported by the {target} target")
+        out.append(LlamaLayerWeights(
+            layer.input_layernorm.weight.detach(), torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
+            a.o_proj.weight.detach(), layer.post_attention_layernorm.weight.detach(),
+            torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach(), m.down_proj.weight.detach()))
+    return out
