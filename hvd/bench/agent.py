@@ -127,7 +127,8 @@ def _timings(resp) -> dict:
 # ---- servers ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback."""
     import socket
 
     with socket.socket() as s:
@@ -152,7 +153,7 @@ def _wait_healthy(server: Server, log: Path) -> None:
 
 
 def start_hvd(method: str, cold: bool, cfg: AgentBenchConfig, logs: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", method,
            "--threads", str(cfg.threads), "--dtype", cfg.dtype]
     if cfg.model:
@@ -164,7 +165,7 @@ def start_hvd(method: str, cold: bool, cfg: AgentBenchConfig, logs: Path) -> Ser
 
 
 def start_llama(name: str, cfg: AgentBenchConfig, gguf: str, logs: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     cmd = [cfg.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(cfg.threads),
            "-tb", str(cfg.threads), "-c", "8192", "-np", "1", "--jinja", "--metrics", *LLAMA_SPEC[name]]
     log = logs / f"{name.replace(' ', '-')}.log"

@@ -3,20 +3,14 @@ tests/conftest.py is the one `conftest`)."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
+from hvd.bench.agent import free_port
 from hvd.serve.app import ServeConfig
 from hvd.serve.command import build
 
 MODEL = "tiny"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
