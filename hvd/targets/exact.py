@@ -23,6 +23,7 @@ Keys are stored in groups of 8 slots, transposed (kernels.c), values row per slo
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,9 +31,10 @@ from typing import Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.targets.native import library, ptr
+from hvd.targets.family import Architecture, LayerExtras, decoder_layers, layer_extras, norm_weight, rope_tables
+from hvd.targets.native import LayerSpec, library, ptr
 from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
-from hvd.targets.shape import LlamaShape, UnsupportedModel, llama_layers, rope_tables
+from hvd.targets.shape import LlamaShape, UnsupportedModel
 from hvd.targets.slot_cache import SlotCacheTarget
 
 PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
@@ -72,17 +74,28 @@ class _Layer:
     ln_mlp: torch.Tensor
     gate_up: QuantLinear  # gate and up stacked
     down: QuantLinear
+    extras: LayerExtras  # the family's additions (biases, q/k norms, output norms)
+    kind: str  # the layer's rope table
+    spec: LayerSpec  # all of the above as the kernel reads it (addresses into the tensors here)
 
 
-def _layers_of(model) -> list[_Layer]:
-    return [_Layer(w.ln_attn.float().contiguous(), QuantLinear.of(w.qkv), QuantLinear.of(w.o),
-                   w.ln_mlp.float().contiguous(), QuantLinear.of(w.gate_up), QuantLinear.of(w.down))
-            for w in llama_layers(model, "exact")]
+def _layers_of(model, arch: Architecture, s: LlamaShape, inter: int, scale: float) -> list[_Layer]:
+    out = []
+    for i, (w, layer) in enumerate(zip(decoder_layers(model, arch), model.model.layers)):
+        ex = layer_extras(layer, arch)
+        qkv, o, gu, down = (QuantLinear.of(m) for m in (w.qkv, w.o, w.gate_up, w.down))
+        opt = lambda t: 0 if t is None else ptr(t)  # noqa: E731
+        spec = LayerSpec(s.hidden, s.heads, s.kv_heads, s.head_dim, inter, arch.activation, arch.windows[i],
+                         s.eps, scale, ptr(w.ln_attn), ptr(w.ln_mlp), opt(ex.post_attn), opt(ex.post_mlp),
+                         opt(ex.q_norm), opt(ex.k_norm), opt(ex.qkv_bias), ptr(qkv.q), ptr(o.q), ptr(gu.q),
+                         ptr(down.q), ptr(qkv.scale), ptr(o.scale), ptr(gu.scale), ptr(down.scale))
+        out.append(_Layer(w.ln_attn, qkv, o, w.ln_mlp, gu, down, ex, arch.layer_kinds[i], spec))
+    return out
 
 
 def _check_shape(s: LlamaShape, intermediate: int) -> None:
-    if s.head_dim % 8 or s.head_dim > 64:
-        raise UnsupportedModel(f"head_dim {s.head_dim} (the exact kernels take multiples of 8 up to 64)")
+    if s.head_dim % 8 or s.head_dim > 256:
+        raise UnsupportedModel(f"head_dim {s.head_dim} (the exact kernels take multiples of 8 up to 256)")
     if s.heads % s.kv_heads or s.heads // s.kv_heads > 8:
         raise UnsupportedModel(f"{s.heads} heads over {s.kv_heads} kv heads (at most 8 per kv head)")
     for name, n in (("hidden size", s.hidden), ("intermediate size", intermediate), ("attention width", s.heads * s.head_dim)):
@@ -91,7 +104,8 @@ def _check_shape(s: LlamaShape, intermediate: int) -> None:
 
 
 class ExactLlamaTarget(SlotCacheTarget):
-    """The `Target` protocol over a Llama-family transformers model, int8, batch-invariant (batch 1)."""
+    """The `Target` protocol over a transformers model of a family in hvd/targets/family.py
+    (Llama, Mistral, Qwen2/2.5, Qwen3, Gemma 3), int8, batch-invariant (batch 1)."""
 
     precision = "int8"
 
@@ -100,6 +114,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.model = model  # kept for its config and weights' identity (bench references, cost cache)
         self.config = config
         self.shape = s = LlamaShape.of(model.config)
+        self.arch = arch = Architecture.of(model)
         _check_shape(s, int(model.config.intermediate_size))
         self.lib = library()
         self.build_id = Path(self.lib._name).stem  # the compiled kernels (source, flags, compiler)
@@ -108,16 +123,17 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.vocab_size = s.vocab
         self.max_context = s.max_context
         self.max_draft_nodes = max_draft_nodes
-        self._layers = _layers_of(model)
-        self._embed = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden)
-        self._norm = model.model.norm.weight.detach().float().contiguous()
-        self._head = QuantLinear.of(model.get_output_embeddings().weight)
-        self._scale = s.head_dim ** -0.5
         self._inter = int(model.config.intermediate_size)
+        self._layers = _layers_of(model, arch, s, self._inter, arch.attn_scale)
+        self._embed = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden), as stored
+        self._embed_in = self._embed * arch.embed_scale if arch.embed_scale != 1.0 else self._embed
+        self._norm = norm_weight(model.model.norm, arch)
+        self._head = QuantLinear.of(model.get_output_embeddings().weight)
         self._scratch_bufs: dict[int, torch.Tensor] = {}
         self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
         self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
-        self._cos = self._sin = torch.empty(0)
+        self._rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer kind -> (cos, sin)
+        self._rope_len = 0
         self._reset()
         self.set_threads(threads or torch.get_num_threads())
 
@@ -135,9 +151,9 @@ class ExactLlamaTarget(SlotCacheTarget):
             if self._k is not None:
                 k[:, :, : cap // 8], v[:, :, :cap] = self._k, self._v
             self._k, self._v = k, v
-        if n + 64 > self._cos.shape[0]:
-            cos, sin = rope_tables(s, max(2 * self._cos.shape[0], n + 256))
-            self._cos, self._sin = cos.contiguous(), sin.contiguous()
+        if n + 64 > self._rope_len:
+            self._rope_len = min(max(2 * self._rope_len, n + 256), max(self.max_context, n + 64))
+            self._rope = rope_tables(self.model, self.arch, self._rope_len)
 
     def _linear(self, q: torch.Tensor, qs: torch.Tensor, w: QuantLinear, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(T, out) = dequantized x @ w.T; with `out`, added to it in place."""
@@ -170,18 +186,16 @@ class ExactLlamaTarget(SlotCacheTarget):
         pos32 = pos.to(torch.int32).contiguous()
         slots = torch.arange(past, past + T, dtype=torch.int32)
         hidden = {}
-        x = F.embedding(torch.tensor(ids), self._embed).contiguous()  # (T, hidden) float32
+        x = F.embedding(torch.tensor(ids), self._embed_in).contiguous()  # (T, hidden) float32
         scratch = self._scratch(T)
         cap = self._v.shape[2]
         for i in range(s.layers) if layers is None else layers:
             if i in keep:
                 hidden[i] = x.clone()
             w = self._layers[i]
-            lib.hvd_layer(ptr(x), T, s.hidden, s.heads, s.kv_heads, s.head_dim, self._inter, s.eps,
-                          ptr(w.ln_attn), ptr(w.qkv.q), ptr(w.qkv.scale), ptr(w.o.q), ptr(w.o.scale),
-                          ptr(w.ln_mlp), ptr(w.gate_up.q), ptr(w.gate_up.scale), ptr(w.down.q), ptr(w.down.scale),
-                          ptr(pos32), ptr(self._cos), ptr(self._sin), ptr(slots), ptr(self._k[i]), ptr(self._v[i]),
-                          cap, ptr(base), ptr(path), ptr(off), self._scale, ptr(scratch))
+            cos, sin = self._rope[w.kind]
+            lib.hvd_layer(ctypes.byref(w.spec), ptr(x), T, ptr(pos32), ptr(cos), ptr(sin), ptr(slots),
+                          ptr(self._k[i]), ptr(self._v[i]), cap, ptr(base), ptr(path), ptr(off), ptr(scratch))
         if s.layers in keep:
             hidden[s.layers] = x.clone()
         out = torch.empty_like(x)

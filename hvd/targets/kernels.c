@@ -127,8 +127,27 @@ void hvd_rmsnorm(const float* x, int T, int K, const float* w, float eps, float*
     }
 }
 
-/* gu (T, 2I): gate | up. q, s = quantize(silu(gate) * up); silu(g) = g / (1 + exp(-g)). */
-void hvd_silu_mul_quant(const float* gu, int T, int I, int16_t* q, float* s) {
+/* sigmoid(g) per lane, from exp8 of -|g| (its argument stays <= 0). */
+static inline __m256 sigmoid8(__m256 gv) {
+    __m256 neg = _mm256_cmp_ps(gv, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), gv)));
+    /* g >= 0: sigmoid = 1 / (1 + e); g < 0: sigmoid = e / (1 + e), e = exp(-|g|) */
+    __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
+    return _mm256_div_ps(_mm256_blendv_ps(_mm256_set1_ps(1.0f), e, neg), den);
+}
+
+/* gelu(g), tanh approximation: 0.5 g (1 + tanh(u)), u = sqrt(2/pi) (g + 0.044715 g^3);
+ * 1 + tanh(u) = 2 sigmoid(2u). */
+static inline __m256 gelu_tanh8(__m256 g) {
+    __m256 g3 = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+    __m256 inner = _mm256_add_ps(g, _mm256_mul_ps(_mm256_set1_ps(0.044715f), g3));
+    __m256 u2 = _mm256_mul_ps(_mm256_set1_ps(2.0f * 0.7978845608028654f), inner);
+    return _mm256_mul_ps(g, sigmoid8(u2));
+}
+
+/* gu (T, 2I): gate | up. q, s = quantize(act(gate) * up); act 0: silu(g) = g sigmoid(g),
+ * act 1: gelu with the tanh approximation. */
+void hvd_act_mul_quant(const float* gu, int T, int I, int act, int16_t* q, float* s) {
 #pragma omp parallel for num_threads(n_threads) if (T > 1)
     for (int t = 0; t < T; t++) {
         const float* g = gu + (size_t)t * 2 * I;
@@ -136,13 +155,8 @@ void hvd_silu_mul_quant(const float* gu, int T, int I, int16_t* q, float* s) {
         float h[I];
         for (int i = 0; i < I; i += 8) {
             __m256 gv = _mm256_loadu_ps(g + i);
-            /* exp(-g) = 1 / exp(g) for g > 0 keeps exp8's argument <= 0 */
-            __m256 neg = _mm256_cmp_ps(gv, _mm256_setzero_ps(), _CMP_LT_OQ);
-            __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), gv)));
-            /* g >= 0: sigmoid = 1 / (1 + e); g < 0: sigmoid = e / (1 + e), e = exp(-|g|) */
-            __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), e);
-            __m256 sig = _mm256_div_ps(_mm256_blendv_ps(_mm256_set1_ps(1.0f), e, neg), den);
-            _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(gv, sig), _mm256_loadu_ps(u + i)));
+            __m256 a = act ? gelu_tanh8(gv) : _mm256_mul_ps(gv, sigmoid8(gv));
+            _mm256_storeu_ps(h + i, _mm256_mul_ps(a, _mm256_loadu_ps(u + i)));
         }
         quant_row(h, I, q + (size_t)t * I, s + t);
     }
@@ -219,16 +233,26 @@ static inline half* kslot(half* kc, int cap, int D, int h, int slot, int d) {
 static inline half to_half(float v) { return (half)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT); }
 
 /* qkv (T, (H + 2 KVH) D) -> q (T, H, D) rotated; rotated k and v stored at slot[t].
- * cos/sin (positions, D), half-split convention: rot(x)_i = -x_{i+D/2} (i < D/2), x_{i-D/2}. */
-void hvd_rope_store(const float* qkv, int T, int H, int KVH, int D, const int32_t* pos, const float* cos,
-                    const float* sin, const int32_t* slot, float* q, half* kc, half* vc, int cap) {
+ * First, where given: + bias (per column), then an RMS norm per head of q (weights qn) and of k
+ * (weights kn), eps. cos/sin (positions, D), half-split convention:
+ * rot(x)_i = -x_{i+D/2} (i < D/2), x_{i-D/2}. D at most 256. */
+void hvd_rope_store(float* qkv, int T, int H, int KVH, int D, const float* bias, const float* qn, const float* kn,
+                    float eps, const int32_t* pos, const float* cos, const float* sin, const int32_t* slot, float* q,
+                    half* kc, half* vc, int cap) {
     int W = (H + 2 * KVH) * D, half_d = D / 2;
     for (int t = 0; t < T; t++) {
-        const float* row = qkv + (size_t)t * W;
+        float* row = qkv + (size_t)t * W;
+        if (bias)
+            for (int j = 0; j < W; j++) row[j] += bias[j];
         const float* c = cos + (size_t)pos[t] * D;
         const float* s = sin + (size_t)pos[t] * D;
         for (int h = 0; h < H + KVH; h++) {
-            const float* x = row + h * D;
+            float* x = row + h * D;
+            if (qn) {
+                const float* w = h < H ? qn : kn;
+                float r = 1.0f / sqrtf(sumsq(x, D) / (float)D + eps);
+                for (int i = 0; i < D; i++) x[i] = w[i] * (x[i] * r);
+            }
             for (int i = 0; i < D; i++) {
                 float rot = i < half_d ? -x[i + half_d] : x[i - half_d];
                 float v = x[i] * c[i] + rot * s[i];
@@ -270,9 +294,12 @@ void hvd_move_slots(half* k, half* v, int layers, int KVH, int D, int cap, const
  *             group of 8 or alone gives the same chain;
  *   m = max_j score_j;  p_j = exp(score_j - m);  sum = 8-lane sum over j (lane j mod 8), hsum8;
  *   o_d = fma chain over j of p_j * v_jd;  out_d = o_d / sum.
+ * With a window w > 0, query t sees only key positions above pos[t] - w: the scores of the
+ * others are -inf before the max, so their weights are exactly 0 and adding them changes no sum
+ * (blocks wholly outside every row's window are skipped: the same numbers, less work).
  * Tiles of queries sharing a kv head read each key and value block once for all their rows
  * (the rows' own sequences of operations do not change). q (T, H, D) rotated; out (T, H*D).
- * D a multiple of 8, at most 64; H / KVH at most 8. */
+ * D a multiple of 8, at most 256; H / KVH at most 8. */
 
 #define QTILE 4
 #define VBLOCK 64
@@ -313,7 +340,7 @@ static inline __attribute__((always_inline)) void score_tile(const int NR, const
  * the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void value_sum(const int ND, float* o, const float* p, const float* vb,
                                                             const half* vh, const int32_t* slots, int n, int D) {
-    __m256 acc[8];
+    __m256 acc[32];
     for (int c = 0; c < ND; c++) acc[c] = _mm256_loadu_ps(o + c * 8);
     if (slots) {
         for (int j = 0; j < n; j++) {
@@ -331,17 +358,20 @@ static inline __attribute__((always_inline)) void value_sum(const int ND, float*
 }
 
 void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
-                   const int32_t* base, const int32_t* path, const int32_t* off, float scale, float* out) {
+                   const int32_t* base, const int32_t* path, const int32_t* off, const int32_t* pos, int window,
+                   float scale, float* out) {
     int g = H / KVH, ntile = (T + QTILE - 1) / QTILE, nd = D / 8;
+#define LO(t) (window > 0 && pos[t] - window + 1 > 0 ? pos[t] - window + 1 : 0)
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
     for (int task = 0; task < ntile * KVH; task++) {
         int t0 = (task / KVH) * QTILE, kh = task % KVH;
         int nt = T - t0 < QTILE ? T - t0 : QTILE, R = nt * g;
-        int maxbase = 0, Lmax = 0;
+        int maxbase = 0, Lmax = 0, minlo = 1 << 30;
         for (int i = 0; i < nt; i++) {
             int L = base[t0 + i] + off[t0 + i + 1] - off[t0 + i];
             maxbase = base[t0 + i] > maxbase ? base[t0 + i] : maxbase;
             Lmax = L > Lmax ? L : Lmax;
+            minlo = LO(t0 + i) < minlo ? LO(t0 + i) : minlo;
         }
         int Lp = (Lmax + 7) / 8 * 8;
         float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D + 16 * D + VBLOCK * D);
@@ -353,7 +383,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
 #define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
 #define ROWBASE(r) (base[t0 + (r) / g])
         /* scores of keys in the rows' bases: two groups of 8 keys at a time, up to 6 rows at a time */
-        for (int j0 = 0; j0 < maxbase; j0 += 16) {
+        for (int j0 = minlo / 16 * 16; j0 < maxbase; j0 += 16) {
             int two = j0 + 8 < maxbase;
             const half* kg = kh_base + (size_t)(j0 / 8) * D * 8;
             for (int d = 0; d < D; d++) {
@@ -391,13 +421,15 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
                 sr[b + i] = a;
             }
             float m = -INFINITY;
-            for (int j = 0; j < L; j++) {
+            int lo = LO(t), lo8 = lo / 8 * 8;
+            for (int j = lo8; j < lo; j++) sr[j] = -INFINITY;
+            for (int j = lo; j < L; j++) {
                 sr[j] *= scale;
                 m = sr[j] > m ? sr[j] : m;
             }
             for (int j = L; j < Lr; j++) sr[j] = -INFINITY;
             __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
-            for (int j = 0; j < Lr; j += 8) {
+            for (int j = lo8; j < Lr; j += 8) {
                 __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
                 _mm256_storeu_ps(sr + j, p);
                 sum = _mm256_add_ps(sum, p);
@@ -406,18 +438,25 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
             memset(o + (size_t)r * D, 0, sizeof(float) * D);
         }
         /* value sums over the bases: one block of values at a time, every row in turn */
-        for (int j0 = 0; j0 < maxbase; j0 += VBLOCK) {
+        for (int j0 = minlo / VBLOCK * VBLOCK; j0 < maxbase; j0 += VBLOCK) {
             int jn = maxbase - j0 < VBLOCK ? maxbase - j0 : VBLOCK;
             for (int j = 0; j < jn; j++)
                 for (int c = 0; c < nd; c++) _mm256_store_ps(vb + j * D + c * 8, load_half8(vh + (size_t)(j0 + j) * D + c * 8));
             for (int r = 0; r < R; r++) {
                 int end = ROWBASE(r) - j0 < jn ? ROWBASE(r) - j0 : jn;
-                if (end <= 0) continue;
+                /* keys below the row's window start: weights 0, skipped (8 at a time, as summed) */
+                int start = (LO(t0 + r / g) - j0) / 8 * 8;
+                start = start < 0 ? 0 : start;
+                if (end <= start) continue;
                 float* orow = o + (size_t)r * D;
+                const float* pr = sc + (size_t)r * Lp + j0 + start;
+                const float* vr = vb + (size_t)start * D;
                 if (nd == 8)
-                    value_sum(8, orow, sc + (size_t)r * Lp + j0, vb, NULL, 0, end, D);
+                    value_sum(8, orow, pr, vr, NULL, 0, end - start, D);
+                else if (nd == 32)
+                    value_sum(32, orow, pr, vr, NULL, 0, end - start, D);
                 else
-                    value_sum(nd, orow, sc + (size_t)r * Lp + j0, vb, NULL, 0, end, D);
+                    value_sum(nd, orow, pr, vr, NULL, 0, end - start, D);
             }
         }
         /* value sums over the path keys, then the division */
@@ -431,44 +470,78 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
         }
 #undef ROWQ
 #undef ROWBASE
+#undef LO
     }
 }
 
 /* ---- one decoder layer --------------------------------------------------------------------
  * x (T, hid) += attention(rms_norm(x)); x += mlp(rms_norm(x)), with the ops above, in one call.
+ * With sandwich norms (Gemma): x += rms_norm(attention(...)); x += rms_norm(mlp(...)).
+ * The layer's weights and switches come in one struct (family.py / exact.py build it).
  * scratch: hvd_layer_scratch(...) bytes, 32-byte aligned. */
+
+typedef struct {
+    int hid, H, KVH, D, inter, act, window;
+    float eps, scale;
+    const float *ln_attn, *ln_mlp, *post_attn, *post_mlp, *q_norm, *k_norm, *qkv_bias; /* the last 5 may be NULL */
+    const int8_t *wqkv, *wo, *wgu, *wd;
+    const float *sqkv, *so, *sgu, *sd;
+} hvd_layer_spec;
 
 static size_t up32(size_t n) { return (n + 31) / 32 * 32; }
 
-size_t hvd_layer_scratch(int T, int hid, int H, int KVH, int D, int inter) {
+static int widest_of(int hid, int H, int D, int inter) {
     int widest = hid > inter ? hid : inter;
-    widest = widest > H * D ? widest : H * D;
-    return up32((size_t)T * widest * 2) + up32((size_t)T * 4) + up32((size_t)T * (H + 2 * KVH) * D * 4) +
-           up32((size_t)T * H * D * 4) * 2 + up32((size_t)T * 2 * inter * 4);
+    return widest > H * D ? widest : H * D;
 }
 
-void hvd_layer(float* x, int T, int hid, int H, int KVH, int D, int inter, float eps, const float* ln1,
-               const int8_t* wqkv, const float* sqkv, const int8_t* wo, const float* so, const float* ln2,
-               const int8_t* wgu, const float* sgu, const int8_t* wd, const float* sd, const int32_t* pos,
-               const float* cos, const float* sin, const int32_t* slots, half* kc, half* vc, int cap,
-               const int32_t* base, const int32_t* path, const int32_t* off, float scale, char* scratch) {
-    int widest = hid > inter ? hid : inter;
-    widest = widest > H * D ? widest : H * D;
+size_t hvd_layer_scratch(int T, int hid, int H, int KVH, int D, int inter) {
+    return up32((size_t)T * widest_of(hid, H, D, inter) * 2) + up32((size_t)T * 4) +
+           up32((size_t)T * (H + 2 * KVH) * D * 4) + up32((size_t)T * H * D * 4) * 2 +
+           up32((size_t)T * 2 * inter * 4) + up32((size_t)T * hid * 4);
+}
+
+/* x += rms_norm(y) * w per row, each element one add. */
+static void add_normed(float* x, const float* y, int T, int K, const float* w, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float* yr = y + (size_t)t * K;
+        float* xr = x + (size_t)t * K;
+        float r = 1.0f / sqrtf(sumsq(yr, K) / (float)K + eps);
+        for (int k = 0; k < K; k++) xr[k] += w[k] * (yr[k] * r);
+    }
+}
+
+void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, const float* cos, const float* sin,
+               const int32_t* slots, half* kc, half* vc, int cap, const int32_t* base, const int32_t* path,
+               const int32_t* off, char* scratch) {
+    int hid = L->hid, H = L->H, KVH = L->KVH, D = L->D, inter = L->inter;
     int16_t* xq = (int16_t*)scratch;
-    float* xs = (float*)(scratch + up32((size_t)T * widest * 2));
+    float* xs = (float*)(scratch + up32((size_t)T * widest_of(hid, H, D, inter) * 2));
     float* qkv = (float*)((char*)xs + up32((size_t)T * 4));
     float* q = (float*)((char*)qkv + up32((size_t)T * (H + 2 * KVH) * D * 4));
     float* att = (float*)((char*)q + up32((size_t)T * H * D * 4));
     float* gu = (float*)((char*)att + up32((size_t)T * H * D * 4));
+    float* tmp = (float*)((char*)gu + up32((size_t)T * 2 * inter * 4));
     int nqkv = (H + 2 * KVH) * D;
-    hvd_rmsnorm_quant(x, T, hid, ln1, eps, NULL, xq, xs);
-    hvd_linear(xq, xs, T, hid, wqkv, sqkv, nqkv, qkv, 0);
-    hvd_rope_store(qkv, T, H, KVH, D, pos, cos, sin, slots, q, kc, vc, cap);
-    hvd_attention(q, T, H, KVH, D, kc, vc, cap, base, path, off, scale, att);
+    hvd_rmsnorm_quant(x, T, hid, L->ln_attn, L->eps, NULL, xq, xs);
+    hvd_linear(xq, xs, T, hid, L->wqkv, L->sqkv, nqkv, qkv, 0);
+    hvd_rope_store(qkv, T, H, KVH, D, L->qkv_bias, L->q_norm, L->k_norm, L->eps, pos, cos, sin, slots, q, kc, vc,
+                   cap);
+    hvd_attention(q, T, H, KVH, D, kc, vc, cap, base, path, off, pos, L->window, L->scale, att);
     hvd_quantize(att, T, H * D, xq, xs);
-    hvd_linear(xq, xs, T, H * D, wo, so, hid, x, 1);
-    hvd_rmsnorm_quant(x, T, hid, ln2, eps, NULL, xq, xs);
-    hvd_linear(xq, xs, T, hid, wgu, sgu, 2 * inter, gu, 0);
-    hvd_silu_mul_quant(gu, T, inter, xq, xs);
-    hvd_linear(xq, xs, T, inter, wd, sd, hid, x, 1);
+    if (L->post_attn) {
+        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, tmp, 0);
+        add_normed(x, tmp, T, hid, L->post_attn, L->eps);
+    } else {
+        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, x, 1);
+    }
+    hvd_rmsnorm_quant(x, T, hid, L->ln_mlp, L->eps, NULL, xq, xs);
+    hvd_linear(xq, xs, T, hid, L->wgu, L->sgu, 2 * inter, gu, 0);
+    hvd_act_mul_quant(gu, T, inter, L->act, xq, xs);
+    if (L->post_mlp) {
+        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, tmp, 0);
+        add_normed(x, tmp, T, hid, L->post_mlp, L->eps);
+    } else {
+        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, x, 1);
+    }
 }

@@ -36,7 +36,8 @@ import torch
 from torch.nn import functional as F
 
 from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
-from hvd.targets.shape import LlamaShape, llama_layers, rope_tables
+from hvd.targets.family import llama_layers
+from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_scaling, rope_tables
 from hvd.targets.slot_cache import SlotCacheTarget
 
 ROWS = 32  # rows per linear call
@@ -158,6 +159,8 @@ class LlamaTarget(SlotCacheTarget):
         self.model = model  # kept for its config and weights' identity (bench references, cost cache)
         self.config = config
         self.shape = LlamaShape.of(model.config)
+        if rope_scaling(model.config) != "default":
+            raise UnsupportedModel(f"rope scaling {rope_scaling(model.config)!r} is not supported by the lean target")
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.precision = str(self.dtype).replace("torch.", "")

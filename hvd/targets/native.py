@@ -37,13 +37,13 @@ _SIGNATURES = {
     "hvd_quantize": ["p", "i", "i", "p", "p"],
     "hvd_rmsnorm_quant": ["p", "i", "i", "p", "f", "p", "p", "p"],
     "hvd_rmsnorm": ["p", "i", "i", "p", "f", "p"],
-    "hvd_silu_mul_quant": ["p", "i", "i", "p", "p"],
+    "hvd_act_mul_quant": ["p", "i", "i", "i", "p", "p"],
     "hvd_linear": ["p", "p", "i", "i", "p", "p", "i", "p", "i"],
-    "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "p", "p", "p", "p", "i"],
+    "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "f", "p", "p", "p", "p", "p", "p", "p", "i"],
     "hvd_move_slots": ["p", "p", "i", "i", "i", "i", "p", "p", "i"],
-    "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "f", "p"],
+    "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "p", "i", "f", "p"],
     "hvd_layer_scratch": ["i"] * 6,
-    "hvd_layer": ["p", "i", "i", "i", "i", "i", "i", "f"] + ["p"] * 16 + ["i", "p", "p", "p", "f", "p"],
+    "hvd_layer": ["p", "p", "i", "p", "p", "p", "p", "p", "p", "i", "p", "p", "p", "p"],
 }
 _RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t}
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
@@ -79,6 +79,15 @@ def library() -> ctypes.CDLL:
         fn.argtypes = [_CTYPES[s] if isinstance(s, str) else s for s in sig]
         fn.restype = _RESTYPES.get(name)
     return lib
+
+
+class LayerSpec(ctypes.Structure):
+    """kernels.c's hvd_layer_spec: one decoder layer's sizes, switches and weight addresses."""
+
+    _fields_ = ([(n, ctypes.c_int) for n in ("hid", "H", "KVH", "D", "inter", "act", "window")]
+                + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
+                + [(n, ctypes.c_void_p) for n in ("ln_attn", "ln_mlp", "post_attn", "post_mlp", "q_norm", "k_norm",
+                                                  "qkv_bias", "wqkv", "wo", "wgu", "wd", "sqkv", "so", "sgu", "sd")])
 
 
 def ptr(t: torch.Tensor) -> int:
