@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,7 +27,7 @@ def _methods_help() -> str:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="local HF model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default=None, help="a packaged model (smollm2-135m, gemma3-270m), a local HF model directory or a .gguf file (default: smollm2-135m, SmolLM2-135M-Instruct)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="int8: the exact target (int8 weights and activations, batch-invariant by construction; "
                         "Llama-family models, AVX2 CPUs); bfloat16: the lean Llama target, exact where this CPU's "
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
     _add_agent_bench_command(sub)
+    _add_prepare_command(sub)
     _add_hybrid_commands(sub)
     _add_datastore_command(sub)
     return parser
@@ -121,6 +123,23 @@ def _add_agent_bench_command(sub) -> None:
     ab.add_argument("--gguf", default=None, help="the GGUF file llama-server loads (default: the model's)")
     ab.add_argument("--json", default=None, help="write every request's timings here")
     add_model_args(ab)
+
+
+def _add_prepare_command(sub) -> None:
+    from hvd.prepare import PrepareConfig
+
+    d = PrepareConfig()
+    p = sub.add_parser("prepare", help="build what every method needs for a model (datastore, cost curves, "
+                                       "traces, predictor), cached by the model's identity; resumable")
+    add_model_args(p)
+    p.add_argument("--check", action="store_true", help="only say what is ready and what is missing")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    p.add_argument("--trace-limit", type=int, default=d.trace_limit, help=f"train prompts per suite traced "
+                                                                          f"(default {d.trace_limit})")
+    p.add_argument("--trace-tokens", type=int, default=d.trace_tokens, help=f"new tokens per traced prompt "
+                                                                            f"(default {d.trace_tokens})")
+    p.add_argument("--corpus-chars", type=int, default=None, help="characters per datastore corpus source "
+                                                                 "(default 8,000,000)")
 
 
 def _add_datastore_command(sub) -> None:
@@ -334,6 +353,27 @@ def cmd_agent_bench(a: argparse.Namespace) -> None:
         agent.save(report, Path(a.json))
 
 
+def cmd_prepare(a: argparse.Namespace) -> None:
+    from hvd import prepare
+
+    if a.trace_limit <= 0 or a.trace_tokens <= 0 or (a.corpus_chars is not None and a.corpus_chars <= 0):
+        raise CliError("--trace-limit, --trace-tokens and --corpus-chars must be positive integers")
+    t0 = time.perf_counter()
+    engine = _load(a.model, threads=a.threads, dtype=a.dtype)
+    assets = engine.stores.assets
+    print(f"{assets.key} ({engine.target.precision}, loaded in {time.perf_counter() - t0:.0f} s); parts in {assets.directory}")
+    if a.check:
+        states = prepare.status(engine)
+        print(prepare.describe(states))
+        missing = [s.name for s in states if not s.ready]
+        print(f"missing: {', '.join(missing)} (run: hvd prepare{' --model ' + a.model if a.model else ''})" if missing
+              else "ready: hvd uses this model's own predictor and datastore")
+        return
+    prepare.run(engine, prepare.PrepareConfig(a.trace_limit, a.trace_tokens, a.force, a.corpus_chars))
+    print(f"prepared in {time.perf_counter() - t0:.0f} s: `hvd generate --model {a.model or 'smollm2-135m'}` now "
+          "runs hvd with this model's own predictor")
+
+
 def cmd_trace(a: argparse.Namespace) -> None:
     from hvd.bench.suites import SUITES
     from hvd.hybrid.command import trace
@@ -392,12 +432,15 @@ def _load(model: Optional[str], reuse_prefix: bool = False, dtype: str = "auto",
 
     from rich.console import Console
 
-    with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s)"):
-        return Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype, threads=threads)
+    with Console(stderr=True).status("loading model (the first run converts the GGUF, ~20 s; Gemma 3 270M ~90 s)"):
+        engine = Engine.load(model, reuse_prefix=reuse_prefix, dtype=dtype, threads=threads)
+    for note in engine.load_notes:
+        print(f"hvd: note: {note}; running {engine.target.precision}", file=sys.stderr)
+    return engine
 
 
 COMMANDS = {"generate": cmd_generate, "chat": cmd_chat, "demo": cmd_demo, "serve": cmd_serve, "bench": cmd_bench,
-            "agent-bench": cmd_agent_bench,
+            "agent-bench": cmd_agent_bench, "prepare": cmd_prepare,
             "trace": cmd_trace, "train": cmd_train, "datastore": cmd_datastore}
 
 

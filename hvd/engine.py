@@ -15,8 +15,10 @@ from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
+from hvd import plain_text
+from hvd.assets import ModelAssets
 from hvd.drafters import registry
-from hvd.drafters.base import DecodeContext, Drafter
+from hvd.drafters.base import DecodeContext, Drafter, LearnsOnline
 from hvd.drafters.stores import SharedStores
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import Target, TargetConfig
@@ -103,6 +105,7 @@ class Engine:
         self.tokenizer = tokenizer
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
+        self.load_notes: tuple[str, ...] = ()  # why `load` passed over a faster dtype ("auto")
         eos = getattr(getattr(target, "model", None), "generation_config", None)
         ids = getattr(eos, "eos_token_id", None) if eos is not None else None
         ids = ids if isinstance(ids, list) else [ids if ids is not None else tokenizer.eos_token_id]
@@ -131,30 +134,43 @@ class Engine:
         tried = [dtype] if dtype != "auto" else ["int8", "bfloat16", "float32"]
         if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
             tried.remove("bfloat16")
+        notes = []
         for i, name in enumerate(tried):
             try:
                 if name == "int8":
-                    return cls(models.exact_target(lm, config, threads), tok)
-                if name == "bfloat16":
-                    return cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
-                return cls(HFTarget(lm, config), tok)
-            except models.ModelError:
+                    engine = cls(models.exact_target(lm, config, threads), tok)
+                elif name == "bfloat16":
+                    engine = cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
+                else:
+                    engine = cls(HFTarget(lm, config), tok)
+                engine.load_notes = tuple(notes)
+                engine.stores.assets = assets = ModelAssets.for_model(models.resolve(model))
+                engine.stores.classes = assets.token_classes(tok, engine.target.vocab_size)
+                return engine
+            except models.ModelError as e:
                 if i == len(tried) - 1:
                     raise
+                notes.append(f"{name} passed over: {str(e).split('; use --dtype')[0]}")
                 if name == "bfloat16":
                     lm, tok = models.load(model, device)  # afresh: the bf16 cast was lossy
         raise AssertionError("unreachable")
 
     # ---- input -----------------------------------------------------------------------
+    @property
+    def template(self) -> str:
+        """How messages become tokens: the tokenizer's chat template, or hvd/plain_text.py's rule."""
+        return "chat template" if getattr(self.tokenizer, "chat_template", None) else plain_text.TEMPLATE_NAME
+
     def encode(self, prompt: PromptLike) -> list[int]:
-        """Token ids of a prompt: a bare string is sent as one user message."""
+        """Token ids of a prompt: a bare string is sent as one user message (through a chat
+        template) or as itself (a model without one: hvd/plain_text.py)."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         _check_messages(messages)
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         else:
-            ids = self.tokenizer.encode("\n".join(m["content"] for m in messages))
+            ids = self.tokenizer.encode(prompt if isinstance(prompt, str) else plain_text.render(messages))
         return [int(i) for i in ids]
 
     def drafter(self, method: str) -> Optional[Drafter]:
@@ -276,6 +292,8 @@ class Engine:
             shown = yield from self._emit(stopper, kept, shown, done)
         if drafter is not None:
             drafter.end(stopper.out)
+            if isinstance(drafter, LearnsOnline):
+                stats.calibration = drafter.online_state()
         stats.new_tokens = len(stopper.out)
         stats.finish_reason = stopper.reason or "length"
         stats.wall_seconds = time.perf_counter() - t0

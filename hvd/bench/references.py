@@ -47,10 +47,13 @@ class ReferenceStore:
         self._rows: Optional[dict[ReferenceKey, list[int]]] = None
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, root: Optional[Path] = None) -> "ReferenceStore":
+    def for_target(cls, target, root: Optional[Path] = None) -> "ReferenceStore":
+        """The references of `target`: its model's weights as run at its precision (the int8
+        target's outputs are not float32's), by its kernels' build where it names one."""
         from hvd.models import cache_dir
 
-        return cls((root or cache_dir() / "references") / f"{model_key(model)}.jsonl")
+        name = "-".join(x for x in (model_key(target.model), target.precision, getattr(target, "build_id", "")) if x)
+        return cls((root or cache_dir() / "references") / f"{name}.jsonl")
 
     def _load(self) -> dict[ReferenceKey, list[int]]:
         if self._rows is None:

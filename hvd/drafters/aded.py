@@ -253,13 +253,14 @@ class AdedDrafter:
 
 
 def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
-               cost: Optional[VerifyCost] = None) -> AdedDrafter:
-    """A drafter over the default datastore when `target` has the default model's vocabulary
-    (loaded, or built and cached, at the first `begin`), else over an empty table. Its trees
+               cost: Optional[VerifyCost] = None, assets=None) -> AdedDrafter:
+    """A drafter over the model's own datastore (`assets`, hvd/assets.py: made by `hvd prepare`),
+    else the default datastore when `target` has the default model's vocabulary (built and
+    cached on first use), else over an empty table (it still adapts to outputs). Its trees
     are sized by `cost`, else by the target's measured verify-cost curve (hvd/hybrid/cost.py:
     measured once per machine and cached; measuring uses the target, so call this before a
     generation, never during one)."""
-    from hvd.drafters.trigram_store import default_table
+    from hvd.drafters.trigram_store import table_for
 
     if cost is None and config.size_by_cost:
         from hvd.hybrid.cost import cached
@@ -267,4 +268,4 @@ def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
 
         cost = cached(target, cache_dir(), tree=not config.greedy)  # trees are timed as trees
     vocab = int(target.vocab_size)
-    return AdedDrafter(config, lambda: default_table(vocab), name, cost).load()
+    return AdedDrafter(config, lambda: table_for(vocab, assets), name, cost).load()

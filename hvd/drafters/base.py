@@ -56,3 +56,11 @@ class Drafter(Protocol):
     def observe(self, committed: Sequence[int]) -> None: ...
 
     def end(self, output: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
+class LearnsOnline(Protocol):
+    """A drafter that learns while serving and can say what it has learnt (reported in a
+    generation's stats as `calibration`, and by the server's metrics)."""
+
+    def online_state(self) -> Optional[dict]: ...

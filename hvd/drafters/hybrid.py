@@ -53,7 +53,7 @@ class HybridDrafter:
         self.online, self.clock = online, clock
         self.cache, self.model, self.policy = cache, model, policy
         self.predictor, self.cost = predictor, cost
-        self.classes = predictor.classes if predictor is not None else classes  # (vocab, classes)
+        self.classes = classes if classes is not None else (predictor.classes if predictor is not None else None)  # (vocab, classes)
         if self.classes is not None:
             self.classes = self.classes.view()
             self.classes.flags.writeable = False  # load-time data every request reads
@@ -191,11 +191,17 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
 
     cache = registry.get(CACHE_ARM).make(target, stores)
     model = registry.get(model_arm).make(target, stores)
+    assets = None if stores is None else stores.assets
+    if predictor_dir is None and assets is not None:
+        predictor_dir = assets.own_predictor()  # None: the shipped one
     predictor = pred.load(predictor_dir) if policy.rule != "rule" else None
-    if predictor is not None and predictor.classes.shape[0] < target.vocab_size:
+    classes = stores.classes if stores is not None and stores.classes is not None else None
+    if predictor is not None and classes is None:
+        classes = predictor.classes
+    if classes is not None and classes.shape[0] < target.vocab_size:
         raise pred.PredictorError(
-            f"the HVD predictor was trained for a {predictor.classes.shape[0]}-token vocabulary, this model has "
-            f"{target.vocab_size}; train one for it with `hvd trace` and `hvd train predictor`")
+            f"no token classes for this model's {target.vocab_size}-token vocabulary (the predictor's are for "
+            f"{classes.shape[0]}); load it through Engine.load or run `hvd prepare`")
     cost = cost_curve.cached(target, cache_dir()) if policy.rule == "cost" else None
     online = OnlineState(OnlineConfig(), cost) if policy.rule == "cost" and policy.online else None
-    return HybridDrafter(name, cache, model, policy, predictor, cost, online=online)
+    return HybridDrafter(name, cache, model, policy, predictor, cost, classes=classes, online=online)

@@ -37,7 +37,7 @@ def _aded(name: str, **config) -> Callable[["Target"], Drafter]:
     def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
         from hvd.drafters.aded import AdedConfig, for_target
 
-        return for_target(target, AdedConfig(**config), name)
+        return for_target(target, AdedConfig(**config), name, assets=None if stores is None else stores.assets)
 
     return make
 

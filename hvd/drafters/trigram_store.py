@@ -47,13 +47,16 @@ def _tokenizer():
     return AutoTokenizer.from_pretrained(str(models.local_model_dir(models.resolve(None))), local_files_only=True)
 
 
-def build(out: Optional[Path] = None, corpus: CorpusConfig = CorpusConfig(), top_k: int = TOP_K) -> BuildReport:
-    """Tokenize the corpus, count tri-grams, save the table to `out` (default: the cache)."""
+def build(out: Optional[Path] = None, corpus: CorpusConfig = CorpusConfig(), top_k: int = TOP_K,
+          tokenizer=None, vocab: int = DEFAULT_VOCAB, tick=lambda chars: None) -> BuildReport:
+    """Tokenize the corpus, count tri-grams, save the table to `out` (default: the cache).
+    `tokenizer` and `vocab`: another model's (default: the default model's); `tick(chars)`
+    after each tokenized batch (progress)."""
     t0 = time.perf_counter()
     out = Path(out) if out is not None else default_path()
-    tok = _tokenizer()
-    if len(tok) > DEFAULT_VOCAB:
-        raise ValueError(f"tokenizer has {len(tok)} ids; the datastore expects at most {DEFAULT_VOCAB}")
+    tok = tokenizer if tokenizer is not None else _tokenizer()
+    if len(tok) > vocab:
+        raise ValueError(f"tokenizer has {len(tok)} ids; the datastore expects at most {vocab}")
     sequences: list[list[int]] = []
     chars: dict[str, int] = {}
     batch: list[str] = []
@@ -61,6 +64,7 @@ def build(out: Optional[Path] = None, corpus: CorpusConfig = CorpusConfig(), top
     def flush() -> None:
         if batch:
             sequences.extend(tok(batch, add_special_tokens=False)["input_ids"])
+            tick(sum(map(len, batch)))
             batch.clear()
 
     for source, text in corpus_texts(corpus):
@@ -69,13 +73,20 @@ def build(out: Optional[Path] = None, corpus: CorpusConfig = CorpusConfig(), top
         if sum(map(len, batch)) >= BATCH_CHARS:
             flush()
     flush()
-    table = trigram.count_trigrams(sequences, DEFAULT_VOCAB, top_k)
+    table = trigram.count_trigrams(sequences, vocab, top_k)
     n_tokens = sum(len(s) for s in sequences)
-    meta = {"tokenizer": "SmolLM2-135M-Instruct", "version": str(VERSION), "tokens": str(n_tokens),
+    name = "SmolLM2-135M-Instruct" if tokenizer is None else getattr(tok, "name_or_path", "")
+    meta = {"tokenizer": name, "version": str(VERSION), "tokens": str(n_tokens),
             "top_k": str(top_k), **{f"chars_{k}": str(v) for k, v in chars.items()}}
     table = TrigramTable(table.vocab, table.keys, table.offsets, table.succ, table.weight, meta)
     trigram.save(table, out)
     return BuildReport(out, time.perf_counter() - t0, n_tokens, table.n_bigrams, table.n_entries, out.stat().st_size)
+
+
+def table_for(vocab: int, assets=None) -> TrigramTable:
+    """The model's own datastore (hvd/assets.py, `hvd prepare`), else `default_table`."""
+    own = assets.own_trigrams() if assets is not None else None
+    return trigram.load_shared(own) if own is not None else default_table(vocab)
 
 
 def default_table(vocab: int) -> TrigramTable:

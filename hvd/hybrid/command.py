@@ -13,7 +13,7 @@ from hvd.hybrid.trace import TraceConfig, Traces, collect, split_by_prompt, voca
 DEFAULT_TRACES = Path("traces") / "hvd-traces.npz"
 
 
-def trace(engine, cfg: TraceConfig, out: Path) -> Traces:
+def trace(engine, cfg: TraceConfig, out: Path, quiet: bool = False) -> Traces:
     from rich.progress import Progress
 
     from hvd.bench.references import ReferenceStore
@@ -21,25 +21,44 @@ def trace(engine, cfg: TraceConfig, out: Path) -> Traces:
     from hvd.drafters.hybrid import build
     from hvd.hybrid.policy import PolicyConfig
 
-    prompts = [p for s in cfg.suites for p in load_suite(s, split="train", limit=cfg.limit)]
-    store = ReferenceStore.for_model(engine.target.model)
-    classes = vocab_classes(engine.tokenizer, engine.target.vocab_size)
+    from hvd.drafters.stores import SharedStores
 
-    def make():
-        h = build(engine.target, "trace", PolicyConfig(rule="rule"), model_arm=cfg.model_arm)
-        h.classes = classes
-        return h
+    prompts = [p for s in cfg.suites for p in load_suite(s, split="train", limit=cfg.limit)]
+    store = ReferenceStore.for_target(engine.target)
+    classes = engine.stores.classes
+    if classes is None:
+        classes = vocab_classes(engine.tokenizer, engine.target.vocab_size)
+
+    def make():  # fresh per prompt: no help from other prompts' outputs; the model's own datastore
+        return build(engine.target, "trace", PolicyConfig(rule="rule"), model_arm=cfg.model_arm,
+                     stores=SharedStores(assets=engine.stores.assets, classes=classes))
 
     with Progress(transient=True) as bar:
         task = bar.add_task("tracing (records ar outputs the first time)", total=len(prompts))
         traces = collect(engine, prompts, make, cfg.max_new_tokens, store, lambda: bar.advance(task))
     traces.save(out)
     np.save(out.with_suffix(".classes.npy"), classes)
-    print(f"{len(traces.y)} steps from {len(prompts)} train prompts ({', '.join(cfg.suites)}) -> {out}")
+    out.with_suffix(".json").write_text(json.dumps(provenance(engine, cfg, len(prompts)), indent=1) + "\n")
+    if not quiet:
+        print(f"{len(traces.y)} steps from {len(prompts)} train prompts ({', '.join(cfg.suites)}) -> {out}")
     return traces
 
 
-def train(traces_path: Path, out: Path, cfg: P.TrainConfig, threshold: float = 6.0) -> dict:
+def provenance(engine, cfg: TraceConfig, prompts: int) -> dict:
+    """Where traces come from: the model, the target that ran it, this machine, the prompts."""
+    import torch
+
+    from hvd.models import cpu_name
+
+    assets = engine.stores.assets
+    return {"model": assets.key if assets is not None else getattr(engine.target.model, "name_or_path", ""),
+            "target": type(engine.target).__name__, "dtype": engine.target.precision, "cpu": cpu_name(),
+            "threads": torch.get_num_threads(), "suites": list(cfg.suites), "prompts": prompts,
+            "max_new_tokens": cfg.max_new_tokens, "model_arm": cfg.model_arm,
+            "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def train(traces_path: Path, out: Path, cfg: P.TrainConfig, threshold: float = 6.0, quiet: bool = False) -> dict:
     traces = Traces.load(traces_path)
     classes = np.load(traces_path.with_suffix(".classes.npy"))
     fit_mask, held_mask = split_by_prompt(traces)
@@ -48,9 +67,14 @@ def train(traces_path: Path, out: Path, cfg: P.TrainConfig, threshold: float = 6
     seconds = time.perf_counter() - t0
     report = evaluate(model, traces, held_mask, threshold)
     report.update(train_steps=int(fit_mask.sum()), train_seconds=round(seconds, 1), traces=str(traces_path))
+    try:  # traces recorded before provenance was kept have none
+        report["provenance"] = json.loads(traces_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        pass
     model.info.update(report)
     model.save(out)
-    print(json.dumps(report, indent=1))
+    if not quiet:
+        print(json.dumps(report, indent=1))
     return report
 
 

@@ -89,11 +89,16 @@ def _key(target, tree: bool) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
+def path_for(target, cache_dir: Path, tree: bool = False) -> Path:
+    """Where `cached` keeps the curve for this target, machine and thread count."""
+    return cache_dir / "verify_cost" / f"{_key(target, tree)}.json"
+
+
 def cached(target, cache_dir: Path, tree: bool = False) -> VerifyCost:
     """The curve for this target, machine and thread count, over chains or over branching
     trees (which may cost more per node: a 4-D mask, a gather at commit): from disk, else
     measured and saved."""
-    path = cache_dir / "verify_cost" / f"{_key(target, tree)}.json"
+    path = path_for(target, cache_dir, tree)
     try:
         d = json.loads(path.read_text())
         return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"])))  # curves saved before smoothing

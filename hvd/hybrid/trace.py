@@ -48,7 +48,8 @@ class Traces:
 
 def vocab_classes(tokenizer, vocab_size: int) -> np.ndarray:
     """(vocab, classes) character-class counts of every token's text."""
-    texts = [tokenizer.decode([i]) if i < len(tokenizer) else "" for i in range(vocab_size)]
+    n = min(len(tokenizer), vocab_size)
+    texts = tokenizer.batch_decode([[i] for i in range(n)]) + [""] * (vocab_size - n)  # = decode([i]) each, in one call
     return token_class_counts(texts)
 
 

@@ -38,7 +38,7 @@ def build(engine, method: str, name: str, config: ServeConfig):
         engine.generate("Hello.", method=m, max_new_tokens=4)
     tok = engine.tokenizer
     ctx = ServeContext(name, tuple(registry.METHODS), method, engine.target.max_context, engine.encode,
-                       lambda text: tok.encode(text, add_special_tokens=False))
+                       tok.encode)  # a completion's text as is, with the tokenizer's own start token (Gemma's <bos>)
     worker = EngineWorker(engine, Metrics(), config.max_queue)
     return create_app(worker, ctx, config)
 

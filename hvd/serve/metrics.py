@@ -3,7 +3,8 @@
 Speculative counters carry the names vLLM and llama.cpp both use, with an ``hvd:`` prefix and a
 ``method`` label: ``hvd:spec_decode_num_drafts_total``, ``..._num_draft_tokens_total``,
 ``..._num_accepted_tokens_total`` and ``..._num_accepted_tokens_per_pos_total{position}``
-(position 0 = the first draft token); steps per arm for hybrids.
+(position 0 = the first draft token); steps per arm for hybrids; what `hvd`'s online
+calibration has learnt (``hvd:calibration_*``, after each of its requests).
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ class Metrics:
                              ["method", "arm"], registry=r)
         self.store_tokens = Gauge("hvd:shared_store_tokens", "Tokens held by a shared cross-request store", ["store"],
                                   registry=r)
+        self.mode_rate = Gauge("hvd:calibration_mode_tokens_per_second", "Online calibration: decayed tokens per "
+                               "second of each mode (policy, cache-only, model-only)", ["method", "mode"], registry=r)
+        self.mode_best = Gauge("hvd:calibration_mode_chosen", "Online calibration: 1 for the mode it runs now",
+                               ["method", "mode"], registry=r)
+        self.prediction_ratio = Gauge("hvd:calibration_prediction_ratio", "Online calibration: realised / predicted "
+                                      "accepted length per prediction bin", ["method", "bin"], registry=r)
 
     def finished(self, stats: GenerationStats, ttft: float) -> None:
         m = stats.method
@@ -54,6 +61,17 @@ class Metrics:
                 self.accepted.labels(m).inc(s.accepted)
                 for pos in range(s.accepted):
                     self.accepted_pos.labels(m, str(min(pos, MAX_POSITIONS - 1))).inc()
+        if stats.calibration is not None:
+            self._calibration(m, stats.calibration)
+
+    def _calibration(self, method: str, cal: dict) -> None:
+        modes = cal.get("modes", {})
+        for mode, rate in modes.get("tokens_per_second", {}).items():
+            self.mode_rate.labels(method, mode).set(rate)
+        for mode in modes.get("steps", {}):
+            self.mode_best.labels(method, mode).set(1.0 if mode == modes.get("best") else 0.0)
+        for b, ratio in enumerate(cal.get("prediction", {}).get("ratios", [])):
+            self.prediction_ratio.labels(method, str(b)).set(ratio)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

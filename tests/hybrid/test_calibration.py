@@ -105,3 +105,14 @@ def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
     assert replayed == picks
     state = b.state()
     assert set(state) == {"best", "steps", "tokens_per_second"} and np.isclose(state["tokens_per_second"][MODES[1]], 80)
+
+
+def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # the verify-cost curve is measured on the tiny target
+    before = tiny_engine.drafter("hvd").online_state()  # shared by the method's requests: it may have history
+    stats = tiny_engine.generate("abc abc abc", method="hvd", max_new_tokens=24).stats.to_dict()
+    cal = stats["calibration"]
+    learnt = sum(cal["modes"]["steps"].values()) - sum(before["modes"]["steps"].values())
+    assert stats["steps"] - 1 <= learnt <= stats["steps"]  # every step it drafted (not one with no budget left)
+    assert {"prediction", "modes", "verify_cost"} <= set(cal)
+    assert "calibration" not in tiny_engine.generate("abc", method="hvd-static", max_new_tokens=8).stats.to_dict()

@@ -100,11 +100,16 @@ def test_models_health_metrics(server, client):
     assert [m.id for m in client.models.list().data] == [MODEL]
     assert httpx.get(server + "/health").json() == {"status": "ok"}
     client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=0)
+    client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=24, temperature=0,
+                                   extra_body={"speculative": {"method": "hvd"}})
     text = httpx.get(server + "/metrics").text
     for name in ("hvd:spec_decode_num_drafts_total", "hvd:spec_decode_num_draft_tokens_total",
                  "hvd:spec_decode_num_accepted_tokens_total", "hvd:spec_decode_num_accepted_tokens_per_pos_total",
                  "hvd:time_to_first_token_seconds_bucket", "hvd:time_per_output_token_seconds_bucket",
-                 "hvd:num_requests_waiting", "hvd:requests_total", "hvd:spec_decode_steps_total"):
+                 "hvd:num_requests_waiting", "hvd:requests_total", "hvd:spec_decode_steps_total",
+                 'hvd:calibration_mode_tokens_per_second{method="hvd",mode="policy"}',
+                 'hvd:calibration_mode_chosen{method="hvd",mode="cache-only"}',
+                 'hvd:calibration_prediction_ratio{bin="0",method="hvd"}'):
         assert name in text, name
 
 

@@ -1,0 +1,90 @@
+"""A model's learned parts, and where they live: keyed by the model's identity under
+``$HVD_CACHE/assets/<key>/`` (written by `hvd prepare`, hvd/prepare.py).
+
+| part          | file                      | without it                                            |
+|---------------|---------------------------|-------------------------------------------------------|
+| token classes | classes.npy               | computed from the tokenizer at load (then cached)     |
+| tri-grams     | trigram.npz               | the shipped datastore (default model), else empty     |
+| traces        | traces.npz                | -                                                     |
+| predictor     | predictor/                | the shipped predictor (hvd/checkpoints/predictor)     |
+
+The shipped predictor reads only features that do not depend on the vocabulary (match
+lengths and scores, positions, acceptance history, and character-class counts of the draft's
+text — those are per token of *this* model's tokenizer, `classes`), so it serves any model
+from its first request; online calibration (hvd/hybrid/calibration.py) corrects its scale,
+and `hvd prepare` replaces it with one trained on the model's own traces.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelAssets:
+    key: str  # the model's identity: "smollm2-135m" for the default model, else "<name>-<hash>"
+    directory: Path  # where its parts are cached
+    default: bool  # the default model: the shipped datastore and predictor are its own
+
+    @staticmethod
+    def for_model(path: Path) -> "ModelAssets":
+        """The assets of a resolved model path (hvd.models.resolve)."""
+        from hvd import models
+
+        try:
+            default = path.resolve() == models.default_model_path().resolve()
+        except models.ModelError:
+            default = False
+        if default:
+            key = "smollm2-135m"
+        else:
+            probe = path / "config.json" if path.is_dir() else path
+            st = probe.stat()
+            ident = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            key = f"{path.stem if path.is_file() else path.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+        return ModelAssets(key, models.cache_dir() / "assets" / key, default)
+
+    @property
+    def classes_path(self) -> Path:
+        return self.directory / "classes.npy"
+
+    @property
+    def trigram_path(self) -> Path:
+        return self.directory / "trigram.npz"
+
+    @property
+    def traces_path(self) -> Path:
+        return self.directory / "traces.npz"
+
+    @property
+    def predictor_path(self) -> Path:
+        return self.directory / "predictor"
+
+    def own_predictor(self) -> Optional[Path]:
+        """The model's own trained predictor, where `hvd prepare` made one."""
+        return self.predictor_path if (self.predictor_path / "predictor.safetensors").is_file() else None
+
+    def own_trigrams(self) -> Optional[Path]:
+        return self.trigram_path if self.trigram_path.is_file() else None
+
+    def token_classes(self, tokenizer, vocab_size: int) -> np.ndarray:
+        """(vocab, classes) character-class counts of every token's text (hvd/hybrid/features.py),
+        computed once per model and cached."""
+        from hvd.hybrid.trace import vocab_classes
+
+        try:
+            classes = np.load(self.classes_path)
+            if classes.shape[0] == vocab_size:
+                return classes
+        except (OSError, ValueError):
+            pass
+        classes = vocab_classes(tokenizer, vocab_size)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.classes_path.with_name(f"classes.tmp{id(classes)}.npy")
+        np.save(tmp, classes)
+        tmp.rename(self.classes_path)
+        return classes

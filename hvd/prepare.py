@@ -1,0 +1,137 @@
+"""`hvd prepare --model PATH`: build what every method needs for a model, once, cached by the
+model's identity (hvd/assets.py). Each step is skipped when its output exists (resumable; a
+crashed step leaves nothing half-written), `--force` redoes them, `--check` only reports.
+
+  model         the GGUF converted and cached, the fast target checked exact on this machine
+  classes       the tokens' character classes (an HVD feature)
+  datastore     ADED's tri-gram table, counted over the training corpus with this tokenizer
+  cost          verify-cost curves, chains and trees (how many draft tokens pay, here)
+  traces        `ar` outputs of train-split prompts replayed through the hybrid (the predictor's data)
+  predictor     the HVD predictor trained on them; held-out precision/recall printed
+
+Without it hvd still runs any model with the shipped predictor (its features do not depend on
+the vocabulary) and an empty datastore that adapts as it goes.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from hvd.hybrid.trace import TraceConfig
+
+STEPS = ("model", "classes", "datastore", "cost", "traces", "predictor")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    trace_limit: int = 8  # train prompts per suite
+    trace_tokens: int = 192  # new tokens per traced prompt
+    force: bool = False
+    corpus_chars: Optional[int] = None  # characters per datastore corpus source (None: CorpusConfig's)
+
+
+@dataclass(frozen=True)
+class StepState:
+    name: str
+    ready: bool
+    where: str
+
+
+def status(engine) -> list[StepState]:
+    """What is ready for the engine's model (the model step is ready once it loaded)."""
+    from hvd.hybrid import cost
+    from hvd.models import cache_dir
+
+    a = engine.stores.assets
+    cost_ready = all(cost.path_for(engine.target, cache_dir(), tree).is_file() for tree in (False, True))
+    return [
+        StepState("model", True, f"{engine.target.precision} target"),
+        StepState("classes", a.classes_path.is_file(), str(a.classes_path)),
+        StepState("datastore", a.default or a.trigram_path.is_file(),
+                  "shipped (default model)" if a.default else str(a.trigram_path)),
+        StepState("cost", cost_ready, str(cost.path_for(engine.target, cache_dir()).parent)),
+        StepState("traces", a.default or a.traces_path.is_file(), "shipped" if a.default else str(a.traces_path)),
+        StepState("predictor", a.default or a.own_predictor() is not None,
+                  "shipped (default model)" if a.default else str(a.predictor_path)),
+    ]
+
+
+def run(engine, cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict[str, float]:
+    """Run the missing steps (all with `force`); returns seconds per step run."""
+    done = {s.name: s.ready and not cfg.force for s in status(engine)}
+    timings: dict[str, float] = {}
+    for name, step in (("datastore", _datastore), ("cost", _cost), ("traces", _traces), ("predictor", _predictor)):
+        if done[name]:
+            say(f"  {name:<10} ready")
+            continue
+        t0 = time.perf_counter()
+        detail = step(engine, cfg)
+        timings[name] = time.perf_counter() - t0
+        say(f"  {name:<10} done in {timings[name]:.0f} s{': ' + detail if detail else ''}")
+    return timings
+
+
+def _datastore(engine, cfg: PrepareConfig) -> str:
+    from rich.progress import Progress
+
+    from hvd.drafters.trigram_corpus import CorpusConfig
+    from hvd.drafters.trigram_store import build
+
+    corpus = CorpusConfig() if cfg.corpus_chars is None else CorpusConfig(max_chars=cfg.corpus_chars)
+    total = corpus.max_chars * len(corpus.sources) if corpus.max_chars else None
+    with Progress(transient=True) as bar:
+        task = bar.add_task("datastore: tokenizing the corpus", total=total)
+        report = build(engine.stores.assets.trigram_path, corpus, tokenizer=engine.tokenizer,
+                       vocab=engine.target.vocab_size, tick=lambda n: bar.advance(task, n))
+    return f"{report.tokens:,} tokens, {report.entries:,} tri-grams, {report.file_bytes / 1e6:.0f} MB"
+
+
+def _cost(engine, cfg: PrepareConfig) -> str:
+    from hvd.hybrid import cost
+    from hvd.models import cache_dir
+
+    curves = [cost.cached(engine.target, cache_dir(), tree=tree) for tree in (False, True)]
+    c = curves[0]
+    return f"verify of {c.sizes[-1]} tokens costs {c.seconds[-1] / c.seconds[0]:.1f}x one"
+
+
+def _traces(engine, cfg: PrepareConfig) -> str:
+    from hvd.hybrid.command import trace
+
+    out = engine.stores.assets.traces_path
+    tmp = out.with_name("traces.tmp.npz")
+    t = trace(engine, TraceConfig(limit=cfg.trace_limit, max_new_tokens=cfg.trace_tokens), tmp, quiet=True)
+    tmp.with_suffix(".classes.npy").rename(out.with_suffix(".classes.npy"))
+    tmp.with_suffix(".json").rename(out.with_suffix(".json"))
+    tmp.rename(out)  # last: its presence means the step is done
+    return f"{len(t.y)} steps from {len(set(t.prompt.tolist()))} train prompts"
+
+
+def _predictor(engine, cfg: PrepareConfig) -> str:
+    from hvd.hybrid import predictor as P
+    from hvd.hybrid.command import train
+
+    import shutil
+
+    a = engine.stores.assets
+    tmp = a.predictor_path.with_name("predictor.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = train(a.traces_path, tmp, P.TrainConfig(), quiet=True)
+    shutil.rmtree(a.predictor_path, ignore_errors=True)
+    tmp.rename(a.predictor_path)
+    return (f"held-out precision {report['precision']:.2f}, recall {report['recall']:.2f} "
+            f"(accepted >= {report['threshold']:g}, {report['held_out_steps']} steps)")
+
+
+def describe(states: list[StepState]) -> str:
+    width = max(len(s.name) for s in states)
+    return "\n".join(f"  {s.name:<{width}}  {'ready  ' if s.ready else 'missing'}  {s.where}" for s in states)
+
+
+def check_model_path(model: Optional[str]) -> Path:
+    """The resolved model (a clear ModelError for a bad path) before anything loads."""
+    from hvd import models
+
+    return models.resolve(model)
