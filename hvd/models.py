@@ -71,7 +71,8 @@ def resolve(model: Optional[str]) -> Path:
         return default_model_path() if model == "smollm2-135m" else gemma_model_path()
     path = default_model_path() if model is None else Path(model).expanduser()
     if not path.exists():
-        raise ModelError(f"model path not found: {path}")
+        hint = f" (packaged models: {', '.join(PACKAGED)})" if model is not None and "/" not in model else ""
+        raise ModelError(f"model path not found: {path}{hint}")
     if path.is_dir() and not (path / "config.json").is_file():
         raise ModelError(f"not a Hugging Face model directory (no config.json): {path}")
     if path.is_file() and path.suffix != ".gguf":

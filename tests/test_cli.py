@@ -24,6 +24,8 @@ from hvd.cli import main
         (["agent-bench", "--kinds", "chess"], "--kinds"),
         (["agent-bench", "--episodes", "0"], "--episodes"),
         (["agent-bench", "--llama-server", "/no/such/binary"], "not an executable"),
+        (["prepare", "--trace-tokens", "0"], "--trace-tokens"),
+        (["generate", "hi", "--model", "gemma4-9000m"], "packaged models: smollm2-135m, gemma3-270m"),
     ],
 )
 def test_bad_input_is_one_line(argv, msg, capsys):
@@ -41,6 +43,18 @@ def test_unreadable_and_malformed_model_files(tmp_path, capsys):
         assert main(["generate", "hi", "--model", str(model)]) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and "\n" not in err, err
+
+
+def test_truncated_gguf_is_one_line(tmp_path, monkeypatch, capsys):
+    from hvd.models import default_model_path
+
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path / "cache"))
+    cut = tmp_path / "cut.gguf"
+    with open(default_model_path(), "rb") as f:
+        cut.write_bytes(f.read(20_000_000))  # a download that stopped early
+    assert main(["generate", "hi", "--model", str(cut)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hvd: error: cannot read GGUF model") and "\n" not in err, err
 
 
 def test_bad_messages_files(tmp_path, capsys):

@@ -36,21 +36,31 @@ def prompts():
     return chosen
 
 
-def mismatching(engine, prompts) -> list[tuple[str, str]]:
-    mismatches = []
+MUST_RUN = {"pld", "suffix", "aded", "hvd", "hvd-static", "hvd-threshold", "rule-hybrid", "layerskip"}  # on any model
+
+
+def mismatching(engine, prompts, tokens: int = TOKENS) -> list[tuple[str, str]]:
+    """(prompt, method) pairs whose greedy output differs from `ar`'s; every method in
+    MUST_RUN must have run (the others may be unavailable: a checkpoint for another model)."""
+    from hvd.drafters.stores import SharedStores
+
+    mismatches, ran = [], set()
     for p in prompts:
         ids = engine.encode(list(p.messages))
-        ref = engine.generate(ids, method="ar", max_new_tokens=TOKENS).token_ids
+        ref = engine.generate(ids, method="ar", max_new_tokens=tokens).token_ids
         for method in registry.METHODS:
             if method == "ar":
                 continue
+            fresh = SharedStores(assets=engine.stores.assets, classes=engine.stores.classes)  # no earlier outputs
             try:
-                drafter = registry.get(method).make(engine.target)  # fresh: no help from earlier prompts' outputs
-            except registry.MethodUnavailable:  # an untrained checkpoint (hvd train drafter)
+                drafter = registry.get(method).make(engine.target, fresh)
+            except registry.MethodUnavailable:  # dflash: its checkpoints are the default model's
                 continue
-            got = engine.generate(ids, method=method, max_new_tokens=TOKENS, drafter=drafter).token_ids
+            ran.add(method)
+            got = engine.generate(ids, method=method, max_new_tokens=tokens, drafter=drafter).token_ids
             if got != ref:
                 mismatches.append((p.id, method))
+    assert MUST_RUN <= ran, MUST_RUN - ran
     return mismatches
 
 
@@ -75,6 +85,35 @@ def test_every_method_is_token_identical_to_ar_in_float32(prompts):
     one_each = list({p.dataset: p for p in prompts}.values())
     short = sorted(one_each, key=lambda p: sum(len(m["content"]) for m in p.messages))[:3]
     assert not mismatching(engine, short)
+
+
+GEMMA_TOKENS = int(os.environ.get("HVD_REAL_GEMMA_TOKENS", "16"))
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    """Gemma 3 270M (the `gemma` extra, installed by `make install`): another family (Gemma's
+    norms, GELU, sliding windows, a 262k vocabulary) through the same exact target."""
+    import importlib.util
+
+    from hvd import Engine
+    from hvd.models import GEMMA_PACKAGE
+
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        pytest.skip("gemma3-270m is not installed (pip install -e '.[gemma]')")
+    return Engine.load("gemma3-270m", reuse_prefix=True)
+
+
+def test_gemma_every_method_is_token_identical_to_ar(gemma, prompts):
+    """One prompt of each kind (the shortest), GEMMA_TOKENS new tokens: bounded for CI."""
+    from hvd.models import cpu_flags
+    from hvd.targets.native import ISA
+
+    if ISA <= cpu_flags():
+        assert gemma.target.precision == "int8" and gemma.target.arch.family == "gemma3"
+    one_each = list({p.dataset: p for p in prompts}.values())
+    short = sorted(one_each, key=lambda p: sum(len(m["content"]) for m in p.messages))
+    assert not mismatching(gemma, short, GEMMA_TOKENS)
 
 
 def test_sampling_is_reproducible_on_real_model(engine):

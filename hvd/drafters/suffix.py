@@ -398,21 +398,34 @@ class SuffixDrafter:
         lens, pos = index.matches(tail, cfg.max_visits)
         if len(lens) == 0:
             return None
-        lengths = np.unique(lens)[::-1]  # descending
+        lengths = np.unique(lens)[::-1].tolist()  # descending
         if not cfg.all_lengths:
             lengths = lengths[:1]
         best: Optional[Draft] = None
-        for m in lengths.tolist():
-            occ = pos[lens >= m]  # every occurrence of the length-m suffix, newest first
+        for i, top in enumerate(lengths):
+            occ = pos[lens >= top]  # every occurrence of the length-top suffix, newest first
+            # every length in (next distinct length, top] has these same occurrences: draft from
+            # the one whose draft may run deepest (the drafts nest: deeper holds shallower)
+            low = lengths[i + 1] + 1 if i + 1 < len(lengths) else cfg.min_match
+            m = max(range(low, top + 1), key=lambda m: (self._room(m, depth), m)) if cfg.all_lengths else top
             draft = self._expand(index, occ, m, depth, source)
             if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
                 best = draft
         return best
 
+    def _nodes(self, m: int) -> int:
+        """Draft tokens a length-m match may propose."""
+        cfg = self.config
+        return cfg.max_spec if cfg.spec_factor <= 0 else min(cfg.max_spec, max(1, int(cfg.spec_factor * m)))
+
+    def _room(self, m: int, depth: int) -> int:
+        """How deep a draft after a length-m match may run."""
+        return min(depth, self._nodes(m), self.config.max_depth - m)
+
     def _expand(self, index: SuffixIndex, occ: np.ndarray, m: int, depth: int, source: int) -> Optional[Draft]:
         cfg = self.config
-        nodes = cfg.max_spec if cfg.spec_factor <= 0 else min(cfg.max_spec, max(1, int(cfg.spec_factor * m)))
-        depth = min(depth, nodes, cfg.max_depth - m)
+        nodes = self._nodes(m)
+        depth = self._room(m, depth)
         if depth <= 0:
             return None
         toks, parents, probs = index.expand(occ, nodes, depth, cfg.min_prob, cfg.tree)

@@ -22,7 +22,7 @@ def _exit_zero(signum, frame) -> None:
 
 def model_id(model: Optional[str]) -> str:
     """The id clients send as `model`: the default model's name, a GGUF file's stem or a directory's name."""
-    if model is None:
+    if model is None or model == "smollm2-135m":
         return DEFAULT_MODEL_ID
     p = Path(model)
     return p.stem if p.suffix == ".gguf" else p.name

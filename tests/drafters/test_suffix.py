@@ -269,3 +269,13 @@ def test_evicted_responses_are_not_matched_before_compaction():
     d.begin([])
     assert len(d.propose(ctx([1, 2]))) == 0
     assert d.propose(ctx([21, 22])).tokens[0] == 23
+
+
+def test_a_long_match_drafts_as_deep_as_a_shorter_one_with_the_same_occurrences():
+    """A 50-token match leaves 64 - 50 = 14 tokens of trie depth; every length down to the next
+    distinct one has the same single occurrence, so the draft comes from the one that leaves
+    room for the full 32 (the drafts nest: the deeper holds the shallower)."""
+    seq = list(range(100, 150)) + list(range(200, 240)) + list(range(100, 150))
+    d = drafter(seq, max_match=63, max_depth=64, min_prob=0.0)
+    draft = d.propose(ctx(seq))
+    assert list(draft.tokens) == list(range(200, 232)) and draft.features["match_length"] == 32
