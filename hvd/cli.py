@@ -197,7 +197,7 @@ def _decoding_kwargs(a: argparse.Namespace, engine=None) -> dict:
               top_p=a.top_p, top_k=a.top_k, seed=a.seed, stop=a.stop)
     changes = _aded_changes(a)
     if changes and engine is not None:
-        kw["drafter"] = registry.get(method).make(engine.target).with_config(**changes)
+        kw["drafter"] = registry.get(method).make(engine.target, engine.stores).with_config(**changes)
     return kw
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 SPEAKERS = {"user": "User", "assistant": "Assistant", "tool": "Tool"}
-TEMPLATE_NAME = "plain text (no chat template)"
+TEMPLATE_NAME = "plain-text transcript (no chat template)"
 
 
 def render(messages: Sequence[dict]) -> str:

@@ -42,8 +42,6 @@ MUST_RUN = {"pld", "suffix", "aded", "hvd", "hvd-static", "hvd-threshold", "rule
 def mismatching(engine, prompts, tokens: int = TOKENS) -> list[tuple[str, str]]:
     """(prompt, method) pairs whose greedy output differs from `ar`'s; every method in
     MUST_RUN must have run (the others may be unavailable: a checkpoint for another model)."""
-    from hvd.drafters.stores import SharedStores
-
     mismatches, ran = [], set()
     for p in prompts:
         ids = engine.encode(list(p.messages))
@@ -51,9 +49,8 @@ def mismatching(engine, prompts, tokens: int = TOKENS) -> list[tuple[str, str]]:
         for method in registry.METHODS:
             if method == "ar":
                 continue
-            fresh = SharedStores(assets=engine.stores.assets, classes=engine.stores.classes)  # no earlier outputs
             try:
-                drafter = registry.get(method).make(engine.target, fresh)
+                drafter = registry.get(method).make(engine.target, engine.stores.fresh())  # no earlier outputs
             except registry.MethodUnavailable:  # dflash: its checkpoints are the default model's
                 continue
             ran.add(method)

@@ -91,10 +91,14 @@ def run(engine_loader, a) -> None:
         task = bar.add_task("replaying" if replay else "benchmarking", total=total)
         tick = lambda: bar.advance(task)
         rows = _replay_rows(engine, prompts, cfg, tick) if replay else report.summarize(run_bench(engine, prompts, cfg, tick), groups)
+    assets = engine.stores.assets
+    model = assets.key if assets is not None else type(engine.target).__name__
+    print(f"model {model}, {engine.target.precision}; messages rendered with the {engine.template}")
     print(report.markdown(rows))
     command = "hvd " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     if a.json:
         Path(a.json).write_text(json.dumps({"results": [r.to_dict() for r in rows], "machine": machine(engine.target),
+                                            "model": model, "template": engine.template,
                                             "command": command, "mode": "replay" if replay else "timed"}, indent=1))
     if a.plot:
         report.plot(rows, a.plot)

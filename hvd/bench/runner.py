@@ -53,11 +53,12 @@ def check_methods(methods: Sequence[str]) -> None:
 
 
 def make_drafter(engine: Engine, method: str, reference: Sequence[int]) -> Optional[Drafter]:
-    """A fresh drafter for a method (the oracle drafts `reference`); None for `ar`."""
+    """A fresh drafter for a method (the oracle drafts `reference`), over the model's own parts
+    but no earlier responses; None for `ar`."""
     if method == ORACLE:
         return OracleDrafter(reference)
     make = registry.get(method).make
-    return make(engine.target) if make else None
+    return make(engine.target, engine.stores.fresh()) if make else None
 
 
 def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int],

@@ -51,6 +51,7 @@ class HybridDrafter:
         curve instead (replays, where no target runs)."""
         self.name = name
         self.online, self.clock = online, clock
+        self._modes = online.request_bandit() if online is not None else None  # per request (`begin`)
         self.cache, self.model, self.policy = cache, model, policy
         self.predictor, self.cost = predictor, cost
         self.classes = classes if classes is not None else (predictor.classes if predictor is not None else None)  # (vocab, classes)
@@ -81,13 +82,15 @@ class HybridDrafter:
         self.cache.begin(prompt)
         self.model.begin(prompt)
         self._history = StepHistory()
+        if self.online is not None:
+            self._modes = self.online.request_bandit()
         self._prompt_len = len(prompt)
         self._pending = None
         self._since_model = 0
 
     def propose(self, ctx: DecodeContext) -> Draft:
         t0 = time.perf_counter()
-        mode = self.online.modes.pick() if self.online is not None else POLICY
+        mode = self._modes.pick() if self._modes is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
         predicted = None
@@ -164,11 +167,11 @@ class HybridDrafter:
                 online.cost.update(p.nodes, verify)
         else:
             verify = online.cost(p.nodes) if online.cost is not None else 0.0
-        online.modes.update(p.mode, len(committed), p.draft_seconds + verify)
+        self._modes.update(p.mode, len(committed), p.draft_seconds + verify)
 
     def online_state(self) -> Optional[dict]:
         """What the online calibration has learnt so far (None without it)."""
-        return None if self.online is None else self.online.state()
+        return None if self.online is None else {**self.online.state(), "modes": self._modes.state()}
 
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
@@ -203,5 +206,8 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
             f"no token classes for this model's {target.vocab_size}-token vocabulary (the predictor's are for "
             f"{classes.shape[0]}); load it through Engine.load or run `hvd prepare`")
     cost = cost_curve.cached(target, cache_dir()) if policy.rule == "cost" else None
-    online = OnlineState(OnlineConfig(), cost) if policy.rule == "cost" and policy.online else None
+    online = None
+    if policy.rule == "cost" and policy.online:
+        known = stores.calibration if stores is not None else {}
+        online = known.setdefault(name, OnlineState(OnlineConfig(), cost))  # one per method, across requests
     return HybridDrafter(name, cache, model, policy, predictor, cost, classes=classes, online=online)

@@ -5,6 +5,11 @@
 `max_response_tokens` response tokens, oldest evicted first. Per-request state (this request's
 own prompt + output index, the hybrid's rolling statistics) stays in the drafters.
 
+`calibration`: what each online-learning hybrid has learnt about this machine and model
+(hvd/hybrid/calibration.py: cost and prediction ratios, each mode's rate; fixed size per
+method, keyed by method name), kept across requests and across `fresh()` copies: it holds no
+request content, so a benchmark's fresh drafters learn it as a server's requests do.
+
 Read-only, set at load: `assets`, the model's learned parts (hvd/assets.py: its own tri-gram
 datastore and predictor where `hvd prepare` made them), and `classes`, its tokens' character
 classes (an HVD feature). Without them (a bare Engine in tests) drafters use the shipped parts.
@@ -27,10 +32,17 @@ class SharedStores:
     max_response_tokens: int = SuffixConfig().max_global_tokens
     assets: Optional["ModelAssets"] = None
     classes: Optional[np.ndarray] = None  # (vocab, character classes), hvd/hybrid/features.py
+    calibration: dict = field(default_factory=dict)  # method name -> OnlineState
     responses: ResponseStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(SuffixConfig().min_match, self.max_response_tokens)
+
+    def fresh(self) -> "SharedStores":
+        """Stores with this model's read-only parts (assets, classes) and its calibration, and
+        nothing learnt from responses: for a drafter that must not profit from earlier requests'
+        content (benchmarks, tests)."""
+        return SharedStores(self.max_response_tokens, self.assets, self.classes, self.calibration)
 
     def clear(self) -> None:
         """Forget every earlier response (in place: the drafters keep their references)."""

@@ -2,7 +2,8 @@
 
 A predictor trained on one machine's traces, and a verify-cost curve measured under one load,
 are only estimates here. Three running corrections, learnt from what verification tells every
-step, per process (one per method, shared by its requests) and in fixed memory:
+step, in fixed memory: the first two per process (one per method, shared by its requests:
+`OnlineState`), the third per request (each request's workload picks its own best mode):
 
 * `PredictionCalibrator`: predicted vs realised accepted length of the verified cache drafts,
   per bin of the prediction; the policy reads prediction x (realised / predicted) of its bin,
@@ -12,7 +13,8 @@ step, per process (one per method, shared by its requests) and in fixed memory:
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
   tokens / (draft + verify seconds), decayed sums) is tracked; after `min_steps` of each in
-  turn, a step runs the policy unless another mode's rate beats it by more than `margin`
+  turn (so a request's first 3 x `min_steps` steps are the modes in turn), a step runs the
+  policy unless another mode's rate beats it by more than `margin`
   (then that mode), except that with probability `explore` (seeded) it runs another, so every
   mode's rate stays measured. The method is then never slower than its best single arm by
   more than about `margin` + `explore` x the gap between the best mode and the others, plus
@@ -40,7 +42,7 @@ class OnlineConfig:
     prior: float = 4.0  # pseudo-steps at ratio 1 in each bin
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.05  # share of steps run by a mode other than the best
-    mode_decay: float = 0.01  # per step of a mode: older steps' weight in its rate
+    mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
     min_steps: int = 16  # steps each mode runs first (in turn) before any is preferred
     margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
     seed: int = 0
@@ -138,8 +140,11 @@ class ModeBandit:
         return best
 
     def update(self, mode: str, tokens: int, seconds: float) -> None:
-        self.tokens[mode] = (1 - self.decay) * self.tokens[mode] + tokens
-        self.seconds[mode] = (1 - self.decay) * self.seconds[mode] + seconds
+        for m in MODES:  # every mode's past fades with every step, so a rarely run mode's rate is recent too
+            self.tokens[m] *= 1 - self.decay
+            self.seconds[m] *= 1 - self.decay
+        self.tokens[mode] += tokens
+        self.seconds[mode] += seconds
         self.steps[mode] += 1
 
     def state(self) -> dict:
@@ -148,14 +153,20 @@ class ModeBandit:
 
 
 class OnlineState:
-    """Everything a hybrid learns online, shared by the requests of one method."""
+    """What a hybrid learns online about the machine and the model, shared by the requests of
+    one method (each request runs its own `ModeBandit`)."""
 
     def __init__(self, cfg: OnlineConfig, curve: VerifyCost | None) -> None:
         self.cfg = cfg
         self.prediction = PredictionCalibrator(cfg)
         self.cost = CostCalibrator(curve, cfg) if curve is not None else None
-        self.modes = ModeBandit(cfg)
+
+    def request_bandit(self) -> ModeBandit:
+        """A new request's own bandit (measured afresh: which mode is best depends on the
+        request's workload; carried over from earlier requests, it lost up to 20% on code after
+        chat, docs/BENCHMARKS.md)."""
+        return ModeBandit(self.cfg)
 
     def state(self) -> dict:
-        return {"prediction": self.prediction.state(), "modes": self.modes.state(),
+        return {"prediction": self.prediction.state(),
                 **({"verify_cost": self.cost.state()} if self.cost is not None else {})}

@@ -21,7 +21,6 @@ def trace(engine, cfg: TraceConfig, out: Path, quiet: bool = False) -> Traces:
     from hvd.drafters.hybrid import build
     from hvd.hybrid.policy import PolicyConfig
 
-    from hvd.drafters.stores import SharedStores
 
     prompts = [p for s in cfg.suites for p in load_suite(s, split="train", limit=cfg.limit)]
     store = ReferenceStore.for_target(engine.target)
@@ -30,8 +29,9 @@ def trace(engine, cfg: TraceConfig, out: Path, quiet: bool = False) -> Traces:
         classes = vocab_classes(engine.tokenizer, engine.target.vocab_size)
 
     def make():  # fresh per prompt: no help from other prompts' outputs; the model's own datastore
-        return build(engine.target, "trace", PolicyConfig(rule="rule"), model_arm=cfg.model_arm,
-                     stores=SharedStores(assets=engine.stores.assets, classes=classes))
+        stores = engine.stores.fresh()
+        stores.classes = classes
+        return build(engine.target, "trace", PolicyConfig(rule="rule"), model_arm=cfg.model_arm, stores=stores)
 
     with Progress(transient=True) as bar:
         task = bar.add_task("tracing (records ar outputs the first time)", total=len(prompts))
