@@ -4,7 +4,8 @@ Speculative counters carry the names vLLM and llama.cpp both use, with an ``hvd:
 ``method`` label: ``hvd:spec_decode_num_drafts_total``, ``..._num_draft_tokens_total``,
 ``..._num_accepted_tokens_total`` and ``..._num_accepted_tokens_per_pos_total{position}``
 (position 0 = the first draft token); steps per arm for hybrids; what `hvd`'s online
-calibration has learnt (``hvd:calibration_*``, after each of its requests).
+calibration has learnt (``hvd:calibration_*``, after each of its requests: the prediction
+ratios are the method's, the mode rates and choice the last request's).
 """
 from __future__ import annotations
 
