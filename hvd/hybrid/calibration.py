@@ -43,7 +43,7 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.05  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    min_steps: int = 4  # steps each mode runs first (in turn) before any is preferred (per request: kept short)
+    min_steps: int = 16  # steps each mode runs first (in turn) before any is preferred
     margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
     seed: int = 0
 
