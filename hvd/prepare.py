@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 from hvd.hybrid.trace import TraceConfig
@@ -129,9 +128,3 @@ def describe(states: list[StepState]) -> str:
     width = max(len(s.name) for s in states)
     return "\n".join(f"  {s.name:<{width}}  {'ready  ' if s.ready else 'missing'}  {s.where}" for s in states)
 
-
-def check_model_path(model: Optional[str]) -> Path:
-    """The resolved model (a clear ModelError for a bad path) before anything loads."""
-    from hvd import models
-
-    return models.resolve(model)

@@ -79,14 +79,14 @@ class _Layer:
     spec: LayerSpec  # all of the above as the kernel reads it (addresses into the tensors here)
 
 
-def _layers_of(model, arch: Architecture, s: LlamaShape, inter: int, scale: float) -> list[_Layer]:
+def _layers_of(model, arch: Architecture, s: LlamaShape, inter: int) -> list[_Layer]:
     out = []
     for i, (w, layer) in enumerate(zip(decoder_layers(model, arch), model.model.layers)):
         ex = layer_extras(layer, arch)
         qkv, o, gu, down = (QuantLinear.of(m) for m in (w.qkv, w.o, w.gate_up, w.down))
         opt = lambda t: 0 if t is None else ptr(t)  # noqa: E731
         spec = LayerSpec(s.hidden, s.heads, s.kv_heads, s.head_dim, inter, arch.activation, arch.windows[i],
-                         s.eps, scale, ptr(w.ln_attn), ptr(w.ln_mlp), opt(ex.post_attn), opt(ex.post_mlp),
+                         s.eps, arch.attn_scale, ptr(w.ln_attn), ptr(w.ln_mlp), opt(ex.post_attn), opt(ex.post_mlp),
                          opt(ex.q_norm), opt(ex.k_norm), opt(ex.qkv_bias), ptr(qkv.q), ptr(o.q), ptr(gu.q),
                          ptr(down.q), ptr(qkv.scale), ptr(o.scale), ptr(gu.scale), ptr(down.scale))
         out.append(_Layer(w.ln_attn, qkv, o, w.ln_mlp, gu, down, ex, arch.layer_kinds[i], spec))
@@ -124,7 +124,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.max_context = s.max_context
         self.max_draft_nodes = max_draft_nodes
         self._inter = int(model.config.intermediate_size)
-        self._layers = _layers_of(model, arch, s, self._inter, arch.attn_scale)
+        self._layers = _layers_of(model, arch, s, self._inter)
         self._embed = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden), as stored
         self._embed_in = self._embed * arch.embed_scale if arch.embed_scale != 1.0 else self._embed
         self._norm = norm_weight(model.model.norm, arch)
