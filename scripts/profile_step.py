@@ -69,11 +69,14 @@ def main() -> None:
             "linears (weights)": lambda l, w: [lib.hvd_linear(ptr(hq), ptr(hs), T, m.q.shape[1] * 16, ptr(m.q), ptr(m.scale),
                                                               m.out_features, ptr(y), 0)
                                                for m, y in ((w.qkv, qkv), (w.o, att), (w.gate_up, gu), (w.down, x))],
-            "rope + KV write": lambda l, w: lib.hvd_rope_store(ptr(qkv), T, s.heads, s.kv_heads, s.head_dim, ptr(pos), ptr(t._cos),
-                                                               ptr(t._sin), ptr(pos), ptr(q), ptr(t._k[l]), ptr(t._v[l]), cap),
+            "rope + KV write": lambda l, w: lib.hvd_rope_store(ptr(qkv), T, s.heads, s.kv_heads, s.head_dim, None, None, None,
+                                                               s.eps, ptr(pos), ptr(t._rope[w.kind][0]),
+                                                               ptr(t._rope[w.kind][1]), ptr(pos), ptr(q), ptr(t._k[l]),
+                                                               ptr(t._v[l]), cap),
             "attention (KV)": lambda l, w: lib.hvd_attention(ptr(q), T, s.heads, s.kv_heads, s.head_dim, ptr(t._k[l]), ptr(t._v[l]),
-                                                             cap, ptr(base), ptr(path), ptr(off), t._scale, ptr(att)),
-            "silu": lambda l, w: lib.hvd_silu_mul_quant(ptr(gu), T, inter, ptr(hq), ptr(hs)),
+                                                             cap, ptr(base), ptr(path), ptr(off), ptr(pos), w.spec.window,
+                                                             w.spec.scale, ptr(att)),
+            "silu": lambda l, w: lib.hvd_act_mul_quant(ptr(gu), T, inter, w.spec.act, ptr(hq), ptr(hs)),
         }
         hq.zero_()
         res = {}

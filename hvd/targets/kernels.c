@@ -316,51 +316,96 @@ static float* scratch_floats(size_t n) {
     return tl_buf;
 }
 
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 static inline __m256 load_half8(const half* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
 
-/* Scores of NR rows (query heads) against 16 keys kb (D, 16): for each row and key, the fma
- * chain over d = 0..D-1 from 0 (lanes are keys; the rows share each key load). */
-static inline __attribute__((always_inline)) void score_tile(const int NR, const float* const* qr, const float* kb,
-                                                             int D, __m256 out[6][2]) {
-    __m256 acc[6][2];
-    for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+/* Scores of NR <= 3 rows (query heads) against 4 groups of 8 keys, each group (D, 8) — float16
+ * straight from the cache (HALF) or float staged: for each row and key, the fma chain over
+ * d = 0..D-1 from 0 (lanes are keys; the rows share each key load, the groups each query load). */
+static inline __attribute__((always_inline)) void score_tile(const int NR, const int NG, const int HALF,
+                                                             const float* const* qr, const void* const* kg, int D,
+                                                             __m256 out[3][4]) {
+    __m256 acc[3][4];
+    for (int i = 0; i < NR; i++)
+        for (int g = 0; g < NG; g++) acc[i][g] = _mm256_setzero_ps();
     for (int d = 0; d < D; d++) {
-        __m256 k0 = _mm256_load_ps(kb + d * 16), k1 = _mm256_load_ps(kb + d * 16 + 8);
-        for (int i = 0; i < NR; i++) {
-            __m256 qd = _mm256_broadcast_ss(qr[i] + d);
-            acc[i][0] = _mm256_fmadd_ps(qd, k0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(qd, k1, acc[i][1]);
+        if (HALF) _mm_prefetch((const char*)kg[0] + (size_t)64 * (D + d), _MM_HINT_T0);  /* the next 4 groups */
+        __m256 qd[3];
+        for (int i = 0; i < NR; i++) qd[i] = _mm256_broadcast_ss(qr[i] + d);
+        for (int g = 0; g < NG; g++) {
+            __m256 kv = HALF ? load_half8((const half*)kg[g] + d * 8) : _mm256_load_ps((const float*)kg[g] + d * 8);
+            for (int i = 0; i < NR; i++) acc[i][g] = _mm256_fmadd_ps(qd[i], kv, acc[i][g]);
         }
     }
-    for (int i = 0; i < NR; i++) out[i][0] = acc[i][0], out[i][1] = acc[i][1];
+    for (int i = 0; i < NR; i++)
+        for (int g = 0; g < NG; g++) out[i][g] = acc[i][g];
 }
 
-/* o[0..D) += sum over n keys, in order, of p[j] * v_j, v_j a float row of vb (D floats each) or,
- * with `slots`, the float16 cache row vh[slots[j]]. ND = D / 8 is a constant where it can be, so
- * the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void value_sum(const int ND, float* o, const float* p, const float* vb,
-                                                            const half* vh, const int32_t* slots, int n, int D) {
-    __m256 acc[32];
-    for (int c = 0; c < ND; c++) acc[c] = _mm256_loadu_ps(o + c * 8);
-    if (slots) {
-        for (int j = 0; j < n; j++) {
-            __m256 pj = _mm256_broadcast_ss(p + j);
-            const half* vr = vh + (size_t)slots[j] * D;
-            for (int c = 0; c < ND; c++) acc[c] = _mm256_fmadd_ps(pj, load_half8(vr + c * 8), acc[c]);
-        }
-    } else {
-        for (int j = 0; j < n; j++) {
-            __m256 pj = _mm256_broadcast_ss(p + j);
-            for (int c = 0; c < ND; c++) acc[c] = _mm256_fmadd_ps(pj, _mm256_load_ps(vb + j * D + c * 8), acc[c]);
+/* score_tile for NG = 4 groups (or 1, ONE) and NR rows. */
+static void score_rows(int NR, int ONE, int HALF, const float* const* qr, const void* const* kg, int D,
+                       __m256 out[3][4]) {
+#define ST(NR) (ONE ? score_tile(NR, 1, 0, qr, kg, D, out) : HALF ? score_tile(NR, 4, 1, qr, kg, D, out) \
+                                                                : score_tile(NR, 4, 0, qr, kg, D, out))
+    if (NR == 3) ST(3);
+    else if (NR == 2) ST(2);
+    else ST(1);
+#undef ST
+}
+
+/* For NR <= 3 rows and NC <= 4 chunks of 8 dims from c0: o_i[d] = fma chain over j = 0..n-1, in
+ * order, of p_i[j] * v_j[d], continued from o_i's current value. v_j is row j of v (D values,
+ * float16 with HALF, else float); or, with `slots`, the float16 row v[slots[j]]. */
+static inline __attribute__((always_inline)) void value_tile(const int NR, const int NC, const int HALF, float* const* o,
+                                                             const float* const* p, const void* v, const int32_t* slots,
+                                                             int n, int D, int c0) {
+    __m256 acc[3][4];
+    for (int i = 0; i < NR; i++)
+        for (int c = 0; c < NC; c++) acc[i][c] = _mm256_loadu_ps(o[i] + (c0 + c) * 8);
+    for (int j = 0; j < n; j++) {
+        size_t row = (size_t)(slots ? slots[j] : j) * D + c0 * 8;
+        if (HALF && !slots) _mm_prefetch((const char*)((const half*)v + row + 16 * D), _MM_HINT_T0);
+        __m256 pj[3];
+        for (int i = 0; i < NR; i++) pj[i] = _mm256_broadcast_ss(p[i] + j);
+        for (int c = 0; c < NC; c++) {
+            __m256 vv = HALF ? load_half8((const half*)v + row + c * 8) : _mm256_load_ps((const float*)v + row + c * 8);
+            for (int i = 0; i < NR; i++) acc[i][c] = _mm256_fmadd_ps(pj[i], vv, acc[i][c]);
         }
     }
-    for (int c = 0; c < ND; c++) _mm256_storeu_ps(o + c * 8, acc[c]);
+    for (int i = 0; i < NR; i++)
+        for (int c = 0; c < NC; c++) _mm256_storeu_ps(o[i] + (c0 + c) * 8, acc[i][c]);
 }
+
+#define VT(NR, NC, HALF) value_tile(NR, NC, HALF, o, p, v, slots, n, D, c0)
+#define VT_NC(NR, HALF) \
+    switch (nc) { case 4: VT(NR, 4, HALF); break; case 3: VT(NR, 3, HALF); break; \
+                  case 2: VT(NR, 2, HALF); break; default: VT(NR, 1, HALF); }
+
+static void value_rows(int NR, int HALF, float* const* o, const float* const* p, const void* v, const int32_t* slots,
+                       int n, int D) {
+    for (int c0 = 0; c0 < D / 8; c0 += 4) {
+        int nc = D / 8 - c0 < 4 ? D / 8 - c0 : 4;
+        if (HALF) {
+            if (NR == 3) { VT_NC(3, 1) } else if (NR == 2) { VT_NC(2, 1) } else { VT_NC(1, 1) }
+        } else {
+            if (NR == 3) { VT_NC(3, 0) } else if (NR == 2) { VT_NC(2, 0) } else { VT_NC(1, 0) }
+        }
+    }
+}
+#undef VT_NC
+#undef VT
+
+static const half zero_keys[256 * 8];  /* a group of absent keys (D at most 256) */
 
 void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
                    const int32_t* base, const int32_t* path, const int32_t* off, const int32_t* pos, int window,
                    float scale, float* out) {
-    int g = H / KVH, ntile = (T + QTILE - 1) / QTILE, nd = D / 8;
+    int g = H / KVH, ntile = (T + QTILE - 1) / QTILE;
 #define LO(t) (window > 0 && pos[t] - window + 1 > 0 ? pos[t] - window + 1 : 0)
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
     for (int task = 0; task < ntile * KVH; task++) {
@@ -373,63 +418,86 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
             Lmax = L > Lmax ? L : Lmax;
             minlo = LO(t0 + i) < minlo ? LO(t0 + i) : minlo;
         }
+        /* up to 3 rows read keys and values as float16 from the cache; more share a float copy */
+        int stage = R > 3;
         int Lp = (Lmax + 7) / 8 * 8;
-        float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D + 16 * D + VBLOCK * D);
+        float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D + 32 * D + VBLOCK * D);
         float* o = sc + (size_t)R * Lp;   /* (R, D) value sums */
-        float* kb = o + (size_t)R * D;     /* (D, 16) two key groups in float */
-        float* vb = kb + 16 * D;           /* (VBLOCK, D) one value block in float */
+        float* kb = o + (size_t)R * D;     /* 4 groups of keys (D, 8) in float */
+        float* vb = kb + 32 * D;           /* (VBLOCK, D) one value block in float */
         const half* kh_base = kc + (size_t)kh * (cap / 8) * D * 8;
         const half* vh = vc + (size_t)kh * cap * D;
 #define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
 #define ROWBASE(r) (base[t0 + (r) / g])
-        /* scores of keys in the rows' bases: two groups of 8 keys at a time, up to 6 rows at a time */
-        for (int j0 = minlo / 16 * 16; j0 < maxbase; j0 += 16) {
-            int two = j0 + 8 < maxbase;
-            const half* kg = kh_base + (size_t)(j0 / 8) * D * 8;
-            for (int d = 0; d < D; d++) {
-                _mm256_store_ps(kb + d * 16, load_half8(kg + d * 8));
-                _mm256_store_ps(kb + d * 16 + 8, two ? load_half8(kg + (size_t)D * 8 + d * 8) : _mm256_setzero_ps());
-            }
-            for (int r0 = 0; r0 < R; r0 += 6) {
-                int nr = R - r0 < 6 ? R - r0 : 6;
-                const float* qr[6];
-                for (int i = 0; i < nr; i++) qr[i] = ROWQ(r0 + i);
-                __m256 sv[6][2];
-                switch (nr) {
-                    case 6: score_tile(6, qr, kb, D, sv); break;
-                    case 5: score_tile(5, qr, kb, D, sv); break;
-                    case 4: score_tile(4, qr, kb, D, sv); break;
-                    case 3: score_tile(3, qr, kb, D, sv); break;
-                    case 2: score_tile(2, qr, kb, D, sv); break;
-                    default: score_tile(1, qr, kb, D, sv); break;
+        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time */
+        for (int j0 = minlo / 32 * 32; j0 < maxbase; j0 += 32) {
+            const void* kg[4];
+            for (int h = 0; h < 4; h++) {
+                const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;
+                if (stage) {
+                    float* dst = kb + (size_t)h * D * 8;
+                    for (int d = 0; d < D; d++) {
+                        _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);  /* the next 4 groups */
+                        _mm256_store_ps(dst + d * 8, load_half8(src + d * 8));
+                    }
+                    kg[h] = dst;
+                } else {
+                    kg[h] = src;
                 }
+            }
+            for (int r0 = 0; r0 < R; r0 += 3) {
+                int nr = R - r0 < 3 ? R - r0 : 3;
+                const float* qr[3];
+                for (int i = 0; i < nr; i++) qr[i] = ROWQ(r0 + i);
+                __m256 sv[3][4];
+                score_rows(nr, 0, !stage, qr, kg, D, sv);
                 for (int i = 0; i < nr; i++)
-                    for (int h = 0; h < 2; h++)
+                    for (int h = 0; h < 4; h++)
                         if (j0 + 8 * h < ROWBASE(r0 + i)) _mm256_storeu_ps(sc + (size_t)(r0 + i) * Lp + j0 + 8 * h, sv[i][h]);
             }
         }
-        /* scores of the path keys: the same fma chain, one lane; then the softmax weights */
-        float total[8 * QTILE];
-        for (int r = 0; r < R; r++) {
-            int t = t0 + r / g, b = base[t], plen = off[t + 1] - off[t], L = b + plen, Lr = (L + 7) / 8 * 8;
-            const float* qr = ROWQ(r);
-            float* sr = sc + (size_t)r * Lp;
-            for (int i = 0; i < plen; i++) {
-                float a = 0.0f;
+        /* scores of the path keys: the same fma chain, 8 path keys in the lanes (gathered into kb
+         * as (D, 8)), the query's g heads 3 at a time */
+        for (int i = 0; i < nt; i++) {
+            int t = t0 + i, b = base[t], plen = off[t + 1] - off[t];
+            for (int p0 = 0; p0 < plen; p0 += 8) {
+                int np = plen - p0 < 8 ? plen - p0 : 8;
                 for (int d = 0; d < D; d++)
-                    a = fmaf(qr[d], _cvtsh_ss(*kslot((half*)kc, cap, D, kh, path[off[t] + i], d)), a);
-                sr[b + i] = a;
+                    for (int l = 0; l < 8; l++)
+                        kb[d * 8 + l] = l < np ? _cvtsh_ss(*kslot((half*)kc, cap, D, kh, path[off[t] + p0 + l], d)) : 0.0f;
+                const void* kg[1] = {kb};
+                for (int r = i * g; r < (i + 1) * g; r += 3) {
+                    int nr = (i + 1) * g - r < 3 ? (i + 1) * g - r : 3;
+                    const float* qr[3];
+                    for (int k = 0; k < nr; k++) qr[k] = ROWQ(r + k);
+                    __m256 sv[3][4];
+                    score_rows(nr, 1, 0, qr, kg, D, sv);
+                    for (int k = 0; k < nr; k++) {
+                        float lanes[8];
+                        _mm256_storeu_ps(lanes, sv[k][0]);
+                        memcpy(sc + (size_t)(r + k) * Lp + b + p0, lanes, sizeof(float) * np);
+                    }
+                }
             }
-            float m = -INFINITY;
-            int lo = LO(t), lo8 = lo / 8 * 8;
-            for (int j = lo8; j < lo; j++) sr[j] = -INFINITY;
-            for (int j = lo; j < L; j++) {
-                sr[j] *= scale;
-                m = sr[j] > m ? sr[j] : m;
-            }
+        }
+        /* the softmax weights */
+        float total[8 * QTILE];
+        int lo8[8 * QTILE];
+        for (int r = 0; r < R; r++) {
+            int t = t0 + r / g, L = base[t] + off[t + 1] - off[t], Lr = (L + 7) / 8 * 8;
+            float* sr = sc + (size_t)r * Lp;
+            int lo = LO(t);
+            lo8[r] = lo / 8 * 8;
+            for (int j = lo8[r]; j < lo; j++) sr[j] = -INFINITY;
             for (int j = L; j < Lr; j++) sr[j] = -INFINITY;
-            __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
-            for (int j = lo8; j < Lr; j += 8) {
+            __m256 sv = _mm256_set1_ps(scale), mx = _mm256_set1_ps(-INFINITY);
+            for (int j = lo8[r]; j < Lr; j += 8) {   /* -inf * scale = -inf: masked keys stay masked */
+                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sr + j), sv);
+                _mm256_storeu_ps(sr + j, v);
+                mx = _mm256_max_ps(mx, v);
+            }
+            __m256 mv = _mm256_set1_ps(hmax8(mx)), sum = _mm256_setzero_ps();
+            for (int j = lo8[r]; j < Lr; j += 8) {
                 __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
                 _mm256_storeu_ps(sr + j, p);
                 sum = _mm256_add_ps(sum, p);
@@ -437,36 +505,67 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
             total[r] = hsum8(sum);
             memset(o + (size_t)r * D, 0, sizeof(float) * D);
         }
-        /* value sums over the bases: one block of values at a time, every row in turn */
+        /* value sums over the bases: row r sums keys lo8[r] .. base - 1 in order; one block of
+         * values at a time, 3 rows at a time over the keys they share, alone over the rest */
         for (int j0 = minlo / VBLOCK * VBLOCK; j0 < maxbase; j0 += VBLOCK) {
             int jn = maxbase - j0 < VBLOCK ? maxbase - j0 : VBLOCK;
-            for (int j = 0; j < jn; j++)
-                for (int c = 0; c < nd; c++) _mm256_store_ps(vb + j * D + c * 8, load_half8(vh + (size_t)(j0 + j) * D + c * 8));
-            for (int r = 0; r < R; r++) {
-                int end = ROWBASE(r) - j0 < jn ? ROWBASE(r) - j0 : jn;
-                /* keys below the row's window start: weights 0, skipped (8 at a time, as summed) */
-                int start = (LO(t0 + r / g) - j0) / 8 * 8;
-                start = start < 0 ? 0 : start;
-                if (end <= start) continue;
-                float* orow = o + (size_t)r * D;
-                const float* pr = sc + (size_t)r * Lp + j0 + start;
-                const float* vr = vb + (size_t)start * D;
-                if (nd == 8)
-                    value_sum(8, orow, pr, vr, NULL, 0, end - start, D);
-                else if (nd == 32)
-                    value_sum(32, orow, pr, vr, NULL, 0, end - start, D);
-                else
-                    value_sum(nd, orow, pr, vr, NULL, 0, end - start, D);
+            const void* v = vh + (size_t)j0 * D;
+            if (stage) {
+                for (int j = 0; j < jn; j++)
+                    for (int c = 0; c < D / 8; c++) {
+                        const half* src = vh + (size_t)(j0 + j) * D + c * 8;
+                        _mm_prefetch((const char*)(src + VBLOCK * D), _MM_HINT_T0);  /* the next block */
+                        _mm256_store_ps(vb + j * D + c * 8, load_half8(src));
+                    }
+                v = vb;
+            }
+            for (int r0 = 0; r0 < R; r0 += 3) {
+                int nr = R - r0 < 3 ? R - r0 : 3, s[3], e[3], S = 0, E = jn, n = 0;
+                float* orow[3];
+                const float* prow[3];
+                for (int i = 0; i < nr; i++) {
+                    int r = r0 + i;
+                    s[n] = lo8[r] - j0 > 0 ? lo8[r] - j0 : 0;
+                    e[n] = ROWBASE(r) - j0 < jn ? ROWBASE(r) - j0 : jn;
+                    if (e[n] <= s[n]) continue;
+                    orow[n] = o + (size_t)r * D, prow[n] = sc + (size_t)r * Lp + j0;
+                    S = s[n] > S ? s[n] : S, E = e[n] < E ? e[n] : E;
+                    n++;
+                }
+                if (n == 0) continue;
+                if (S >= E) E = S;  /* no keys shared by all: each row alone below */
+                for (int i = 0; i < n; i++) {  /* each row's keys before the shared ones */
+                    int end = e[i] < S ? e[i] : S;
+                    if (end > s[i]) {
+                        const float* pp = prow[i] + s[i];
+                        value_rows(1, !stage, &orow[i], &pp, (const char*)v + (size_t)s[i] * D * (stage ? 4 : 2), NULL,
+                                   end - s[i], D);
+                    }
+                }
+                if (E > S) {
+                    const float* pp[3];
+                    for (int i = 0; i < n; i++) pp[i] = prow[i] + S;
+                    value_rows(n, !stage, orow, pp, (const char*)v + (size_t)S * D * (stage ? 4 : 2), NULL, E - S, D);
+                }
+                for (int i = 0; i < n; i++) {  /* and after them */
+                    int start = s[i] > E ? s[i] : E;
+                    if (e[i] > start) {
+                        const float* pp = prow[i] + start;
+                        value_rows(1, !stage, &orow[i], &pp, (const char*)v + (size_t)start * D * (stage ? 4 : 2), NULL,
+                                   e[i] - start, D);
+                    }
+                }
             }
         }
         /* value sums over the path keys, then the division */
         for (int r = 0; r < R; r++) {
             int t = t0 + r / g, b = base[t], plen = off[t + 1] - off[t];
             float* orow = o + (size_t)r * D;
-            value_sum(nd, orow, sc + (size_t)r * Lp + b, NULL, vh, path + off[t], plen, D);
+            const float* pp = sc + (size_t)r * Lp + b;
+            value_rows(1, 1, &orow, &pp, vh, path + off[t], plen, D);
             __m256 tv = _mm256_set1_ps(total[r]);
             float* dst = out + ((size_t)t * H + kh * g + r % g) * D;
-            for (int c = 0; c < nd; c++) _mm256_storeu_ps(dst + c * 8, _mm256_div_ps(_mm256_loadu_ps(orow + c * 8), tv));
+            for (int c = 0; c < D / 8; c++) _mm256_storeu_ps(dst + c * 8, _mm256_div_ps(_mm256_loadu_ps(orow + c * 8), tv));
         }
 #undef ROWQ
 #undef ROWBASE
