@@ -164,26 +164,86 @@ void hvd_act_mul_quant(const float* gu, int T, int I, int act, int16_t* q, float
 
 /* ---- the integer linear ---------------------------------------------------------------- */
 
-/* sums[r][j] = sum_k x[r][k] * w[j][k] for R rows and one tile of 4 weight rows, stored
+/* sums[r][j] = sum_k x[r][k] * w[j][k] for R <= 3 rows and one tile of 4 weight rows, stored
  * interleaved (K/16, 4, 16): one sequential stream. int16 x int16 -> int32 pairs (vpmaddwd),
- * added in int32. R is a constant at each call, so the tile is unrolled. */
-static inline __attribute__((always_inline)) void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K,
-                                                           int32_t sums[4][4]) {
-    __m256i acc[4][4];
+ * added in int32 (exact: any order gives the same sums). Written in assembly so that the 12
+ * accumulators stay in registers (ymm0-11): each weight vector is widened once (ymm12) and used by
+ * every row, whose activations are read at each use from L1. K a multiple of 16, > 0. */
+#define MADD(X, ACC) "vpmaddwd (%[" X "]), %%ymm12, %%ymm13\n\tvpaddd %%ymm13, %%ymm" ACC ", %%ymm" ACC "\n\t"
+#define WIDEN(J) "vpmovsxbw " J "(%[w]), %%ymm12\n\t"
+#define ZERO12 "vpxor %%ymm0, %%ymm0, %%ymm0\n\tvpxor %%ymm1, %%ymm1, %%ymm1\n\tvpxor %%ymm2, %%ymm2, %%ymm2\n\t" \
+    "vpxor %%ymm3, %%ymm3, %%ymm3\n\tvpxor %%ymm4, %%ymm4, %%ymm4\n\tvpxor %%ymm5, %%ymm5, %%ymm5\n\t" \
+    "vpxor %%ymm6, %%ymm6, %%ymm6\n\tvpxor %%ymm7, %%ymm7, %%ymm7\n\tvpxor %%ymm8, %%ymm8, %%ymm8\n\t" \
+    "vpxor %%ymm9, %%ymm9, %%ymm9\n\tvpxor %%ymm10, %%ymm10, %%ymm10\n\tvpxor %%ymm11, %%ymm11, %%ymm11\n\t"
+#define STORE(ACC, OFF) "vmovdqu %%ymm" ACC ", " OFF "(%[out])\n\t"
+#define YMM_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
+    "xmm11", "xmm12", "xmm13", "memory", "cc"
+
+static void dot_tile3(const int16_t* x0, const int16_t* x1, const int16_t* x2, const int8_t* w, long K,
+                      int32_t out[12][8]) {
+    __asm__ volatile(ZERO12
+                     "1:\n\t"
+                     "prefetcht0 1024(%[w])\n\t"
+                     WIDEN("0") MADD("x0", "0") MADD("x1", "4") MADD("x2", "8")
+                     WIDEN("16") MADD("x0", "1") MADD("x1", "5") MADD("x2", "9")
+                     WIDEN("32") MADD("x0", "2") MADD("x1", "6") MADD("x2", "10")
+                     WIDEN("48") MADD("x0", "3") MADD("x1", "7") MADD("x2", "11")
+                     "add $64, %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\tadd $32, %[x2]\n\t"
+                     "sub $16, %[k]\n\tjnz 1b\n\t"
+                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
+                     STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
+                     STORE("8", "256") STORE("9", "288") STORE("10", "320") STORE("11", "352")
+                     : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [k] "+r"(K)
+                     : [out] "r"(out)
+                     : YMM_CLOBBERS);
+}
+
+static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, long K, int32_t out[12][8]) {
+    __asm__ volatile(ZERO12
+                     "1:\n\t"
+                     "prefetcht0 1024(%[w])\n\t"
+                     WIDEN("0") MADD("x0", "0") MADD("x1", "4")
+                     WIDEN("16") MADD("x0", "1") MADD("x1", "5")
+                     WIDEN("32") MADD("x0", "2") MADD("x1", "6")
+                     WIDEN("48") MADD("x0", "3") MADD("x1", "7")
+                     "add $64, %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\t"
+                     "sub $16, %[k]\n\tjnz 1b\n\t"
+                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
+                     STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
+                     : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [k] "+r"(K)
+                     : [out] "r"(out)
+                     : YMM_CLOBBERS);
+}
+
+static void dot_tile1(const int16_t* x0, const int8_t* w, long K, int32_t out[12][8]) {
+    __asm__ volatile(ZERO12
+                     "1:\n\t"
+                     "prefetcht0 1024(%[w])\n\t"
+                     WIDEN("0") MADD("x0", "0") WIDEN("16") MADD("x0", "1")
+                     WIDEN("32") MADD("x0", "2") WIDEN("48") MADD("x0", "3")
+                     "add $64, %[w]\n\tadd $32, %[x0]\n\t"
+                     "sub $16, %[k]\n\tjnz 1b\n\t"
+                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
+                     : [w] "+r"(w), [x0] "+r"(x0), [k] "+r"(K)
+                     : [out] "r"(out)
+                     : YMM_CLOBBERS);
+}
+#undef MADD
+#undef WIDEN
+#undef ZERO12
+#undef STORE
+#undef YMM_CLOBBERS
+
+static void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K, int32_t sums[4][4]) {
+    int32_t acc[12][8] __attribute__((aligned(32)));
+    if (R == 3)
+        dot_tile3(x[0], x[1], x[2], w, K, acc);
+    else if (R == 2)
+        dot_tile2(x[0], x[1], w, K, acc);
+    else
+        dot_tile1(x[0], w, K, acc);
     for (int i = 0; i < R; i++)
-        for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_si256();
-    for (int k = 0; k < K; k += 16) {
-        const int8_t* wk = w + (size_t)k * 4;
-        _mm_prefetch((const char*)(wk + 1024), _MM_HINT_T0);
-        __m256i wv[4];
-        for (int j = 0; j < 4; j++) wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wk + 16 * j)));
-        for (int i = 0; i < R; i++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i*)(x[i] + k));
-            for (int j = 0; j < 4; j++) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
-        }
-    }
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < 4; j++) sums[i][j] = hsum8i(acc[i][j]);
+        for (int j = 0; j < 4; j++) sums[i][j] = hsum8i(_mm256_load_si256((const __m256i*)acc[i * 4 + j]));
 }
 
 /* y[t, o] (+)= ((float)sum_k xq[t, k] * w[o, k] * xs[t]) * ws[o].
