@@ -85,7 +85,11 @@ def _key(target, tree: bool) -> str:
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
-    raw = f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{torch.get_num_threads()}|{SIZES}|{'tree' if tree else 'chain'}"
+    build = getattr(target, "build_id", "")  # the compiled kernels: new kernels, a new curve
+    from hvd.models import cpu_name
+
+    raw = (f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{build}|{cpu_name()}|"
+           f"{torch.get_num_threads()}|{SIZES}|{'tree' if tree else 'chain'}")
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

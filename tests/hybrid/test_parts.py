@@ -122,3 +122,15 @@ def test_expected_max_of_geometric_lengths():
     a = rng.geometric(1 / 4, 200_000) - 1  # mean 3
     b = rng.geometric(1 / 2, 200_000) - 1  # mean 1
     assert expected_max(3.0, 1.0) == pytest.approx(np.maximum(a, b).mean(), rel=0.02)
+
+
+def test_cost_curve_cache_is_keyed_by_kernel_build(tmp_path):
+    """A curve timed with one build of the exact kernels is not reused by another build."""
+    from types import SimpleNamespace
+
+    from hvd.hybrid.cost import path_for
+
+    a = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-aaaa")
+    b = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-bbbb")
+    assert path_for(a, tmp_path) != path_for(b, tmp_path)
+    assert path_for(a, tmp_path) == path_for(SimpleNamespace(vocab_size=10, build_id="hvd_kernels-aaaa"), tmp_path)
