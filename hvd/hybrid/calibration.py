@@ -12,8 +12,9 @@ step, in fixed memory: the first two per process (one per method, shared by its 
   reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
-  tokens / (draft + verify seconds), decayed sums) is tracked; after `min_steps` of each in
-  turn (so a request's first 3 x `min_steps` steps are the modes in turn), a step runs the
+  tokens / (draft + verify seconds), decayed sums) is tracked. A request's first `warmup`
+  steps run the policy (a short request never pays for measuring the others); then each
+  other mode runs `min_steps` steps in turn; from there on a step runs the
   policy unless another mode's rate beats it by more than `margin`
   (then that mode), except that with probability `explore` (seeded) it runs another, so every
   mode's rate stays measured. The method is then never slower than its best single arm by
@@ -43,7 +44,9 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.05  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    min_steps: int = 16  # steps each mode runs first (in turn) before any is preferred
+    warmup: int = 64  # steps the policy runs alone before the other modes are measured: a short
+    # request (one tool call, ~50 steps) is the policy's, taking turns would cost most of its steps
+    min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
     seed: int = 0
 
@@ -116,7 +119,7 @@ class CostCalibrator:
 class ModeBandit:
     def __init__(self, cfg: OnlineConfig) -> None:
         self.explore, self.decay = cfg.explore, cfg.mode_decay
-        self.min_steps, self.margin = cfg.min_steps, cfg.margin
+        self.min_steps, self.margin, self.warmup = cfg.min_steps, cfg.margin, cfg.warmup
         self.rng = random.Random(cfg.seed)
         self.tokens = dict.fromkeys(MODES, 0.0)
         self.seconds = dict.fromkeys(MODES, 0.0)
@@ -131,6 +134,8 @@ class ModeBandit:
         return other if self.rate(other) > (1 + self.margin) * self.rate(POLICY) else POLICY
 
     def pick(self) -> str:
+        if sum(self.steps.values()) < self.warmup:
+            return POLICY
         young = [m for m in MODES if self.steps[m] < self.min_steps]
         if young:  # each mode measured first, in turn
             return min(young, key=self.steps.__getitem__)

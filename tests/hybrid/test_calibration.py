@@ -107,6 +107,19 @@ def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
     assert set(state) == {"best", "steps", "tokens_per_second"} and np.isclose(state["tokens_per_second"][MODES[1]], 80)
 
 
+def test_bandit_leaves_a_short_request_to_the_policy_then_measures_every_mode():
+    cfg = OnlineConfig(warmup=32, min_steps=16, explore=0.0)
+    b = ModeBandit(cfg)
+    picks = []
+    for _ in range(32 + 2 * 16):
+        m = b.pick()
+        picks.append(m)
+        b.update(m, 3, 1.0)
+    assert picks[:32] == [MODES[0]] * 32  # the warm-up: the policy alone
+    assert picks[32:].count(MODES[1]) == 16 and picks[32:].count(MODES[2]) == 16  # then each other mode in turn
+    assert all(b.steps[m] >= cfg.min_steps for m in MODES)
+
+
 def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # the verify-cost curve is measured on the tiny target
     before = tiny_engine.drafter("hvd").online_state()  # shared by the method's requests: it may have history
