@@ -129,7 +129,8 @@ class Engine:
         threads = resolve_threads(threads)
         torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        lm, tok = models.load(model, device)
+        path = models.resolve(model)  # once: the weights and the model's prepared assets
+        lm, tok = models.load(str(path), device)
         config = TargetConfig(reuse_prefix=reuse_prefix)
         tried = [dtype] if dtype != "auto" else ["int8", "bfloat16", "float32"]
         if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
@@ -144,7 +145,7 @@ class Engine:
                 else:
                     engine = cls(HFTarget(lm, config), tok)
                 engine.load_notes = tuple(notes)
-                engine.stores.assets = assets = ModelAssets.for_model(models.resolve(model))
+                engine.stores.assets = assets = ModelAssets.for_model(path)
                 engine.stores.classes = assets.token_classes(tok, engine.target.vocab_size)
                 return engine
             except models.ModelError as e:
@@ -152,7 +153,7 @@ class Engine:
                     raise
                 notes.append(f"{name} passed over: {str(e).split('; use --dtype')[0]}")
                 if name == "bfloat16":
-                    lm, tok = models.load(model, device)  # afresh: the bf16 cast was lossy
+                    lm, tok = models.load(str(path), device)  # afresh: the bf16 cast was lossy
         raise AssertionError("unreachable")
 
     # ---- input -----------------------------------------------------------------------
