@@ -44,8 +44,8 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.05  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    warmup: int = 64  # steps the policy runs alone before the other modes are measured: a short
-    # request (one tool call, ~50 steps) is the policy's, taking turns would cost most of its steps
+    warmup: int = 16  # steps the policy runs alone before the other modes are measured: a short
+    # request (one tool call, ~50 steps) spends most of its steps on the policy, not on taking turns
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
     seed: int = 0
