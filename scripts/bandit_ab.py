@@ -1,7 +1,14 @@
 """A/B of the mode bandit's warm-up, as hvd bench runs methods: a fresh drafter per prompt run
-(no earlier responses), the method's calibration shared across its runs; interleaved per prompt."""
-import sys, statistics
-sys.path.insert(0, "/work/main")
+(no earlier responses), the method's calibration shared across its runs; interleaved per prompt.
+
+    python scripts/bandit_ab.py MODEL SUITES LIMIT WARMUP/MIN_STEPS,...
+    python scripts/bandit_ab.py default agentic-edit,agentic-tools 6 64/8,16/8,0/16
+
+MODEL: a packaged name or path, or `default`. Prints each setting's median decode speedup over `ar`.
+"""
+import statistics
+import sys
+
 from hvd.engine import Engine
 from hvd.bench.suites import load_suite
 from hvd.drafters import registry
