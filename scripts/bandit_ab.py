@@ -9,34 +9,36 @@ MODEL: a packaged name or path, or `default`. Prints each setting's median decod
 import statistics
 import sys
 
-from hvd.engine import Engine
 from hvd.bench.suites import load_suite
 from hvd.drafters import registry
 from hvd.drafters.stores import SharedStores
-import hvd.drafters.hybrid as H
-model, suites, limit = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
-configs = [tuple(int(v) for v in c.split("/")) for c in sys.argv[4].split(",")]  # warmup/min_steps
-e = Engine.load(None if model == "default" else model, dtype="int8", threads=1)
-s0 = e.stores
-cals = [{} for _ in configs]
-orig = H.OnlineConfig
-def make(i):
-    w, m = configs[i]
-    H.OnlineConfig = lambda: orig(warmup=w, min_steps=m)
-    try:
-        return registry.get("hvd").make(e.target, SharedStores(s0.max_response_tokens, s0.assets, s0.classes, cals[i]))
-    finally:
-        H.OnlineConfig = orig
-names = [f"w{w}/m{m}" for w, m in configs]
-for suite in suites:
-    ps = load_suite(suite, limit=limit, max_new_tokens=200)
-    e.generate(ps[0].chat(), method="ar", max_new_tokens=16)
-    rows = {n: [] for n in ["ar"] + names}
-    for p in ps:
-        for n in rows:
-            d = None if n == "ar" else make(names.index(n))
-            r = e.generate(p.chat(), method="ar" if n == "ar" else "hvd", max_new_tokens=200, drafter=d)
-            st = r.stats
-            rows[n].append((st.new_tokens - 1) / max(st.wall_seconds - st.prefill_seconds, 1e-9))
-    print(suite + ": " + "  ".join(f"{n} {statistics.median(a / b for a, b in zip(rows[n], rows['ar'])):.2f}x" for n in names)
-          + f"  (ar {statistics.median(rows['ar']):.1f} tok/s)", flush=True)
+from hvd.engine import Engine
+from hvd.hybrid.calibration import OnlineConfig, OnlineState
+from hvd.hybrid.cost import cached
+from hvd.models import cache_dir
+
+
+def main() -> None:
+    model, suites, limit = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+    configs = [tuple(int(v) for v in c.split("/")) for c in sys.argv[4].split(",")]  # warmup/min_steps
+    e = Engine.load(None if model == "default" else model, dtype="int8", threads=1)
+    curve = cached(e.target, cache_dir())
+    # one calibration per setting, seeded under the method's name (the hybrid takes what it finds there)
+    cals = {f"w{w}/m{m}": {"hvd": OnlineState(OnlineConfig(warmup=w, min_steps=m), curve)} for w, m in configs}
+    s = e.stores
+    for suite in suites:
+        ps = load_suite(suite, limit=limit, max_new_tokens=200)
+        e.generate(ps[0].chat(), method="ar", max_new_tokens=16)
+        rates = {n: [] for n in ["ar", *cals]}
+        for p in ps:
+            for n in rates:
+                d = None if n == "ar" else registry.get("hvd").make(
+                    e.target, SharedStores(s.max_response_tokens, s.assets, s.classes, cals[n]))
+                r = e.generate(p.chat(), method="ar" if n == "ar" else "hvd", max_new_tokens=200, drafter=d)
+                rates[n].append(r.stats.tokens_per_second)
+        print(suite + ": " + "  ".join(f"{n} {statistics.median(a / b for a, b in zip(rates[n], rates['ar'])):.2f}x"
+                                       for n in cals) + f"  (ar {statistics.median(rates['ar']):.1f} tok/s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
