@@ -460,6 +460,15 @@ static void value_rows(int NR, int HALF, float* const* o, const float* const* p,
 #undef VT_NC
 #undef VT
 
+/* value_rows over keys from..to-1 of a block: v its first row, `row` bytes a row, p[i] row i's
+ * weights for the block. */
+static void value_span(int NR, int HALF, float* const* o, const float* const* p, const char* v, size_t row, int from,
+                       int to, int D) {
+    const float* pp[3];
+    for (int i = 0; i < NR; i++) pp[i] = p[i] + from;
+    value_rows(NR, HALF, o, pp, v + (size_t)from * row, NULL, to - from, D);
+}
+
 static const half zero_keys[256 * 8];  /* a group of absent keys (D at most 256) */
 
 void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
@@ -569,7 +578,8 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
          * values at a time, 3 rows at a time over the keys they share, alone over the rest */
         for (int j0 = minlo / VBLOCK * VBLOCK; j0 < maxbase; j0 += VBLOCK) {
             int jn = maxbase - j0 < VBLOCK ? maxbase - j0 : VBLOCK;
-            const void* v = vh + (size_t)j0 * D;
+            const char* v = (const char*)(vh + (size_t)j0 * D);
+            size_t row = (size_t)D * (stage ? sizeof(float) : sizeof(half));
             if (stage) {
                 for (int j = 0; j < jn; j++)
                     for (int c = 0; c < D / 8; c++) {
@@ -577,7 +587,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
                         _mm_prefetch((const char*)(src + VBLOCK * D), _MM_HINT_T0);  /* the next block */
                         _mm256_store_ps(vb + j * D + c * 8, load_half8(src));
                     }
-                v = vb;
+                v = (const char*)vb;
             }
             for (int r0 = 0; r0 < R; r0 += 3) {
                 int nr = R - r0 < 3 ? R - r0 : 3, s[3], e[3], S = 0, E = jn, n = 0;
@@ -596,24 +606,12 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
                 if (S >= E) E = S;  /* no keys shared by all: each row alone below */
                 for (int i = 0; i < n; i++) {  /* each row's keys before the shared ones */
                     int end = e[i] < S ? e[i] : S;
-                    if (end > s[i]) {
-                        const float* pp = prow[i] + s[i];
-                        value_rows(1, !stage, &orow[i], &pp, (const char*)v + (size_t)s[i] * D * (stage ? 4 : 2), NULL,
-                                   end - s[i], D);
-                    }
+                    if (end > s[i]) value_span(1, !stage, &orow[i], &prow[i], v, row, s[i], end, D);
                 }
-                if (E > S) {
-                    const float* pp[3];
-                    for (int i = 0; i < n; i++) pp[i] = prow[i] + S;
-                    value_rows(n, !stage, orow, pp, (const char*)v + (size_t)S * D * (stage ? 4 : 2), NULL, E - S, D);
-                }
+                if (E > S) value_span(n, !stage, orow, prow, v, row, S, E, D);
                 for (int i = 0; i < n; i++) {  /* and after them */
                     int start = s[i] > E ? s[i] : E;
-                    if (e[i] > start) {
-                        const float* pp = prow[i] + start;
-                        value_rows(1, !stage, &orow[i], &pp, (const char*)v + (size_t)start * D * (stage ? 4 : 2), NULL,
-                                   e[i] - start, D);
-                    }
+                    if (e[i] > start) value_span(1, !stage, &orow[i], &prow[i], v, row, start, e[i], D);
                 }
             }
         }
