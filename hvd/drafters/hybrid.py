@@ -20,7 +20,7 @@ from hvd.drafters.base import Capabilities, DecodeContext, Drafter
 from hvd.hybrid.calibration import CACHE_ONLY, MODEL_ONLY, POLICY, OnlineConfig, OnlineState
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
-from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, capped_mean, choose
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
 from hvd.hybrid.predictor import Predictor
 from hvd.types import Draft
 
@@ -34,7 +34,7 @@ class _Pending:
     cache: Draft  # the cache draft, cut as verified
     model: Optional[Draft]
     model_seconds: float
-    predicted: Optional[float]  # the predictor's raw output for the cache draft (None: not asked)
+    predicted: Optional[float]  # the predictor's raw output for the cache draft (None: none)
     draft_seconds: float  # the whole proposal
     nodes: int  # draft nodes sent to verification
     proposed_at: float
@@ -63,7 +63,8 @@ class HybridDrafter:
         self.capabilities = Capabilities(
             needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
             returns_probs=a.returns_probs or b.returns_probs, tree=True)
-        self.model_arm = ArmEstimate()  # the model arm's running yield and time, shared across requests
+        # the model arm's running yield and time: the method's (online) or shared with this drafter's requests
+        self.model_arm = online.model_arm if online is not None else ArmEstimate()
         self._history = StepHistory()
         self._prompt_len = 0
         self._pending: Optional[_Pending] = None
@@ -93,18 +94,19 @@ class HybridDrafter:
         mode = self._modes.pick() if self._modes is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
-        predicted = None
+        predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
         if mode == CACHE_ONLY:
             decision = Decision(CACHE)
         elif mode == MODEL_ONLY:
             decision = Decision(MODEL)
         else:
-            decision, predicted = self._decide(cdraft, ctx, cache_seconds=t1 - t0)
+            decision = self._decide(cdraft, predicted, cache_seconds=t1 - t0)
         t2 = time.perf_counter()
         if decision.cache_depth:
             cdraft = cdraft.truncate(decision.cache_depth)
         mdraft = None
-        if decision.arm in (MODEL, BOTH):
+        shadow = self.online is not None and mode == POLICY and self._since_model + 1 >= self.policy.shadow_every
+        if decision.arm in (MODEL, BOTH) or shadow:  # a shadow draft is measured, not verified
             mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
             self._since_model = 0
         elif mode == POLICY:  # the policy's own decisions: its exploration schedule
@@ -122,23 +124,28 @@ class HybridDrafter:
                                  min(len(draft), ctx.max_draft), time.perf_counter())
         return draft
 
-    def _decide(self, cdraft: Draft, ctx: DecodeContext, cache_seconds: float) -> tuple[Decision, Optional[float]]:
-        """The policy's decision and the predictor's raw output (None when not asked)."""
-        predicted = None
-        if len(cdraft) and (self.predictor is not None or self.log is not None):
-            x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
-            if self.predictor is not None:
-                predicted = float(self.predictor.predict(x))
-            if self.log is not None:
-                self.log.append((ctx.generated, x, cdraft))
+    def _predict(self, cdraft: Draft, ctx: DecodeContext) -> Optional[float]:
+        """The predictor's raw output for the cache draft (None: no draft or no predictor);
+        logs the step's features for `hvd trace`."""
+        if not len(cdraft) or (self.predictor is None and self.log is None):
+            return None
+        x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
+        if self.log is not None:
+            self.log.append((ctx.generated, x, cdraft))
+        return float(self.predictor.predict(x)) if self.predictor is not None else None
+
+    def _decide(self, cdraft: Draft, predicted: Optional[float], cache_seconds: float) -> Decision:
+        """The policy's decision: the cache draft's chance of acceptance at each depth from the
+        online curve (geometric in the prediction without online calibration)."""
         score = cdraft.features.get("score", 0.0)
-        estimate, cost = predicted or 0.0, self.cost
+        estimate, cost, depth = predicted or 0.0, self.cost, cdraft.max_depth()
+        survival, model = geometric(estimate, depth), self.model_arm
         if self.online is not None:
-            estimate = self.online.prediction.correct(estimate)
+            survival = self.online.acceptance.survival(estimate, depth)
             cost = self.online.cost if self.online.cost is not None else cost
-        decision = choose(self.policy, estimate, score, cdraft.max_depth(), cache_seconds, self.model_arm,
-                          cost, self._since_model)
-        return decision, predicted
+            length = max(int(round(model.draft_len)), 1)
+            model = replace(model, accepted=float(self.online.model_acceptance.survival(1.0, length).sum()))
+        return choose(self.policy, estimate, score, survival, cache_seconds, model, cost, self._since_model)
 
     def observe(self, committed: Sequence[int]) -> None:
         now = time.perf_counter()
@@ -152,15 +159,16 @@ class HybridDrafter:
         if p.model is not None:
             got = accepted if p.arm == MODEL else p.model.matched(committed)
             self.model_arm.update(got, p.model_seconds, len(p.model), self.policy.ema)
+            if self.online is not None:  # verified or a shadow: censored where the commit ends
+                self.online.model_acceptance.update(1.0, p.model.max_depth(), got, len(committed))
         if self.online is not None:
             self._learn(p, committed, now - p.proposed_at)
 
     def _learn(self, p: _Pending, committed: Sequence[int], waited: float) -> None:
         """Feed the online state with this step's outcome (`waited`: seconds since `propose`)."""
         online = self.online
-        if p.predicted is not None and p.arm in (CACHE, BOTH) and len(p.cache):
-            online.prediction.update(p.predicted, capped_mean(p.predicted, p.cache.max_depth()),
-                                     p.cache.matched(committed))
+        if p.predicted is not None and len(p.cache):  # verified or not: censored where the commit ends
+            online.acceptance.update(p.predicted, p.cache.max_depth(), p.cache.matched(committed), len(committed))
         if self.clock == "wall":
             verify = waited
             if online.cost is not None:

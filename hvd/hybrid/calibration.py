@@ -1,35 +1,38 @@
 """Online calibration of the HVD policy, and the fallback that bounds its losses.
 
 A predictor trained on one machine's traces, and a verify-cost curve measured under one load,
-are only estimates here. Three running corrections, learnt from what verification tells every
-step, in fixed memory: the first two per process (one per method, shared by its requests:
-`OnlineState`), the third per request (each request's workload picks its own best mode):
+are only estimates here. Running corrections, learnt from what verification tells every step,
+in fixed memory, per process (one `OnlineState` per method, shared by its requests):
 
-* `PredictionCalibrator`: predicted vs realised accepted length of the verified cache drafts,
-  per bin of the prediction; the policy reads prediction x (realised / predicted) of its bin,
-  pulled towards 1 by a prior, with old steps decayed.
+* `AcceptanceCurve`: how likely each depth of a cache draft is to be accepted, per bin of the
+  predictor's output, from every step's cache draft against the committed tokens; the policy
+  cuts drafts and prices them with this curve instead of a geometric law. A second, one-bin
+  curve does the same for the model arm's drafts (verified ones and unverified "shadow"
+  drafts the policy asks for every few steps), with the arm's draft time and size.
 * `CostCalibrator`: realised verify seconds vs the curve's, per draft-size bucket; the policy
   reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
-  tokens / (draft + verify seconds), decayed sums) is tracked. A request's first `warmup`
-  steps run the policy (a short request never pays for measuring the others); then each
-  other mode runs `min_steps` steps in turn; from there on a step runs the
-  policy unless another mode's rate beats it by more than `margin`
-  (then that mode), except that with probability `explore` (seeded) it runs another, so every
-  mode's rate stays measured. The method is then never slower than its best single arm by
-  more than about `margin` + `explore` x the gap between the best mode and the others, plus
-  the decisions' overhead (a few microseconds a step).
+  tokens / (draft + verify seconds), decayed sums) is tracked. The method's first `warmup`
+  steps run the policy; then each other mode runs `min_steps` steps in turn; from there on a
+  step runs the policy unless another mode's rate beats it by more than `margin` (then that
+  mode), except that with probability `explore` (seeded) it runs another, so every mode's
+  rate stays measured. The method is then never slower than its best single arm by more
+  than about `margin` + `explore` x the gap between the best mode and the others, plus the
+  decisions' overhead (tens of microseconds a step). One bandit serves all of a method's
+  requests: measured per request, its turns cost more than they found (docs/BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import bisect
 import random
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
 from hvd.hybrid.cost import VerifyCost
+from hvd.hybrid.policy import ArmEstimate
 
 POLICY, CACHE_ONLY, MODEL_ONLY = "policy", "cache-only", "model-only"
 MODES = (POLICY, CACHE_ONLY, MODEL_ONLY)
@@ -40,14 +43,15 @@ class OnlineConfig:
     enabled: bool = True
     prediction_edges: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
     size_edges: tuple[int, ...] = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
-    prior: float = 4.0  # pseudo-steps at ratio 1 in each bin
+    prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the geometric hazard)
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
-    explore: float = 0.05  # share of steps run by a mode other than the best
+    explore: float = 0.02  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    warmup: int = 16  # steps the policy runs alone before the other modes are measured: a short
-    # request (one tool call, ~50 steps) spends most of its steps on the policy, not on taking turns
+    warmup: int = 64  # steps the policy runs alone before the other modes are measured (the
+    # method's first steps, its bandit being shared by its requests)
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
-    margin: float = 0.05  # another mode replaces the policy only when faster by this fraction
+    margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
+    shared_bandit: bool = True  # one mode bandit per method, across its requests (False: one per request)
     seed: int = 0
 
 
@@ -77,26 +81,73 @@ class _Ratios:
         return float((p + self.realised[b]) / (p + self.expected[b]))
 
 
-class PredictionCalibrator:
-    def __init__(self, cfg: OnlineConfig) -> None:
-        self.edges = cfg.prediction_edges
-        self.r = _Ratios(len(cfg.prediction_edges) + 1, cfg.prior, cfg.decay)
+class AcceptanceCurve:
+    """P(a draft's first k tokens are all accepted) per bin of the predictor's raw output,
+    learnt from every step: the curve the policy cuts drafts by and prices them with.
+
+    Accepted lengths are far from geometric: the first token is rejected much more often than
+    a geometric law with the predicted mean says, and a draft that got past its first few
+    tokens is rarely rejected later (measured on both real models, docs/BENCHMARKS.md). So per
+    bin and per depth segment (1, 2, 3-4, 5-8, ..., 33-64) the hazard, the chance the token at
+    that depth is rejected when all before it were accepted, is estimated from decayed counts:
+    positions reached and rejections there. The first segment's estimate is pulled by `prior`
+    pseudo-positions towards the geometric hazard 1 / (1 + predicted), each later one by one
+    pseudo-position towards the segment before it: depths a cut draft never reached inherit the
+    shallower hazard, and a few drafts that did reach them outweigh it.
+    A step's draft tells the curve what it could see: every draft token is compared with the
+    committed tokens (the target's own), so a draft that was cut, or not verified at all, is
+    censored where the commit ends, never counted as rejected there."""
+
+    SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
+
+    def __init__(self, cfg: OnlineConfig, edges: Optional[tuple[float, ...]] = None) -> None:
+        """`edges`: of the prediction's bins (default `cfg.prediction_edges`; () one bin)."""
+        self.edges = cfg.prediction_edges if edges is None else edges
+        self.prior, self.decay = cfg.prior, cfg.decay
+        bins, segs = len(self.edges) + 1, len(self.SEGMENTS) - 1
+        self.reached = np.zeros((bins, segs))  # decayed positions reached (accepted or rejected there)
+        self.rejected = np.zeros((bins, segs))  # decayed rejections
+        self.counts = np.zeros(bins, np.int64)  # updates seen (not decayed)
+        self._lo = np.array(self.SEGMENTS[:-1])
+        self._len = np.diff(self.SEGMENTS)
+        self.depth = self.SEGMENTS[-1] - 1  # deepest position modelled
 
     def _bin(self, predicted: float) -> int:
         return bisect.bisect_right(self.edges, predicted)
 
-    def correct(self, predicted: float) -> float:
+    def survival(self, predicted: float, depth: int) -> np.ndarray:
+        """(depth,) P(accepted >= k) for k = 1..depth of a draft with this raw prediction."""
         b = self._bin(predicted)
-        return predicted * self.r.ratio(b, max(predicted, 0.5))
+        hazard, prev = np.empty(len(self._len)), 1.0 / (1.0 + max(predicted, 0.0))
+        for s in range(len(self._len)):
+            w = self.prior if s == 0 else 1.0
+            prev = hazard[s] = (self.rejected[b, s] + w * prev) / (self.reached[b, s] + w)
+        per_depth = np.repeat(1.0 - hazard, self._len)[: min(depth, self.depth)]
+        out = np.cumprod(per_depth)
+        if depth > self.depth:  # beyond the modelled depths: the deepest segment's hazard
+            out = np.concatenate([out, out[-1] * (1.0 - hazard[-1]) ** np.arange(1, depth - self.depth + 1)])
+        return out
 
-    def update(self, predicted: float, expected: float, realised: int) -> None:
-        """`expected`: what the verified (possibly cut) draft was expected to get accepted,
-        from the raw prediction `predicted`; `realised`: what it got."""
-        self.r.update(self._bin(predicted), float(realised), float(expected))
+    def update(self, predicted: float, depth: int, matched: int, known: int) -> None:
+        """A `depth`-deep draft whose first `matched` tokens are the target's, of which `known`
+        tokens were committed this step (the draft's rejection is seen only within them)."""
+        b = self._bin(predicted)
+        self.reached[b] *= 1 - self.decay
+        self.rejected[b] *= 1 - self.decay
+        seen = min(matched, self.depth)
+        self.reached[b] += np.clip(seen + 1 - self._lo, 0, self._len)  # positions 1..seen were accepted
+        if matched < min(depth, known) and matched < self.depth:  # position matched + 1 was rejected
+            s = bisect.bisect_right(self.SEGMENTS, matched + 1) - 1
+            self.reached[b, s] += 1
+            self.rejected[b, s] += 1
+        self.counts[b] += 1
 
     def state(self) -> dict:
-        return {"ratios": [round(self.r.ratio(b, 1.0), 3) for b in range(self.r.bins)],
-                "steps": self.r.counts.tolist()}
+        """Per bin: the accepted length a draft of the modelled depth is expected to get."""
+        e = self.edges
+        mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5] if e else [1.0]
+        return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
+                "steps": self.counts.tolist()}
 
 
 class CostCalibrator:
@@ -163,15 +214,25 @@ class OnlineState:
 
     def __init__(self, cfg: OnlineConfig, curve: VerifyCost | None) -> None:
         self.cfg = cfg
-        self.prediction = PredictionCalibrator(cfg)
+        self.acceptance = AcceptanceCurve(cfg)
+        # the model arm's: its acceptance curve (one bin, the prior a geometric law of mean 1)
+        # from its verified and shadow drafts, its draft time and size
+        self.model_acceptance = AcceptanceCurve(cfg, edges=())
+        self.model_arm = ArmEstimate()
+        self._bandit: Optional[ModeBandit] = None
         self.cost = CostCalibrator(curve, cfg) if curve is not None else None
 
     def request_bandit(self) -> ModeBandit:
-        """A new request's own bandit (measured afresh: which mode is best depends on the
-        request's workload; carried over from earlier requests, it lost up to 20% on code after
-        chat, docs/BENCHMARKS.md)."""
-        return ModeBandit(self.cfg)
+        """The mode bandit a new request runs: the method's own, shared by its requests (each
+        mode measured once per process, then only by exploration; its rates follow the
+        workload within ~1 / `mode_decay` steps), or with `shared_bandit` off a fresh one
+        per request, measured afresh at the cost of every request's turns."""
+        if not self.cfg.shared_bandit:
+            return ModeBandit(self.cfg)
+        if self._bandit is None:
+            self._bandit = ModeBandit(self.cfg)
+        return self._bandit
 
     def state(self) -> dict:
-        return {"prediction": self.prediction.state(),
+        return {"acceptance": self.acceptance.state(), "model_acceptance": self.model_acceptance.state(),
                 **({"verify_cost": self.cost.state()} if self.cost is not None else {})}

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from hvd.hybrid.cost import VerifyCost
 
 CACHE, MODEL, BOTH, NONE = "cache", "model", "both", "none"
@@ -33,6 +35,7 @@ class PolicyConfig:
     allow_none: bool = True
     cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate
     explore_every: int = 32  # cost rule: try the model arm when it has not drafted for this many steps
+    shadow_every: int = 4  # cost rule, online: the model arm drafts (measured, not verified) at least this often
     online: bool = True  # cost rule: calibrate online and fall back to the best arm (hvd/hybrid/calibration.py)
 
     def __post_init__(self) -> None:
@@ -48,7 +51,12 @@ class ArmEstimate:
     draft_seconds: float = 0.0
     draft_len: float = 8.0  # nodes
 
+    steps: int = 0
+
     def update(self, accepted: int, draft_seconds: float, draft_len: int, ema: float) -> None:
+        """Running means, the first steps weighted as a plain mean over them and the prior."""
+        self.steps += 1
+        ema = max(ema, 1.0 / (self.steps + 1))
         self.accepted += ema * (accepted - self.accepted)
         self.draft_seconds += ema * (draft_seconds - self.draft_seconds)
         self.draft_len += ema * (draft_len - self.draft_len)
@@ -60,9 +68,12 @@ class Decision:
     cache_depth: int = 0  # cut the cache draft to this depth (0: keep it whole)
 
 
-def choose(cfg: PolicyConfig, predicted: float, score: float, cache_len: int, cache_seconds: float,
+def choose(cfg: PolicyConfig, predicted: float, score: float, survival: np.ndarray, cache_seconds: float,
            model: ArmEstimate, cost: Optional[VerifyCost], since_model: int = 0) -> Decision:
-    """The arm to verify this step. `since_model`: decisions since the model arm last drafted."""
+    """The arm to verify this step. `survival`: (cache draft depth,) P(accepted >= k) for
+    k = 1.. of the cache draft (`geometric` from the prediction, or the online curve); empty
+    when there is no cache draft. `since_model`: decisions since the model arm last drafted."""
+    cache_len = len(survival)
     if cfg.rule == "threshold":
         return Decision(CACHE if cache_len and predicted > cfg.threshold else MODEL)
     if cfg.rule == "rule":
@@ -72,11 +83,11 @@ def choose(cfg: PolicyConfig, predicted: float, score: float, cache_len: int, ca
         return Decision(MODEL)
     depth = 0
     if cache_len:
-        depth = best_depth(predicted, cache_len, cache_seconds, cost) if cfg.cut else cache_len
+        depth = best_depth(survival, cache_seconds, cost) if cfg.cut else cache_len
     model_secs = cache_seconds + model.draft_seconds
     rates = {MODEL: (model.accepted + 1) / (model_secs + cost(model.draft_len))}
     if depth:
-        cut = capped_mean(predicted, depth)
+        cut = float(survival[:depth].sum())  # E[min(accepted, depth)]
         rates[CACHE] = (cut + 1) / (cache_seconds + cost(depth))
         if cfg.allow_both:
             rates[BOTH] = (expected_max(cut, model.accepted) + 1) / (model_secs + cost(depth + model.draft_len))
@@ -93,10 +104,19 @@ def capped_mean(a: float, k: int) -> float:
     return a * (1 - (a / (1 + a)) ** k)
 
 
-def best_depth(predicted: float, length: int, draft_seconds: float, cost: VerifyCost) -> int:
-    """The cut of a `length`-deep draft with the most expected tokens per second."""
-    rate = [(capped_mean(predicted, k) + 1) / (draft_seconds + cost(k)) for k in range(1, length + 1)]
-    return 1 + max(range(length), key=rate.__getitem__)
+def geometric(a: float, depth: int) -> np.ndarray:
+    """(depth,) P(A >= k), k = 1..depth, for a geometric accepted length A with mean a: p^k,
+    p = a / (1 + a). Its sum is `capped_mean(a, depth)`."""
+    a = max(a, 0.0)
+    return (a / (1 + a)) ** np.arange(1, depth + 1)
+
+
+def best_depth(survival: np.ndarray, draft_seconds: float, cost: VerifyCost) -> int:
+    """The cut of a draft with the most expected tokens per second, from its (depth,)
+    P(accepted >= k): a cut to depth d is expected to get sum(survival[:d]) accepted."""
+    expected = np.cumsum(survival)
+    rate = [(expected[k - 1] + 1) / (draft_seconds + cost(k)) for k in range(1, len(survival) + 1)]
+    return 1 + max(range(len(survival)), key=rate.__getitem__)
 
 
 def expected_max(a: float, b: float) -> float:

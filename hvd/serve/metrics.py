@@ -4,8 +4,8 @@ Speculative counters carry the names vLLM and llama.cpp both use, with an ``hvd:
 ``method`` label: ``hvd:spec_decode_num_drafts_total``, ``..._num_draft_tokens_total``,
 ``..._num_accepted_tokens_total`` and ``..._num_accepted_tokens_per_pos_total{position}``
 (position 0 = the first draft token); steps per arm for hybrids; what `hvd`'s online
-calibration has learnt (``hvd:calibration_*``, after each of its requests: the prediction
-ratios are the method's, the mode rates and choice the last request's).
+calibration has learnt (``hvd:calibration_*``, after each of its requests: the acceptance
+curve is the method's, the mode rates and choice the last request's).
 """
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ class Metrics:
                                "second of each mode (policy, cache-only, model-only)", ["method", "mode"], registry=r)
         self.mode_best = Gauge("hvd:calibration_mode_chosen", "Online calibration: 1 for the mode it runs now",
                                ["method", "mode"], registry=r)
-        self.prediction_ratio = Gauge("hvd:calibration_prediction_ratio", "Online calibration: realised / predicted "
-                                      "accepted length per prediction bin", ["method", "bin"], registry=r)
+        self.expected_accepted = Gauge("hvd:calibration_expected_accepted", "Online calibration: accepted length "
+                                       "a 64-token cache draft is expected to get, per prediction bin",
+                                       ["method", "bin"], registry=r)
 
     def finished(self, stats: GenerationStats, ttft: float) -> None:
         m = stats.method
@@ -71,8 +72,8 @@ class Metrics:
             self.mode_rate.labels(method, mode).set(rate)
         for mode in modes.get("steps", {}):
             self.mode_best.labels(method, mode).set(1.0 if mode == modes.get("best") else 0.0)
-        for b, ratio in enumerate(cal.get("prediction", {}).get("ratios", [])):
-            self.prediction_ratio.labels(method, str(b)).set(ratio)
+        for b, accepted in enumerate(cal.get("acceptance", {}).get("expected_accepted", [])):
+            self.expected_accepted.labels(method, str(b)).set(accepted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

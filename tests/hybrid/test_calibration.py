@@ -12,9 +12,9 @@ from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.drafters.hybrid import HybridDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as pred
-from hvd.hybrid.calibration import MODES, CostCalibrator, ModeBandit, OnlineConfig, OnlineState, PredictionCalibrator
+from hvd.hybrid.calibration import MODES, AcceptanceCurve, CostCalibrator, ModeBandit, OnlineConfig, OnlineState
 from hvd.hybrid.cost import VerifyCost
-from hvd.hybrid.policy import PolicyConfig
+from hvd.hybrid.policy import PolicyConfig, geometric
 
 # A CPU-like verify cost: every draft node costs a third of a one-token step.
 COST = VerifyCost((0, 1, 8, 16, 32, 64), tuple(0.025 * (1 + n / 3) for n in (0, 1, 8, 16, 32, 64)))
@@ -68,13 +68,27 @@ def test_a_miscalibrated_predictor_converges_to_the_best_arm(factor):
         assert static < 0.9 * best
 
 
-def test_prediction_calibrator_learns_a_constant_bias():
-    c = PredictionCalibrator(OnlineConfig(decay=0.02))
-    assert c.correct(5.0) == pytest.approx(5.0)  # no data: the prediction as is
-    for _ in range(300):
-        c.update(5.0, 5.0, 2)  # predicted 5, realised 2, every time
-    assert c.correct(5.0) == pytest.approx(2.0, rel=0.15)  # the prior keeps ~7% weight at ratio 1
-    assert c.correct(0.2) == pytest.approx(0.2)  # other bins untouched
+def test_acceptance_curve_starts_geometric_and_learns_the_real_shape():
+    c = AcceptanceCurve(OnlineConfig(decay=0.02))
+    assert np.allclose(c.survival(5.0, 40), geometric(5.0, 40))  # no data: geometric in the prediction
+    rng = np.random.default_rng(0)
+    for _ in range(400):  # drafts rejected at their first token 70% of the time, else accepted whole
+        sure = rng.random() < 0.3
+        c.update(5.0, 32, 32 if sure else 0, 33 if sure else 1)
+    s = c.survival(5.0, 32)
+    assert s[0] == pytest.approx(0.3, abs=0.1) and s[-1] == pytest.approx(s[0], rel=0.1)  # all or nothing
+    assert np.allclose(c.survival(0.2, 8), geometric(0.2, 8))  # other bins untouched
+    assert c.state()["steps"][c._bin(5.0)] == 400
+
+
+def test_acceptance_curve_counts_no_rejection_it_did_not_see():
+    c = AcceptanceCurve(OnlineConfig())
+    for _ in range(200):
+        c.update(3.0, 4, 4, 5)  # cut to 4 and all accepted: censored at 4
+        c.update(3.0, 30, 2, 2)  # not verified; the commit (2 tokens) agreed with it as far as it went
+    s = c.survival(3.0, 30)
+    assert s[3] > 0.95 and s[-1] > 0.5  # beyond what was seen, the last segment's (low) hazard
+    assert c.rejected.sum() == 0
 
 
 def test_cost_calibrator_scales_the_curve_per_size_bucket():
@@ -127,5 +141,5 @@ def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, 
     cal = stats["calibration"]
     learnt = sum(cal["modes"]["steps"].values()) - sum(before["modes"]["steps"].values())
     assert stats["steps"] - 1 <= learnt <= stats["steps"]  # every step it drafted (not one with no budget left)
-    assert {"prediction", "modes", "verify_cost"} <= set(cal)
+    assert {"acceptance", "modes", "verify_cost"} <= set(cal)
     assert "calibration" not in tiny_engine.generate("abc", method="hvd-static", max_new_tokens=8).stats.to_dict()

@@ -6,7 +6,7 @@ import torch
 from hvd.hybrid import predictor as P
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import FEATURES, StepHistory, feature_vector, token_class_counts
-from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, PolicyConfig, best_depth, capped_mean, choose, expected_max
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, PolicyConfig, best_depth, capped_mean, choose, expected_max, geometric
 from hvd.types import Draft
 
 
@@ -83,12 +83,12 @@ COST = VerifyCost((0, 8, 32, 64), (0.06, 0.08, 0.15, 0.23))
 def test_rules():
     arm = ArmEstimate(accepted=2.0, draft_seconds=0.005, draft_len=16)
     paper = PolicyConfig(rule="threshold", threshold=6)
-    assert choose(paper, 7.0, 0.0, 10, 0.0, arm, None).arm == CACHE
-    assert choose(paper, 5.0, 9.0, 10, 0.0, arm, None).arm == MODEL
-    assert choose(paper, 9.0, 9.0, 0, 0.0, arm, None).arm == MODEL  # no cache draft: nothing to verify
+    assert choose(paper, 7.0, 0.0, geometric(7.0, 10), 0.0, arm, None).arm == CACHE
+    assert choose(paper, 5.0, 9.0, geometric(5.0, 10), 0.0, arm, None).arm == MODEL
+    assert choose(paper, 9.0, 9.0, geometric(9.0, 0), 0.0, arm, None).arm == MODEL  # no cache draft: nothing to verify
     rule = PolicyConfig(rule="rule", score_threshold=3)
-    assert choose(rule, 0.0, 3.5, 10, 0.0, arm, None).arm == CACHE
-    assert choose(rule, 9.0, 1.0, 10, 0.0, arm, None).arm == MODEL
+    assert choose(rule, 0.0, 3.5, geometric(0.0, 10), 0.0, arm, None).arm == CACHE
+    assert choose(rule, 9.0, 1.0, geometric(9.0, 10), 0.0, arm, None).arm == MODEL
     with pytest.raises(ValueError, match="unknown hybrid rule"):
         PolicyConfig(rule="nope")
 
@@ -97,23 +97,27 @@ def test_cost_rule_compares_tokens_per_second():
     arm = ArmEstimate(accepted=2.0, draft_seconds=0.005, draft_len=16)
     only = PolicyConfig(rule="cost", allow_both=False, allow_none=False)
     # predicted far past 32: the whole draft, (E[min(A,32)] + 1) / 0.15 ~ 200/s, beats the model's 3 / 0.105 = 29/s
-    d = choose(only, 200.0, 0.0, 32, 0.0, arm, COST)
+    d = choose(only, 200.0, 0.0, geometric(200.0, 32), 0.0, arm, COST)
     assert d.arm == CACHE and d.cache_depth == 32
-    assert choose(only, 0.2, 0.0, 32, 0.0, arm, COST).arm == MODEL
+    assert choose(only, 0.2, 0.0, geometric(0.2, 32), 0.0, arm, COST).arm == MODEL
     weak = ArmEstimate(accepted=0.0, draft_seconds=0.005, draft_len=16)
-    assert choose(PolicyConfig(rule="cost"), 0.0, 0.0, 32, 0.0, weak, COST).arm == NONE  # neither pays: plain step
+    assert choose(PolicyConfig(rule="cost"), 0.0, 0.0, geometric(0.0, 32), 0.0, weak, COST).arm == NONE  # neither pays: plain step
     flat = VerifyCost((0, 64), (0.06, 0.061))  # verification nearly free at any size: merge both
-    assert choose(PolicyConfig(rule="cost"), 3.0, 0.0, 32, 0.0, ArmEstimate(3.0, 0.001, 16), flat).arm == BOTH
-    assert choose(PolicyConfig(rule="cost", explore_every=8), 30.0, 0.0, 32, 0.0, weak, COST, since_model=8).arm == MODEL
+    assert choose(PolicyConfig(rule="cost"), 3.0, 0.0, geometric(3.0, 32), 0.0, ArmEstimate(3.0, 0.001, 16), flat).arm == BOTH
+    assert choose(PolicyConfig(rule="cost", explore_every=8), 30.0, 0.0, geometric(30.0, 32), 0.0, weak, COST, since_model=8).arm == MODEL
 
 
 def test_best_depth_cuts_a_draft_to_what_pays():
     assert capped_mean(3.0, 1) == pytest.approx(0.75) and capped_mean(3.0, 1000) == pytest.approx(3.0)
-    assert best_depth(200.0, 32, 0.0, COST) == 32  # all of it expected: verify it all
-    short = best_depth(1.0, 32, 0.0, COST)
+    assert best_depth(geometric(200.0, 32), 0.0, COST) == 32  # all of it expected: verify it all
+    short = best_depth(geometric(1.0, 32), 0.0, COST)
     assert 1 <= short <= 4  # one expected token: a few nodes, not 32
     rates = [(capped_mean(1.0, k) + 1) / COST(k) for k in range(1, 33)]
     assert rates[short - 1] == max(rates)
+    assert geometric(3.0, 1000).sum() == pytest.approx(capped_mean(3.0, 1000))
+    # a draft likely rejected at its first token but sure after it (as real ones are): all or nothing
+    sticky = np.array([0.3] + [0.3] * 31)
+    assert best_depth(sticky, 0.0, COST) == 32
 
 
 def test_expected_max_of_geometric_lengths():

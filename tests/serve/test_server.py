@@ -109,7 +109,7 @@ def test_models_health_metrics(server, client):
                  "hvd:num_requests_waiting", "hvd:requests_total", "hvd:spec_decode_steps_total",
                  'hvd:calibration_mode_tokens_per_second{method="hvd",mode="policy"}',
                  'hvd:calibration_mode_chosen{method="hvd",mode="cache-only"}',
-                 'hvd:calibration_prediction_ratio{bin="0",method="hvd"}'):
+                 'hvd:calibration_expected_accepted{bin="0",method="hvd"}'):
         assert name in text, name
 
 

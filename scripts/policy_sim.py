@@ -1,0 +1,82 @@
+"""Modelled decode speed of methods from replays: each step costs its measured drafting time
+plus this machine's verify-cost curve at its draft size (hvd/hybrid/cost.py), `ar` one
+0-node verify per token. No timing noise, so policies can be compared in minutes; the
+hybrids run with clock="model" (their online state charges the curve, not the wall clock).
+A method's calibration is shared across its prompts, as in `hvd bench`.
+
+    python scripts/policy_sim.py MODEL SUITES LIMIT METHODS
+    python scripts/policy_sim.py default agentic-edit,code 6 suffix,aded-greedy,rule-hybrid,hvd
+
+MODEL: a packaged name or path, or `default`. Prints per suite each method's median modelled
+speedup over `ar` and its τ.
+"""
+import collections
+import statistics
+import sys
+
+from hvd.bench.references import ReferenceStore, reference
+from hvd.bench.replay import replay
+from hvd.bench.suites import load_suite
+from hvd.drafters import registry
+from hvd.drafters.hybrid import HybridDrafter
+from hvd.drafters.stores import SharedStores
+from hvd.hybrid.calibration import OnlineConfig, OnlineState
+from hvd.engine import Engine
+from hvd.hybrid.cost import cached
+from hvd.models import cache_dir
+
+
+def modelled(records, cost) -> float:
+    """Seconds the steps would take: drafting as timed plus the curve's verify cost."""
+    return sum(r.draft_seconds + cost(r.draft_len) for r in records)
+
+
+def parse(kind: type, value: str):
+    return value.lower() in ("1", "true") if kind is bool else kind(value)
+
+
+def variant(stores: SharedStores, method: str, cost) -> SharedStores:
+    """`hvd@warmup=0;min_steps=16`: hvd with those OnlineConfig fields, its own calibration."""
+    out = SharedStores(stores.max_response_tokens, stores.assets, stores.classes, {})
+    if "@" in method:
+        name, spec = method.split("@")
+        kv = {k: parse(type(getattr(OnlineConfig(), k)), v) for k, v in (x.split("=") for x in spec.split(";"))}
+        out.calibration[name] = OnlineState(OnlineConfig(**kv), cost)
+    return out
+
+
+def main() -> None:
+    model, suites, limit = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
+    methods = sys.argv[4].split(",")
+    e = Engine.load(None if model == "default" else model, dtype="int8", threads=1)
+    cost = cached(e.target, cache_dir())
+    store = ReferenceStore.for_target(e.target)
+    stores = {m: variant(e.stores, m, cost) for m in methods}  # one calibration per method, across suites
+    for suite in suites:
+        ps = load_suite(suite, limit=limit, max_new_tokens=200)
+        speed = {m: [] for m in methods}
+        tau = {m: [] for m in methods}
+        for p in ps:
+            ids = e.encode(list(p.messages))
+            ref = reference(e, store, p.id, ids, 200)
+            limit_ = e.token_limit(len(ids), 200)
+            base = (len(ref) - 1) * cost(0)  # the first token comes from prefill
+            for m in methods:
+                d = registry.get(m.split("@")[0]).make(e.target, stores[m].fresh())
+                if isinstance(d, HybridDrafter):
+                    d.clock = "model"
+                recs = replay(d, ids, ref, limit=limit_)
+                speed[m].append(base / max(modelled(recs, cost), 1e-9))
+                tau[m].append(sum(r.committed for r in recs) / max(len(recs), 1))
+                if "-v" in sys.argv and isinstance(d, HybridDrafter):
+                    shares = collections.Counter(r.source for r in recs)
+                    print(f"    {p.id} {m}: " + " ".join(f"{k} {v}" for k, v in shares.most_common()))
+        if "-v" in sys.argv:
+            for i, p in enumerate(ps):
+                print(f"  {p.id}: " + "  ".join(f"{m} {speed[m][i]:.2f}x/τ{tau[m][i]:.2f}" for m in methods))
+        print(f"{suite} ({len(ps)}): " + "  ".join(
+            f"{m} {statistics.median(speed[m]):.2f}x/τ{statistics.median(tau[m]):.2f}" for m in methods), flush=True)
+
+
+if __name__ == "__main__":
+    main()
