@@ -52,7 +52,7 @@ class ReferenceStore:
         target's outputs are not float32's), by its kernels' build where it names one."""
         from hvd.models import cache_dir
 
-        name = "-".join(x for x in (model_key(target.model), target.precision, getattr(target, "build_id", "")) if x)
+        name = "-".join(x for x in (model_key(target.model), target.precision, target.build_id) if x)
         return cls((root or cache_dir() / "references") / f"{name}.jsonl")
 
     def _load(self) -> dict[ReferenceKey, list[int]]:

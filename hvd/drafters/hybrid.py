@@ -144,7 +144,8 @@ class HybridDrafter:
             survival = self.online.acceptance.survival(estimate, depth)
             cost = self.online.cost if self.online.cost is not None else cost
             length = max(int(round(model.draft_len)), 1)
-            model = replace(model, accepted=float(self.online.model_acceptance.survival(1.0, length).sum()))
+            expected = self.online.model_acceptance.survival(1.0, length).sum()
+            model = replace(model, accepted=float(expected))
         return choose(self.policy, estimate, score, survival, cache_seconds, model, cost, self._since_model)
 
     def observe(self, committed: Sequence[int]) -> None:

@@ -2,7 +2,8 @@
 
 A predictor trained on one machine's traces, and a verify-cost curve measured under one load,
 are only estimates here. Running corrections, learnt from what verification tells every step,
-in fixed memory, per process (one `OnlineState` per method, shared by its requests):
+in fixed memory: the curves per process (one `OnlineState` per method, shared by its
+requests), the bandit per request:
 
 * `AcceptanceCurve`: how likely each depth of a cache draft is to be accepted, per bin of the
   predictor's output, from every step's cache draft against the committed tokens; the policy
@@ -13,14 +14,15 @@ in fixed memory, per process (one `OnlineState` per method, shared by its reques
   reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
-  tokens / (draft + verify seconds), decayed sums) is tracked. The method's first `warmup`
+  tokens / (draft + verify seconds), decayed sums) is tracked. A request's first `warmup`
   steps run the policy; then each other mode runs `min_steps` steps in turn; from there on a
   step runs the policy unless another mode's rate beats it by more than `margin` (then that
   mode), except that with probability `explore` (seeded) it runs another, so every mode's
   rate stays measured. The method is then never slower than its best single arm by more
   than about `margin` + `explore` x the gap between the best mode and the others, plus the
-  decisions' overhead (tens of microseconds a step). One bandit serves all of a method's
-  requests: measured per request, its turns cost more than they found (docs/BENCHMARKS.md).
+  decisions' overhead (tens of microseconds a step), in a request longer than the warm-up.
+  Per request (`shared_bandit` off), because its rates compare modes run at different times:
+  carried across requests they compared one workload's policy with another's cache arm.
 """
 from __future__ import annotations
 
@@ -47,11 +49,11 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.02  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    warmup: int = 64  # steps the policy runs alone before the other modes are measured (the
-    # method's first steps, its bandit being shared by its requests)
+    warmup: int = 64  # steps a request's policy runs alone before the other modes are measured:
+    # most requests (a 200-token edit or tool call takes ~40-80 steps) are left to the policy
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
-    shared_bandit: bool = True  # one mode bandit per method, across its requests (False: one per request)
+    shared_bandit: bool = False  # one mode bandit per method, across its requests (False: one per request)
     seed: int = 0
 
 

@@ -85,7 +85,7 @@ def _key(target, tree: bool) -> str:
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
-    build = getattr(target, "build_id", "")  # the compiled kernels: new kernels, a new curve
+    build = target.build_id  # the compiled kernels: new kernels, a new curve
     from hvd.models import cpu_name
 
     raw = (f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{build}|{cpu_name()}|"

@@ -33,6 +33,8 @@ def _is_chain(parents: Sequence[int]) -> bool:
 class HFTarget(CollectsHidden):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
+    build_id = ""  # computes with torch's own kernels
+
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
         from transformers import DynamicCache  # transformers specifics stay in this class
 

@@ -30,6 +30,7 @@ class Target(Protocol):
 
     model: Any
     precision: str  # what the weights compute in: "float32", "bfloat16", "int8"
+    build_id: str  # the target's own compiled kernels ("": none): cost curves and references are keyed by it
     vocab_size: int
     max_context: int  # positions the model can attend over
     max_draft_nodes: int  # draft nodes one verify takes (more are dropped, last first)

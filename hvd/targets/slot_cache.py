@@ -19,6 +19,7 @@ from hvd.types import Draft
 
 class SlotCacheTarget(CollectsHidden):
     prefill_chunk: int
+    build_id = ""  # targets with kernels of their own set it
 
     def _reset(self) -> None:
         """The empty request state (call from __init__)."""
