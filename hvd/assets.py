@@ -7,6 +7,7 @@
 | tri-grams     | trigram.npz               | the shipped datastore (default model), else empty     |
 | traces        | traces.npz                | -                                                     |
 | predictor     | predictor/                | the shipped predictor (hvd/checkpoints/predictor)     |
+| drafter       | dflash/ (`--drafter`)     | the shipped dflash (default model), else none         |
 
 The shipped predictor reads only features that do not depend on the vocabulary (match
 lengths and scores, positions, acceptance history, and character-class counts of the draft's
@@ -63,6 +64,17 @@ class ModelAssets:
     @property
     def predictor_path(self) -> Path:
         return self.directory / "predictor"
+
+    @property
+    def drafter_path(self) -> Path:
+        return self.directory / "dflash"
+
+    def own_drafter(self) -> Optional[Path]:
+        """The model's own trained DFlash drafter, where `hvd prepare --drafter` made one."""
+        from hvd.drafters.dflash import CONFIG_FILE, WEIGHTS_FILE
+
+        d = self.drafter_path
+        return d if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file() else None
 
     def own_predictor(self) -> Optional[Path]:
         """The model's own trained predictor, where `hvd prepare` made one."""

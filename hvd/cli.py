@@ -140,6 +140,12 @@ def _add_prepare_command(sub) -> None:
                                                                             f"(default {d.trace_tokens})")
     p.add_argument("--corpus-chars", type=int, default=None, help="characters per datastore corpus source "
                                                                  "(default 8,000,000)")
+    p.add_argument("--drafter", action="store_true", help="also train a DFlash drafter for `dflash` (slow on a CPU: "
+                                                           "hours for 3000 steps; resumable)")
+    p.add_argument("--drafter-steps", type=int, default=d.drafter_steps, help=f"its optimizer steps (default "
+                                                                              f"{d.drafter_steps})")
+    p.add_argument("--drafter-texts", type=int, default=d.drafter_texts, help=f"train prompts per suite and library "
+                                                                              f"files it learns from (default {d.drafter_texts})")
 
 
 def _add_datastore_command(sub) -> None:
@@ -356,8 +362,10 @@ def cmd_agent_bench(a: argparse.Namespace) -> None:
 def cmd_prepare(a: argparse.Namespace) -> None:
     from hvd import prepare
 
-    if a.trace_limit <= 0 or a.trace_tokens <= 0 or (a.corpus_chars is not None and a.corpus_chars <= 0):
-        raise CliError("--trace-limit, --trace-tokens and --corpus-chars must be positive integers")
+    if min(a.trace_limit, a.trace_tokens, a.drafter_steps, a.drafter_texts) <= 0 or (
+            a.corpus_chars is not None and a.corpus_chars <= 0):
+        raise CliError("--trace-limit, --trace-tokens, --corpus-chars, --drafter-steps and --drafter-texts must be "
+                       "positive integers")
     t0 = time.perf_counter()
     engine = _load(a.model, threads=a.threads, dtype=a.dtype)
     assets = engine.stores.assets
@@ -365,11 +373,13 @@ def cmd_prepare(a: argparse.Namespace) -> None:
     if a.check:
         states = prepare.status(engine)
         print(prepare.describe(states))
-        missing = [s.name for s in states if not s.ready]
-        print(f"missing: {', '.join(missing)} (run: hvd prepare{' --model ' + a.model if a.model else ''})" if missing
+        missing = prepare.missing(states, a.drafter)
+        flags = (" --model " + a.model if a.model else "") + (" --drafter" if a.drafter else "")
+        print(f"missing: {', '.join(missing)} (run: hvd prepare{flags})" if missing
               else "ready: hvd uses this model's own predictor and datastore")
         return
-    prepare.run(engine, prepare.PrepareConfig(a.trace_limit, a.trace_tokens, a.force, a.corpus_chars))
+    prepare.run(engine, prepare.PrepareConfig(a.trace_limit, a.trace_tokens, a.force, a.corpus_chars, a.drafter,
+                                              a.drafter_steps, a.drafter_texts))
     print(f"prepared in {time.perf_counter() - t0:.0f} s: `hvd generate --model {a.model or 'smollm2-135m'}` now "
           "runs hvd with this model's own predictor")
 

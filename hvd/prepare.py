@@ -8,6 +8,9 @@ crashed step leaves nothing half-written), `--force` redoes them, `--check` only
   cost          verify-cost curves, chains and trees (how many draft tokens pay, here)
   traces        `ar` outputs of train-split prompts replayed through the hybrid (the predictor's data)
   predictor     the HVD predictor trained on them; held-out precision/recall printed
+  drafter       only with --drafter: a DFlash drafter trained with the three losses (positional
+                weighting, first-error focal, chain) on target features of train-split text;
+                resumable from its last evaluation (slow on a CPU: see the README)
 
 Without it hvd still runs any model with the shipped predictor (its features do not depend on
 the vocabulary) and an empty datastore that adapts as it goes.
@@ -20,7 +23,7 @@ from typing import Callable, Optional
 
 from hvd.hybrid.trace import TraceConfig
 
-STEPS = ("model", "classes", "datastore", "cost", "traces", "predictor")
+STEPS = ("model", "classes", "datastore", "cost", "traces", "predictor", "drafter")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class PrepareConfig:
     trace_tokens: int = 192  # new tokens per traced prompt
     force: bool = False
     corpus_chars: Optional[int] = None  # characters per datastore corpus source (None: CorpusConfig's)
+    drafter: bool = False  # also train a DFlash drafter (the optional step)
+    drafter_steps: int = 3000  # its optimizer steps
+    drafter_texts: int = 60  # train-split sources per suite and standard-library files it learns from
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class StepState:
     name: str
     ready: bool
     where: str
+    optional: bool = False  # built only when asked for (--drafter)
 
 
 def status(engine) -> list[StepState]:
@@ -54,6 +61,8 @@ def status(engine) -> list[StepState]:
         StepState("traces", a.default or a.traces_path.is_file(), "shipped" if a.default else str(a.traces_path)),
         StepState("predictor", a.default or a.own_predictor() is not None,
                   "shipped (default model)" if a.default else str(a.predictor_path)),
+        StepState("drafter", a.default or a.own_drafter() is not None,
+                  "shipped (default model)" if a.default else f"{a.drafter_path} (optional: --drafter)", optional=True),
     ]
 
 
@@ -61,9 +70,12 @@ def run(engine, cfg: PrepareConfig, say: Callable[[str], None] = print) -> dict[
     """Run the missing steps (all with `force`); returns seconds per step run."""
     done = {s.name: s.ready and not cfg.force for s in status(engine)}
     timings: dict[str, float] = {}
-    for name, step in (("datastore", _datastore), ("cost", _cost), ("traces", _traces), ("predictor", _predictor)):
+    for name, step in (("datastore", _datastore), ("cost", _cost), ("traces", _traces), ("predictor", _predictor),
+                       ("drafter", _drafter)):
         if done[name]:
             say(f"  {name:<10} ready")
+            continue
+        if name == "drafter" and not cfg.drafter:
             continue
         t0 = time.perf_counter()
         detail = step(engine, cfg)
@@ -124,7 +136,24 @@ def _predictor(engine, cfg: PrepareConfig) -> str:
             f"(accepted >= {report['threshold']:g}, {report['held_out_steps']} steps)")
 
 
+def _drafter(engine, cfg: PrepareConfig) -> str:
+    from hvd.train.data import DataConfig
+    from hvd.train.drafter import TrainConfig, train
+
+    a = engine.stores.assets
+    n = cfg.drafter_texts
+    report = train(engine, a.drafter_path, TrainConfig(steps=cfg.drafter_steps, eval_every=max(1, min(200, cfg.drafter_steps))),
+                   DataConfig(prompts_per_suite=n, regenerate=cfg.trace_tokens, stdlib_files=n),
+                   work=a.directory / "drafter-work", log=lambda _: None)
+    return f"{report['steps']} steps on {report['sequences']} sequences, held-out τ {report['held_out_tau']:.2f}"
+
+
 def describe(states: list[StepState]) -> str:
     width = max(len(s.name) for s in states)
     return "\n".join(f"  {s.name:<{width}}  {'ready  ' if s.ready else 'missing'}  {s.where}" for s in states)
+
+
+def missing(states: list[StepState], drafter: bool = False) -> list[str]:
+    """The steps still to run (the optional drafter only when asked for)."""
+    return [s.name for s in states if not s.ready and (drafter or not s.optional)]
 

@@ -58,6 +58,28 @@ def test_prepare_builds_every_part_resumes_and_hvd_uses_them(model_dir, tmp_path
         assert engine.generate(prompt, method=method, max_new_tokens=16).token_ids == ref, method
 
 
+def test_prepare_drafter_trains_the_models_own_dflash(model_dir, tmp_path, monkeypatch, capsys):
+    from hvd.drafters.registry import MethodUnavailable
+    from hvd.engine import Engine
+
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path / "cache"))
+    argv = ["prepare", "--model", str(model_dir), "--threads", "1", "--trace-limit", "1", "--trace-tokens", "12",
+            "--corpus-chars", "20000"]
+    engine = Engine.load(str(model_dir), threads=1)
+    with pytest.raises(MethodUnavailable, match="hvd prepare --model MODEL --drafter"):
+        engine.drafter("dflash")  # the shipped checkpoint is SmolLM2's
+    assert main(argv + ["--check", "--drafter"]) == 0
+    assert "drafter" in capsys.readouterr().out.splitlines()[-1]  # missing, when asked for
+    assert main(argv + ["--drafter", "--drafter-steps", "2", "--drafter-texts", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "drafter    done in" in out and "held-out τ" in out, out
+    engine = Engine.load(str(model_dir), threads=1)
+    assert engine.drafter("dflash").net.c.vocab == engine.target.vocab_size  # its own
+    prompt = "def f(x):\n    return x"
+    ref = engine.generate(prompt, method="ar", max_new_tokens=16).token_ids
+    assert engine.generate(prompt, method="dflash", max_new_tokens=16).token_ids == ref
+
+
 def test_prepare_bad_input(capsys):
     assert main(["prepare", "--trace-limit", "0"]) == 2
     assert "--trace-limit" in capsys.readouterr().err

@@ -95,7 +95,7 @@ class DFlashDrafter:
         c = net.c
         if weights.embedding.shape != (c.vocab, c.hidden):
             raise CheckpointMismatch(f"{name}: drafter trained for vocab {c.vocab} x hidden {c.hidden}, the target has "
-                                     f"{tuple(weights.embedding.shape)}; train one for it with: hvd train drafter")
+                                     f"{tuple(weights.embedding.shape)}; train one for it with: hvd prepare --model MODEL --drafter")
         if max(c.target_layers) > weights.num_layers:
             raise CheckpointMismatch(f"drafter reads target layer {max(c.target_layers)}; the target has {weights.num_layers}")
         self.net, self.w, self.name = net.eval().to(weights.embedding.dtype), weights, name  # the target's dtype

@@ -52,7 +52,8 @@ def _dflash(name: str) -> Callable[["Target"], Drafter]:
     def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
         from hvd.drafters.dflash import for_target
 
-        return for_target(target, name=name)  # the packaged checkpoint hvd/checkpoints/<name>
+        own = stores.assets.own_drafter() if name == "dflash" and stores is not None and stores.assets else None
+        return for_target(target, path=own, name=name)  # None: the packaged checkpoint hvd/checkpoints/<name>
 
     return make
 

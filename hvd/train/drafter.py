@@ -114,7 +114,9 @@ def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Opt
     cache = work / "features"
     t0 = time.perf_counter()
     log(f"feature cache {cache} (layers {list(ncfg.target_layers)})")
-    names = D.build_cache(engine, data_cfg, ncfg.target_layers, cache, progress=lambda k: None)
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.completed} sequences"), transient=True) as bar:
+        task = bar.add_task("target features (greedy continuations, hidden states)", total=None)
+        names = D.build_cache(engine, data_cfg, ncfg.target_layers, cache, progress=lambda k: bar.advance(task))
     shards = D.load_shards(cache)
     held = [s for i, s in enumerate(shards) if i % data_cfg.holdout_every == data_cfg.holdout_every - 1]
     fit = [s for i, s in enumerate(shards) if i % data_cfg.holdout_every != data_cfg.holdout_every - 1] or shards
