@@ -1,4 +1,5 @@
-"""Peer replay: ArcticInference's SuffixDecodingCache over hvd's recorded greedy `ar` outputs.
+"""Peer replay: ArcticInference's SuffixDecodingCache over hvd's recorded greedy `ar` outputs,
+beside hvd's own `suffix` at the same settings.
 
 Optional peer measurement (not part of hvd). Build the extension first:
     scripts/build_arctic_suffix.sh            # -> ${HVD_CACHE:-~/.cache/hvd}/arctic_suffix
@@ -54,6 +55,8 @@ class Setting:
 # package's own simulator (arctic_inference/suffix_decoding/simulator.py), which use a tree.
 SETTINGS = {
     "as-ours": Setting("as-ours: tree, 32 tok, factor 2.0, p>=0.1", 64, 32, 2.0, 0.0, 0.1, True),
+    "as-ours-f3": Setting("as-ours, factor 3.0: tree, 32 tok, factor 3.0, p>=0.1", 64, 32, 3.0, 0.0, 0.1, True),
+    "path-f3": Setting("path, 32 tok, factor 3.0, p>=0.1", 64, 32, 3.0, 0.0, 0.1, False),
     "lib-defaults": Setting("library defaults: path, 64 tok, factor 1.0, p>=0.1", 64, 64, 1.0, 0.0, 0.1, False),
     "sim-defaults": Setting("simulator defaults: tree, 64 tok, factor 1.0, p>=0.1", 64, 64, 1.0, 0.0, 0.1, True),
 }
@@ -90,6 +93,20 @@ def replay_arctic(cache_cls, s: Setting, prompt: list[int], reference: list[int]
     return decoded, steps, proposed
 
 
+def replay_hvd(s: Setting, prompt: list[int], reference: list[int], limit: int) -> tuple[int, int, int]:
+    """hvd's `suffix` at the same setting (its other options at their defaults), through
+    hvd's own replay: (tokens after the first, steps, draft tokens proposed)."""
+    from hvd.bench.replay import replay
+    from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
+
+    if s.max_spec_offset:
+        raise ValueError("hvd's suffix has no max_spec_offset")
+    cfg = SuffixConfig(max_depth=s.max_tree_depth, max_spec=s.max_spec_tokens, spec_factor=s.max_spec_factor,
+                       min_prob=s.min_token_prob, tree=s.use_tree_spec)
+    records = replay(SuffixDrafter(cfg), prompt, reference, limit=limit)
+    return sum(r.committed for r in records), len(records), sum(r.draft_len for r in records)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", action="append", required=True, help="suite (repeatable)")
@@ -119,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from hvd.engine import Engine
 
     engine = Engine.load(dtype=a.dtype, threads=a.threads)
-    store = ReferenceStore.for_model(engine.target.model)
+    store = ReferenceStore.for_target(engine.target)
     rows = []
     for suite, limit in zip(a.suite, limits):
         prompts = load_suite(suite, "eval", limit, a.max_new_tokens)
@@ -130,23 +147,27 @@ def main(argv: Optional[list[str]] = None) -> int:
             ref = reference(engine, store, p.id, ids, n)
             data.append((p.id, ids, ref, engine.token_limit(len(ids), n)))
         for s in settings:
-            tokens = steps = proposed = 0
-            per_prompt = []
-            t0 = time.perf_counter()
-            for pid, ids, ref, lim in data:
-                d, st, pr = replay_arctic(SuffixDecodingCache, s, ids, ref, lim)
-                tokens, steps, proposed = tokens + d, steps + st, proposed + pr
-                per_prompt.append({"prompt_id": pid, "tokens": d, "steps": st,
-                                   "tau": d / st if st else 1.0, "draft_tokens": pr})
-            rows.append({"suite": suite, "setting": s.name, "params": asdict(s), "prompts": len(data),
-                         "tokens": tokens, "steps": steps, "tau": tokens / steps if steps else 1.0,
-                         "draft_tokens_per_step": proposed / steps if steps else 0.0,
-                         "seconds": time.perf_counter() - t0, "per_prompt": per_prompt})
+            for who, run in (("arctic", lambda ids, ref, lim: replay_arctic(SuffixDecodingCache, s, ids, ref, lim)),
+                             ("hvd", lambda ids, ref, lim: replay_hvd(s, ids, ref, lim))):
+                tokens = steps = proposed = 0
+                per_prompt = []
+                t0 = time.perf_counter()
+                for pid, ids, ref, lim in data:
+                    d, st, pr = run(ids, ref, lim)
+                    tokens, steps, proposed = tokens + d, steps + st, proposed + pr
+                    per_prompt.append({"prompt_id": pid, "tokens": d, "steps": st,
+                                       "tau": d / st if st else 1.0, "draft_tokens": pr})
+                rows.append({"suite": suite, "drafter": who, "setting": s.name, "params": asdict(s),
+                             "prompts": len(data), "tokens": tokens, "steps": steps,
+                             "tau": tokens / steps if steps else 1.0,
+                             "draft_tokens_per_step": proposed / steps if steps else 0.0,
+                             "seconds": time.perf_counter() - t0, "per_prompt": per_prompt})
 
-    print("| suite | setting | prompts | tokens | steps | τ |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['suite']} | {r['setting']} | {r['prompts']} | {r['tokens']} | {r['steps']} | {r['tau']:.3f} |")
+    print("| suite | setting | prompts | tokens | ArcticInference steps | τ | hvd `suffix` steps | τ |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r, h in zip(rows[::2], rows[1::2]):
+        print(f"| {r['suite']} | {r['setting']} | {r['prompts']} | {r['tokens']} | {r['steps']} | {r['tau']:.3f} "
+              f"| {h['steps']} | {h['tau']:.3f} |")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({

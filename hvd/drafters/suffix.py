@@ -14,9 +14,12 @@ longer match predicts sharper but from fewer occurrences; a short one can win wh
 after it is consistent. (Replayed on held-out edits and BFCL episodes: τ +7% / +10% over the
 longest 2-token-minimum match alone; docs/BENCHMARKS.md.)
 
-Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node
-that have a next token. An occurrence at the very end of a store (the context itself, in
-the request store) has no next token and is left out, so it never dilutes the counts.
+Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node,
+those with no next token included (the context's own end, a response's last tokens), as
+ArcticInference counts them; equally frequent children rank by which reached that count
+first (its count-ordered children), and this request's output is also matched in an index of
+its own (its global tree holds the active response). With these three, replays give exactly
+ArcticInference's τ at the same settings; each was worth 0-2% τ (docs/BENCHMARKS.md).
 
 Timings (AMD EPYC, 2 cores; time.perf_counter medians, synthetic Zipf text with copied spans):
     begin: 1k-token prompt 0.035 ms, 3k 0.09 ms, 30k 0.85 ms; observe: 1.8 us per call
@@ -58,6 +61,16 @@ class SuffixConfig:
     # Draft from every matched suffix length and keep the best score (as ArcticInference's
     # SuffixDecoding does); False: only from the longest match.
     all_lengths: bool = True
+    # This request's output also in an index of its own, its drafts scored against those of
+    # prompt + output (as ArcticInference also adds the active response to its global tree).
+    split_response: bool = True
+    # Occurrences with no next token (the context's own end, a response's last tokens) count in
+    # a node's total, lowering its children's probabilities (as ArcticInference counts them);
+    # False: left out.
+    count_ends: bool = True
+    # Among equally frequent continuations, the one seen most recently (False: the one that
+    # reached that count first, as ArcticInference's count-ordered children do).
+    recent_first: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_match <= self.max_match:
@@ -96,10 +109,10 @@ def _index_range(tokens, prev, head, k, lo, hi, base):
 
 
 @njit(cache=True)
-def _matches(tokens, n, base, head, prev, tail, k, max_visits):
+def _matches(tokens, n, base, head, prev, tail, k, max_visits, ends):
     """(lengths, positions), each (m,): every occurrence in tokens[base:n] of a suffix of `tail`
-    at least k long that has a next token, the position of its last token and the length of
-    the longest suffix of `tail` ending there (capped at len(tail)); newest first."""
+    at least k long that has a next token (`ends`: or not), the position of its last token and
+    the length of the longest suffix of `tail` ending there (capped at len(tail)); newest first."""
     c = tail.shape[0]
     pos = np.empty(max_visits, np.int64)  # (max_visits,)
     lens = np.empty(max_visits, np.int64)  # (max_visits,)
@@ -110,7 +123,7 @@ def _matches(tokens, n, base, head, prev, tail, k, max_visits):
     visits = 0
     while p >= base and visits < max_visits:  # chains run newest to oldest
         visits += 1
-        if p + 1 < n and tokens[p + 1] != SEP:
+        if ends or (p + 1 < n and tokens[p + 1] != SEP):
             length = 0
             while length < c and p - length >= base and tokens[p - length] == tail[c - 1 - length]:
                 length += 1
@@ -157,7 +170,7 @@ def _group_order(keys):
 def _children(tokens, n, pos, lo, hi):
     """Group the occurrences pos[lo:hi] of one node by their next token, in place: afterwards
     child g owns pos[g_lo[g]:g_hi[g]], advanced to point at its token. Returns per child
-    (token, lo, hi, most recent position)."""
+    (token, lo, hi, most recent position), and how many occurrences have no next token."""
     size = hi - lo
     nxt = np.empty(size, np.int64)  # (size,) next token, SEP where none
     for i in range(size):
@@ -174,7 +187,7 @@ def _children(tokens, n, pos, lo, hi):
     g_lo = np.empty(size, np.int64)
     g_hi = np.empty(size, np.int64)
     g_recent = np.empty(size, np.int64)
-    g, i = 0, 0
+    g, i, ended = 0, 0, 0
     while i < size:
         j, recent = i, -1
         while j < size and keys[j] == keys[i]:
@@ -183,20 +196,23 @@ def _children(tokens, n, pos, lo, hi):
         if keys[i] != SEP:
             g_tok[g], g_lo[g], g_hi[g], g_recent[g] = keys[i], lo + i, lo + j, recent
             g += 1
+        else:
+            ended += j - i
         i = j
-    return g_tok[:g], g_lo[:g], g_hi[:g], g_recent[:g]
+    return g_tok[:g], g_lo[:g], g_hi[:g], g_recent[:g], ended
 
 
 @njit(cache=True)
-def _child_probs(los, his, recents, prob, tree):
-    """Path probability of each child ((groups,) each); in chain mode -1 for all but the most
-    frequent one (ties: the most recent)."""
+def _child_probs(los, his, recents, prob, tree, ended, order):
+    """Path probability of each child ((groups,) each), `ended` occurrences with no next token
+    counted in the node's total; in chain mode -1 for all but the most frequent one (ties: the
+    most recent)."""
     g = los.shape[0]
-    total, best = 0, 0
+    total, best = ended, 0
     for i in range(g):
         total += his[i] - los[i]
         more = his[i] - los[i] - (his[best] - los[best])
-        if more > 0 or (more == 0 and recents[i] > recents[best]):
+        if more > 0 or (more == 0 and order * recents[i] > order * recents[best]):
             best = i
     probs = np.empty(g, np.float64)  # (groups,)
     for i in range(g):
@@ -205,8 +221,9 @@ def _child_probs(los, his, recents, prob, tree):
 
 
 @njit(cache=True)
-def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree):
-    """Best-first draft below the matched node whose occurrences end at `occ`.
+def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree, ends, order):
+    """Best-first draft below the matched node whose occurrences end at `occ` (`ends`: those
+    with no next token count in each node's total, as ArcticInference counts them).
     Returns (tokens, parents, path probabilities), each (d,), in topological order."""
     pos = occ.copy()  # (K,) node slices partition it; see _children
     out_tok = np.empty(max_nodes, np.int64)  # (max_nodes,)
@@ -220,13 +237,13 @@ def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree):
     d = 0
     while True:
         if depth < max_depth and d < max_nodes:
-            toks, los, his, recents = _children(tokens, n, pos, lo, hi)
-            probs = _child_probs(los, his, recents, prob, tree)
+            toks, los, his, recents, ended = _children(tokens, n, pos, lo, hi)
+            probs = _child_probs(los, his, recents, prob, tree, ended if ends else 0, order)
             for i in range(toks.shape[0]):
                 if probs[i] >= min_prob:
                     cands.append((toks[i], node, depth + 1, los[i], his[i]))
                     cand_probs.append(probs[i])
-                    heapq.heappush(heap, (-probs[i], -recents[i], len(cands) - 1))
+                    heapq.heappush(heap, (-probs[i], -order * recents[i], len(cands) - 1))
         if len(heap) == 0 or d == max_nodes:
             break
         c = heapq.heappop(heap)[2]
@@ -282,10 +299,10 @@ class SuffixIndex:
         self.tokens, self.prev, self.head = fresh.tokens, fresh.prev, fresh.head
         self.n, self.base = len(live), 0
 
-    def matches(self, tail: np.ndarray, max_visits: int) -> tuple[np.ndarray, np.ndarray]:
+    def matches(self, tail: np.ndarray, max_visits: int, ends: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(match length, last position) of every occurrence of a suffix of tail ((c,) int32)
         at least k long, newest first (see _matches)."""
-        return _matches(self.tokens, self.n, self.base, self.head, self.prev, tail, self.k, max_visits)
+        return _matches(self.tokens, self.n, self.base, self.head, self.prev, tail, self.k, max_visits, ends)
 
     def match(self, tail: np.ndarray, max_visits: int) -> tuple[int, np.ndarray]:
         """Longest matched suffix length of tail ((c,) int32) and its occurrences' last positions."""
@@ -296,9 +313,10 @@ class SuffixIndex:
         return best, pos[lens == best]
 
     def expand(
-        self, occ: np.ndarray, max_nodes: int, max_depth: int, min_prob: float, tree: bool
+        self, occ: np.ndarray, max_nodes: int, max_depth: int, min_prob: float, tree: bool, ends: bool = False,
+        recent_first: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _expand(self.tokens, self.n, occ, max_nodes, max_depth, min_prob, tree)
+        return _expand(self.tokens, self.n, occ, max_nodes, max_depth, min_prob, tree, ends, 1 if recent_first else -1)
 
 
 # ---------------------------------------------------------------- drafter
@@ -348,6 +366,7 @@ class SuffixDrafter:
         """`store`: a shared store of earlier responses (default: a private one)."""
         self.config = config
         self._local: Optional[SuffixIndex] = None  # this request: prompt + committed output
+        self._response: Optional[SuffixIndex] = None  # split_response: this request's committed output
         self.store = store if store is not None else ResponseStore(config.min_match, config.max_global_tokens)
         if self.store.min_match != config.min_match:
             raise ValueError("a shared response store must use the drafter's min_match")
@@ -368,11 +387,14 @@ class SuffixDrafter:
     def begin(self, prompt: Sequence[int]) -> None:
         self._local = SuffixIndex(self.config.min_match, len(prompt) + 1024)
         self._local.append(prompt)
+        self._response = SuffixIndex(self.config.min_match, 1024) if self.config.split_response else None
 
     def observe(self, committed: Sequence[int]) -> None:
         if self._local is None:
             self.begin(())
         self._local.append(committed)
+        if self._response is not None:
+            self._response.append(committed)
 
     def end(self, output: Sequence[int]) -> None:
         self.store.add(output)
@@ -384,25 +406,25 @@ class SuffixDrafter:
             return Draft.empty()
         tail = np.asarray(ctx.tokens[-cfg.max_match :], dtype=np.int32)  # (c,)
         best: Optional[Draft] = None
-        for source, index in ((0, self._local), (1, self.store.index)):
+        for source, index in ((0, self._local), (0, self._response), (1, self.store.index)):
             draft = None if index is None else self._draft(index, tail, depth, source)
             if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
                 best = draft
         return Draft.empty() if best is None else best
 
     def _draft(self, index: SuffixIndex, tail: np.ndarray, depth: int, source: int) -> Optional[Draft]:
-        """The best-scoring draft of this index: from the longest matched suffix only, or (with
-        `all_lengths`) from each matched length's occurrences, the highest score kept (ties: the
-        longer match)."""
+        """The best-scoring draft of this index: from the longest matched suffix that has a
+        continuation, or (with `all_lengths`) from each matched length's occurrences, the highest
+        score kept (ties: the longer match)."""
         cfg = self.config
-        lens, pos = index.matches(tail, cfg.max_visits)
+        lens, pos = index.matches(tail, cfg.max_visits, cfg.count_ends)
         if len(lens) == 0:
             return None
         lengths = np.unique(lens)[::-1].tolist()  # descending
-        if not cfg.all_lengths:
-            lengths = lengths[:1]
         best: Optional[Draft] = None
         for i, top in enumerate(lengths):
+            if best is not None and not cfg.all_lengths:
+                break  # the longest match with a continuation (not the context's own end)
             occ = pos[lens >= top]  # every occurrence of the length-top suffix, newest first
             # every length in (next distinct length, top] has these same occurrences: draft from
             # the one whose draft may run deepest (the drafts nest: deeper holds shallower)
@@ -428,7 +450,7 @@ class SuffixDrafter:
         depth = self._room(m, depth)
         if depth <= 0:
             return None
-        toks, parents, probs = index.expand(occ, nodes, depth, cfg.min_prob, cfg.tree)
+        toks, parents, probs = index.expand(occ, nodes, depth, cfg.min_prob, cfg.tree, cfg.count_ends, cfg.recent_first)
         if len(toks) == 0:
             return None
         features = {

@@ -35,22 +35,33 @@ def tree_probs(seq: Sequence[int], tail: Sequence[int], **limits) -> dict[tuple[
     return dict(zip(paths, probs.tolist()))
 
 
-def reference(segments: Sequence[Sequence[int]], tail: Sequence[int], min_m: int, max_m: int):
-    """Brute force: (longest match, Counter of next tokens, most recent position per token)."""
+def reference(segments: Sequence[Sequence[int]], tail: Sequence[int], min_m: int, max_m: int, ends: bool = False):
+    """Brute force: (longest match with a continuation, Counter of next tokens, most recent
+    position per token); `ends`: occurrences with no next token count too, under None."""
     tail = list(tail)[-max_m:]
-    found: list[tuple[int, int, int]] = []  # (length, order of position, next token)
+    found: list[tuple[int, int, object]] = []  # (length, order of position, next token or None)
     order = 0
     for seg in segments:
-        for p in range(len(seg) - 1):
+        for p in range(len(seg) - (0 if ends else 1)):
             n = 0
             while n < len(tail) and n <= p and seg[p - n] == tail[-1 - n]:
                 n += 1
-            found.append((n, order, seg[p + 1]))
+            found.append((n, order, seg[p + 1] if p + 1 < len(seg) else None))
             order += 1
-    best = max((n for n, _, _ in found if n >= min_m), default=0)
-    hits = [(o, t) for n, o, t in found if n == best and best > 0]
+    best = max((n for n, _, t in found if n >= min_m and t is not None), default=0)
+    hits = [(o, t) for n, o, t in found if n >= best and best > 0]
     recent = {t: o for o, t in sorted(hits)}
     return best, Counter(t for _, t in hits), recent
+
+
+LEGACY = dict(count_ends=False, recent_first=True, split_response=False)  # before ArcticInference's counting
+SEMANTICS = [(LEGACY, False, 1), ({}, True, -1)]  # (config, ends counted, recency sign in ties)
+
+
+def top_token(counts: Counter, recent: dict, sign: int) -> int:
+    """The most frequent next token; ties to the most recent (sign 1) or the one whose last
+    occurrence came first (-1: it reached that count first)."""
+    return max((t for t in counts if t is not None), key=lambda t: (counts[t], sign * recent[t]))
 
 
 def test_is_a_drafter():
@@ -65,26 +76,35 @@ def test_exact_counts():
     assert probs == pytest.approx({(c,): 2 / 3, (c, a): 2 / 3, (d,): 1 / 3, (d, a): 1 / 3})
 
 
-def test_the_context_itself_does_not_dilute_counts():
-    assert tree_probs([5, 6, 5, 6], [5, 6]) == {(5,): 1.0, (5, 6): 1.0}
-    dr = drafter([5, 6, 5, 6], **EXACT).propose(ctx([5, 6, 5, 6]))
+def test_the_context_itself_counts_unless_told_not_to():
+    assert tree_probs([5, 6, 5, 6], [5, 6]) == {(5,): 1.0, (5, 6): 1.0}  # ends left out
+    dr = drafter([5, 6, 5, 6], **EXACT, count_ends=False).propose(ctx([5, 6, 5, 6]))
     assert dr.tokens == (5, 6) and dr.features["score"] == 2.0 and dr.features["support"] == 1.0
+    # the default, as ArcticInference counts: "5 6" occurs twice, once with no next token
+    dr = drafter([5, 6, 5, 6], **EXACT).propose(ctx([5, 6, 5, 6]))
+    assert dr.tokens == (5, 6) and dr.features["score"] == pytest.approx(1.0) and dr.features["support"] == 2.0
+
+
+def test_equally_frequent_continuations_rank_by_who_got_there_first():
+    seq = [1, 7, 1, 8, 1]  # "1" is followed by 7, then by 8: one each
+    assert drafter(seq, **EXACT).propose(ctx(seq, 1)).tokens == (7,)  # reached its count first
+    assert drafter(seq, **EXACT, recent_first=True).propose(ctx(seq, 1)).tokens == (8,)
 
 
 def test_longest_match_wins():
     seq = [9, 1, 2, 8, 9, 1, 2, 8, 3, 1, 2, 7, 0, 3, 1, 2]
     dr = drafter(seq, **EXACT).propose(ctx(seq, 1))
     assert dr.tokens == (7,) and dr.features["match_length"] == 3.0
-    dr = drafter(seq, max_match=2, **EXACT).propose(ctx(seq, 1))  # "1 2": 8 twice, 7 once
-    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 3)
-    assert dr.features["support"] == 3.0
+    dr = drafter(seq, max_match=2, **EXACT).propose(ctx(seq, 1))  # "1 2": 8 twice, 7 once, the end once
+    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 4)
+    assert dr.features["support"] == 4.0
 
 
 def test_min_prob_stops_paths():
     seq = [1, 2, 3, 5, 10, 1, 2, 3, 6, 11, 1, 2, 3, 5, 12, 1, 2, 4, 13, 1, 2]
     # "1 2" -> 3 (3/4) | 4 (1/4); "1 2 3" -> 5 (2/3) | 6 (1/3)
-    assert drafter(seq, min_prob=0.6, spec_factor=0).propose(ctx(seq)).tokens == (3,)
-    assert drafter(seq, min_prob=0.5, spec_factor=0).propose(ctx(seq)).tokens[:2] == (3, 5)
+    assert drafter(seq, min_prob=0.6, spec_factor=0, **LEGACY).propose(ctx(seq)).tokens == (3,)
+    assert drafter(seq, min_prob=0.5, spec_factor=0, **LEGACY).propose(ctx(seq)).tokens[:2] == (3, 5)
     probs = tree_probs(seq, [13, 1, 2], depth=2, min_prob=0.25)
     assert probs == pytest.approx({(3,): 0.75, (4,): 0.25, (3, 5): 0.5, (3, 6): 0.25, (4, 13): 0.25})
 
@@ -148,19 +168,20 @@ def test_tree_probabilities_shrink_along_paths():
         assert sum(children) <= p + 1e-9
 
 
-def test_chain_matches_brute_force():
+@pytest.mark.parametrize("config,ends,sign", SEMANTICS)
+def test_chain_matches_brute_force(config, ends, sign):
     rng = random.Random(3)
     for _ in range(300):
         vocab, n = rng.randrange(2, 6), rng.randrange(1, 80)
         seq = [rng.randrange(vocab) for _ in range(n)]
         min_m = rng.randrange(1, 4)
         max_m = rng.randrange(min_m, 8)
-        dr = drafter(seq, min_match=min_m, max_match=max_m, max_spec=1, **EXACT).propose(ctx(seq))
-        best, counts, recent = reference([seq], seq, min_m, max_m)
+        dr = drafter(seq, min_match=min_m, max_match=max_m, max_spec=1, **EXACT, **config).propose(ctx(seq))
+        best, counts, recent = reference([seq], seq, min_m, max_m, ends)
         if best == 0:
             assert len(dr) == 0
             continue
-        top = max(counts, key=lambda t: (counts[t], recent[t]))  # most frequent, then most recent
+        top = top_token(counts, recent, sign)
         assert dr.tokens == (top,)
         assert dr.features["match_length"] == best and dr.features["support"] == sum(counts.values())
         assert dr.features["score"] == pytest.approx(counts[top] / sum(counts.values()))
@@ -179,31 +200,34 @@ def test_long_sequences_match_brute_force():  # a hash table with collisions
             assert counts[dr.tokens[0]] == max(counts.values())
 
 
-def test_every_match_length_scored_matches_brute_force():
+@pytest.mark.parametrize("config,ends,sign", SEMANTICS)
+def test_every_match_length_scored_matches_brute_force(config, ends, sign):
     """all_lengths: each matched length's occurrences give a draft; the best score wins, ties
     to the longer match."""
     rng = random.Random(7)
     for _ in range(300):
         vocab, n = rng.randrange(2, 5), rng.randrange(1, 80)
         seq = [rng.randrange(vocab) for _ in range(n)]
-        dr = drafter(seq, max_spec=1, min_prob=0.0, spec_factor=0.0).propose(ctx(seq))
-        best_len, _, _ = reference([seq], seq, 1, 32)
+        dr = drafter(seq, max_spec=1, min_prob=0.0, spec_factor=0.0, **config).propose(ctx(seq))
+        best_len, _, _ = reference([seq], seq, 1, 32, ends)
         if best_len == 0:
             assert len(dr) == 0
             continue
         scored = []
         for m in range(best_len, 0, -1):
-            _, counts, recent = _at_least(seq, m)
-            top = max(counts, key=lambda t: (counts[t], recent[t]))
+            counts, recent = _at_least(seq, m, ends)
+            top = top_token(counts, recent, sign)
             scored.append((counts[top] / sum(counts.values()), m, top))
         score, m, top = max(scored, key=lambda x: (x[0], x[1]))
         assert dr.features["score"] == pytest.approx(score) and dr.tokens == (top,)
 
 
-def _at_least(seq, m):
-    """Occurrences of the last m tokens of seq (with a next token): (m, next-token counts, recency)."""
-    hits = [(p, seq[p + 1]) for p in range(len(seq) - 1) if p + 1 >= m and seq[p - m + 1 : p + 1] == seq[-m:]]
-    return m, Counter(t for _, t in hits), {t: p for p, t in hits}
+def _at_least(seq, m, ends=False):
+    """Occurrences of the last m tokens of seq (`ends`: also those with no next token, under
+    None): (next-token counts, most recent position per token)."""
+    hits = [(p, seq[p + 1] if p + 1 < len(seq) else None) for p in range(len(seq) - (0 if ends else 1))
+            if p + 1 >= m and seq[p - m + 1 : p + 1] == seq[-m:]]
+    return Counter(t for _, t in hits), {t: p for p, t in hits}
 
 
 def test_global_tree_learns_across_requests():
@@ -218,20 +242,21 @@ def test_global_tree_learns_across_requests():
     assert dr.tokens == (3, 1, 2) and dr.features["source_global"] == 0.0
 
 
-def test_global_matches_brute_force_and_never_crosses_responses():
+@pytest.mark.parametrize("config,ends,sign", SEMANTICS)
+def test_global_matches_brute_force_and_never_crosses_responses(config, ends, sign):
     rng = random.Random(5)
     for _ in range(100):
         responses = [[rng.randrange(3) for _ in range(rng.randrange(0, 12))] for _ in range(rng.randrange(1, 6))]
-        d = drafter([], max_spec=1, **EXACT)
+        d = drafter([], max_spec=1, **EXACT, **config)
         for r in responses:
             d.end(r)
         d.begin([])
         tail = [rng.randrange(3) for _ in range(rng.randrange(0, 6))]
         dr = d.propose(ctx(tail))
-        best, counts, recent = reference(responses, tail, 1, 32)
+        best, counts, recent = reference(responses, tail, 1, 32, ends)
         assert dr.features.get("match_length", 0.0) == best
         if best:
-            assert dr.tokens[0] == max(counts, key=lambda t: (counts[t], recent[t]))
+            assert dr.tokens[0] == top_token(counts, recent, sign)
 
 
 def test_eviction_bounds_the_global_store():
