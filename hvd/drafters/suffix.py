@@ -14,12 +14,13 @@ longer match predicts sharper but from fewer occurrences; a short one can win wh
 after it is consistent. (Replayed on held-out edits and BFCL episodes: τ +7% / +10% over the
 longest 2-token-minimum match alone; docs/BENCHMARKS.md.)
 
-Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node,
-those with no next token included (the context's own end, a response's last tokens), as
-ArcticInference counts them; equally frequent children rank by which reached that count
-first (its count-ordered children), and this request's output is also matched in an index of
-its own (its global tree holds the active response). With these three, replays give exactly
-ArcticInference's τ at the same settings; each was worth 0-2% τ (docs/BENCHMARKS.md).
+Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node
+that have a next token. An occurrence at the very end of a store (the context itself, in
+the request store) has no next token and is left out, so it never dilutes the counts; equally
+frequent children rank by recency. Three options count as ArcticInference does instead
+(`count_ends`, `recent_first=False`, `split_response`): with them replays give exactly its τ
+at the same settings, +0-2% over these defaults, but longer drafts that verify slower here
+(modelled speed -2 to -4% on SmolLM2, -19% on Gemma 3 code; docs/BENCHMARKS.md).
 
 Timings (AMD EPYC, 2 cores; time.perf_counter medians, synthetic Zipf text with copied spans):
     begin: 1k-token prompt 0.035 ms, 3k 0.09 ms, 30k 0.85 ms; observe: 1.8 us per call
@@ -63,14 +64,14 @@ class SuffixConfig:
     all_lengths: bool = True
     # This request's output also in an index of its own, its drafts scored against those of
     # prompt + output (as ArcticInference also adds the active response to its global tree).
-    split_response: bool = True
+    split_response: bool = False
     # Occurrences with no next token (the context's own end, a response's last tokens) count in
     # a node's total, lowering its children's probabilities (as ArcticInference counts them);
     # False: left out.
-    count_ends: bool = True
+    count_ends: bool = False
     # Among equally frequent continuations, the one seen most recently (False: the one that
     # reached that count first, as ArcticInference's count-ordered children do).
-    recent_first: bool = False
+    recent_first: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_match <= self.max_match:

@@ -54,8 +54,8 @@ def reference(segments: Sequence[Sequence[int]], tail: Sequence[int], min_m: int
     return best, Counter(t for _, t in hits), recent
 
 
-LEGACY = dict(count_ends=False, recent_first=True, split_response=False)  # before ArcticInference's counting
-SEMANTICS = [(LEGACY, False, 1), ({}, True, -1)]  # (config, ends counted, recency sign in ties)
+ARCTIC = dict(count_ends=True, recent_first=False, split_response=True)  # ArcticInference's counting
+SEMANTICS = [({}, False, 1), (ARCTIC, True, -1)]  # (config, ends counted, recency sign in ties)
 
 
 def top_token(counts: Counter, recent: dict, sign: int) -> int:
@@ -76,35 +76,37 @@ def test_exact_counts():
     assert probs == pytest.approx({(c,): 2 / 3, (c, a): 2 / 3, (d,): 1 / 3, (d, a): 1 / 3})
 
 
-def test_the_context_itself_counts_unless_told_not_to():
-    assert tree_probs([5, 6, 5, 6], [5, 6]) == {(5,): 1.0, (5, 6): 1.0}  # ends left out
-    dr = drafter([5, 6, 5, 6], **EXACT, count_ends=False).propose(ctx([5, 6, 5, 6]))
-    assert dr.tokens == (5, 6) and dr.features["score"] == 2.0 and dr.features["support"] == 1.0
-    # the default, as ArcticInference counts: "5 6" occurs twice, once with no next token
+def test_the_context_itself_does_not_dilute_counts_unless_asked():
+    assert tree_probs([5, 6, 5, 6], [5, 6]) == {(5,): 1.0, (5, 6): 1.0}
     dr = drafter([5, 6, 5, 6], **EXACT).propose(ctx([5, 6, 5, 6]))
+    assert dr.tokens == (5, 6) and dr.features["score"] == 2.0 and dr.features["support"] == 1.0
+    # counted as ArcticInference counts: "5 6" occurs twice, once with no next token
+    dr = drafter([5, 6, 5, 6], **EXACT, count_ends=True).propose(ctx([5, 6, 5, 6]))
     assert dr.tokens == (5, 6) and dr.features["score"] == pytest.approx(1.0) and dr.features["support"] == 2.0
 
 
 def test_equally_frequent_continuations_rank_by_who_got_there_first():
     seq = [1, 7, 1, 8, 1]  # "1" is followed by 7, then by 8: one each
-    assert drafter(seq, **EXACT).propose(ctx(seq, 1)).tokens == (7,)  # reached its count first
-    assert drafter(seq, **EXACT, recent_first=True).propose(ctx(seq, 1)).tokens == (8,)
+    assert drafter(seq, **EXACT).propose(ctx(seq, 1)).tokens == (8,)  # the most recent
+    assert drafter(seq, **EXACT, recent_first=False).propose(ctx(seq, 1)).tokens == (7,)  # reached its count first
 
 
 def test_longest_match_wins():
     seq = [9, 1, 2, 8, 9, 1, 2, 8, 3, 1, 2, 7, 0, 3, 1, 2]
     dr = drafter(seq, **EXACT).propose(ctx(seq, 1))
     assert dr.tokens == (7,) and dr.features["match_length"] == 3.0
-    dr = drafter(seq, max_match=2, **EXACT).propose(ctx(seq, 1))  # "1 2": 8 twice, 7 once, the end once
-    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 4)
-    assert dr.features["support"] == 4.0
+    dr = drafter(seq, max_match=2, **EXACT).propose(ctx(seq, 1))  # "1 2": 8 twice, 7 once
+    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 3)
+    assert dr.features["support"] == 3.0
+    dr = drafter(seq, max_match=2, **EXACT, count_ends=True).propose(ctx(seq, 1))  # and the end once
+    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 4) and dr.features["support"] == 4.0
 
 
 def test_min_prob_stops_paths():
     seq = [1, 2, 3, 5, 10, 1, 2, 3, 6, 11, 1, 2, 3, 5, 12, 1, 2, 4, 13, 1, 2]
     # "1 2" -> 3 (3/4) | 4 (1/4); "1 2 3" -> 5 (2/3) | 6 (1/3)
-    assert drafter(seq, min_prob=0.6, spec_factor=0, **LEGACY).propose(ctx(seq)).tokens == (3,)
-    assert drafter(seq, min_prob=0.5, spec_factor=0, **LEGACY).propose(ctx(seq)).tokens[:2] == (3, 5)
+    assert drafter(seq, min_prob=0.6, spec_factor=0).propose(ctx(seq)).tokens == (3,)
+    assert drafter(seq, min_prob=0.5, spec_factor=0).propose(ctx(seq)).tokens[:2] == (3, 5)
     probs = tree_probs(seq, [13, 1, 2], depth=2, min_prob=0.25)
     assert probs == pytest.approx({(3,): 0.75, (4,): 0.25, (3, 5): 0.5, (3, 6): 0.25, (4, 13): 0.25})
 
