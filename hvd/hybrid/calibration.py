@@ -49,8 +49,9 @@ class OnlineConfig:
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.02  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
-    warmup: int = 64  # steps a request's policy runs alone before the other modes are measured:
-    # most requests (a 200-token edit or tool call takes ~40-80 steps) are left to the policy
+    warmup: int = 128  # steps a request's policy runs alone before the other modes are measured:
+    # requests of a few hundred tokens (a 200-token edit or tool call takes ~40-140 steps) are
+    # left to the policy, whose curves beat every arm there; the turns guard long generations
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
     shared_bandit: bool = False  # one mode bandit per method, across its requests (False: one per request)
