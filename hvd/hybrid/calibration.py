@@ -10,8 +10,8 @@ requests), the bandit per request:
   cuts drafts and prices them with this curve instead of a geometric law. A second, one-bin
   curve does the same for the model arm's drafts (verified ones and unverified "shadow"
   drafts the policy asks for every few steps), with the arm's draft time and size.
-* `CostCalibrator`: realised verify seconds vs the curve's, per draft-size bucket; the policy
-  reads the curve x that ratio.
+* `CostCalibrator`: realised verify seconds vs the curve's, overall and per draft-size bucket
+  (pulled towards the overall ratio); the policy reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
   tokens / (draft + verify seconds), decayed sums) is tracked. A request's first `warmup`
@@ -78,10 +78,10 @@ class _Ratios:
         self.expected[b] = (1 - self.decay) * self.expected[b] + expected
         self.counts[b] += 1
 
-    def ratio(self, b: int, scale: float) -> float:
-        """(prior x scale + realised) / (prior x scale + expected): 1 with no data."""
+    def ratio(self, b: int, scale: float, center: float = 1.0) -> float:
+        """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data."""
         p = self.prior * scale
-        return float((p + self.realised[b]) / (p + self.expected[b]))
+        return float((p * center + self.realised[b]) / (p + self.expected[b]))
 
 
 class AcceptanceCurve:
@@ -154,19 +154,31 @@ class AcceptanceCurve:
 
 
 class CostCalibrator:
+    """Realised vs curve verify seconds: one ratio over every step (the machine's pace now
+    against the curve's, pulled to 1 by the prior), and per draft-size bucket a ratio pulled
+    towards that overall one. A bucket the policy rarely verifies thus follows the pace the
+    others measured: pulled towards 1, a stale curve (measured under other load) made the
+    sizes it no longer tried look dearer than those it did, and it stopped trying them."""
+
     def __init__(self, curve: VerifyCost, cfg: OnlineConfig) -> None:
         self.curve, self.edges = curve, cfg.size_edges
         self.r = _Ratios(len(cfg.size_edges) + 1, cfg.prior, cfg.decay)
+        self.overall = _Ratios(1, cfg.prior, cfg.decay)
+
+    def _ratio(self, b: int, base: float) -> float:
+        return self.r.ratio(b, base, self.overall.ratio(0, self.curve(0)))
 
     def __call__(self, n: float) -> float:
         base = self.curve(n)
-        return base * self.r.ratio(bisect.bisect_right(self.edges, n), base)
+        return base * self._ratio(bisect.bisect_right(self.edges, n), base)
 
     def update(self, n: int, seconds: float) -> None:
-        self.r.update(bisect.bisect_right(self.edges, n), seconds, self.curve(n))
+        expected = self.curve(n)
+        self.r.update(bisect.bisect_right(self.edges, n), seconds, expected)
+        self.overall.update(0, seconds, expected)
 
     def state(self) -> dict:
-        return {"ratios": [round(self.r.ratio(b, self.curve(self.edges[b - 1] if b else 0)), 3)
+        return {"ratios": [round(self._ratio(b, self.curve(self.edges[b - 1] if b else 0)), 3)
                            for b in range(self.r.bins)], "steps": self.r.counts.tolist()}
 
 

@@ -93,10 +93,14 @@ def test_acceptance_curve_counts_no_rejection_it_did_not_see():
 
 def test_cost_calibrator_scales_the_curve_per_size_bucket():
     c = CostCalibrator(COST, OnlineConfig())
+    assert c(40) == pytest.approx(COST(40))  # no data: the curve
     for _ in range(300):
-        c.update(2, 2 * COST(2))  # small drafts take twice the curve's time here
+        c.update(2, 2 * COST(2))  # this machine runs at half the curve's pace now
     assert c(2) == pytest.approx(2 * COST(2), rel=0.05)
-    assert c(40) == pytest.approx(COST(40))
+    assert c(40) == pytest.approx(2 * COST(40), rel=0.05)  # a size it never verified follows that pace
+    for _ in range(300):
+        c.update(40, 3 * COST(40))  # and big drafts are dearer still
+    assert c(40) == pytest.approx(3 * COST(40), rel=0.05) and c(2) == pytest.approx(2 * COST(2), rel=0.1)
 
 
 def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
