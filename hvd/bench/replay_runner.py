@@ -35,10 +35,21 @@ def replay_prompt(engine: Engine, prompt, cfg: BenchConfig, store: ReferenceStor
     limit = engine.token_limit(len(ids), n)
     out = []
     for m in ["ar", *[m for m in cfg.methods if m != "ar"]]:
-        records = replay(make_drafter(engine, m, ref), ids, ref, limit=limit)
+        records = replay(replay_drafter(engine, m, ref), ids, ref, limit=limit)
         out.append(ReplayRun(prompt.id, prompt.dataset, m, len(ref), tuple(records)))
         tick()
     return out
+
+
+def replay_drafter(engine: Engine, method: str, reference):
+    """`make_drafter`'s, a hybrid set to charge its verify-cost curve for the verifications a
+    replay does not run (on the wall clock it would learn that verifying costs nothing)."""
+    from hvd.drafters.hybrid import HybridDrafter
+
+    d = make_drafter(engine, method, reference)
+    if isinstance(d, HybridDrafter):
+        d.clock = "model"
+    return d
 
 
 def run_replay(engine: Engine, prompts: Sequence, cfg: BenchConfig, store: ReferenceStore,
@@ -48,5 +59,5 @@ def run_replay(engine: Engine, prompts: Sequence, cfg: BenchConfig, store: Refer
         ids = engine.encode(list(p.messages))
         ref = reference(engine, store, p.id, ids, cfg.max_new_tokens or p.max_new_tokens)
         for m in cfg.methods:
-            replay(make_drafter(engine, m, ref), ids, ref[:16])
+            replay(replay_drafter(engine, m, ref), ids, ref[:16])
     return [r for p in prompts for r in replay_prompt(engine, p, cfg, store, tick)]
