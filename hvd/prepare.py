@@ -142,7 +142,8 @@ def _drafter(engine, cfg: PrepareConfig) -> str:
 
     a = engine.stores.assets
     n = cfg.drafter_texts
-    report = train(engine, a.drafter_path, TrainConfig(steps=cfg.drafter_steps, eval_every=max(1, min(200, cfg.drafter_steps))),
+    train_cfg = TrainConfig(steps=cfg.drafter_steps, eval_every=min(TrainConfig().eval_every, cfg.drafter_steps))
+    report = train(engine, a.drafter_path, train_cfg,
                    DataConfig(prompts_per_suite=n, regenerate=cfg.trace_tokens, stdlib_files=n),
                    work=a.directory / "drafter-work", log=lambda _: None)
     return f"{report['steps']} steps on {report['sequences']} sequences, held-out τ {report['held_out_tau']:.2f}"

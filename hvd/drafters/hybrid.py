@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
-from hvd.hybrid.calibration import CACHE_ONLY, MODEL_ONLY, POLICY, OnlineConfig, OnlineState
+from hvd.hybrid.calibration import CACHE_ONLY, MODEL_ONLY, MODEL_PRIOR, POLICY, OnlineConfig, OnlineState
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
@@ -144,7 +144,7 @@ class HybridDrafter:
             survival = self.online.acceptance.survival(estimate, depth)
             cost = self.online.cost if self.online.cost is not None else cost
             length = max(int(round(model.draft_len)), 1)
-            expected = self.online.model_acceptance.survival(1.0, length).sum()
+            expected = self.online.model_acceptance.survival(MODEL_PRIOR, length).sum()
             model = replace(model, accepted=float(expected))
         return choose(self.policy, estimate, score, survival, cache_seconds, model, cost, self._since_model)
 
@@ -161,7 +161,7 @@ class HybridDrafter:
             got = accepted if p.arm == MODEL else p.model.matched(committed)
             self.model_arm.update(got, p.model_seconds, len(p.model), self.policy.ema)
             if self.online is not None:  # verified or a shadow: censored where the commit ends
-                self.online.model_acceptance.update(1.0, p.model.max_depth(), got, len(committed))
+                self.online.model_acceptance.update(MODEL_PRIOR, p.model.max_depth(), got, len(committed))
         if self.online is not None:
             self._learn(p, committed, now - p.proposed_at)
 

@@ -207,7 +207,7 @@ def _children(tokens, n, pos, lo, hi):
 def _child_probs(los, his, recents, prob, tree, ended, order):
     """Path probability of each child ((groups,) each), `ended` occurrences with no next token
     counted in the node's total; in chain mode -1 for all but the most frequent one (ties: the
-    most recent)."""
+    most recent with `order` 1, the one whose last occurrence came first with -1)."""
     g = los.shape[0]
     total, best = ended, 0
     for i in range(g):
