@@ -1,10 +1,10 @@
 """Modelled decode speed of methods from replays: each step costs its measured drafting time
-plus this machine's verify-cost curve at its draft size (hvd/hybrid/cost.py), `ar` one
-0-node verify per token. No timing noise, so policies can be compared in minutes; the
+plus this machine's verify-cost curve at its draft size and context length
+(hvd/hybrid/cost.py), `ar` one 0-node verify per token. No timing noise, so policies can be compared in minutes; the
 hybrids run with clock="model" (their online state charges the curve, not the wall clock).
 A method's calibration is shared across its prompts, as in `hvd bench`.
 
-    python scripts/policy_sim.py MODEL SUITES LIMIT METHODS
+    python scripts/policy_sim.py MODEL SUITES LIMIT METHODS [-v] [--dtype=int8]
     python scripts/policy_sim.py default agentic-edit,code 6 suffix,aded-greedy,rule-hybrid,hvd
 
 MODEL: a packaged name or path, or `default`. Prints per suite each method's median modelled
@@ -27,8 +27,9 @@ from hvd.models import cache_dir
 
 
 def modelled(records, cost) -> float:
-    """Seconds the steps would take: drafting as timed plus the curve's verify cost."""
-    return sum(r.draft_seconds + cost(r.draft_len) for r in records)
+    """Seconds the steps would take: drafting as timed plus the curve's verify cost at the
+    step's context length."""
+    return sum(r.draft_seconds + cost(r.draft_len, r.prompt_len + r.position) for r in records)
 
 
 def parse(kind: type, value: str):
@@ -48,7 +49,8 @@ def variant(stores: SharedStores, method: str, cost) -> SharedStores:
 def main() -> None:
     model, suites, limit = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
     methods = sys.argv[4].split(",")
-    e = Engine.load(None if model == "default" else model, dtype="int8", threads=1)
+    dtype = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--dtype=")), "int8")
+    e = Engine.load(None if model == "default" else model, dtype=dtype, threads=1)
     cost = cached(e.target, cache_dir())
     store = ReferenceStore.for_target(e.target)
     stores = {m: variant(e.stores, m, cost) for m in methods}  # one calibration per method, across suites
@@ -60,7 +62,7 @@ def main() -> None:
             ids = e.encode(list(p.messages))
             ref = reference(e, store, p.id, ids, 200)
             limit_ = e.token_limit(len(ids), 200)
-            base = (len(ref) - 1) * cost(0)  # the first token comes from prefill
+            base = sum(cost(0, len(ids) + i) for i in range(1, len(ref)))  # the first token comes from prefill
             for m in methods:
                 d = registry.get(m.split("@")[0]).make(e.target, stores[m].fresh())
                 if isinstance(d, HybridDrafter):

@@ -99,6 +99,7 @@ class AdedDrafter:
         self.trigrams: Optional[AdaptiveTrigrams] = None
         self._tokens: list[int] = []
         self._buf = 0  # successor scratch size: most static successors of a bigram + overlay ones
+        self._context: Optional[int] = None  # tokens before the draft being made (its verify's price)
 
     def with_config(self, **changes) -> "AdedDrafter":
         """A fresh drafter over the same table source with some config fields changed."""
@@ -153,6 +154,7 @@ class AdedDrafter:
         if depth <= 0 or len(ctx.tokens) < 2 or self.trigrams is None:
             return Draft.empty()
         a, b = ctx.tokens[-2], ctx.tokens[-1]
+        self._context = len(ctx.tokens)
         if not (0 <= a < self.trigrams.table.vocab and 0 <= b < self.trigrams.table.vocab):
             return Draft.empty()
         return self._greedy(a, b, depth) if cfg.greedy else self._search(a, b, depth)
@@ -242,7 +244,7 @@ class AdedDrafter:
         if not tokens:
             self.sizer.forget()
             return Draft.empty()
-        keep, probs = self.sizer.choose(tokens, parents, scores, time.perf_counter() - t0)
+        keep, probs = self.sizer.choose(tokens, parents, scores, time.perf_counter() - t0, self._context)
         if not keep:
             return Draft.empty()
         draft = tree_budget.subtree(Draft(tuple(tokens), tuple(parents)), keep)

@@ -146,7 +146,8 @@ class DFlashDrafter:
         best = logits.float().softmax(-1).max(-1)  # (depth,) the drafter's probability of each drafted token
         picked = best.indices if self._ids is None else self._ids[best.indices]
         tokens, scores = picked.tolist(), best.values.tolist()
-        keep, probs = self.sizer.choose(tokens, list(range(-1, depth - 1)), scores, time.perf_counter() - t0)
+        keep, probs = self.sizer.choose(tokens, list(range(-1, depth - 1)), scores, time.perf_counter() - t0,
+                                        len(ctx.tokens))
         return Draft(tuple(tokens[: len(keep)]), tuple(range(-1, len(keep) - 1)), None,
                      {"draft_length": float(len(keep)), "expected_accepted": float(probs[: len(keep)].sum())})
 

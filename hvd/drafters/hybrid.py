@@ -37,6 +37,7 @@ class _Pending:
     predicted: Optional[float]  # the predictor's raw output for the cache draft (None: none)
     draft_seconds: float  # the whole proposal
     nodes: int  # draft nodes sent to verification
+    context: int  # tokens before the draft
     proposed_at: float
 
 
@@ -95,34 +96,41 @@ class HybridDrafter:
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
         predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
+        mdraft, model_seconds = None, 0.0
+        if mode == MODEL_ONLY or mode == POLICY and self.online is not None:  # online: drafted before deciding
+            mdraft, model_seconds = self._model_draft(ctx)
         if mode == CACHE_ONLY:
             decision = Decision(CACHE)
         elif mode == MODEL_ONLY:
             decision = Decision(MODEL)
         else:
-            decision = self._decide(cdraft, predicted, cache_seconds=t1 - t0)
-        t2 = time.perf_counter()
+            decision = self._decide(cdraft, predicted, time.perf_counter() - t0 - model_seconds, mdraft,
+                                    len(ctx.tokens))
+        if decision.arm in (MODEL, BOTH) and mdraft is None:
+            mdraft, model_seconds = self._model_draft(ctx)
+        if mdraft is None and mode == POLICY:  # the policy's own decisions: its exploration schedule
+            self._since_model += 1
         if decision.cache_depth:
             cdraft = cdraft.truncate(decision.cache_depth)
-        mdraft = None
-        shadow = self.online is not None and mode == POLICY and self._since_model + 1 >= self.policy.shadow_every
-        if decision.arm in (MODEL, BOTH) or shadow:  # a shadow draft is measured, not verified
-            mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
-            self._since_model = 0
-        elif mode == POLICY:  # the policy's own decisions: its exploration schedule
-            self._since_model += 1
-        t3 = time.perf_counter()
         if decision.arm == NONE or decision.arm == CACHE and not len(cdraft):
             draft = Draft((), (), source="ar")
         elif decision.arm == CACHE:
             draft = replace(cdraft, source=self.cache.name)
         elif decision.arm == MODEL or not len(cdraft):
-            draft = replace(mdraft, source=self.model.name)
+            draft = replace(mdraft.truncate(decision.model_depth or len(mdraft)), source=self.model.name)
         else:
-            draft = replace(cdraft.union(mdraft), source=f"{self.cache.name}+{self.model.name}")
-        self._pending = _Pending(mode, decision.arm, cdraft, mdraft, t3 - t2, predicted, t3 - t0,
-                                 min(len(draft), ctx.max_draft), time.perf_counter())
+            draft = replace(cdraft.union(mdraft.truncate(decision.model_depth or len(mdraft))),
+                            source=f"{self.cache.name}+{self.model.name}")
+        self._pending = _Pending(mode, decision.arm, cdraft, mdraft, model_seconds, predicted, time.perf_counter() - t0,
+                                 min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
         return draft
+
+    def _model_draft(self, ctx: DecodeContext) -> tuple[Draft, float]:
+        """The model arm's draft (whole: the policy cuts it) and the seconds it took."""
+        t = time.perf_counter()
+        mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
+        self._since_model = 0
+        return mdraft, time.perf_counter() - t
 
     def _predict(self, cdraft: Draft, ctx: DecodeContext) -> Optional[float]:
         """The predictor's raw output for the cache draft (None: no draft or no predictor);
@@ -134,19 +142,23 @@ class HybridDrafter:
             self.log.append((ctx.generated, x, cdraft))
         return float(self.predictor.predict(x)) if self.predictor is not None else None
 
-    def _decide(self, cdraft: Draft, predicted: Optional[float], cache_seconds: float) -> Decision:
+    def _decide(self, cdraft: Draft, predicted: Optional[float], cache_seconds: float,
+                mdraft: Optional[Draft], context: int) -> Decision:
         """The policy's decision: the cache draft's chance of acceptance at each depth from the
-        online curve (geometric in the prediction without online calibration)."""
+        online curve (geometric in the prediction without online calibration), and the model
+        draft's, when made before deciding, from its own curve; verification priced at this
+        context length."""
         score = cdraft.features.get("score", 0.0)
-        estimate, cost, depth = predicted or 0.0, self.cost, cdraft.max_depth()
-        survival, model = geometric(estimate, depth), self.model_arm
+        estimate, depth = predicted or 0.0, cdraft.max_depth()
+        cost = self.cost.at(context) if self.cost is not None else None
+        survival, model_survival = geometric(estimate, depth), None
         if self.online is not None:
             survival = self.online.acceptance.survival(estimate, depth)
-            cost = self.online.cost if self.online.cost is not None else cost
-            length = max(int(round(model.draft_len)), 1)
-            expected = self.online.model_acceptance.survival(MODEL_PRIOR, length).sum()
-            model = replace(model, accepted=float(expected))
-        return choose(self.policy, estimate, score, survival, cache_seconds, model, cost, self._since_model)
+            cost = self.online.cost.at(context) if self.online.cost is not None else cost
+        if mdraft is not None:
+            model_survival = self.online.model_acceptance.survival(_model_prediction(mdraft), mdraft.max_depth())
+        return choose(self.policy, estimate, score, survival, cache_seconds, self.model_arm, cost, self._since_model,
+                      model_survival)
 
     def observe(self, committed: Sequence[int]) -> None:
         now = time.perf_counter()
@@ -158,10 +170,11 @@ class HybridDrafter:
         accepted = max(len(committed) - 1, 0)
         self._history.record(p.arm in (CACHE, BOTH), accepted)
         if p.model is not None:
-            got = accepted if p.arm == MODEL else p.model.matched(committed)
+            got = p.model.matched(committed)  # of the whole draft, however it was cut
             self.model_arm.update(got, p.model_seconds, len(p.model), self.policy.ema)
-            if self.online is not None:  # verified or a shadow: censored where the commit ends
-                self.online.model_acceptance.update(MODEL_PRIOR, p.model.max_depth(), got, len(committed))
+            if self.online is not None:  # verified or not: censored where the commit ends
+                self.online.model_acceptance.update(_model_prediction(p.model), p.model.max_depth(), got,
+                                                    len(committed))
         if self.online is not None:
             self._learn(p, committed, now - p.proposed_at)
 
@@ -173,9 +186,9 @@ class HybridDrafter:
         if self.clock == "wall":
             verify = waited
             if online.cost is not None:
-                online.cost.update(p.nodes, verify)
+                online.cost.update(p.nodes, verify, p.context)
         else:
-            verify = online.cost(p.nodes) if online.cost is not None else 0.0
+            verify = online.cost.at(p.context)(p.nodes) if online.cost is not None else 0.0
         self._modes.update(p.mode, len(committed), p.draft_seconds + verify)
 
     def online_state(self) -> Optional[dict]:
@@ -185,6 +198,12 @@ class HybridDrafter:
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
         self.model.end(output)
+
+
+def _model_prediction(mdraft: Draft) -> float:
+    """What the model arm's drafter expects of its draft (its own calibrated estimate of the
+    accepted length), the bin of its curve; MODEL_PRIOR for a drafter that gives none."""
+    return mdraft.features.get("expected_accepted", MODEL_PRIOR)
 
 
 CACHE_ARM = "suffix"

@@ -103,9 +103,11 @@ class AcceptanceCalibrator:
 
 def scaled(cost: VerifyCost, tree_factor: float) -> VerifyCost:
     """The curve with each draft node's extra cost over plain decoding multiplied by
-    `tree_factor`: cost(0) + tree_factor * (cost(n) - cost(0))."""
-    base = cost.seconds[0]
-    return VerifyCost(cost.sizes, tuple(base + tree_factor * (s - base) for s in cost.seconds))
+    `tree_factor`: cost(0) + tree_factor * (cost(n) - cost(0)), at every context."""
+    def stretch(values: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(values[0] + tree_factor * (v - values[0]) for v in values) if values else ()
+
+    return VerifyCost(cost.sizes, stretch(cost.seconds), cost.past, stretch(cost.per_token))
 
 
 def order(parents: Sequence[int], probs: Sequence[float]) -> list[int]:
@@ -134,7 +136,7 @@ def order(parents: Sequence[int], probs: Sequence[float]) -> list[int]:
 def best_size(probs: Sequence[float], cost: VerifyCost, draft_seconds: float = 0.0) -> int:
     """The n maximising (1 + sum(probs[:n])) / (draft_seconds + cost(n)); probs in adding order."""
     gain = 1.0 + np.concatenate([[0.0], np.cumsum(np.asarray(probs, dtype=np.float64))])  # (n+1,)
-    seconds = draft_seconds + np.array([cost(n) for n in range(len(gain))])  # (n+1,)
+    seconds = draft_seconds + cost.many(np.arange(len(gain), dtype=np.float64))  # (n+1,)
     return int(np.argmax(gain / np.maximum(seconds, 1e-12)))
 
 
@@ -188,15 +190,17 @@ class TreeSizer:
         return self._timing.value
 
     def choose(self, tokens: Sequence[int], parents: Sequence[int], scores: Sequence[float],
-               draft_seconds: float) -> tuple[list[int], np.ndarray]:
-        """(kept node indices, ascending; every candidate's path acceptance probability (n,))."""
+               draft_seconds: float, context: Optional[int] = None) -> tuple[list[int], np.ndarray]:
+        """(kept node indices, ascending; every candidate's path acceptance probability (n,)),
+        verification priced after `context` tokens (None: the curve's own context)."""
         cells = self.calibrator.cells(scores, Draft(tuple(tokens), tuple(parents)).depths())
         self._pending = (list(tokens), list(parents), cells)
         probs = self.calibrator.path_probs(parents, cells)  # (n,)
         if self.cost is None:
             return list(range(len(tokens))), probs
         self._timing.add(draft_seconds, self.draft_smoothing)
-        return select(parents, probs.tolist(), self.cost, self._timing.value), probs
+        cost = self.cost if context is None else self.cost.at(context)
+        return select(parents, probs.tolist(), cost, self._timing.value), probs
 
     def observe(self, committed: Sequence[int]) -> None:
         """Count the last candidates' outcomes against the tokens the target committed."""

@@ -7,9 +7,10 @@ requests), the bandit per request:
 
 * `AcceptanceCurve`: how likely each depth of a cache draft is to be accepted, per bin of the
   predictor's output, from every step's cache draft against the committed tokens; the policy
-  cuts drafts and prices them with this curve instead of a geometric law. A second, one-bin
-  curve does the same for the model arm's drafts (verified ones and unverified "shadow"
-  drafts the policy asks for every few steps), with the arm's draft time and size.
+  cuts drafts and prices them with this curve instead of a geometric law. A second curve does
+  the same for the model arm's drafts, per bin of the accepted length its drafter expects
+  (its own calibrated estimate): the model arm drafts every policy step before the decision
+  (a tri-gram chain, tens of microseconds), so every step teaches this curve too.
 * `CostCalibrator`: realised verify seconds vs the curve's, overall and per draft-size bucket
   (pulled towards the overall ratio); the policy reads the curve x that ratio.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
@@ -29,7 +30,6 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
 
 POLICY, CACHE_ONLY, MODEL_ONLY = "policy", "cache-only", "model-only"
-MODEL_PRIOR = 1.0  # the model arm's curve starts as a geometric law of this mean (its one bin's prediction)
+MODEL_PRIOR = 1.0  # the model arm's prediction for a drafter that gives no estimate of its own
 MODES = (POLICY, CACHE_ONLY, MODEL_ONLY)
 
 
@@ -103,9 +103,8 @@ class AcceptanceCurve:
 
     SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
 
-    def __init__(self, cfg: OnlineConfig, edges: Optional[tuple[float, ...]] = None) -> None:
-        """`edges`: of the prediction's bins (default `cfg.prediction_edges`; () one bin)."""
-        self.edges = cfg.prediction_edges if edges is None else edges
+    def __init__(self, cfg: OnlineConfig) -> None:
+        self.edges = cfg.prediction_edges
         self.prior, self.decay = cfg.prior, cfg.decay
         bins, segs = len(self.edges) + 1, len(self.SEGMENTS) - 1
         self.reached = np.zeros((bins, segs))  # decayed positions reached (accepted or rejected there)
@@ -148,32 +147,42 @@ class AcceptanceCurve:
     def state(self) -> dict:
         """Per bin: the accepted length a draft of the modelled depth is expected to get."""
         e = self.edges
-        mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5] if e else [1.0]
+        mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5]
         return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
                 "steps": self.counts.tolist()}
 
 
 class CostCalibrator:
-    """Realised vs curve verify seconds: one ratio over every step (the machine's pace now
-    against the curve's, pulled to 1 by the prior), and per draft-size bucket a ratio pulled
-    towards that overall one. A bucket the policy rarely verifies thus follows the pace the
-    others measured: pulled towards 1, a stale curve (measured under other load) made the
-    sizes it no longer tried look dearer than those it did, and it stopped trying them."""
+    """Realised vs curve verify seconds (the curve at the step's context length): one ratio
+    over every step (the machine's pace now against the curve's, pulled to 1 by the prior),
+    and per draft-size bucket a ratio pulled towards that overall one. A bucket the policy
+    rarely verifies thus follows the pace the others measured: pulled towards 1, a stale curve
+    (measured under other load) made the sizes it no longer tried look dearer than those it
+    did, and it stopped trying them."""
 
     def __init__(self, curve: VerifyCost, cfg: OnlineConfig) -> None:
         self.curve, self.edges = curve, cfg.size_edges
         self.r = _Ratios(len(cfg.size_edges) + 1, cfg.prior, cfg.decay)
         self.overall = _Ratios(1, cfg.prior, cfg.decay)
+        top = curve.sizes[-1]  # `at` samples the curve at both ends of every bucket:
+        sizes = sorted({*curve.sizes, *(e for e in self.edges if e <= top), *(e - 1 for e in self.edges if e <= top)})
+        self._sizes = np.array(sizes, dtype=np.float64)  # (k,) so each whole size gets its own bucket's ratio
+        self._buckets = np.searchsorted(np.array(self.edges), self._sizes, side="right")  # (k,)
 
     def _ratio(self, b: int, base: float) -> float:
         return self.r.ratio(b, base, self.overall.ratio(0, self.curve(0)))
 
-    def __call__(self, n: float) -> float:
-        base = self.curve(n)
-        return base * self._ratio(bisect.bisect_right(self.edges, n), base)
+    def at(self, context: int) -> VerifyCost:
+        """The calibrated curve after `context` tokens, as a curve of the draft size alone."""
+        base = self.curve.many(self._sizes, context)  # (k,)
+        p = self.r.prior * base
+        center = self.overall.ratio(0, self.curve(0))
+        b = self._buckets
+        seconds = base * (p * center + self.r.realised[b]) / (p + self.r.expected[b])  # `_ratio` per sample
+        return VerifyCost(tuple(self._sizes.tolist()), tuple(seconds.tolist()), context)
 
-    def update(self, n: int, seconds: float) -> None:
-        expected = self.curve(n)
+    def update(self, n: int, seconds: float, context: int) -> None:
+        expected = self.curve(n, context)
         self.r.update(bisect.bisect_right(self.edges, n), seconds, expected)
         self.overall.update(0, seconds, expected)
 
@@ -230,10 +239,9 @@ class OnlineState:
     def __init__(self, cfg: OnlineConfig, curve: VerifyCost | None) -> None:
         self.cfg = cfg
         self.acceptance = AcceptanceCurve(cfg)
-        # the model arm's: its acceptance curve (one bin, the prior a geometric law of mean
-        # MODEL_PRIOR) from its verified and shadow drafts, its draft time and size
-        self.model_acceptance = AcceptanceCurve(cfg, edges=())
-        self.model_arm = ArmEstimate()
+        # the model arm's, per bin of its drafter's own estimate, from every draft it made
+        self.model_acceptance = AcceptanceCurve(cfg)
+        self.model_arm = ArmEstimate()  # its draft time (its acceptance: the curve above)
         self.cost = CostCalibrator(curve, cfg) if curve is not None else None
 
     def request_bandit(self) -> ModeBandit:

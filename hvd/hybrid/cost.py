@@ -3,7 +3,10 @@
 The cost-aware rule compares arms in tokens per second, so it needs what a verification
 forward over n draft nodes costs here: on a CPU it grows with n from the first token (a
 64-node tree costs ~3.5x one token), on a GPU it is flat for small n. The curve is measured
-at a realistic context length, medians of a few repeats, and interpolated linearly.
+at two context lengths, medians of a few repeats, and interpolated linearly in both: a row's
+attention reads the whole context, so on a CPU each draft node costs more the longer the
+context (on SmolLM2 int8 here: 8 nodes cost 3.1x one token after 256 tokens, 3.9x after
+3,000), and a policy priced at a short context verifies too much at a long one.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,33 +25,64 @@ import torch
 from hvd.types import Draft
 
 SIZES = (0, 1, 2, 4, 8, 16, 24, 31, 32, 48, 64)  # 31: the most one 32-row pass of the lean target takes
+CONTEXTS = (256, 2048)  # tokens before the draft where the curve is measured (the second as far as the model allows)
 
 
 @dataclass(frozen=True)
 class VerifyCost:
     sizes: tuple[int, ...]  # draft nodes (0 = the root alone: plain decoding)
-    seconds: tuple[float, ...]  # median seconds of one verify + commit at that size
+    seconds: tuple[float, ...]  # median seconds of one verify + commit at that size, after `past` tokens
+    past: int = CONTEXTS[0]
+    per_token: tuple[float, ...] = ()  # (sizes,) seconds added per context token beyond `past` (empty: none)
 
-    def __call__(self, n: float) -> float:
-        return float(np.interp(n, self.sizes, self.seconds))
+    def __call__(self, n: float, context: Optional[int] = None) -> float:
+        """Seconds to verify `n` nodes after `context` tokens (None: after `past`)."""
+        return float(self.many(np.asarray([n], dtype=np.float64), context)[0])
+
+    def many(self, n: np.ndarray, context: Optional[int] = None) -> np.ndarray:
+        """(k,) seconds to verify each of `n` (k,) node counts after `context` tokens; a
+        longer context adds its slope, a shorter one takes it off (never below a quarter)."""
+        s = np.interp(n, self.sizes, self.seconds)
+        if context is None or not self.per_token:
+            return s
+        return np.maximum(s + (context - self.past) * np.interp(n, self.sizes, self.per_token), 0.25 * s)
+
+    def at(self, context: int) -> "VerifyCost":
+        """The curve after `context` tokens, as a curve of the draft size alone."""
+        if not self.per_token:
+            return self
+        return VerifyCost(self.sizes, tuple(self.many(np.asarray(self.sizes, dtype=np.float64), context).tolist()), context)
 
     def to_dict(self) -> dict:
-        return {"sizes": list(self.sizes), "seconds": list(self.seconds)}
+        return {"sizes": list(self.sizes), "seconds": list(self.seconds), "past": self.past,
+                "per_token": list(self.per_token)}
+
+    @staticmethod
+    def from_dict(d: dict) -> "VerifyCost":
+        return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"]), int(d.get("past", CONTEXTS[0])),
+                                   tuple(d.get("per_token", ()))))
 
 
-def monotone(cost: VerifyCost) -> VerifyCost:
-    """The non-decreasing least-squares fit of a cost curve (pool adjacent violators)."""
+def _pooled(values: Sequence[float]) -> tuple[float, ...]:
+    """The non-decreasing least-squares fit of a sequence (pool adjacent violators)."""
     blocks: list[list[float]] = []  # [sum, count]
-    for s in cost.seconds:
+    for s in values:
         blocks.append([s, 1.0])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
             total, count = blocks.pop()
             blocks[-1][0] += total
             blocks[-1][1] += count
-    seconds: list[float] = []
+    out: list[float] = []
     for total, count in blocks:
-        seconds.extend([total / count] * int(count))
-    return VerifyCost(cost.sizes, tuple(seconds))
+        out.extend([total / count] * int(count))
+    return tuple(out)
+
+
+def monotone(cost: VerifyCost) -> VerifyCost:
+    """The curve made non-decreasing in the draft size, its per-token slopes too (and >= 0):
+    a bigger forward, or a longer context, never costs less."""
+    slopes = _pooled([max(x, 0.0) for x in cost.per_token]) if cost.per_token else ()
+    return VerifyCost(cost.sizes, _pooled(cost.seconds), cost.past, slopes)
 
 
 def tree_shape(n: int, seed: int = 0) -> tuple[int, ...]:
@@ -62,9 +96,9 @@ def _draft(tokens: list[int], tree: bool) -> Draft:
     return Draft(tuple(tokens), tree_shape(len(tokens))) if tree else Draft.chain(tokens)
 
 
-def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int = 3, tree: bool = False) -> VerifyCost:
-    """Time `target.verify` over chains (or trees) of each size after a `past`-token prefill
-    (the target's cache is left in an arbitrary state: call before a generation, never during one)."""
+def _timed(target, sizes: Sequence[int], past: int, repeats: int, tree: bool) -> list[float]:
+    """Median seconds of `target.verify` over a chain (or tree) of each size after a
+    `past`-token prefill."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, target.vocab_size, (past + max(sizes) + 1,), generator=gen).tolist()
     target.prefill(ids[:past])
@@ -77,7 +111,22 @@ def measure(target, sizes: Sequence[int] = SIZES, past: int = 256, repeats: int 
             target.commit([])  # keeps the root: the context grows by one token per call
             times.append(time.perf_counter() - t0)
         out.append(statistics.median(times[1:]))
-    return monotone(VerifyCost(tuple(sizes), tuple(out)))  # timing noise must not make more nodes cheaper
+    return out
+
+
+def measure(target, sizes: Sequence[int] = SIZES, contexts: tuple[int, int] = CONTEXTS, repeats: int = 3,
+            tree: bool = False) -> VerifyCost:
+    """Time `target.verify` over chains (or trees) of each size after prefills of both context
+    lengths (the second cut to what the model attends over; equal: no context slope). The
+    target's cache is left in an arbitrary state: call before a generation, never during one."""
+    room = target.max_context - max(sizes) - len(sizes) * (repeats + 1) - 1  # each call adds one token
+    short, long = min(contexts[0], max(room, 1)), min(contexts[1], room)
+    near = _timed(target, sizes, short, repeats, tree)
+    slopes: tuple[float, ...] = ()
+    if long > 2 * short:  # far enough apart to tell a slope from noise
+        far = _timed(target, sizes, long, repeats, tree)
+        slopes = tuple((b - a) / (long - short) for a, b in zip(near, far))
+    return monotone(VerifyCost(tuple(sizes), tuple(near), short, slopes))  # noise must not make more cost less
 
 
 def _key(target, tree: bool) -> str:
@@ -89,7 +138,7 @@ def _key(target, tree: bool) -> str:
     from hvd.models import cpu_name
 
     raw = (f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{build}|{cpu_name()}|"
-           f"{torch.get_num_threads()}|{SIZES}|{'tree' if tree else 'chain'}")
+           f"{torch.get_num_threads()}|{SIZES}|{CONTEXTS}|{'tree' if tree else 'chain'}")
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
@@ -104,9 +153,8 @@ def cached(target, cache_dir: Path, tree: bool = False) -> VerifyCost:
     measured and saved."""
     path = path_for(target, cache_dir, tree)
     try:
-        d = json.loads(path.read_text())
-        return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"])))  # curves saved before smoothing
-    except (OSError, ValueError, KeyError):
+        return VerifyCost.from_dict(json.loads(path.read_text()))  # curves saved before smoothing
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     cost = measure(target, tree=tree)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ Rules (`PolicyConfig.rule`):
              with the verify-cost curve measured on this machine. Arms: the cache draft cut to
              its best depth, the model draft, both merged into one tree (wins where verification
              is nearly free), or none (a plain decoding step: where drafting cannot pay, as for
-             most steps of a small model on a CPU). The model arm's estimates are running means
-             of its own steps; it is tried at least every `explore_every` decisions.
+             most steps of a small model on a CPU). Online (hvd/hybrid/calibration.py) the model
+             arm drafts before the decision, its draft priced and cut by its own learnt curve;
+             as trained, its estimates are running means of its own steps and it is tried at
+             least every `explore_every` decisions.
   rule       the baseline the paper compares against: a fixed threshold on the suffix score.
 """
 from __future__ import annotations
@@ -34,8 +36,7 @@ class PolicyConfig:
     allow_both: bool = True
     allow_none: bool = True
     cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate
-    explore_every: int = 32  # cost rule: try the model arm when it has not drafted for this many steps
-    shadow_every: int = 4  # cost rule, online: the model arm drafts (measured, not verified) at least this often
+    explore_every: int = 32  # cost rule, as trained: try the model arm when it has not drafted for this many steps
     online: bool = True  # cost rule: calibrate online and fall back to the best arm (hvd/hybrid/calibration.py)
 
     def __post_init__(self) -> None:
@@ -66,35 +67,47 @@ class ArmEstimate:
 class Decision:
     arm: str  # CACHE, MODEL, BOTH or NONE
     cache_depth: int = 0  # cut the cache draft to this depth (0: keep it whole)
+    model_depth: int = 0  # cut the model draft to this depth (0: keep it whole)
 
 
 def choose(cfg: PolicyConfig, predicted: float, score: float, survival: np.ndarray, cache_seconds: float,
-           model: ArmEstimate, cost: Optional[VerifyCost], since_model: int = 0) -> Decision:
+           model: ArmEstimate, cost: Optional[VerifyCost], since_model: int = 0,
+           model_survival: Optional[np.ndarray] = None) -> Decision:
     """The arm to verify this step. `survival`: (cache draft depth,) P(accepted >= k) for
     k = 1.. of the cache draft (`geometric` from the prediction, or the online curve); empty
-    when there is no cache draft. `since_model`: decisions since the model arm last drafted."""
+    when there is no cache draft. `since_model`: decisions since the model arm last drafted.
+    `model_survival`: the same for a model draft already made this step (its drafting time
+    is then spent whatever the choice, and the draft is cut like the cache draft; empty: the
+    model arm has nothing to propose); None: the model arm drafts only if chosen, priced by
+    `model`'s running means."""
     cache_len = len(survival)
     if cfg.rule == "threshold":
         return Decision(CACHE if cache_len and predicted > cfg.threshold else MODEL)
     if cfg.rule == "rule":
         return Decision(CACHE if cache_len and score >= cfg.score_threshold else MODEL)
     assert cost is not None, "the cost rule needs a verify-cost curve"
-    if since_model >= cfg.explore_every:
+    if model_survival is None and since_model >= cfg.explore_every:
         return Decision(MODEL)
     depth = 0
     if cache_len:
         depth = best_depth(survival, cache_seconds, cost) if cfg.cut else cache_len
-    model_secs = cache_seconds + model.draft_seconds
-    rates = {MODEL: (model.accepted + 1) / (model_secs + cost(model.draft_len))}
+    if model_survival is None:
+        m_depth, m_len, m_accepted, model_secs = 0, model.draft_len, model.accepted, cache_seconds + model.draft_seconds
+    else:
+        m_depth = best_depth(model_survival, cache_seconds, cost) if cfg.cut and len(model_survival) else len(model_survival)
+        m_len, m_accepted, model_secs = m_depth, float(model_survival[:m_depth].sum()), cache_seconds
+    rates = {}
+    if model_survival is None or m_depth:
+        rates[MODEL] = (m_accepted + 1) / (model_secs + cost(m_len))
     if depth:
         cut = float(survival[:depth].sum())  # E[min(accepted, depth)]
         rates[CACHE] = (cut + 1) / (cache_seconds + cost(depth))
-        if cfg.allow_both:
-            rates[BOTH] = (expected_max(cut, model.accepted) + 1) / (model_secs + cost(depth + model.draft_len))
-    if cfg.allow_none:
+        if cfg.allow_both and MODEL in rates:
+            rates[BOTH] = (expected_max(cut, m_accepted) + 1) / (model_secs + cost(depth + m_len))
+    if cfg.allow_none or not rates:
         rates[NONE] = 1 / (cache_seconds + cost(0))
     arm = max(rates, key=rates.get)
-    return Decision(arm, depth if arm in (CACHE, BOTH) else 0)
+    return Decision(arm, depth if arm in (CACHE, BOTH) else 0, m_depth if arm in (MODEL, BOTH) else 0)
 
 
 def capped_mean(a: float, k: int) -> float:
@@ -114,9 +127,8 @@ def geometric(a: float, depth: int) -> np.ndarray:
 def best_depth(survival: np.ndarray, draft_seconds: float, cost: VerifyCost) -> int:
     """The cut of a draft with the most expected tokens per second, from its (depth,)
     P(accepted >= k): a cut to depth d is expected to get sum(survival[:d]) accepted."""
-    expected = np.cumsum(survival)
-    rate = [(expected[k - 1] + 1) / (draft_seconds + cost(k)) for k in range(1, len(survival) + 1)]
-    return 1 + max(range(len(survival)), key=rate.__getitem__)
+    rate = (np.cumsum(survival) + 1) / (draft_seconds + cost.many(np.arange(1, len(survival) + 1, dtype=np.float64)))
+    return 1 + int(np.argmax(rate))  # the first best, as the shallowest of equal rates
 
 
 def expected_max(a: float, b: float) -> float:

@@ -91,16 +91,18 @@ def test_acceptance_curve_counts_no_rejection_it_did_not_see():
     assert c.rejected.sum() == 0
 
 
-def test_cost_calibrator_scales_the_curve_per_size_bucket():
-    c = CostCalibrator(COST, OnlineConfig())
-    assert c(40) == pytest.approx(COST(40))  # no data: the curve
+def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
+    curve = VerifyCost(COST.sizes, COST.seconds, 256, tuple(1e-5 * (1 + n) for n in COST.sizes))
+    c = CostCalibrator(curve, OnlineConfig())
+    assert c.at(1000)(40) == pytest.approx(curve(40, 1000))  # no data: the curve
+    for i in range(300):  # this machine runs at half the curve's pace now, the context growing
+        c.update(2, 2 * curve(2, 500 + i), 500 + i)
+    assert c.at(3000)(2) == pytest.approx(2 * curve(2, 3000), rel=0.05)
+    assert c.at(3000)(40) == pytest.approx(2 * curve(40, 3000), rel=0.05)  # a size it never verified follows that pace
     for _ in range(300):
-        c.update(2, 2 * COST(2))  # this machine runs at half the curve's pace now
-    assert c(2) == pytest.approx(2 * COST(2), rel=0.05)
-    assert c(40) == pytest.approx(2 * COST(40), rel=0.05)  # a size it never verified follows that pace
-    for _ in range(300):
-        c.update(40, 3 * COST(40))  # and big drafts are dearer still
-    assert c(40) == pytest.approx(3 * COST(40), rel=0.05) and c(2) == pytest.approx(2 * COST(2), rel=0.1)
+        c.update(40, 3 * curve(40, 800), 800)  # and big drafts are dearer still
+    assert c.at(800)(40) == pytest.approx(3 * curve(40, 800), rel=0.05)
+    assert c.at(800)(2) == pytest.approx(2 * curve(2, 800), rel=0.1)
 
 
 def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
