@@ -26,6 +26,42 @@ def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -
     return mask[None, None]
 
 
+GQA_SDPA = "hvd_gqa_sdpa"  # the attention implementation HFTarget sets on its model
+
+
+def gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+             attention_mask: Optional[torch.Tensor], dropout: float = 0.0, scaling: Optional[float] = None,
+             is_causal: Optional[bool] = None, **kwargs):
+    """transformers' sdpa attention, except that grouped key/value heads stay shared inside
+    torch's kernel (`enable_gqa`) under a mask too. transformers repeats them (a copy of the
+    whole cache, per layer) whenever a mask is given on a CPU, as in every verify of more than
+    one token: in float32 at 3,000 tokens of context that made a 2-token verify cost 1.8x a
+    1-token one (SmolLM2-135M, one thread). Cases it does not cover go to transformers' own."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    q_len, kv_len = query.shape[2], key.shape[2]
+    causal = q_len > 1 and attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    if (query.shape[1] == key.shape[1] or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None
+            or (causal and kv_len != q_len) or (attention_mask is not None and attention_mask.shape[1] != 1)):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
+                                                           scale=scaling, is_causal=causal, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _use_gqa_sdpa(model) -> None:
+    """Switch `model` to `gqa_sdpa` (where it ran transformers' sdpa), masks made as for sdpa."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return
+    AttentionInterface.register(GQA_SDPA, gqa_sdpa)
+    AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
+    model.set_attn_implementation(GQA_SDPA)
+
+
 def _is_chain(parents: Sequence[int]) -> bool:
     return all(p == i - 1 for i, p in enumerate(parents))
 
@@ -33,12 +69,13 @@ def _is_chain(parents: Sequence[int]) -> bool:
 class HFTarget(CollectsHidden):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
-    build_id = ""  # computes with torch's own kernels
+    build_id = GQA_SDPA  # torch's own kernels, attention through `gqa_sdpa` (a new name re-keys cost curves and references)
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
         from transformers import DynamicCache  # transformers specifics stay in this class
 
         self._cache_cls = DynamicCache
+        _use_gqa_sdpa(model)
         self.model = model
         self.config = config
         self.device = next(model.parameters()).device

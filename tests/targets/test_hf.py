@@ -1,6 +1,6 @@
 import torch
 
-from hvd.targets.hf import HFTarget, tree_attention_mask
+from hvd.targets.hf import GQA_SDPA, HFTarget, tree_attention_mask
 from hvd.types import Draft
 
 from conftest import tiny_llama
@@ -27,6 +27,24 @@ def test_tree_forward_matches_each_branch_as_a_chain():
         ref = chain_logits(model, seq)[len(PROMPT):]
         got = logits[[0] + [i + 1 for i in branch]]
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_grouped_heads_attend_through_gqa_sdpa_as_through_transformers_own():
+    """The target shares grouped key/value heads inside torch's kernel (`gqa_sdpa`); chains and
+    trees give transformers' own sdpa logits (a model with 2 key/value heads for 4 query heads)."""
+    own = tiny_llama()
+    target = HFTarget(tiny_llama())
+    assert target.model.config._attn_implementation == GQA_SDPA and own.config._attn_implementation == "sdpa"
+    target.prefill(PROMPT)
+    draft = Draft((4, 7, 9, 2, 6), (-1, 0, -1, 2, 1))
+    logits = target.verify(11, draft)
+    for branch in ([0, 1, 4], [2, 3]):
+        ref = chain_logits(own, PROMPT + [11] + [draft.tokens[i] for i in branch])[len(PROMPT):]
+        torch.testing.assert_close(logits[[0] + [i + 1 for i in branch]], ref, atol=1e-5, rtol=1e-5)
+    target.commit([])
+    chain = target.verify(12, Draft.chain([3, 8, 1]))
+    ref = chain_logits(own, PROMPT + [11, 12, 3, 8, 1])[len(PROMPT) + 1:]
+    torch.testing.assert_close(chain, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_commit_compacts_cache_to_the_accepted_path():
