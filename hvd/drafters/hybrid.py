@@ -133,14 +133,16 @@ class HybridDrafter:
         return mdraft, time.perf_counter() - t
 
     def _predict(self, cdraft: Draft, ctx: DecodeContext) -> Optional[float]:
-        """The predictor's raw output for the cache draft (None: no draft or no predictor);
-        logs the step's features for `hvd trace`."""
+        """The predictor's output for the cache draft, within 0 .. its depth (None: no draft or
+        no predictor); logs the step's features for `hvd trace`."""
         if not len(cdraft) or (self.predictor is None and self.log is None):
             return None
         x = feature_vector(cdraft, self._prompt_len, ctx.generated, self._history, self.classes)
         if self.log is not None:
             self.log.append((ctx.generated, x, cdraft))
-        return float(self.predictor.predict(x)) if self.predictor is not None else None
+        if self.predictor is None:
+            return None
+        return min(max(float(self.predictor.predict(x)), 0.0), float(cdraft.max_depth()))  # no more than it holds
 
     def _decide(self, cdraft: Draft, predicted: Optional[float], cache_seconds: float,
                 mdraft: Optional[Draft], context: int) -> Decision:

@@ -47,9 +47,18 @@ class Predictor:
     classes: np.ndarray  # (vocab, n classes) uint8, see features.token_class_counts
     info: dict
 
+    def __post_init__(self) -> None:
+        # a feature constant in training (e.g. `source_global` in traces of fresh requests) taught
+        # the net nothing: it reads as its training value; others are kept within CLIP std of it
+        # (a net of ReLUs extrapolates linearly: a draft with source_global = 1 was predicted
+        # 700,000 tokens)
+        self._scale = np.where(self.std > 1e-5, 1.0 / self.std, 0.0).astype(np.float32)  # (F,)
+
+    CLIP = 6.0  # standard deviations
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x (B, F) or (F,) -> predicted accepted lengths (B,) or ()."""
-        h = (np.asarray(x, dtype=np.float32) - self.mean) / self.std
+        h = np.clip((np.asarray(x, dtype=np.float32) - self.mean) * self._scale, -self.CLIP, self.CLIP)
         for i, (w, b) in enumerate(self.weights):
             h = h @ w + b
             if i < len(self.weights) - 1:

@@ -65,6 +65,26 @@ def test_predictor_fits_saves_and_loads(tmp_path):
     assert pred.predict(x[0]).shape == ()
 
 
+def test_predictor_ignores_what_training_never_varied_and_stays_in_range():
+    """A feature constant in the traces (`source_global` of fresh requests) reads as its
+    training value, and inputs far outside the traces are held at their edge: a draft from
+    earlier responses was once predicted 700,000 accepted tokens."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, len(FEATURES))).astype(np.float32)
+    x[:, 3] = 0.0  # never varied
+    y = np.clip(2 * x[:, 0] + 3, 0, None).astype(np.float32)
+    pred = P.fit(x, y, np.zeros((7, 5), np.uint8), P.TrainConfig(epochs=5, batch_size=256))
+    probe = x[:8].copy()
+    moved = probe.copy()
+    moved[:, 3] = 1.0
+    np.testing.assert_allclose(pred.predict(moved), pred.predict(probe), rtol=1e-6)
+    far = probe.copy()
+    far[:, 0] = 1e6
+    edge = probe.copy()
+    edge[:, 0] = pred.mean[0] + P.Predictor.CLIP * pred.std[0]
+    np.testing.assert_allclose(pred.predict(far), pred.predict(edge), rtol=1e-5)
+
+
 def test_predictor_load_errors_are_clear(tmp_path):
     with pytest.raises(P.PredictorError, match="hvd train predictor"):
         P.load(tmp_path)
