@@ -140,6 +140,19 @@ def test_bandit_leaves_a_short_request_to_the_policy_then_measures_every_mode():
     assert all(b.steps[m] >= cfg.min_steps for m in MODES)
 
 
+def test_the_model_arm_drafts_before_each_decision_and_its_curve_learns_per_bin():
+    """Online, the model arm's draft is made before the policy decides (priced by its own
+    curve, binned by what its drafter expects of it), so every policy step teaches that curve,
+    verified or not: no step goes unmeasured, as with a shadow draft every few steps."""
+    prompt, ref = trace()
+    h = hybrid(1.0, online=True)
+    recs = replay(h, prompt, ref)
+    modes = h.online_state()["modes"]["steps"]
+    counts = h.online.model_acceptance.counts
+    assert counts.sum() >= 0.9 * (modes["policy"] + modes["model-only"]) and modes["policy"] >= 0.5 * len(recs)
+    assert (counts > 0).sum() >= 2  # more than one bin of the drafter's own estimate
+
+
 def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # the verify-cost curve is measured on the tiny target
     before = tiny_engine.drafter("hvd").online_state()  # shared by the method's requests: it may have history
