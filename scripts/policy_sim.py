@@ -16,8 +16,8 @@ import sys
 
 from hvd.bench.references import ReferenceStore, reference
 from hvd.bench.replay import replay
+from hvd.bench.replay_runner import replay_drafter
 from hvd.bench.suites import load_suite
-from hvd.drafters import registry
 from hvd.drafters.hybrid import HybridDrafter
 from hvd.drafters.stores import SharedStores
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
@@ -38,12 +38,11 @@ def parse(kind: type, value: str):
 
 def variant(stores: SharedStores, method: str, cost) -> SharedStores:
     """`hvd@warmup=0;min_steps=16`: hvd with those OnlineConfig fields, its own calibration."""
-    out = SharedStores(stores.max_response_tokens, stores.assets, stores.classes, {})
-    if "@" in method:
-        name, spec = method.split("@")
-        kv = {k: parse(type(getattr(OnlineConfig(), k)), v) for k, v in (x.split("=") for x in spec.split(";"))}
-        out.calibration[name] = OnlineState(OnlineConfig(**kv), cost)
-    return out
+    if "@" not in method:
+        return stores.own_calibration()
+    name, spec = method.split("@")
+    kv = {k: parse(type(getattr(OnlineConfig(), k)), v) for k, v in (x.split("=") for x in spec.split(";"))}
+    return stores.own_calibration({name: OnlineState(OnlineConfig(**kv), cost)})
 
 
 def main() -> None:
@@ -64,9 +63,7 @@ def main() -> None:
             limit_ = e.token_limit(len(ids), 200)
             base = sum(cost(0, len(ids) + i) for i in range(1, len(ref)))  # the first token comes from prefill
             for m in methods:
-                d = registry.get(m.split("@")[0]).make(e.target, stores[m].fresh())
-                if isinstance(d, HybridDrafter):
-                    d.clock = "model"
+                d = replay_drafter(e, m.split("@")[0], [], stores[m])
                 recs = replay(d, ids, ref, limit=limit_)
                 speed[m].append(base / max(modelled(recs, cost), 1e-9))
                 tau[m].append(sum(r.committed for r in recs) / max(len(recs), 1))

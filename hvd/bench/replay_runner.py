@@ -41,12 +41,13 @@ def replay_prompt(engine: Engine, prompt, cfg: BenchConfig, store: ReferenceStor
     return out
 
 
-def replay_drafter(engine: Engine, method: str, reference):
-    """`make_drafter`'s, a hybrid set to charge its verify-cost curve for the verifications a
-    replay does not run (on the wall clock it would learn that verifying costs nothing)."""
+def replay_drafter(engine: Engine, method: str, reference, stores=None):
+    """`make_drafter`'s (over `stores` when given), a hybrid set to charge its verify-cost curve
+    for the verifications a replay does not run (on the wall clock it would learn that
+    verifying costs nothing)."""
     from hvd.drafters.hybrid import HybridDrafter
 
-    d = make_drafter(engine, method, reference)
+    d = make_drafter(engine, method, reference, stores)
     if isinstance(d, HybridDrafter):
         d.clock = "model"
     return d

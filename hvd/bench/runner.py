@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from hvd.bench.peers import PEERS, peer
 from hvd.bench.run import Run
@@ -19,6 +19,9 @@ from hvd.drafters import registry
 from hvd.drafters.base import Drafter
 from hvd.drafters.oracle import OracleDrafter
 from hvd.engine import Engine
+
+if TYPE_CHECKING:
+    from hvd.drafters.stores import SharedStores
 
 ORACLE = "oracle"
 WARMUP_TOKENS = 32
@@ -52,13 +55,14 @@ def check_methods(methods: Sequence[str]) -> None:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(known_methods())}")
 
 
-def make_drafter(engine: Engine, method: str, reference: Sequence[int]) -> Optional[Drafter]:
+def make_drafter(engine: Engine, method: str, reference: Sequence[int],
+                 stores: Optional["SharedStores"] = None) -> Optional[Drafter]:
     """A fresh drafter for a method (the oracle drafts `reference`), over the model's own parts
-    but no earlier responses; None for `ar`."""
+    (`stores`' when given: a calibration of its own) but no earlier responses; None for `ar`."""
     if method == ORACLE:
         return OracleDrafter(reference)
     make = registry.get(method).make
-    return make(engine.target, engine.stores.fresh()) if make else None
+    return make(engine.target, (stores or engine.stores).fresh()) if make else None
 
 
 def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int],

@@ -44,6 +44,11 @@ class SharedStores:
         content (benchmarks, tests)."""
         return SharedStores(self.max_response_tokens, self.assets, self.classes, self.calibration)
 
+    def own_calibration(self, calibration: Optional[dict] = None) -> "SharedStores":
+        """`fresh` stores, but learning into a calibration of their own (method name ->
+        OnlineState; a hybrid makes its state there when missing): one setting of an A/B."""
+        return SharedStores(self.max_response_tokens, self.assets, self.classes, dict(calibration or {}))
+
     def clear(self) -> None:
         """Forget every earlier response (in place: the drafters keep their references)."""
         self.responses.clear()
