@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft, SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import SelfDraft, SharedWeights, TargetConfig, TracksCommits, shared_prefix
 from hvd.types import Draft
 
 
@@ -66,7 +66,7 @@ def _is_chain(parents: Sequence[int]) -> bool:
     return all(p == i - 1 for i, p in enumerate(parents))
 
 
-class HFTarget(CollectsHidden):
+class HFTarget(TracksCommits):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
     build_id = GQA_SDPA  # torch's own kernels, attention through `gqa_sdpa` (a new name re-keys cost curves and references)
@@ -85,17 +85,9 @@ class HFTarget(CollectsHidden):
         self.max_context: int = int(getattr(model.config, "max_position_embeddings", 2048))
         self.max_draft_nodes = 1 << 20
         self._cache = None
-        self._len = 0  # tokens whose KV is in the cache
-        self._ids: list[int] = []  # those tokens
-        self._pending_ids: list[int] = []  # root + draft tokens of the last verify
-        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1, 1+n, hidden) of the last verify
-        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
+        self._reset()
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
-
-    @property
-    def cached_len(self) -> int:
-        return self._len
 
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -132,14 +124,13 @@ class HFTarget(CollectsHidden):
             depth = torch.tensor([0, *draft.depths()], device=self.device)
             pos = (past + depth)[None]  # (1, 1+n)
         out, logits = self._forward(x, mask, pos)
-        self._pending_hidden = self._take_hidden(out)
+        self._pending_hidden = {l: h[0] for l, h in self._take_hidden(out).items()}  # layer -> (1+n, hidden)
         return logits.float()
 
     @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
         """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
-        past = self._len
-        keep = [0, *(i + 1 for i in path)]  # rows of the last verify forward to keep
+        past, keep = self._len, self._kept_rows(path)
         if keep != list(range(len(keep))):  # a branch: move the kept rows down in place, no reallocation
             idx = torch.tensor([past + k for k in keep], device=self.device)
             for layer in self._cache.layers:
@@ -148,12 +139,7 @@ class HFTarget(CollectsHidden):
         drop = self._cache.get_seq_length() - past - len(keep)
         if drop:
             self._cache.crop(-drop)  # transformers 5: a negative count drops that many tokens
-        self._len = past + len(keep)
-        self._ids.extend(self._pending_ids[k] for k in keep)
-        if self._pending_hidden:
-            rows = torch.tensor(keep, device=self.device)
-            for l, h in self._pending_hidden.items():
-                self._hidden.write(l, past, h[0, rows])
+        self._record(past, keep)
 
     def shared_weights(self) -> SharedWeights:
         cfg = self.model.config

@@ -110,13 +110,42 @@ class HiddenStates:
         return {l: buf[:n] for l, buf in self._bufs.items()}
 
 
-class CollectsHidden:
-    """`hidden()` and `set_hidden_layers()` for a target holding `config` (TargetConfig),
-    `_len` (committed tokens) and `_hidden` (HiddenStates)."""
+class TracksCommits:
+    """The request state a batch-1 target keeps around its forwards: the tokens whose KV is
+    cached (`_len`, `_ids`), the last verify's root + draft ids and hidden rows, and the kept
+    layers' hidden states of committed tokens. A target calls `_reset` when made and
+    `_record(past, keep)` when it commits."""
 
     config: TargetConfig
     _len: int
+    _ids: list[int]
+    _pending_ids: list[int]
+    _pending_hidden: dict[int, torch.Tensor]
     _hidden: HiddenStates
+
+    def _reset(self) -> None:
+        """The empty request state."""
+        self._len = 0
+        self._ids = []
+        self._pending_ids = []  # root + draft tokens of the last verify
+        self._pending_hidden = {}  # layer -> (1+n, hidden) of the last verify
+        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
+
+    @property
+    def cached_len(self) -> int:
+        return self._len
+
+    @staticmethod
+    def _kept_rows(path: Sequence[int]) -> list[int]:
+        """Rows of the last verify forward a commit of `path` keeps: the root and the path."""
+        return [0, *(i + 1 for i in path)]
+
+    def _record(self, past: int, keep: list[int]) -> None:
+        """The kept rows (`_kept_rows`) of the last verify are committed after `past` tokens."""
+        self._len = past + len(keep)
+        self._ids[past:] = [self._pending_ids[k] for k in keep]
+        for l, h in self._pending_hidden.items():
+            self._hidden.write(l, past, h[torch.tensor(keep, device=h.device)])
 
     def hidden(self) -> dict[int, torch.Tensor]:
         """Views (no copy) of the kept layers' hidden states: layer -> (cached_len, hidden)."""

@@ -12,26 +12,14 @@ from typing import Sequence
 
 import torch
 
-from hvd.targets.protocol import CollectsHidden, HiddenStates, SelfDraft
+from hvd.targets.protocol import SelfDraft, TracksCommits
 from hvd.targets.skip_draft import SkipDraft
 from hvd.types import Draft
 
 
-class SlotCacheTarget(CollectsHidden):
+class SlotCacheTarget(TracksCommits):
     prefill_chunk: int
     build_id = ""  # targets with kernels of their own set it
-
-    def _reset(self) -> None:
-        """The empty request state (call from __init__)."""
-        self._len = 0
-        self._ids: list[int] = []
-        self._pending_ids: list[int] = []
-        self._pending_hidden: dict[int, torch.Tensor] = {}  # layer -> (1+n, hidden) of the last verify
-        self._hidden = HiddenStates()  # rows [0, cached_len) are valid
-
-    @property
-    def cached_len(self) -> int:
-        return self._len
 
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -64,15 +52,10 @@ class SlotCacheTarget(CollectsHidden):
 
     @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
-        past = self._len
-        keep = [0, *(i + 1 for i in path)]
+        past, keep = self._len, self._kept_rows(path)
         if keep != list(range(len(keep))):  # a branch: move the kept slots down
             self._move_slots([past + k for k in keep], past)
-        self._len = past + len(keep)
-        self._ids[past:] = [self._pending_ids[k] for k in keep]
-        rows = torch.tensor(keep)
-        for l, h in self._pending_hidden.items():
-            self._hidden.write(l, past, h[rows])
+        self._record(past, keep)
 
     def self_draft(self, skip: Sequence[int]) -> SelfDraft:
         return SkipDraft(self, tuple(skip))
