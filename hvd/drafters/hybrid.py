@@ -152,11 +152,12 @@ class HybridDrafter:
         context length."""
         score = cdraft.features.get("score", 0.0)
         estimate, depth = predicted or 0.0, cdraft.max_depth()
-        cost = self.cost.at(context) if self.cost is not None else None
         survival, model_survival = geometric(estimate, depth), None
+        curve = self.cost
         if self.online is not None:
             survival = self.online.acceptance.survival(estimate, depth)
-            cost = self.online.cost.at(context) if self.online.cost is not None else cost
+            curve = self.online.cost if self.online.cost is not None else curve
+        cost = curve.at(context) if curve is not None else None
         if mdraft is not None:
             model_survival = self.online.model_acceptance.survival(_model_prediction(mdraft), mdraft.max_depth())
         return choose(self.policy, estimate, score, survival, cache_seconds, self.model_arm, cost, self._since_model,

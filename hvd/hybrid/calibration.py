@@ -78,10 +78,11 @@ class _Ratios:
         self.expected[b] = (1 - self.decay) * self.expected[b] + expected
         self.counts[b] += 1
 
-    def ratio(self, b: int, scale: float, center: float = 1.0) -> float:
-        """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data."""
+    def ratio(self, b, scale, center: float = 1.0):
+        """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
+        `b` and `scale` a bin and a float, or (k,) arrays of them (then (k,) ratios)."""
         p = self.prior * scale
-        return float((p * center + self.realised[b]) / (p + self.expected[b]))
+        return (p * center + self.realised[b]) / (p + self.expected[b])
 
 
 class AcceptanceCurve:
@@ -169,16 +170,14 @@ class CostCalibrator:
         self._sizes = np.array(sizes, dtype=np.float64)  # (k,) so each whole size gets its own bucket's ratio
         self._buckets = np.searchsorted(np.array(self.edges), self._sizes, side="right")  # (k,)
 
-    def _ratio(self, b: int, base: float) -> float:
+    def _ratio(self, b, base):
+        """The ratio of bucket(s) `b` for curve value(s) `base` (see `_Ratios.ratio`)."""
         return self.r.ratio(b, base, self.overall.ratio(0, self.curve(0)))
 
     def at(self, context: int) -> VerifyCost:
         """The calibrated curve after `context` tokens, as a curve of the draft size alone."""
         base = self.curve.many(self._sizes, context)  # (k,)
-        p = self.r.prior * base
-        center = self.overall.ratio(0, self.curve(0))
-        b = self._buckets
-        seconds = base * (p * center + self.r.realised[b]) / (p + self.r.expected[b])  # `_ratio` per sample
+        seconds = base * self._ratio(self._buckets, base)
         return VerifyCost(tuple(self._sizes.tolist()), tuple(seconds.tolist()), context)
 
     def update(self, n: int, seconds: float, context: int) -> None:
@@ -187,7 +186,7 @@ class CostCalibrator:
         self.overall.update(0, seconds, expected)
 
     def state(self) -> dict:
-        return {"ratios": [round(self._ratio(b, self.curve(self.edges[b - 1] if b else 0)), 3)
+        return {"ratios": [round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
                            for b in range(self.r.bins)], "steps": self.r.counts.tolist()}
 
 
