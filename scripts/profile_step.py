@@ -67,7 +67,7 @@ def main() -> None:
                                               lib.hvd_rmsnorm_quant(ptr(x), T, s.hidden, ptr(w.ln_mlp), s.eps, None, ptr(hq), ptr(hs)),
                                               lib.hvd_quantize(ptr(att), T, att.shape[1], ptr(hq), ptr(hs))),
             "linears (weights)": lambda l, w: [lib.hvd_linear(ptr(hq), ptr(hs), T, m.q.shape[1] * 16, ptr(m.q), ptr(m.scale),
-                                                              m.out_features, ptr(y), 0)
+                                                              m.out_features, ptr(y), 0, m.group)
                                                for m, y in ((w.qkv, qkv), (w.o, att), (w.gate_up, gu), (w.down, x))],
             "rope + KV write": lambda l, w: lib.hvd_rope_store(ptr(qkv), T, s.heads, s.kv_heads, s.head_dim, None, None, None,
                                                                s.eps, ptr(pos), ptr(t._rope[w.kind][0]),

@@ -32,7 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from hvd.targets.family import Architecture, LayerExtras, decoder_layers, layer_extras, norm_weight, rope_tables
-from hvd.targets.native import LayerSpec, library, ptr
+from hvd.targets.native import LayerSpec, integer_path, library, ptr, weight_group
 from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
 from hvd.targets.shape import LlamaShape, UnsupportedModel
 from hvd.targets.slot_cache import SlotCacheTarget
@@ -44,18 +44,23 @@ PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding
 class QuantLinear:
     """An int8 weight (out, in) with one float32 scale per output channel."""
 
-    q: torch.Tensor  # int8 in tiles of 4 output rows, interleaved: (ceil(out/4), in/16, 4, 16)
+    q: torch.Tensor  # int8 in groups of G output rows, interleaved: (ceil(out/G), in/16, G, 16)
     scale: torch.Tensor  # (out,) float32
 
     @staticmethod
-    def of(w: torch.Tensor) -> "QuantLinear":
+    def of(w: torch.Tensor, group: int = 4) -> "QuantLinear":
+        """Quantized per output channel; `group` (4 or 16): the kernels' layout (native.weight_group)."""
         w = w.detach().float()
         amax = w.abs().amax(dim=1)  # (out,)
         scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
         n, k = q.shape
-        q = F.pad(q, (0, 0, 0, -n % 4)).view(-1, 4, k // 16, 16).transpose(1, 2).contiguous()
+        q = F.pad(q, (0, 0, 0, -n % group)).view(-1, group, k // 16, 16).transpose(1, 2).contiguous()
         return QuantLinear(q, scale.contiguous())
+
+    @property
+    def group(self) -> int:
+        return self.q.shape[2]
 
     def dense(self) -> torch.Tensor:
         """(out, in) int8, row-major."""
@@ -79,13 +84,13 @@ class _Layer:
     spec: LayerSpec  # all of the above as the kernel reads it (addresses into the tensors here)
 
 
-def _layers_of(model, arch: Architecture, s: LlamaShape, inter: int) -> list[_Layer]:
+def _layers_of(model, arch: Architecture, s: LlamaShape, inter: int, group: int) -> list[_Layer]:
     out = []
     for i, (w, layer) in enumerate(zip(decoder_layers(model, arch), model.model.layers)):
         ex = layer_extras(layer, arch)
-        qkv, o, gu, down = (QuantLinear.of(m) for m in (w.qkv, w.o, w.gate_up, w.down))
+        qkv, o, gu, down = (QuantLinear.of(m, group) for m in (w.qkv, w.o, w.gate_up, w.down))
         opt = lambda t: 0 if t is None else ptr(t)  # noqa: E731
-        spec = LayerSpec(s.hidden, s.heads, s.kv_heads, s.head_dim, inter, arch.activation, arch.windows[i],
+        spec = LayerSpec(s.hidden, s.heads, s.kv_heads, s.head_dim, inter, arch.activation, arch.windows[i], group,
                          s.eps, arch.attn_scale, ptr(w.ln_attn), ptr(w.ln_mlp), opt(ex.post_attn), opt(ex.post_mlp),
                          opt(ex.q_norm), opt(ex.k_norm), opt(ex.qkv_bias), ptr(qkv.q), ptr(o.q), ptr(gu.q),
                          ptr(down.q), ptr(qkv.scale), ptr(o.scale), ptr(gu.scale), ptr(down.scale))
@@ -117,18 +122,18 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.arch = arch = Architecture.of(model)
         _check_shape(s, int(model.config.intermediate_size))
         self.lib = library()
-        self.build_id = Path(self.lib._name).stem  # the compiled kernels (source, flags, compiler)
         self.device = torch.device("cpu")
         self.dtype = torch.float32  # activations and the KV cache
         self.vocab_size = s.vocab
         self.max_context = s.max_context
         self.max_draft_nodes = max_draft_nodes
         self._inter = int(model.config.intermediate_size)
-        self._layers = _layers_of(model, arch, s, self._inter)
+        self._group = group = weight_group(self.lib)
+        self._layers = _layers_of(model, arch, s, self._inter, group)
         self._embed = model.get_input_embeddings().weight.detach().float()  # (vocab, hidden), as stored
         self._embed_in = self._embed * arch.embed_scale if arch.embed_scale != 1.0 else self._embed
         self._norm = norm_weight(model.model.norm, arch)
-        self._head = QuantLinear.of(model.get_output_embeddings().weight)
+        self._head = QuantLinear.of(model.get_output_embeddings().weight, group)
         self._scratch_bufs: dict[int, torch.Tensor] = {}
         self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
         self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
@@ -136,6 +141,12 @@ class ExactLlamaTarget(SlotCacheTarget):
         self._rope_len = 0
         self._reset()
         self.set_threads(threads or torch.get_num_threads())
+
+    @property
+    def build_id(self) -> str:
+        """The compiled kernels (source, flags, compiler) and the integer path they run."""
+        vnni = self._group == 16 and integer_path(self.lib) == "avx512-vnni"
+        return f"{Path(self.lib._name).stem}-{'avx512-vnni' if vnni else 'avx2'}"
 
     def set_threads(self, n: int) -> None:
         self.lib.hvd_set_threads(int(n))
@@ -159,7 +170,8 @@ class ExactLlamaTarget(SlotCacheTarget):
         """(T, out) = dequantized x @ w.T; with `out`, added to it in place."""
         T, K = q.shape
         y = out if out is not None else torch.empty(T, w.out_features)
-        self.lib.hvd_linear(ptr(q), ptr(qs), T, K, ptr(w.q), ptr(w.scale), w.out_features, ptr(y), int(out is not None))
+        self.lib.hvd_linear(ptr(q), ptr(qs), T, K, ptr(w.q), ptr(w.scale), w.out_features, ptr(y), int(out is not None),
+                            w.group)
         return y
 
     def _scratch(self, T: int) -> torch.Tensor:

@@ -164,8 +164,8 @@ void hvd_act_mul_quant(const float* gu, int T, int I, int act, int16_t* q, float
 
 /* ---- the integer linear ---------------------------------------------------------------- */
 
-/* sums[r][j] = sum_k x[r][k] * w[j][k] for R <= 3 rows and one tile of 4 weight rows, stored
- * interleaved (K/16, 4, 16): one sequential stream. int16 x int16 -> int32 pairs (vpmaddwd),
+/* sums[r][j] = sum_k x[r][k] * w[j][k] for R <= 3 rows and one tile of 4 weight rows, whose
+ * 16-value chunks lie `stride` bytes apart (the weights' layout, below). int16 x int16 -> int32 pairs (vpmaddwd),
  * added in int32 (exact: any order gives the same sums). Written in assembly so that the 12
  * accumulators stay in registers (ymm0-11): each weight vector is widened once (ymm12) and used by
  * every row, whose activations are read at each use from L1. K a multiple of 16, > 0. */
@@ -180,7 +180,7 @@ void hvd_act_mul_quant(const float* gu, int T, int I, int act, int16_t* q, float
     "xmm11", "xmm12", "xmm13", "memory", "cc"
 
 static void dot_tile3(const int16_t* x0, const int16_t* x1, const int16_t* x2, const int8_t* w, long K,
-                      int32_t out[12][8]) {
+                      long stride, int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
                      "prefetcht0 1024(%[w])\n\t"
@@ -188,17 +188,18 @@ static void dot_tile3(const int16_t* x0, const int16_t* x1, const int16_t* x2, c
                      WIDEN("16") MADD("x0", "1") MADD("x1", "5") MADD("x2", "9")
                      WIDEN("32") MADD("x0", "2") MADD("x1", "6") MADD("x2", "10")
                      WIDEN("48") MADD("x0", "3") MADD("x1", "7") MADD("x2", "11")
-                     "add $64, %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\tadd $32, %[x2]\n\t"
+                     "add %[st], %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\tadd $32, %[x2]\n\t"
                      "sub $16, %[k]\n\tjnz 1b\n\t"
                      STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
                      STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
                      STORE("8", "256") STORE("9", "288") STORE("10", "320") STORE("11", "352")
                      : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [k] "+r"(K)
-                     : [out] "r"(out)
+                     : [out] "r"(out), [st] "r"(stride)
                      : YMM_CLOBBERS);
 }
 
-static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, long K, int32_t out[12][8]) {
+static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, long K, long stride,
+                      int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
                      "prefetcht0 1024(%[w])\n\t"
@@ -206,26 +207,26 @@ static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, lon
                      WIDEN("16") MADD("x0", "1") MADD("x1", "5")
                      WIDEN("32") MADD("x0", "2") MADD("x1", "6")
                      WIDEN("48") MADD("x0", "3") MADD("x1", "7")
-                     "add $64, %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\t"
+                     "add %[st], %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\t"
                      "sub $16, %[k]\n\tjnz 1b\n\t"
                      STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
                      STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
                      : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [k] "+r"(K)
-                     : [out] "r"(out)
+                     : [out] "r"(out), [st] "r"(stride)
                      : YMM_CLOBBERS);
 }
 
-static void dot_tile1(const int16_t* x0, const int8_t* w, long K, int32_t out[12][8]) {
+static void dot_tile1(const int16_t* x0, const int8_t* w, long K, long stride, int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
                      "prefetcht0 1024(%[w])\n\t"
                      WIDEN("0") MADD("x0", "0") WIDEN("16") MADD("x0", "1")
                      WIDEN("32") MADD("x0", "2") WIDEN("48") MADD("x0", "3")
-                     "add $64, %[w]\n\tadd $32, %[x0]\n\t"
+                     "add %[st], %[w]\n\tadd $32, %[x0]\n\t"
                      "sub $16, %[k]\n\tjnz 1b\n\t"
                      STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
                      : [w] "+r"(w), [x0] "+r"(x0), [k] "+r"(K)
-                     : [out] "r"(out)
+                     : [out] "r"(out), [st] "r"(stride)
                      : YMM_CLOBBERS);
 }
 #undef MADD
@@ -234,40 +235,172 @@ static void dot_tile1(const int16_t* x0, const int8_t* w, long K, int32_t out[12
 #undef STORE
 #undef YMM_CLOBBERS
 
-static void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K, int32_t sums[4][4]) {
+static void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K, long stride, int32_t sums[4][4]) {
     int32_t acc[12][8] __attribute__((aligned(32)));
     if (R == 3)
-        dot_tile3(x[0], x[1], x[2], w, K, acc);
+        dot_tile3(x[0], x[1], x[2], w, K, stride, acc);
     else if (R == 2)
-        dot_tile2(x[0], x[1], w, K, acc);
+        dot_tile2(x[0], x[1], w, K, stride, acc);
     else
-        dot_tile1(x[0], w, K, acc);
+        dot_tile1(x[0], w, K, stride, acc);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < 4; j++) sums[i][j] = hsum8i(_mm256_load_si256((const __m256i*)acc[i * 4 + j]));
 }
 
+/* ---- the same sums on AVX-512 VNNI -----------------------------------------------------
+ * Where the CPU has it (checked at run time; hvd_set_vnni), vpdpbusd forms the same integer sums
+ * four products at a time, 64 per instruction: it multiplies unsigned by signed bytes and adds
+ * each group of four into an int32 lane without saturating. The weights become unsigned as
+ * w ^ 0x80 = w + 128, so a lane sums (w + 128) * x, and 128 * sum_k x[k] is taken off each row's
+ * total. Every partial sum is an integer far inside int32 (|sum| <= K * 255 * 127), so the totals
+ * are the AVX2 path's bit for bit. A 64-byte line of the interleaved weights holds 4 output rows
+ * x 16 k; an activation row's 16 k are broadcast to the 4 lane groups, so lane l of an
+ * accumulator holds weight row l/4's partial sum. The micro-kernel keeps up to VROWS activation
+ * rows x VTILES weight tiles of accumulators in registers. */
+#define VNNI_ISA __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VROWS 4  /* 4 x 4 accumulators: more rows spill registers (measured slower) */
+#define VTILES 4
+
+static int vnni_on = 0;  /* set by hvd_set_vnni */
+
+/* on = 1: use the VNNI path where this CPU has it; 0: AVX2; < 0: change nothing. Returns 1 if the
+ * VNNI path is in use afterwards. */
+int hvd_set_vnni(int on) {
+    if (on >= 0) {
+        __builtin_cpu_init();
+        int has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vnni");
+        vnni_on = on && has;
+    }
+    return vnni_on;
+}
+
+static __thread int8_t* tl_x8 = NULL;
+static __thread size_t tl_x8_cap = 0;
+
+/* xq (T, K) int16 holding int8 values -> int8; xsum[t] = sum_k xq[t, k]. */
+static int8_t* narrow_rows(const int16_t* xq, int T, int K, int32_t* xsum) {
+    size_t n = (size_t)T * K;
+    if (n > tl_x8_cap) {
+        free(tl_x8);
+        tl_x8_cap = n + n / 2;
+        tl_x8 = aligned_alloc(64, (tl_x8_cap + 63) / 64 * 64);
+    }
+    for (int t = 0; t < T; t++) {
+        int32_t s = 0;
+        for (int k = 0; k < K; k++) {
+            tl_x8[(size_t)t * K + k] = (int8_t)xq[(size_t)t * K + k];
+            s += xq[(size_t)t * K + k];
+        }
+        xsum[t] = s;
+    }
+    return tl_x8;
+}
+
+/* sums[i][4 * j + r] = sum_k (w_j[r][k] + 128) * x_i[k] for NR activation rows (int8, stride K)
+ * and the first NW 4-row tiles of a 16-row weight group. */
+VNNI_ISA static inline __attribute__((always_inline)) void vnni_tile(const int NR, const int NW, const int8_t* x,
+                                                                    int K, const int8_t* w,
+                                                                    int32_t sums[VROWS][4 * VTILES]) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i acc[VROWS][VTILES];
+    for (int i = 0; i < NR; i++)
+        for (int j = 0; j < NW; j++) acc[i][j] = _mm512_setzero_si512();
+    for (int c = 0; c < K / 16; c++) {
+        __m512i wv[VTILES];
+        for (int j = 0; j < NW; j++) {
+            const int8_t* line = w + (size_t)c * 256 + j * 64;
+            _mm_prefetch((const char*)line + 1024, _MM_HINT_T0);
+            wv[j] = _mm512_xor_si512(_mm512_loadu_si512(line), flip);
+        }
+        for (int i = 0; i < NR; i++) {
+            __m512i xv = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(x + (size_t)i * K + c * 16)));
+            for (int j = 0; j < NW; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xv);
+        }
+    }
+    /* each tile's 4 lanes per weight row summed by a 4x4 transpose-add per 128-bit lane (lane
+     * 4q + j: tile j, row q), then put in order 4j + q */
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    for (int i = 0; i < NR; i++) {
+        __m512i a[4];
+        for (int j = 0; j < 4; j++) a[j] = j < NW ? acc[i][j] : _mm512_setzero_si512();
+        __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpackhi_epi32(a[0], a[1]));
+        __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2], a[3]), _mm512_unpackhi_epi32(a[2], a[3]));
+        __m512i r = _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+        _mm512_storeu_si512((__m512i*)sums[i], _mm512_permutexvar_epi32(order, r));
+    }
+}
+
+#define VNNI_CASE(R) \
+    case R: \
+        if (NW == 4) vnni_tile(R, 4, x, K, w, sums); \
+        else if (NW == 3) vnni_tile(R, 3, x, K, w, sums); \
+        else if (NW == 2) vnni_tile(R, 2, x, K, w, sums); \
+        else vnni_tile(R, 1, x, K, w, sums); \
+        break;
+
+VNNI_ISA static void vnni_block(int NR, int NW, const int8_t* x, int K, const int8_t* w,
+                                int32_t sums[VROWS][4 * VTILES]) {
+    switch (NR) { VNNI_CASE(1) VNNI_CASE(2) VNNI_CASE(3) default: VNNI_CASE(4) }
+}
+#undef VNNI_CASE
+
+static void linear_vnni(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
+                        float* y, int accumulate) {
+    int32_t xsum_stack[64];
+    int32_t* xsum = T <= 64 ? xsum_stack : malloc((size_t)T * sizeof(int32_t));
+    const int8_t* x8 = narrow_rows(xq, T, K, xsum);
+    int ntile = (N + 3) / 4, ngroup = (ntile + VTILES - 1) / VTILES, passes = (T + VROWS - 1) / VROWS;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (ngroup > 4)
+    for (int g = 0; g < ngroup; g++) {
+        int b0 = g * VTILES, nw = ntile - b0 < VTILES ? ntile - b0 : VTILES;
+        int o0 = b0 * 4, no = N - o0 < 4 * nw ? N - o0 : 4 * nw;
+        for (int p = 0, t0 = 0; p < passes; p++) {
+            int nt = (T - t0) / (passes - p); /* rows spread evenly over the passes */
+            int32_t sums[VROWS][4 * VTILES];
+            vnni_block(nt, nw, x8 + (size_t)t0 * K, K, w + (size_t)g * 16 * K, sums);
+            for (int i = 0; i < nt; i++) {
+                float* yr = y + (size_t)(t0 + i) * N + o0;
+                int32_t off = 128 * xsum[t0 + i];
+                for (int j = 0; j < no; j++) {
+                    float v = ((float)(sums[i][j] - off) * xs[t0 + i]) * ws[o0 + j];
+                    yr[j] = accumulate ? yr[j] + v : v;
+                }
+            }
+            t0 += nt;
+        }
+    }
+    if (xsum != xsum_stack) free(xsum);
+}
+
 /* y[t, o] (+)= ((float)sum_k xq[t, k] * w[o, k] * xs[t]) * ws[o].
- * xq (T, K) int16 holding int8 values; w int8 in tiles of 4 output rows, interleaved
- * (ceil(N/4), K/16, 4, 16) (rows past N zero); K a multiple of 16. Threads split the tiles;
- * row tiles of 3 share each weight load. */
+ * xq (T, K) int16 holding int8 values; w int8 in groups of G = `group` output rows (4 or 16),
+ * interleaved (ceil(N/G), K/16, G, 16) (rows past N zero): a group is one sequential stream.
+ * K a multiple of 16. The VNNI path takes groups of 16 (its 4 weight tiles side by side); the
+ * AVX2 path either (4 is its faster stream). Threads split the 4-row tiles; row tiles of 3 share
+ * each weight load. */
 void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
-                float* y, int accumulate) {
-    int nblk = (N + 3) / 4;
+                float* y, int accumulate, int group) {
+    if (vnni_on && group == 16) {
+        linear_vnni(xq, xs, T, K, w, ws, N, y, accumulate);
+        return;
+    }
+    int nblk = (N + 3) / 4, per = group / 4;
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (nblk > 16)
     for (int b = 0; b < nblk; b++) {
         int o0 = b * 4, no = N - o0 < 4 ? N - o0 : 4;
-        const int8_t* wt = w + (size_t)b * 4 * K;
+        const int8_t* wt = w + (size_t)(b / per) * group * K + (b % per) * 64;
         for (int t0 = 0; t0 < T; t0 += 3) {
             int nt = T - t0 < 3 ? T - t0 : 3;
             const int16_t* xr[3];
             for (int i = 0; i < nt; i++) xr[i] = xq + (size_t)(t0 + i) * K;
             int32_t sums[4][4];
             if (nt == 3)
-                dot_tile(xr, 3, wt, K, sums);
+                dot_tile(xr, 3, wt, K, (long)group * 16, sums);
             else if (nt == 2)
-                dot_tile(xr, 2, wt, K, sums);
+                dot_tile(xr, 2, wt, K, (long)group * 16, sums);
             else
-                dot_tile(xr, 1, wt, K, sums);
+                dot_tile(xr, 1, wt, K, (long)group * 16, sums);
             for (int i = 0; i < nt; i++) {
                 float* yr = y + (size_t)(t0 + i) * N + o0;
                 for (int j = 0; j < no; j++) {
@@ -638,7 +771,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
  * scratch: hvd_layer_scratch(...) bytes, 32-byte aligned. */
 
 typedef struct {
-    int hid, H, KVH, D, inter, act, window;
+    int hid, H, KVH, D, inter, act, window, group;
     float eps, scale;
     const float *ln_attn, *ln_mlp, *post_attn, *post_mlp, *q_norm, *k_norm, *qkv_bias; /* the last 5 may be NULL */
     const int8_t *wqkv, *wo, *wgu, *wd;
@@ -681,24 +814,24 @@ void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, con
     float* tmp = (float*)((char*)gu + up32((size_t)T * 2 * inter * 4));
     int nqkv = (H + 2 * KVH) * D;
     hvd_rmsnorm_quant(x, T, hid, L->ln_attn, L->eps, NULL, xq, xs);
-    hvd_linear(xq, xs, T, hid, L->wqkv, L->sqkv, nqkv, qkv, 0);
+    hvd_linear(xq, xs, T, hid, L->wqkv, L->sqkv, nqkv, qkv, 0, L->group);
     hvd_rope_store(qkv, T, H, KVH, D, L->qkv_bias, L->q_norm, L->k_norm, L->eps, pos, cos, sin, slots, q, kc, vc,
                    cap);
     hvd_attention(q, T, H, KVH, D, kc, vc, cap, base, path, off, pos, L->window, L->scale, att);
     hvd_quantize(att, T, H * D, xq, xs);
     if (L->post_attn) {
-        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, tmp, 0);
+        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, tmp, 0, L->group);
         add_normed(x, tmp, T, hid, L->post_attn, L->eps);
     } else {
-        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, x, 1);
+        hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, x, 1, L->group);
     }
     hvd_rmsnorm_quant(x, T, hid, L->ln_mlp, L->eps, NULL, xq, xs);
-    hvd_linear(xq, xs, T, hid, L->wgu, L->sgu, 2 * inter, gu, 0);
+    hvd_linear(xq, xs, T, hid, L->wgu, L->sgu, 2 * inter, gu, 0, L->group);
     hvd_act_mul_quant(gu, T, inter, L->act, xq, xs);
     if (L->post_mlp) {
-        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, tmp, 0);
+        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, tmp, 0, L->group);
         add_normed(x, tmp, T, hid, L->post_mlp, L->eps);
     } else {
-        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, x, 1);
+        hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, x, 1, L->group);
     }
 }

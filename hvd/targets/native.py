@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -34,18 +35,19 @@ def _compiler() -> str:
 
 _SIGNATURES = {
     "hvd_set_threads": [ctypes.c_int],
+    "hvd_set_vnni": [ctypes.c_int],
     "hvd_quantize": ["p", "i", "i", "p", "p"],
     "hvd_rmsnorm_quant": ["p", "i", "i", "p", "f", "p", "p", "p"],
     "hvd_rmsnorm": ["p", "i", "i", "p", "f", "p"],
     "hvd_act_mul_quant": ["p", "i", "i", "i", "p", "p"],
-    "hvd_linear": ["p", "p", "i", "i", "p", "p", "i", "p", "i"],
+    "hvd_linear": ["p", "p", "i", "i", "p", "p", "i", "p", "i", "i"],
     "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "f", "p", "p", "p", "p", "p", "p", "p", "i"],
     "hvd_move_slots": ["p", "p", "i", "i", "i", "i", "p", "p", "i"],
     "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "p", "i", "f", "p"],
     "hvd_layer_scratch": ["i"] * 6,
     "hvd_layer": ["p", "p", "i", "p", "p", "p", "p", "p", "p", "i", "p", "p", "p", "p"],
 }
-_RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t}
+_RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t, "hvd_set_vnni": ctypes.c_int}
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "f": ctypes.c_float}
 
 
@@ -78,13 +80,40 @@ def library() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [_CTYPES[s] if isinstance(s, str) else s for s in sig]
         fn.restype = _RESTYPES.get(name)
+    use_integer_path(os.environ.get("HVD_INT8_PATH", "auto"), lib)
     return lib
+
+
+INT8_PATHS = ("auto", "avx2", "avx512-vnni")
+
+
+def use_integer_path(name: str, lib: Optional[ctypes.CDLL] = None) -> str:
+    """Select the integer linear's instructions ("auto": AVX-512 VNNI where the CPU has it, else
+    AVX2; env HVD_INT8_PATH). Both form the same integer sums, so no output bit depends on it;
+    only speed does. Returns the path in use."""
+    if name not in INT8_PATHS:
+        raise NativeUnavailable(f"HVD_INT8_PATH={name!r}: expected one of {', '.join(INT8_PATHS)}")
+    on = (lib or library()).hvd_set_vnni(int(name != "avx2"))
+    if name == "avx512-vnni" and not on:
+        raise NativeUnavailable("HVD_INT8_PATH=avx512-vnni: this CPU has no AVX-512 VNNI")
+    return integer_path(lib)
+
+
+def integer_path(lib: Optional[ctypes.CDLL] = None) -> str:
+    """The integer linear's instructions in use: "avx512-vnni" or "avx2"."""
+    return "avx512-vnni" if (lib or library()).hvd_set_vnni(-1) else "avx2"
+
+
+def weight_group(lib: Optional[ctypes.CDLL] = None) -> int:
+    """Output rows per interleaved group of an int8 weight for the path in use (kernels.c's
+    hvd_linear): 16 for VNNI (4 tiles side by side), 4 for AVX2. Either layout gives the same sums."""
+    return 16 if integer_path(lib) == "avx512-vnni" else 4
 
 
 class LayerSpec(ctypes.Structure):
     """kernels.c's hvd_layer_spec: one decoder layer's sizes, switches and weight addresses."""
 
-    _fields_ = ([(n, ctypes.c_int) for n in ("hid", "H", "KVH", "D", "inter", "act", "window")]
+    _fields_ = ([(n, ctypes.c_int) for n in ("hid", "H", "KVH", "D", "inter", "act", "window", "group")]
                 + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
                 + [(n, ctypes.c_void_p) for n in ("ln_attn", "ln_mlp", "post_attn", "post_mlp", "q_norm", "k_norm",
                                                   "qkv_bias", "wqkv", "wo", "wgu", "wd", "sqkv", "so", "sgu", "sd")])

@@ -8,7 +8,7 @@ import torch
 
 from hvd.targets.check import check_exact, row_counts
 from hvd.targets.exact import PREFILL_CHUNK, ExactLlamaTarget, QuantLinear
-from hvd.targets.native import library, ptr
+from hvd.targets.native import library, ptr, use_integer_path
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import TargetConfig
 from hvd.types import Draft
@@ -87,19 +87,40 @@ def test_close_to_the_float_model():
     assert cos > 0.98, cos
 
 
-def test_int8_linear_is_exact_integer_arithmetic():
+@pytest.fixture
+def integer_paths():
+    """Every integer path this CPU runs (AVX2 always; AVX-512 VNNI where present); restores auto."""
+    lib = library()
+    paths = ["avx2"] + (["avx512-vnni"] if use_integer_path("auto", lib) == "avx512-vnni" else [])
+    yield paths
+    use_integer_path("auto", lib)
+
+
+@pytest.mark.parametrize("group", [4, 16])
+def test_int8_linear_is_exact_integer_arithmetic(group, integer_paths):
+    """Every path and layout gives the exact integer sums, so no bit depends on the CPU's ISA;
+    extreme activations (all +127 / -127) and weights probe the VNNI path's unsigned offset."""
     torch.manual_seed(0)
     lib = library()
-    dense = torch.randn(37, 48)
-    w = QuantLinear.of(dense)  # 37 rows: a partial tile
-    assert ((w.dense().float() * w.scale[:, None] - dense).abs() <= w.scale[:, None] / 2 + 1e-7).all()
-    for T in (1, 2, 3, 4, 7):
-        x = torch.randint(-127, 128, (T, 48), dtype=torch.int16)
-        xs = torch.rand(T) + 0.1
-        y = torch.empty(T, 37)
-        lib.hvd_linear(ptr(x), ptr(xs), T, 48, ptr(w.q), ptr(w.scale), 37, ptr(y), 0)
-        sums = x.long() @ w.dense().long().t()  # exact integer sums
-        assert torch.equal(y, (sums.float() * xs[:, None]) * w.scale[None, :])
+    for n, k in ((37, 48), (70, 1040)):  # partial tiles and groups; K with an odd number of chunks
+        dense = torch.randn(n, k)
+        dense[0] = dense[0].abs().max()  # a row of +127
+        dense[1] = -dense[1].abs().max()  # a row of -127
+        w = QuantLinear.of(dense, group)
+        assert w.group == group
+        assert ((w.dense().float() * w.scale[:, None] - dense).abs() <= w.scale[:, None] / 2 + 1e-7).all()
+        for T in (1, 2, 3, 4, 5, 6, 7, 11, 17):
+            x = torch.randint(-127, 128, (T, k), dtype=torch.int16)
+            x[0] = 127
+            if T > 1:
+                x[1] = -127
+            xs = torch.rand(T) + 0.1
+            sums = x.long() @ w.dense().long().t()  # exact integer sums
+            for path in integer_paths:
+                use_integer_path(path, lib)
+                y = torch.empty(T, n)
+                lib.hvd_linear(ptr(x), ptr(xs), T, k, ptr(w.q), ptr(w.scale), n, ptr(y), 0, group)
+                assert torch.equal(y, (sums.float() * xs[:, None]) * w.scale[None, :]), (path, n, k, T)
 
 
 def test_threads_do_not_change_a_bit(exact):
@@ -110,3 +131,17 @@ def test_threads_do_not_change_a_bit(exact):
     two = (exact.prefill(prompt), exact.verify(cont[0], Draft.chain(cont[1:])))
     exact.set_threads(torch.get_num_threads())
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+
+
+def test_every_integer_path_gives_the_same_logits(integer_paths):
+    """The target built on each path this CPU has (its own weight layout too) decodes to the same bits."""
+    if len(integer_paths) < 2:
+        pytest.skip("this CPU has one integer path (AVX2)")
+    prompt, cont = seq(70), seq(20, seed=2)
+    out = []
+    for path in integer_paths:
+        use_integer_path(path)
+        t = ExactLlamaTarget(tiny_llama(seed=3))
+        assert t.build_id.endswith(path)
+        out.append((t.prefill(prompt), t.verify(cont[0], Draft.chain(cont[1:]))))
+    assert all(torch.equal(a, b) for a, b in zip(out[0], out[1]))
