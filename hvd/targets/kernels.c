@@ -593,13 +593,88 @@ static void value_rows(int NR, int HALF, float* const* o, const float* const* p,
 #undef VT_NC
 #undef VT
 
+/* ---- the same attention sums on AVX-512 (with the VNNI path, vnni_on) ---------------------
+ * Where rows share staged float copies of keys and values, the score and value tiles run 16
+ * lanes wide: each lane is the same fma chain as in the 8-lane tiles above (scores: over d from
+ * 0 for one key; value sums: over keys in order for one dim), so every bit is the same. */
+#define WIDE_ROWS 6
+
+/* Scores of NR <= WIDE_ROWS rows against 32 keys staged (D, 32); row i's 16-key halves are
+ * stored under masks m0[i], m1[i] (keys inside its base) at dst[i]. */
+VNNI_ISA static inline __attribute__((always_inline)) void score_wide_tile(const int NR, const float* const* qr,
+                                                                          const float* kb, int D, float* const* dst,
+                                                                          const __mmask16* m0, const __mmask16* m1) {
+    __m512 a0[WIDE_ROWS], a1[WIDE_ROWS];
+    for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m512 k0 = _mm512_loadu_ps(kb + d * 32), k1 = _mm512_loadu_ps(kb + d * 32 + 16);
+        for (int i = 0; i < NR; i++) {
+            __m512 qd = _mm512_set1_ps(qr[i][d]);
+            a0[i] = _mm512_fmadd_ps(qd, k0, a0[i]);
+            a1[i] = _mm512_fmadd_ps(qd, k1, a1[i]);
+        }
+    }
+    for (int i = 0; i < NR; i++) {
+        _mm512_mask_storeu_ps(dst[i], m0[i], a0[i]);
+        _mm512_mask_storeu_ps(dst[i] + 16, m1[i], a1[i]);
+    }
+}
+
+VNNI_ISA static void score_wide(int NR, const float* const* qr, const float* kb, int D, float* const* dst,
+                                const __mmask16* m0, const __mmask16* m1) {
+    switch (NR) {
+        case 1: score_wide_tile(1, qr, kb, D, dst, m0, m1); break;
+        case 2: score_wide_tile(2, qr, kb, D, dst, m0, m1); break;
+        case 3: score_wide_tile(3, qr, kb, D, dst, m0, m1); break;
+        case 4: score_wide_tile(4, qr, kb, D, dst, m0, m1); break;
+        case 5: score_wide_tile(5, qr, kb, D, dst, m0, m1); break;
+        default: score_wide_tile(6, qr, kb, D, dst, m0, m1); break;
+    }
+}
+
+/* value_tile for float values (rows of D floats), NR <= 3 rows, NC <= 4 chunks of 16 dims from c0. */
+VNNI_ISA static inline __attribute__((always_inline)) void value_wide_tile(const int NR, const int NC, float* const* o,
+                                                                          const float* const* p, const float* v,
+                                                                          int n, int D, int c0) {
+    __m512 acc[3][4];
+    for (int i = 0; i < NR; i++)
+        for (int c = 0; c < NC; c++) acc[i][c] = _mm512_loadu_ps(o[i] + (c0 + c) * 16);
+    for (int j = 0; j < n; j++) {
+        __m512 pj[3];
+        for (int i = 0; i < NR; i++) pj[i] = _mm512_set1_ps(p[i][j]);
+        for (int c = 0; c < NC; c++) {
+            __m512 vv = _mm512_loadu_ps(v + (size_t)j * D + (c0 + c) * 16);
+            for (int i = 0; i < NR; i++) acc[i][c] = _mm512_fmadd_ps(pj[i], vv, acc[i][c]);
+        }
+    }
+    for (int i = 0; i < NR; i++)
+        for (int c = 0; c < NC; c++) _mm512_storeu_ps(o[i] + (c0 + c) * 16, acc[i][c]);
+}
+
+#define VW(NR, NC) value_wide_tile(NR, NC, o, p, v, n, D, c0)
+#define VW_NC(NR) \
+    switch (nc) { case 4: VW(NR, 4); break; case 3: VW(NR, 3); break; case 2: VW(NR, 2); break; default: VW(NR, 1); }
+
+/* value_rows for float values, D a multiple of 16. */
+VNNI_ISA static void value_wide(int NR, float* const* o, const float* const* p, const float* v, int n, int D) {
+    for (int c0 = 0; c0 < D / 16; c0 += 4) {
+        int nc = D / 16 - c0 < 4 ? D / 16 - c0 : 4;
+        if (NR == 3) { VW_NC(3) } else if (NR == 2) { VW_NC(2) } else { VW_NC(1) }
+    }
+}
+#undef VW_NC
+#undef VW
+
 /* value_rows over keys from..to-1 of a block: v its first row, `row` bytes a row, p[i] row i's
  * weights for the block. */
 static void value_span(int NR, int HALF, float* const* o, const float* const* p, const char* v, size_t row, int from,
                        int to, int D) {
     const float* pp[3];
     for (int i = 0; i < NR; i++) pp[i] = p[i] + from;
-    value_rows(NR, HALF, o, pp, v + (size_t)from * row, NULL, to - from, D);
+    if (!HALF && vnni_on && D % 16 == 0)
+        value_wide(NR, o, pp, (const float*)(v + (size_t)from * row), to - from, D);
+    else
+        value_rows(NR, HALF, o, pp, v + (size_t)from * row, NULL, to - from, D);
 }
 
 static const half zero_keys[256 * 8];  /* a group of absent keys (D at most 256) */
@@ -631,8 +706,31 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
         const half* vh = vc + (size_t)kh * cap * D;
 #define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
 #define ROWBASE(r) (base[t0 + (r) / g])
-        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time */
-        for (int j0 = minlo / 32 * 32; j0 < maxbase; j0 += 32) {
+        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time (on
+         * AVX-512: staged (D, 32), 16 keys a vector, WIDE_ROWS rows at a time) */
+        for (int j0 = minlo / 32 * 32; stage && vnni_on && j0 < maxbase; j0 += 32) {
+            for (int h = 0; h < 4; h++) {
+                const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;
+                for (int d = 0; d < D; d++) {
+                    _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);
+                    _mm256_store_ps(kb + d * 32 + h * 8, load_half8(src + d * 8));
+                }
+            }
+            for (int r0 = 0; r0 < R; r0 += WIDE_ROWS) {
+                int nr = R - r0 < WIDE_ROWS ? R - r0 : WIDE_ROWS;
+                const float* qr[WIDE_ROWS];
+                float* dst[WIDE_ROWS];
+                __mmask16 m0[WIDE_ROWS], m1[WIDE_ROWS];
+                for (int i = 0; i < nr; i++) {
+                    int nb = ROWBASE(r0 + i) - j0, ng = nb <= 0 ? 0 : nb >= 32 ? 4 : (nb + 7) / 8;  /* groups inside */
+                    qr[i] = ROWQ(r0 + i), dst[i] = sc + (size_t)(r0 + i) * Lp + j0;
+                    m0[i] = (__mmask16)(ng >= 2 ? 0xFFFF : ng == 1 ? 0x00FF : 0);
+                    m1[i] = (__mmask16)(ng >= 4 ? 0xFFFF : ng == 3 ? 0x00FF : 0);
+                }
+                score_wide(nr, qr, kb, D, dst, m0, m1);
+            }
+        }
+        for (int j0 = minlo / 32 * 32; !(stage && vnni_on) && j0 < maxbase; j0 += 32) {
             const void* kg[4];
             for (int h = 0; h < 4; h++) {
                 const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;

@@ -182,3 +182,24 @@ def test_unsupported_architecture_says_why():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2))
     with pytest.raises(UnsupportedModel, match="gpt2"):
         Architecture.of(model)
+
+
+def test_family_gives_the_same_bits_on_every_integer_path(family):
+    """AVX2 and, where the CPU has it, AVX-512 VNNI (its linears and 16-lane attention tiles) decode
+    a prompt and a long verify (several query tiles and staged key blocks) to the same bits."""
+    from hvd.targets.native import library, use_integer_path
+
+    name, model, _ = family
+    lib = library()
+    if use_integer_path("auto", lib) != "avx512-vnni":
+        pytest.skip("this CPU has one integer path (AVX2)")
+    prompt, cont = seq(90, seed=4), seq(24, seed=5)
+    out = []
+    try:
+        for path in ("avx2", "avx512-vnni"):
+            use_integer_path(path, lib)
+            t = ExactLlamaTarget(model)
+            out.append((t.prefill(prompt), t.verify(cont[0], Draft.chain(cont[1:]))))
+    finally:
+        use_integer_path("auto", lib)
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1]), name
