@@ -16,7 +16,8 @@
  * - exp is our own (below), so it is the same function in every lane and on every libm.
  * Built with -ffp-contract=off: the compiler fuses nothing we did not write as an fma.
  * Needs AVX2 + FMA + F16C (any x86-64 CPU since 2013); the integer results, and so every bit, do not
- * depend on anything newer.
+ * depend on anything newer: where AVX-512 VNNI is present, the linear and the staged attention
+ * tiles take wider instructions that compute the same integers and the same per-lane fma chains.
  */
 #include <immintrin.h>
 #include <math.h>
