@@ -28,6 +28,8 @@ def machine(target=None) -> dict:
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if target is not None:
         info.update(target=type(target).__name__, dtype=target.precision)
+        if target.build_id:
+            info["kernels"] = target.build_id  # the compiled kernels and the instruction path they run
     return info
 
 
