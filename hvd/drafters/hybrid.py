@@ -70,6 +70,7 @@ class HybridDrafter:
         self._prompt_len = 0
         self._pending: Optional[_Pending] = None
         self._since_model = 0  # decisions since the model arm last drafted
+        self._observed_at: Optional[float] = None  # when the last commit reached `observe`
 
     def for_request(self) -> "HybridDrafter":
         """A hybrid for one request: its arms' own per-request drafters and its own acceptance
@@ -89,9 +90,13 @@ class HybridDrafter:
         self._prompt_len = len(prompt)
         self._pending = None
         self._since_model = 0
+        self._observed_at = None
 
     def propose(self, ctx: DecodeContext) -> Draft:
         t0 = time.perf_counter()
+        if self._observed_at is not None:  # the last step's time after its verify (wall clock only)
+            self.online.note_overhead(t0 - self._observed_at)
+            self._observed_at = None
         mode = self._modes.pick() if self._modes is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
         t1 = time.perf_counter()
@@ -104,8 +109,7 @@ class HybridDrafter:
         elif mode == MODEL_ONLY:
             decision = Decision(MODEL)
         else:
-            decision = self._decide(cdraft, predicted, time.perf_counter() - t0 - model_seconds, mdraft,
-                                    len(ctx.tokens))
+            decision = self._decide(cdraft, predicted, self._fixed_seconds(t0, model_seconds), mdraft, len(ctx.tokens))
         if decision.arm in (MODEL, BOTH) and mdraft is None:
             mdraft, model_seconds = self._model_draft(ctx)
         if mdraft is None and mode == POLICY:  # the policy's own decisions: its exploration schedule
@@ -124,6 +128,15 @@ class HybridDrafter:
         self._pending = _Pending(mode, decision.arm, cdraft, mdraft, model_seconds, predicted, time.perf_counter() - t0,
                                  min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
         return draft
+
+    def _fixed_seconds(self, t0: float, model_seconds: float) -> float:
+        """What this step costs whatever it verifies. Online: all of it — drafting so far, the
+        model arm's draft included, and the learnt time a step spends outside drafting and
+        verifying — since every step pays it again, and leaving it out favours short drafts.
+        Without online state, the cache arm's drafting only (the model arm priced separately)."""
+        if self.online is None:
+            return time.perf_counter() - t0 - model_seconds
+        return time.perf_counter() - t0 + self.online.step_overhead
 
     def _model_draft(self, ctx: DecodeContext) -> tuple[Draft, float]:
         """The model arm's draft (whole: the policy cuts it) and the seconds it took."""
@@ -165,6 +178,8 @@ class HybridDrafter:
 
     def observe(self, committed: Sequence[int]) -> None:
         now = time.perf_counter()
+        if self.online is not None and self.clock == "wall":
+            self._observed_at = now
         self.cache.observe(committed)
         self.model.observe(committed)
         p, self._pending = self._pending, None

@@ -242,6 +242,14 @@ class OnlineState:
         self.model_acceptance = AcceptanceCurve(cfg)
         self.model_arm = ArmEstimate()  # its draft time (its acceptance: the curve above)
         self.cost = CostCalibrator(curve, cfg) if curve is not None else None
+        # seconds a step spends outside drafting and verifying (learning from the commit,
+        # streaming it out): paid by every step whatever it verifies, so the policy prices it
+        self.step_overhead, self._overhead_steps = 0.0, 0
+
+    def note_overhead(self, seconds: float) -> None:
+        rate = max(self.cfg.decay, 1.0 / (self._overhead_steps + 1))
+        self.step_overhead += rate * (seconds - self.step_overhead)
+        self._overhead_steps += 1
 
     def request_bandit(self) -> ModeBandit:
         """A new request's own bandit (measured afresh: which mode is best depends on the
@@ -250,4 +258,5 @@ class OnlineState:
 
     def state(self) -> dict:
         return {"acceptance": self.acceptance.state(), "model_acceptance": self.model_acceptance.state(),
+                "step_overhead_ms": round(self.step_overhead * 1e3, 3),
                 **({"verify_cost": self.cost.state()} if self.cost is not None else {})}

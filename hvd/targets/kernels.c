@@ -50,24 +50,32 @@ static inline int32_t hsum8i(__m256i v) {
 }
 
 /* exp(x) for x <= 0 (softmax after subtracting the max): 2^n * p(r), r = x - n ln2 in
- * [-ln2/2, ln2/2], p a degree-6 Taylor polynomial (rel. error < 2e-7); below -87 it is 0. */
+ * [-ln2/2, ln2/2], p a degree-6 Taylor polynomial (rel. error < 2e-7); below -87 it is 0.
+ * EXP_CORE is the one text of the operations from n (x / ln2 rounded) to 2^n * p(r), expanded
+ * for 8 lanes here and for 16 (exp16, the AVX-512 path) below: the same operations in every lane. */
+#define EXP_CORE(P, BITS, T, x, n, y)                                                                    \
+    do {                                                                                                 \
+        T r_ = P##_fnmadd_ps(n, P##_set1_ps(0.693359375f), x);                                           \
+        r_ = P##_fnmadd_ps(n, P##_set1_ps(-2.12194440e-4f), r_);                                         \
+        T p_ = P##_set1_ps(1.0f / 720);                                                                  \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(1.0f / 120));                                              \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(1.0f / 24));                                               \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(1.0f / 6));                                                \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(0.5f));                                                    \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(1.0f));                                                    \
+        p_ = P##_fmadd_ps(p_, r_, P##_set1_ps(1.0f));                                                    \
+        y = P##_mul_ps(p_, P##_castsi##BITS##_ps(                                                        \
+                                 P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23))); \
+    } while (0)
+#define EXP_LOG2E 1.44269504088896341f
+
 static inline __m256 exp8(__m256 x) {
     const __m256 lo = _mm256_set1_ps(-87.0f);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_max_ps(x, lo);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 y;
+    EXP_CORE(_mm256, 256, __m256, x, n, y);
     return _mm256_andnot_ps(under, y);
 }
 
@@ -678,6 +686,69 @@ static void value_span(int NR, int HALF, float* const* o, const float* const* p,
         value_rows(NR, HALF, o, pp, v + (size_t)from * row, NULL, to - from, D);
 }
 
+/* Softmax weights of one row over sr[from..to) (a multiple of 8 long) in place: scaled scores,
+ * p_j = exp(score_j - max); returns their sum, lane j mod 8 of an 8-lane accumulator added in
+ * key order, then hsum8. -inf * scale = -inf: masked keys stay masked. */
+static float softmax8(float* sr, int from, int to, float scale) {
+    __m256 sv = _mm256_set1_ps(scale), mx = _mm256_set1_ps(-INFINITY);
+    for (int j = from; j < to; j += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sr + j), sv);
+        _mm256_storeu_ps(sr + j, v);
+        mx = _mm256_max_ps(mx, v);
+    }
+    __m256 mv = _mm256_set1_ps(hmax8(mx)), sum = _mm256_setzero_ps();
+    for (int j = from; j < to; j += 8) {
+        __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
+        _mm256_storeu_ps(sr + j, p);
+        sum = _mm256_add_ps(sum, p);
+    }
+    return hsum8(sum);
+}
+
+/* exp8, 16 lanes: the same operations in every lane (the same rounding to an integer n). */
+VNNI_ISA static inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.0f);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(x, lo);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 y;
+    EXP_CORE(_mm512, 512, __m512, x, n, y);
+    return _mm512_maskz_mov_ps((__mmask16)~under, y);
+}
+
+/* softmax8, 16 keys a step: the same products, the same max (max is exact in any order), the
+ * same exp per key, and the same 8-lane sum in key order (each 16 keys' halves added in turn). */
+VNNI_ISA static float softmax_wide(float* sr, int from, int to, float scale) {
+    __m512 sv = _mm512_set1_ps(scale), mx = _mm512_set1_ps(-INFINITY);
+    int j = from;
+    for (; j + 16 <= to; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(sr + j), sv);
+        _mm512_storeu_ps(sr + j, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    float m = _mm512_reduce_max_ps(mx);
+    if (j < to) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sr + j), _mm256_set1_ps(scale));
+        _mm256_storeu_ps(sr + j, v);
+        float t = hmax8(v);
+        m = t > m ? t : m;
+    }
+    __m512 mv = _mm512_set1_ps(m);
+    __m256 sum = _mm256_setzero_ps();
+    for (j = from; j + 16 <= to; j += 16) {
+        __m512 p = exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j), mv));
+        _mm512_storeu_ps(sr + j, p);
+        sum = _mm256_add_ps(sum, _mm512_castps512_ps256(p));
+        sum = _mm256_add_ps(sum, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1)));
+    }
+    if (j < to) {
+        __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), _mm256_set1_ps(m)));
+        _mm256_storeu_ps(sr + j, p);
+        sum = _mm256_add_ps(sum, p);
+    }
+    return hsum8(sum);
+}
+
 static const half zero_keys[256 * 8];  /* a group of absent keys (D at most 256) */
 
 void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
@@ -791,19 +862,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
             lo8[r] = lo / 8 * 8;
             for (int j = lo8[r]; j < lo; j++) sr[j] = -INFINITY;
             for (int j = L; j < Lr; j++) sr[j] = -INFINITY;
-            __m256 sv = _mm256_set1_ps(scale), mx = _mm256_set1_ps(-INFINITY);
-            for (int j = lo8[r]; j < Lr; j += 8) {   /* -inf * scale = -inf: masked keys stay masked */
-                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(sr + j), sv);
-                _mm256_storeu_ps(sr + j, v);
-                mx = _mm256_max_ps(mx, v);
-            }
-            __m256 mv = _mm256_set1_ps(hmax8(mx)), sum = _mm256_setzero_ps();
-            for (int j = lo8[r]; j < Lr; j += 8) {
-                __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
-                _mm256_storeu_ps(sr + j, p);
-                sum = _mm256_add_ps(sum, p);
-            }
-            total[r] = hsum8(sum);
+            total[r] = (vnni_on ? softmax_wide : softmax8)(sr, lo8[r], Lr, scale);
             memset(o + (size_t)r * D, 0, sizeof(float) * D);
         }
         /* value sums over the bases: row r sums keys lo8[r] .. base - 1 in order; one block of

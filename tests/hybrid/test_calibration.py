@@ -162,3 +162,30 @@ def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, 
     assert stats["steps"] - 1 <= learnt <= stats["steps"]  # every step it drafted (not one with no budget left)
     assert {"acceptance", "modes", "verify_cost"} <= set(cal)
     assert "calibration" not in tiny_engine.generate("abc", method="hvd-static", max_new_tokens=8).stats.to_dict()
+
+
+def test_a_step_is_priced_with_its_time_outside_drafting_and_verifying(monkeypatch):
+    """On the wall clock the hybrid learns how long a step spends between its commit reaching
+    `observe` and the next `propose` (learning, streaming out), and adds it, with all of its
+    drafting, to what every option of the next decision costs: a dear step favours longer drafts."""
+    import hvd.drafters.hybrid as hy
+    from hvd.drafters.base import DecodeContext
+
+    now = [100.0]
+    monkeypatch.setattr(hy.time, "perf_counter", lambda: now[0])
+    h = HybridDrafter("hvd", SuffixDrafter(), AdedDrafter(AdedConfig(greedy=True, size_by_cost=False)),
+                      PolicyConfig(rule="cost"), pred.load(), COST, online=OnlineState(OnlineConfig(), COST),
+                      clock="wall")
+    prompt, _ = trace()
+    h.begin(prompt)
+    seen = []
+    monkeypatch.setattr(h, "_decide", lambda cdraft, predicted, fixed, *a: seen.append(fixed) or hy.Decision(hy.NONE))
+    for gap in (0.004, 0.004):
+        h.propose(DecodeContext(prompt, len(prompt), 16))
+        now[0] += 0.010  # the verify
+        h.observe([prompt[0]])
+        now[0] += gap  # after the commit: streaming it out, the engine's own bookkeeping
+    h.propose(DecodeContext(prompt, len(prompt), 16))
+    assert h.online.step_overhead == pytest.approx(0.004)
+    assert seen[0] == 0.0 and seen[-1] == pytest.approx(0.004)  # the frozen clock: drafting took no time
+    assert h.online_state()["step_overhead_ms"] == pytest.approx(4.0)
