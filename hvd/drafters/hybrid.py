@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
-from hvd.hybrid.calibration import CACHE_ONLY, MODEL_ONLY, MODEL_PRIOR, POLICY, OnlineConfig, OnlineState
+from hvd.hybrid.calibration import (CACHE_ONLY, MODEL_ONLY, MODEL_PRIOR, POLICY, FollowedDrafts, OnlineConfig,
+                                   OnlineState)
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
@@ -32,6 +33,7 @@ class _Pending:
     mode: str
     arm: str
     cache: Draft  # the cache draft, cut as verified
+    cache_whole: Draft  # before the cut: what the acceptance curve learns from
     model: Optional[Draft]
     model_seconds: float
     predicted: Optional[float]  # the predictor's raw output for the cache draft (None: none)
@@ -71,6 +73,7 @@ class HybridDrafter:
         self._pending: Optional[_Pending] = None
         self._since_model = 0  # decisions since the model arm last drafted
         self._observed_at: Optional[float] = None  # when the last commit reached `observe`
+        self._followed: Optional[FollowedDrafts] = None  # this request's cache drafts still compared
 
     def for_request(self) -> "HybridDrafter":
         """A hybrid for one request: its arms' own per-request drafters and its own acceptance
@@ -91,6 +94,8 @@ class HybridDrafter:
         self._pending = None
         self._since_model = 0
         self._observed_at = None
+        if self.online is not None and self.online.cfg.follow:
+            self._followed = FollowedDrafts(self.online.acceptance)
 
     def propose(self, ctx: DecodeContext) -> Draft:
         t0 = time.perf_counter()
@@ -114,6 +119,7 @@ class HybridDrafter:
             mdraft, model_seconds = self._model_draft(ctx)
         if mdraft is None and mode == POLICY:  # the policy's own decisions: its exploration schedule
             self._since_model += 1
+        whole = cdraft
         if decision.cache_depth:
             cdraft = cdraft.truncate(decision.cache_depth)
         if decision.arm == NONE or decision.arm == CACHE and not len(cdraft):
@@ -125,7 +131,7 @@ class HybridDrafter:
         else:
             draft = replace(cdraft.union(mdraft.truncate(decision.model_depth or len(mdraft))),
                             source=f"{self.cache.name}+{self.model.name}")
-        self._pending = _Pending(mode, decision.arm, cdraft, mdraft, model_seconds, predicted, time.perf_counter() - t0,
+        self._pending = _Pending(mode, decision.arm, cdraft, whole, mdraft, model_seconds, predicted, time.perf_counter() - t0,
                                  min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
         return draft
 
@@ -199,8 +205,14 @@ class HybridDrafter:
     def _learn(self, p: _Pending, committed: Sequence[int], waited: float) -> None:
         """Feed the online state with this step's outcome (`waited`: seconds since `propose`)."""
         online = self.online
-        if p.predicted is not None and len(p.cache):  # verified or not: censored where the commit ends
-            online.acceptance.update(p.predicted, p.cache.max_depth(), p.cache.matched(committed), len(committed))
+        if self._followed is not None:
+            self._followed.extend(committed)  # earlier steps' drafts see these tokens too
+        if p.predicted is not None and len(p.cache_whole):  # verified or not, cut or not
+            if self._followed is not None:
+                self._followed.add(p.predicted, p.cache_whole, committed)
+            else:  # censored where this step's commit ends
+                online.acceptance.update(p.predicted, p.cache_whole.max_depth(), p.cache_whole.matched(committed),
+                                         len(committed))
         if self.clock == "wall":
             verify = waited
             if online.cost is not None:
@@ -216,6 +228,8 @@ class HybridDrafter:
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
         self.model.end(output)
+        if self._followed is not None:
+            self._followed.close()
 
 
 def _model_prediction(mdraft: Draft) -> float:

@@ -30,11 +30,13 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from hvd.hybrid.cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
+from hvd.types import Draft
 
 POLICY, CACHE_ONLY, MODEL_ONLY = "policy", "cache-only", "model-only"
 MODEL_PRIOR = 1.0  # the model arm's prediction for a drafter that gives no estimate of its own
@@ -55,6 +57,7 @@ class OnlineConfig:
     # left to the policy, whose curves beat every arm there; the turns guard long generations
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
+    follow: bool = True  # cache drafts are compared with later steps' commits too (FollowedDrafts)
     seed: int = 0
 
 
@@ -100,7 +103,8 @@ class AcceptanceCurve:
     shallower hazard, and a few drafts that did reach them outweigh it.
     A step's draft tells the curve what it could see: every draft token is compared with the
     committed tokens (the target's own), so a draft that was cut, or not verified at all, is
-    censored where the commit ends, never counted as rejected there."""
+    censored where the commit ends, never counted as rejected there (`FollowedDrafts` moves
+    that end on with later steps' commits)."""
 
     SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
 
@@ -151,6 +155,47 @@ class AcceptanceCurve:
         mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5]
         return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
                 "steps": self.counts.tolist()}
+
+
+class FollowedDrafts:
+    """Cache drafts still being compared with what the target commits after their own step, so
+    the acceptance curve learns how far each would have gone, not just how far its step could
+    show: a draft cut at depth d and accepted whole says nothing past d + 1 at its step (the
+    bonus token), and a curve fed only that never learns that long copies go on (it kept
+    cutting edits at 8 nodes whose drafts were accepted whole 78% of the time). A draft whose
+    every committed token matched stays open; each later commit extends its continuation until
+    it is rejected or runs out, and only then is it counted (censored at `close`, a request's end)."""
+
+    LIMIT = 16  # open drafts at most (the oldest is counted, censored, when another opens)
+
+    def __init__(self, curve: AcceptanceCurve) -> None:
+        self.curve = curve
+        self._open: list[tuple[float, Draft, list[int]]] = []  # (prediction, whole draft, continuation)
+
+    def add(self, predicted: float, draft: Draft, committed: Sequence[int]) -> None:
+        """A step's whole cache draft and the tokens its step committed."""
+        self._settle(predicted, draft, list(committed))
+
+    def extend(self, committed: Sequence[int]) -> None:
+        """Tokens a later step committed: every open draft's continuation grows by them."""
+        still, self._open = self._open, []
+        for predicted, draft, seen in still:
+            self._settle(predicted, draft, seen + list(committed))
+
+    def close(self) -> None:
+        for predicted, draft, seen in self._open:
+            self.curve.update(predicted, draft.max_depth(), draft.matched(seen), len(seen))
+        self._open = []
+
+    def _settle(self, predicted: float, draft: Draft, seen: list[int]) -> None:
+        matched, depth = draft.matched(seen), draft.max_depth()
+        if matched < len(seen) or matched >= min(depth, self.curve.depth):  # rejected, or nothing left to learn
+            self.curve.update(predicted, depth, matched, len(seen))
+            return
+        if len(self._open) >= self.LIMIT:
+            p, d, old = self._open.pop(0)
+            self.curve.update(p, d.max_depth(), d.matched(old), len(old))
+        self._open.append((predicted, draft, seen))
 
 
 class CostCalibrator:

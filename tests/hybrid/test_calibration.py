@@ -189,3 +189,37 @@ def test_a_step_is_priced_with_its_time_outside_drafting_and_verifying(monkeypat
     assert h.online.step_overhead == pytest.approx(0.004)
     assert seen[0] == 0.0 and seen[-1] == pytest.approx(0.004)  # the frozen clock: drafting took no time
     assert h.online_state()["step_overhead_ms"] == pytest.approx(4.0)
+
+
+def test_followed_drafts_learn_how_far_a_cut_draft_would_have_gone():
+    """A draft whose step committed only its first tokens (cut, or the step ended) stays open and
+    is compared with what later steps commit: the curve learns the rejection at position 8 that
+    its own step could not see, and nothing is counted twice."""
+    from hvd.hybrid.calibration import FollowedDrafts
+    from hvd.types import Draft
+
+    draft = Draft.chain(list(range(1, 21)))  # 20 tokens: 1, 2, ..., 20
+    curve = AcceptanceCurve(OnlineConfig())
+    followed = FollowedDrafts(curve)
+    followed.add(3.0, draft, [1, 2, 3])  # its step committed 3 tokens, all the draft's
+    assert curve.counts.sum() == 0  # open: nothing known yet past position 3
+    followed.extend([4, 5, 6, 7, 99])  # a later step: the draft is rejected at position 8
+    seg = {s: i for i, s in enumerate(AcceptanceCurve.SEGMENTS)}
+    assert curve.counts.sum() == 1
+    assert curve.rejected.sum() == pytest.approx(1.0) and curve.rejected[:, seg[5]].sum() == pytest.approx(1.0)
+    assert curve.reached[:, seg[5]].sum() == pytest.approx(4.0)  # positions 5, 6, 7 accepted, 8 rejected
+    followed.extend([1, 2, 3])  # settled drafts see no more
+    assert curve.counts.sum() == 1
+
+    censored = AcceptanceCurve(OnlineConfig())
+    open_at_end = FollowedDrafts(censored)
+    open_at_end.add(3.0, draft, [1, 2])
+    open_at_end.close()  # the request ended: counted as far as it was seen, no rejection
+    assert censored.counts.sum() == 1 and censored.rejected.sum() == 0
+    assert censored.reached.sum() == pytest.approx(2.0)
+
+    capped = AcceptanceCurve(OnlineConfig())
+    many = FollowedDrafts(capped)
+    for _ in range(FollowedDrafts.LIMIT + 1):
+        many.add(3.0, draft, [1])
+    assert capped.counts.sum() == 1  # the oldest counted (censored) to make room
