@@ -109,3 +109,17 @@ def test_a_seed_gives_ar_s_sampled_tokens_for_every_method(any_engine, method):
         assert any_engine.generate(prompt, method=method, seed=seed, **kw).token_ids == want
         drafter = ScriptedDrafter("random", seed=seed, size=6)
         assert any_engine.generate(prompt, drafter=drafter, seed=seed, **kw).token_ids == want
+
+
+def test_argmax_rows_is_torch_argmax_ties_included():
+    """The fast row argmax picks what torch.argmax picks: the first index of the maximum,
+    on random rows, rows of ties and a row whose maximum repeats; other dtypes go through torch."""
+    from hvd.verify import argmax_rows
+
+    torch.manual_seed(0)
+    x = torch.randn(17, 4099)
+    x[3] = 0.5  # all equal: index 0
+    x[5, 10] = x[5, 20] = x[5].max() + 1  # a repeated maximum: the first
+    x = torch.round(x * 4) / 4  # many ties everywhere
+    assert argmax_rows(x) == x.argmax(dim=-1).tolist()
+    assert argmax_rows(x.to(torch.bfloat16)) == x.to(torch.bfloat16).argmax(dim=-1).tolist()
