@@ -211,8 +211,7 @@ class HybridDrafter:
             if self._followed is not None:
                 self._followed.add(p.predicted, p.cache_whole, committed)
             else:  # censored where this step's commit ends
-                online.acceptance.update(p.predicted, p.cache_whole.max_depth(), p.cache_whole.matched(committed),
-                                         len(committed))
+                online.acceptance.learn(p.predicted, p.cache_whole, committed)
         if self.clock == "wall":
             verify = waited
             if online.cost is not None:

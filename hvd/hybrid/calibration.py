@@ -149,6 +149,10 @@ class AcceptanceCurve:
             self.rejected[b, s] += 1
         self.counts[b] += 1
 
+    def learn(self, predicted: float, draft: Draft, continuation: Sequence[int]) -> None:
+        """`update` with a draft and the tokens known to follow its root (censored after them)."""
+        self.update(predicted, draft.max_depth(), draft.matched(continuation), len(continuation))
+
     def state(self) -> dict:
         """Per bin: the accepted length a draft of the modelled depth is expected to get."""
         e = self.edges
@@ -184,17 +188,16 @@ class FollowedDrafts:
 
     def close(self) -> None:
         for predicted, draft, seen in self._open:
-            self.curve.update(predicted, draft.max_depth(), draft.matched(seen), len(seen))
+            self.curve.learn(predicted, draft, seen)
         self._open = []
 
     def _settle(self, predicted: float, draft: Draft, seen: list[int]) -> None:
-        matched, depth = draft.matched(seen), draft.max_depth()
-        if matched < len(seen) or matched >= min(depth, self.curve.depth):  # rejected, or nothing left to learn
-            self.curve.update(predicted, depth, matched, len(seen))
+        matched = draft.matched(seen)
+        if matched < len(seen) or matched >= min(draft.max_depth(), self.curve.depth):  # rejected, or nothing left to learn
+            self.curve.learn(predicted, draft, seen)
             return
         if len(self._open) >= self.LIMIT:
-            p, d, old = self._open.pop(0)
-            self.curve.update(p, d.max_depth(), d.matched(old), len(old))
+            self.curve.learn(*self._open.pop(0))
         self._open.append((predicted, draft, seen))
 
 

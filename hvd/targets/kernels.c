@@ -404,12 +404,7 @@ void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* 
             const int16_t* xr[3];
             for (int i = 0; i < nt; i++) xr[i] = xq + (size_t)(t0 + i) * K;
             int32_t sums[4][4];
-            if (nt == 3)
-                dot_tile(xr, 3, wt, K, (long)group * 16, sums);
-            else if (nt == 2)
-                dot_tile(xr, 2, wt, K, (long)group * 16, sums);
-            else
-                dot_tile(xr, 1, wt, K, (long)group * 16, sums);
+            dot_tile(xr, nt, wt, K, (long)group * 16, sums);
             for (int i = 0; i < nt; i++) {
                 float* yr = y + (size_t)(t0 + i) * N + o0;
                 for (int j = 0; j < no; j++) {
@@ -778,17 +773,27 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
         const half* vh = vc + (size_t)kh * cap * D;
 #define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
 #define ROWBASE(r) (base[t0 + (r) / g])
-        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time (on
-         * AVX-512: staged (D, 32), 16 keys a vector, WIDE_ROWS rows at a time) */
-        for (int j0 = minlo / 32 * 32; stage && vnni_on && j0 < maxbase; j0 += 32) {
+        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time; on
+         * AVX-512 (wide) the staged groups lie side by side, (D, 32), 16 keys a vector, and
+         * WIDE_ROWS rows go at a time */
+        int wide = stage && vnni_on;
+        for (int j0 = minlo / 32 * 32; j0 < maxbase; j0 += 32) {
+            const void* kg[4];
             for (int h = 0; h < 4; h++) {
                 const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;
-                for (int d = 0; d < D; d++) {
-                    _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);
-                    _mm256_store_ps(kb + d * 32 + h * 8, load_half8(src + d * 8));
+                if (stage) {
+                    float* dst = wide ? kb + h * 8 : kb + (size_t)h * D * 8;
+                    int step = wide ? 32 : 8;  /* floats from one d to the next */
+                    for (int d = 0; d < D; d++) {
+                        _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);  /* the next 4 groups */
+                        _mm256_store_ps(dst + d * step, load_half8(src + d * 8));
+                    }
+                    kg[h] = dst;
+                } else {
+                    kg[h] = src;
                 }
             }
-            for (int r0 = 0; r0 < R; r0 += WIDE_ROWS) {
+            for (int r0 = 0; wide && r0 < R; r0 += WIDE_ROWS) {
                 int nr = R - r0 < WIDE_ROWS ? R - r0 : WIDE_ROWS;
                 const float* qr[WIDE_ROWS];
                 float* dst[WIDE_ROWS];
@@ -801,23 +806,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
                 }
                 score_wide(nr, qr, kb, D, dst, m0, m1);
             }
-        }
-        for (int j0 = minlo / 32 * 32; !(stage && vnni_on) && j0 < maxbase; j0 += 32) {
-            const void* kg[4];
-            for (int h = 0; h < 4; h++) {
-                const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;
-                if (stage) {
-                    float* dst = kb + (size_t)h * D * 8;
-                    for (int d = 0; d < D; d++) {
-                        _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);  /* the next 4 groups */
-                        _mm256_store_ps(dst + d * 8, load_half8(src + d * 8));
-                    }
-                    kg[h] = dst;
-                } else {
-                    kg[h] = src;
-                }
-            }
-            for (int r0 = 0; r0 < R; r0 += 3) {
+            for (int r0 = 0; !wide && r0 < R; r0 += 3) {
                 int nr = R - r0 < 3 ? R - r0 : 3;
                 const float* qr[3];
                 for (int i = 0; i < nr; i++) qr[i] = ROWQ(r0 + i);
