@@ -30,15 +30,17 @@ def char_tokenizer():
 VOCAB = len(CHARS) + 1
 
 
-def tiny_llama(seed: int = 0, sharpness: float = 1.0):
+def tiny_llama(seed: int = 0, sharpness: float = 1.0, **config):
+    """A random 2-layer Llama; `config` overrides its LlamaConfig fields (e.g. head counts)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        tie_word_embeddings=False, initializer_range=0.5, eos_token_id=0, bos_token_id=0,
-    )
+    cfg = LlamaConfig(**{
+        **dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+               tie_word_embeddings=False, initializer_range=0.5, eos_token_id=0, bos_token_id=0),
+        **config,
+    })
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(sharpness)  # > 1: peakier next-token distributions

@@ -192,7 +192,7 @@ static void dot_tile3(const int16_t* x0, const int16_t* x1, const int16_t* x2, c
                       long stride, int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
-                     "prefetcht0 1024(%[w])\n\t"
+                     "prefetcht0 3072(%[w])\n\t"
                      WIDEN("0") MADD("x0", "0") MADD("x1", "4") MADD("x2", "8")
                      WIDEN("16") MADD("x0", "1") MADD("x1", "5") MADD("x2", "9")
                      WIDEN("32") MADD("x0", "2") MADD("x1", "6") MADD("x2", "10")
@@ -211,7 +211,7 @@ static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, lon
                       int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
-                     "prefetcht0 1024(%[w])\n\t"
+                     "prefetcht0 3072(%[w])\n\t"
                      WIDEN("0") MADD("x0", "0") MADD("x1", "4")
                      WIDEN("16") MADD("x0", "1") MADD("x1", "5")
                      WIDEN("32") MADD("x0", "2") MADD("x1", "6")
@@ -228,7 +228,7 @@ static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, lon
 static void dot_tile1(const int16_t* x0, const int8_t* w, long K, long stride, int32_t out[12][8]) {
     __asm__ volatile(ZERO12
                      "1:\n\t"
-                     "prefetcht0 1024(%[w])\n\t"
+                     "prefetcht0 3072(%[w])\n\t"
                      WIDEN("0") MADD("x0", "0") WIDEN("16") MADD("x0", "1")
                      WIDEN("32") MADD("x0", "2") WIDEN("48") MADD("x0", "3")
                      "add %[st], %[w]\n\tadd $32, %[x0]\n\t"
@@ -319,7 +319,7 @@ VNNI_ISA static inline __attribute__((always_inline)) void vnni_tile(const int N
         __m512i wv[VTILES];
         for (int j = 0; j < NW; j++) {
             const int8_t* line = w + (size_t)c * 256 + j * 64;
-            _mm_prefetch((const char*)line + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char*)line + 3072, _MM_HINT_T0);  /* 12 steps ahead: measured best of 1-4 KB */
             wv[j] = _mm512_xor_si512(_mm512_loadu_si512(line), flip);
         }
         for (int i = 0; i < NR; i++) {
@@ -598,56 +598,67 @@ static void value_rows(int NR, int HALF, float* const* o, const float* const* p,
 #undef VT
 
 /* ---- the same attention sums on AVX-512 (with the VNNI path, vnni_on) ---------------------
- * Where rows share staged float copies of keys and values, the score and value tiles run 16
- * lanes wide: each lane is the same fma chain as in the 8-lane tiles above (scores: over d from
- * 0 for one key; value sums: over keys in order for one dim), so every bit is the same. */
+ * The score and value tiles run 16 lanes wide, straight from the float16 cache (converting is
+ * cheap here: staging float copies measured 20-30% slower): each lane is the same fma chain as
+ * in the 8-lane tiles above (scores: over d from 0 for one key; value sums: over keys in order
+ * for one dim), so every bit is the same. */
 #define WIDE_ROWS 6
 
-/* Scores of NR <= WIDE_ROWS rows against 32 keys staged (D, 32); row i's 16-key halves are
- * stored under masks m0[i], m1[i] (keys inside its base) at dst[i]. */
+/* Scores of NR <= WIDE_ROWS rows against 4 groups of 8 keys kg[h], (D, 8) float16 each, 16 keys
+ * (2 groups) a vector; row i's 16-key halves are stored under masks m0[i], m1[i] (keys inside
+ * its base) at dst[i]. */
 VNNI_ISA static inline __attribute__((always_inline)) void score_wide_tile(const int NR, const float* const* qr,
-                                                                          const float* kb, int D, float* const* dst,
-                                                                          const __mmask16* m0, const __mmask16* m1) {
+                                                                          const half* const* kg, int D,
+                                                                          float* const* dst, const __mmask16* m0,
+                                                                          const __mmask16* m1) {
+#define KEYS16(h) _mm512_cvtph_ps(_mm256_inserti128_si256(                                              \
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(kg[h] + d * 8))),                         \
+        _mm_loadu_si128((const __m128i*)(kg[(h) + 1] + d * 8)), 1))
     __m512 a0[WIDE_ROWS], a1[WIDE_ROWS];
     for (int i = 0; i < NR; i++) a0[i] = a1[i] = _mm512_setzero_ps();
     for (int d = 0; d < D; d++) {
-        __m512 k0 = _mm512_loadu_ps(kb + d * 32), k1 = _mm512_loadu_ps(kb + d * 32 + 16);
+        _mm_prefetch((const char*)kg[0] + (size_t)64 * (D + d), _MM_HINT_T0);  /* the next 4 groups */
+        __m512 k0 = KEYS16(0), k1 = KEYS16(2);
         for (int i = 0; i < NR; i++) {
             __m512 qd = _mm512_set1_ps(qr[i][d]);
             a0[i] = _mm512_fmadd_ps(qd, k0, a0[i]);
             a1[i] = _mm512_fmadd_ps(qd, k1, a1[i]);
         }
     }
+#undef KEYS16
     for (int i = 0; i < NR; i++) {
         _mm512_mask_storeu_ps(dst[i], m0[i], a0[i]);
         _mm512_mask_storeu_ps(dst[i] + 16, m1[i], a1[i]);
     }
 }
 
-VNNI_ISA static void score_wide(int NR, const float* const* qr, const float* kb, int D, float* const* dst,
+VNNI_ISA static void score_wide(int NR, const float* const* qr, const half* const* kg, int D, float* const* dst,
                                 const __mmask16* m0, const __mmask16* m1) {
     switch (NR) {
-        case 1: score_wide_tile(1, qr, kb, D, dst, m0, m1); break;
-        case 2: score_wide_tile(2, qr, kb, D, dst, m0, m1); break;
-        case 3: score_wide_tile(3, qr, kb, D, dst, m0, m1); break;
-        case 4: score_wide_tile(4, qr, kb, D, dst, m0, m1); break;
-        case 5: score_wide_tile(5, qr, kb, D, dst, m0, m1); break;
-        default: score_wide_tile(6, qr, kb, D, dst, m0, m1); break;
+        case 1: score_wide_tile(1, qr, kg, D, dst, m0, m1); break;
+        case 2: score_wide_tile(2, qr, kg, D, dst, m0, m1); break;
+        case 3: score_wide_tile(3, qr, kg, D, dst, m0, m1); break;
+        case 4: score_wide_tile(4, qr, kg, D, dst, m0, m1); break;
+        case 5: score_wide_tile(5, qr, kg, D, dst, m0, m1); break;
+        default: score_wide_tile(6, qr, kg, D, dst, m0, m1); break;
     }
 }
 
-/* value_tile for float values (rows of D floats), NR <= 3 rows, NC <= 4 chunks of 16 dims from c0. */
+/* value_tile for float16 values (rows of D), 16 dims a vector: NR <= 3 rows, NC <= 4 chunks of
+ * 16 dims from c0. */
 VNNI_ISA static inline __attribute__((always_inline)) void value_wide_tile(const int NR, const int NC, float* const* o,
-                                                                          const float* const* p, const float* v,
+                                                                          const float* const* p, const half* v,
                                                                           int n, int D, int c0) {
     __m512 acc[3][4];
     for (int i = 0; i < NR; i++)
         for (int c = 0; c < NC; c++) acc[i][c] = _mm512_loadu_ps(o[i] + (c0 + c) * 16);
     for (int j = 0; j < n; j++) {
+        const half* row = v + (size_t)j * D + c0 * 16;
+        _mm_prefetch((const char*)(row + 16 * D), _MM_HINT_T0);
         __m512 pj[3];
         for (int i = 0; i < NR; i++) pj[i] = _mm512_set1_ps(p[i][j]);
         for (int c = 0; c < NC; c++) {
-            __m512 vv = _mm512_loadu_ps(v + (size_t)j * D + (c0 + c) * 16);
+            __m512 vv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + c * 16)));
             for (int i = 0; i < NR; i++) acc[i][c] = _mm512_fmadd_ps(pj[i], vv, acc[i][c]);
         }
     }
@@ -659,8 +670,8 @@ VNNI_ISA static inline __attribute__((always_inline)) void value_wide_tile(const
 #define VW_NC(NR) \
     switch (nc) { case 4: VW(NR, 4); break; case 3: VW(NR, 3); break; case 2: VW(NR, 2); break; default: VW(NR, 1); }
 
-/* value_rows for float values, D a multiple of 16. */
-VNNI_ISA static void value_wide(int NR, float* const* o, const float* const* p, const float* v, int n, int D) {
+/* value_rows for float16 values, 16 dims a vector, D a multiple of 16. */
+VNNI_ISA static void value_wide(int NR, float* const* o, const float* const* p, const half* v, int n, int D) {
     for (int c0 = 0; c0 < D / 16; c0 += 4) {
         int nc = D / 16 - c0 < 4 ? D / 16 - c0 : 4;
         if (NR == 3) { VW_NC(3) } else if (NR == 2) { VW_NC(2) } else { VW_NC(1) }
@@ -675,8 +686,8 @@ static void value_span(int NR, int HALF, float* const* o, const float* const* p,
                        int to, int D) {
     const float* pp[3];
     for (int i = 0; i < NR; i++) pp[i] = p[i] + from;
-    if (!HALF && vnni_on && D % 16 == 0)
-        value_wide(NR, o, pp, (const float*)(v + (size_t)from * row), to - from, D);
+    if (HALF && vnni_on && D % 16 == 0)
+        value_wide(NR, o, pp, (const half*)(v + (size_t)from * row), to - from, D);
     else
         value_rows(NR, HALF, o, pp, v + (size_t)from * row, NULL, to - from, D);
 }
@@ -762,8 +773,9 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
             Lmax = L > Lmax ? L : Lmax;
             minlo = LO(t0 + i) < minlo ? LO(t0 + i) : minlo;
         }
-        /* up to 3 rows read keys and values as float16 from the cache; more share a float copy */
-        int stage = R > 3;
+        /* on AVX2 up to 3 rows read keys and values as float16 from the cache, more share a float
+         * copy; on AVX-512 (wide) every row reads float16 */
+        int wide = vnni_on, stage = !wide && R > 3;
         int Lp = (Lmax + 7) / 8 * 8;
         float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D + 32 * D + VBLOCK * D);
         float* o = sc + (size_t)R * Lp;   /* (R, D) value sums */
@@ -773,20 +785,17 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
         const half* vh = vc + (size_t)kh * cap * D;
 #define ROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
 #define ROWBASE(r) (base[t0 + (r) / g])
-        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time; on
-         * AVX-512 (wide) the staged groups lie side by side, (D, 32), 16 keys a vector, and
-         * WIDE_ROWS rows go at a time */
-        int wide = stage && vnni_on;
+        /* scores of keys in the rows' bases: 4 groups of 8 keys at a time, 3 rows at a time (wide:
+         * 16 keys a vector, WIDE_ROWS rows at a time) */
         for (int j0 = minlo / 32 * 32; j0 < maxbase; j0 += 32) {
             const void* kg[4];
             for (int h = 0; h < 4; h++) {
                 const half* src = j0 + 8 * h < maxbase ? kh_base + (size_t)(j0 / 8 + h) * D * 8 : zero_keys;
                 if (stage) {
-                    float* dst = wide ? kb + h * 8 : kb + (size_t)h * D * 8;
-                    int step = wide ? 32 : 8;  /* floats from one d to the next */
+                    float* dst = kb + (size_t)h * D * 8;
                     for (int d = 0; d < D; d++) {
                         _mm_prefetch((const char*)(src + d * 8) + 64 * D, _MM_HINT_T0);  /* the next 4 groups */
-                        _mm256_store_ps(dst + d * step, load_half8(src + d * 8));
+                        _mm256_store_ps(dst + d * 8, load_half8(src + d * 8));
                     }
                     kg[h] = dst;
                 } else {
@@ -804,7 +813,7 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
                     m0[i] = (__mmask16)(ng >= 2 ? 0xFFFF : ng == 1 ? 0x00FF : 0);
                     m1[i] = (__mmask16)(ng >= 4 ? 0xFFFF : ng == 3 ? 0x00FF : 0);
                 }
-                score_wide(nr, qr, kb, D, dst, m0, m1);
+                score_wide(nr, qr, (const half* const*)kg, D, dst, m0, m1);
             }
             for (int r0 = 0; !wide && r0 < R; r0 += 3) {
                 int nr = R - r0 < 3 ? R - r0 : 3;

@@ -145,3 +145,59 @@ def test_every_integer_path_gives_the_same_logits(integer_paths):
         assert t.build_id.endswith(path)
         out.append((t.prefill(prompt), t.verify(cont[0], Draft.chain(cont[1:]))))
     assert all(torch.equal(a, b) for a, b in zip(out[0], out[1]))
+
+
+# query heads per key/value head (with head_dim) set how many rows an attention tile takes: 1-6
+# on AVX-512, where SmolLM2's 3 heads of 64 dims per group take the 16-dim-wide value tiles
+GROUPINGS = {
+    "1-per-group": dict(num_attention_heads=2, num_key_value_heads=2, head_dim=16),
+    "3-per-group-d64": dict(hidden_size=48, num_attention_heads=3, num_key_value_heads=1, head_dim=64),
+    "5-per-group": dict(hidden_size=80, num_attention_heads=5, num_key_value_heads=1, head_dim=32),
+}
+
+
+@pytest.mark.parametrize("grouping", GROUPINGS)
+def test_head_groupings_are_batch_invariant_on_every_integer_path(grouping, integer_paths):
+    """Chains of 1..18 rows after a 70-token prompt give plain decoding's bits, on every path,
+    and every path the same bits."""
+    prompt, cont = seq(70), seq(18, seed=1)
+    outs = []
+    for path in integer_paths:
+        use_integer_path(path)
+        t = ExactLlamaTarget(tiny_llama(seed=4, **GROUPINGS[grouping]))
+        want = decode_one_by_one(t, prompt, cont)
+        for n in range(2, len(cont) + 1):
+            t.prefill(prompt)
+            assert torch.equal(t.verify(cont[0], Draft.chain(cont[1:n])), want[:n]), (path, n)
+        outs.append(want)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(2, 2, 16), (3, 1, 64), (5, 1, 32), (9, 3, 64), (4, 1, 256)])
+def test_attention_rows_are_the_same_alone_and_together(heads, kv_heads, dim, integer_paths):
+    """The attention kernel itself, ahead of the int8 quantization that can hide a last-bit change:
+    each row of a 2..17-row chain after 100 cached keys (full, and a 40-key sliding window) gives
+    the bits it gives alone, on every integer path, and every path the same bits."""
+    lib = library()
+    torch.manual_seed(0)
+    cap, past, n = 256, 100, 17
+    k, v = torch.randn(kv_heads, cap // 8, dim, 8).half(), torch.randn(kv_heads, cap, dim).half()
+    q = torch.randn(n, heads, dim)
+
+    def attend(T: int, first: int, window: int) -> torch.Tensor:
+        pos = torch.arange(past + first, past + first + T, dtype=torch.int32)
+        base = pos + 1  # each row sees the cache up to itself (its own key included)
+        no_path, out = torch.zeros(T + 1, dtype=torch.int32), torch.empty(T, heads * dim)
+        rows = q[first:first + T].contiguous()
+        lib.hvd_attention(ptr(rows), T, heads, kv_heads, dim, ptr(k), ptr(v), cap, ptr(base), ptr(no_path),
+                          ptr(no_path), ptr(pos), window, dim ** -0.5, ptr(out))
+        return out
+
+    alone = {}
+    for path in integer_paths:
+        use_integer_path(path, lib)
+        for window in (0, 40):
+            one = torch.cat([attend(1, r, window) for r in range(n)])
+            for T in range(2, n + 1):
+                assert torch.equal(attend(T, 0, window), one[:T]), (path, window, T)
+            assert torch.equal(alone.setdefault(window, one), one), (path, window)
