@@ -14,6 +14,7 @@ step       One target verification forward (prefill excluded).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -51,19 +52,35 @@ class Draft:
 
     def depths(self) -> list[int]:
         """Depth of each node (a child of the root has depth 1)."""
+        return list(self._depths)
+
+    @functools.cached_property
+    def _depths(self) -> tuple[int, ...]:
         d: list[int] = []
         for p in self.parents:
             d.append(1 if p < 0 else d[p] + 1)
-        return d
+        return tuple(d)
+
+    @functools.cached_property
+    def is_chain(self) -> bool:
+        """One path from the root: node i hangs under node i - 1."""
+        return all(p == i - 1 for i, p in enumerate(self.parents))
 
     def max_depth(self) -> int:
-        return max(self.depths(), default=0)
+        return len(self) if self.is_chain else max(self._depths, default=0)
 
     def accepted_path(self, continuation: Sequence[int]) -> list[int]:
         """Node indices of the path greedy verification accepts when the target's next tokens
         are `continuation`: from the root, the first child (lowest index) carrying the next
         token, then its first such child, and so on (the rule of hvd.verify.verify_greedy).
         With distinct siblings, as drafters produce, this is the deepest matching root path."""
+        if self.is_chain:
+            n = 0
+            for want, have in zip(continuation, self.tokens):
+                if want != have:
+                    break
+                n += 1
+            return list(range(n))
         children: dict[int, list[int]] = {}
         for i, p in enumerate(self.parents):
             children.setdefault(p, []).append(i)

@@ -10,6 +10,7 @@ context (on SmolLM2 int8 here: 8 nodes cost 3.1x one token after 256 tokens, 3.9
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import random
@@ -36,8 +37,13 @@ class VerifyCost:
     per_token: tuple[float, ...] = ()  # (sizes,) seconds added per context token beyond `past` (empty: none)
 
     def __call__(self, n: float, context: Optional[int] = None) -> float:
-        """Seconds to verify `n` nodes after `context` tokens (None: after `past`)."""
-        return float(self.many(np.asarray([n], dtype=np.float64), context)[0])
+        """Seconds to verify `n` nodes after `context` tokens (None: after `past`): `many` for
+        one size, in plain floats (the policy prices a few sizes a step; numpy's per-call cost
+        was most of it)."""
+        s = _interp(n, self.sizes, self.seconds)
+        if context is None or not self.per_token:
+            return s
+        return max(s + (context - self.past) * _interp(n, self.sizes, self.per_token), 0.25 * s)
 
     def many(self, n: np.ndarray, context: Optional[int] = None) -> np.ndarray:
         """(k,) seconds to verify each of `n` (k,) node counts after `context` tokens; a
@@ -61,6 +67,17 @@ class VerifyCost:
     def from_dict(d: dict) -> "VerifyCost":
         return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"]), int(d.get("past", CONTEXTS[0])),
                                    tuple(d.get("per_token", ()))))
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """np.interp at one point, the same operations (so the same bits): ys clamped outside xs."""
+    if x <= xs[0]:
+        return float(ys[0])
+    if x >= xs[-1]:
+        return float(ys[-1])
+    j = bisect.bisect_right(xs, x) - 1
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    return slope * (x - xs[j]) + ys[j]
 
 
 def _pooled(values: Sequence[float]) -> tuple[float, ...]:

@@ -172,6 +172,14 @@ def test_cost_curve_grows_with_the_context():
     assert VerifyCost.from_dict({"sizes": [0, 8], "seconds": [0.01, 0.03]}).per_token == ()  # a curve saved without slopes
 
 
+def test_cost_of_one_size_is_the_many_sizes_curve_bit_for_bit():
+    c = VerifyCost((0, 1, 2, 4, 8, 16, 31, 32, 64), (0.005, 0.006, 0.0063, 0.007, 0.0091, 0.013, 0.02, 0.0201, 0.04),
+                   256, (1e-6, 1.1e-6, 1.3e-6, 2e-6, 3e-6, 5e-6, 9e-6, 9e-6, 2e-5))
+    for n in (-1, 0, 0.5, 1, 3, 7.3, 31, 31.5, 64, 70):
+        for ctx in (None, 10, 256, 3000):
+            assert c(n, ctx) == float(c.many(np.asarray([n], dtype=np.float64), ctx)[0]), (n, ctx)
+
+
 def test_measured_cost_has_the_targets_context_slope(monkeypatch):
     """`measure` times a target at two contexts: a target whose verify costs more per node the
     longer its context gets a slope per node, one that cannot hold the long context none."""
