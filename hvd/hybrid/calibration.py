@@ -112,12 +112,26 @@ class AcceptanceCurve:
         self.edges = cfg.prediction_edges
         self.prior, self.decay = cfg.prior, cfg.decay
         bins, segs = len(self.edges) + 1, len(self.SEGMENTS) - 1
-        self.reached = np.zeros((bins, segs))  # decayed positions reached (accepted or rejected there)
-        self.rejected = np.zeros((bins, segs))  # decayed rejections
-        self.counts = np.zeros(bins, np.int64)  # updates seen (not decayed)
-        self._lo = np.array(self.SEGMENTS[:-1])
-        self._len = np.diff(self.SEGMENTS)
+        # per bin and segment, plain lists: a step reads and updates a few dozen numbers, and
+        # numpy's per-call cost on arrays this small was most of the policy's own time
+        self._reached = [[0.0] * segs for _ in range(bins)]  # decayed positions reached (accepted or rejected there)
+        self._rejected = [[0.0] * segs for _ in range(bins)]  # decayed rejections
+        self._counts = [0] * bins  # updates seen (not decayed)
+        self._lo = self.SEGMENTS[:-1]
+        self._len = [b - a for a, b in zip(self.SEGMENTS, self.SEGMENTS[1:])]
         self.depth = self.SEGMENTS[-1] - 1  # deepest position modelled
+
+    @property
+    def reached(self) -> np.ndarray:
+        return np.array(self._reached)  # (bins, segments)
+
+    @property
+    def rejected(self) -> np.ndarray:
+        return np.array(self._rejected)  # (bins, segments)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.array(self._counts, np.int64)  # (bins,)
 
     def _bin(self, predicted: float) -> int:
         return bisect.bisect_right(self.edges, predicted)
@@ -125,29 +139,33 @@ class AcceptanceCurve:
     def survival(self, predicted: float, depth: int) -> np.ndarray:
         """(depth,) P(accepted >= k) for k = 1..depth of a draft with this raw prediction."""
         b = self._bin(predicted)
-        hazard, prev = np.empty(len(self._len)), 1.0 / (1.0 + max(predicted, 0.0))
-        for s in range(len(self._len)):
+        reached, rejected = self._reached[b], self._rejected[b]
+        prev, alive, out = 1.0 / (1.0 + max(predicted, 0.0)), 1.0, []
+        for s, n in enumerate(self._len):
             w = self.prior if s == 0 else 1.0
-            prev = hazard[s] = (self.rejected[b, s] + w * prev) / (self.reached[b, s] + w)
-        per_depth = np.repeat(1.0 - hazard, self._len)[: min(depth, self.depth)]
-        out = np.cumprod(per_depth)
-        if depth > self.depth:  # beyond the modelled depths: the deepest segment's hazard
-            out = np.concatenate([out, out[-1] * (1.0 - hazard[-1]) ** np.arange(1, depth - self.depth + 1)])
-        return out
+            prev = (rejected[s] + w * prev) / (reached[s] + w)  # this segment's hazard
+            for _ in range(min(n, depth - len(out))):
+                alive *= 1.0 - prev
+                out.append(alive)
+        while len(out) < depth:  # beyond the modelled depths: the deepest segment's hazard
+            alive *= 1.0 - prev
+            out.append(alive)
+        return np.array(out)
 
     def update(self, predicted: float, depth: int, matched: int, known: int) -> None:
         """A `depth`-deep draft whose first `matched` tokens are the target's, of which `known`
         tokens were committed this step (the draft's rejection is seen only within them)."""
         b = self._bin(predicted)
-        self.reached[b] *= 1 - self.decay
-        self.rejected[b] *= 1 - self.decay
+        reached, rejected, keep = self._reached[b], self._rejected[b], 1.0 - self.decay
         seen = min(matched, self.depth)
-        self.reached[b] += np.clip(seen + 1 - self._lo, 0, self._len)  # positions 1..seen were accepted
+        for s, (lo, n) in enumerate(zip(self._lo, self._len)):  # positions 1..seen were accepted
+            reached[s] = keep * reached[s] + min(max(seen + 1 - lo, 0), n)
+            rejected[s] *= keep
         if matched < min(depth, known) and matched < self.depth:  # position matched + 1 was rejected
             s = bisect.bisect_right(self.SEGMENTS, matched + 1) - 1
-            self.reached[b, s] += 1
-            self.rejected[b, s] += 1
-        self.counts[b] += 1
+            reached[s] += 1
+            rejected[s] += 1
+        self._counts[b] += 1
 
     def learn(self, predicted: float, draft: Draft, continuation: Sequence[int]) -> None:
         """`update` with a draft and the tokens known to follow its root (censored after them)."""
@@ -158,7 +176,7 @@ class AcceptanceCurve:
         e = self.edges
         mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5]
         return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
-                "steps": self.counts.tolist()}
+                "steps": list(self._counts)}
 
 
 class FollowedDrafts:

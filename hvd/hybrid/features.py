@@ -7,6 +7,7 @@ the order of the vector the predictor sees; traces and inference both go through
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -65,11 +66,11 @@ def feature_vector(draft: Draft, prompt_len: int, generated: int, history: StepH
     f = draft.features
     rate = sum(history.chose_cache) / len(history.chose_cache) if history.chose_cache else 0.0
     mean = sum(history.cache_accepted) / len(history.cache_accepted) if history.cache_accepted else 0.0
-    counts = classes[list(draft.tokens)].sum(axis=0) if len(draft) else np.zeros(classes.shape[1])
+    counts = classes[list(draft.tokens)].sum(axis=0).tolist() if len(draft) else [0] * classes.shape[1]
     return np.array([
         f.get("score", 0.0), f.get("match_length", 0.0), float(len(draft)), f.get("source_global", 0.0),
-        np.log1p(f.get("support", 0.0)),
-        np.log1p(prompt_len), np.log1p(generated), generated / max(prompt_len + generated, 1),
+        math.log1p(f.get("support", 0.0)),
+        math.log1p(prompt_len), math.log1p(generated), generated / max(prompt_len + generated, 1),
         rate, *history.accepted, mean,
         *counts,
     ], dtype=np.float32)
