@@ -23,7 +23,7 @@ from hvd.drafters.stores import SharedStores
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import KeyedSampler, SamplingParams, verify_greedy, verify_keyed
+from hvd.verify import KeyedSampler, SamplingParams, greedy_verifier, verify_keyed
 
 Messages = list[dict]
 DTYPES = ("auto", "int8", "bfloat16", "float32")
@@ -103,6 +103,7 @@ class Engine:
     def __init__(self, target: Target, tokenizer) -> None:
         self.target = target
         self.tokenizer = tokenizer
+        self._verify_greedy = greedy_verifier(target)  # the target's fused argmax where it has one
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         self.load_notes: tuple[str, ...] = ()  # why `load` passed over a faster dtype ("auto")
@@ -271,11 +272,10 @@ class Engine:
                 draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
                 draft = draft.head(node_limit)
             t2 = time.perf_counter()
-            logits = self.target.verify(seq[-1], draft)  # (1 + n, vocab)
             if cfg.sampling.greedy:
-                path, bonus = verify_greedy(logits, draft)
+                path, bonus = self._verify_greedy(seq[-1], draft)
             else:
-                path, bonus = verify_keyed(logits, draft, sampler, len(seq))
+                path, bonus = verify_keyed(self.target.verify(seq[-1], draft), draft, sampler, len(seq))
             self.target.commit(path)
             t3 = time.perf_counter()
             committed = [draft.tokens[i] for i in path] + [bonus]

@@ -16,6 +16,8 @@ a drafted x is accepted with probability p(x).)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
+
 import numpy as np
 import torch
 
@@ -83,7 +85,21 @@ def verify_greedy(logits: torch.Tensor, draft: Draft) -> tuple[list[int], int]:
     """logits (1+n, vocab): row 0 after the root, row i+1 after draft node i.
 
     Returns (accepted path as draft node indices, bonus token)."""
-    best = argmax_rows(logits)  # (1+n,)
+    return accept_greedy(argmax_rows(logits), draft)
+
+
+def greedy_verifier(target) -> Callable[[int, Draft], tuple[list[int], int]]:
+    """One greedy verification on `target`, (root, draft) -> (accepted path, bonus): through its
+    fused `verify_argmax` (each row's argmax without the logits) when it has one — checked here,
+    once — else through its logits."""
+    fused = getattr(target, "verify_argmax", None)
+    if fused is not None:
+        return lambda root, draft: accept_greedy(fused(root, draft), draft)
+    return lambda root, draft: verify_greedy(target.verify(root, draft), draft)
+
+
+def accept_greedy(best: Sequence[int], draft: Draft) -> tuple[list[int], int]:
+    """`verify_greedy` from each row's argmax `best` (1+n,)."""
     kids = _children(draft)
     path: list[int] = []
     node = -1

@@ -114,8 +114,11 @@ def _draft(tokens: list[int], tree: bool) -> Draft:
 
 
 def _timed(target, sizes: Sequence[int], past: int, repeats: int, tree: bool) -> list[float]:
-    """Median seconds of `target.verify` over a chain (or tree) of each size after a
-    `past`-token prefill."""
+    """Median seconds of a greedy verification (as the decode loop runs it: `greedy_verifier`)
+    over a chain (or tree) of each size after a `past`-token prefill."""
+    from hvd.verify import greedy_verifier
+
+    verify = greedy_verifier(target)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, target.vocab_size, (past + max(sizes) + 1,), generator=gen).tolist()
     target.prefill(ids[:past])
@@ -124,7 +127,7 @@ def _timed(target, sizes: Sequence[int], past: int, repeats: int, tree: bool) ->
         times = []
         for _ in range(repeats + 1):  # the first is a warm-up
             t0 = time.perf_counter()
-            target.verify(ids[past], _draft(ids[past + 1 : past + 1 + n], tree))
+            verify(ids[past], _draft(ids[past + 1 : past + 1 + n], tree))
             target.commit([])  # keeps the root: the context grows by one token per call
             times.append(time.perf_counter() - t0)
         out.append(statistics.median(times[1:]))

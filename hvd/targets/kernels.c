@@ -354,8 +354,42 @@ VNNI_ISA static void vnni_block(int NR, int NW, const int8_t* x, int K, const in
 }
 #undef VNNI_CASE
 
+/* Where a linear's outputs go: rows of y (added to them with `accumulate`), or, with y NULL, each
+ * row's running maximum and its column in the calling thread's slot of best/arg (T entries a
+ * thread): columns reach a thread in increasing order, so a strict > keeps the first maximum. */
+typedef struct {
+    float* y;
+    int N, accumulate;
+    float* best;
+    int32_t* arg;
+} sink_t;
+
+/* Row t's outputs for columns col..col+n-1, OUT(j) the j-th, into the sink (one expression for
+ * both uses, so the maximum is taken over exactly the floats hvd_linear writes). */
+#define SINK_ROW(s, T, t, col, n, OUT)                                                               \
+    do {                                                                                             \
+        if ((s)->y) {                                                                                \
+            float* at_ = (s)->y + (size_t)(t) * (s)->N + (col);                                      \
+            for (int j = 0; j < (n); j++) at_[j] = (s)->accumulate ? at_[j] + (OUT) : (OUT);         \
+        } else {                                                                                     \
+            size_t slot_ = (size_t)thread_num() * (T) + (t);                                          \
+            for (int j = 0; j < (n); j++) {                                                           \
+                float v_ = (OUT);                                                                    \
+                if (v_ > (s)->best[slot_]) (s)->best[slot_] = v_, (s)->arg[slot_] = (col) + j;       \
+            }                                                                                        \
+        }                                                                                            \
+    } while (0)
+
+static inline int thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 static void linear_vnni(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
-                        float* y, int accumulate) {
+                        const sink_t* out) {
     int32_t xsum_stack[64];
     int32_t* xsum = T <= 64 ? xsum_stack : malloc((size_t)T * sizeof(int32_t));
     const int8_t* x8 = narrow_rows(xq, T, K, xsum);
@@ -369,12 +403,8 @@ static void linear_vnni(const int16_t* xq, const float* xs, int T, int K, const 
             int32_t sums[VROWS][4 * VTILES];
             vnni_block(nt, nw, x8 + (size_t)t0 * K, K, w + (size_t)g * 16 * K, sums);
             for (int i = 0; i < nt; i++) {
-                float* yr = y + (size_t)(t0 + i) * N + o0;
                 int32_t off = 128 * xsum[t0 + i];
-                for (int j = 0; j < no; j++) {
-                    float v = ((float)(sums[i][j] - off) * xs[t0 + i]) * ws[o0 + j];
-                    yr[j] = accumulate ? yr[j] + v : v;
-                }
+                SINK_ROW(out, T, t0 + i, o0, no, ((float)(sums[i][j] - off) * xs[t0 + i]) * ws[o0 + j]);
             }
             t0 += nt;
         }
@@ -388,10 +418,10 @@ static void linear_vnni(const int16_t* xq, const float* xs, int T, int K, const 
  * K a multiple of 16. The VNNI path takes groups of 16 (its 4 weight tiles side by side); the
  * AVX2 path either (4 is its faster stream). Threads split the 4-row tiles; row tiles of 3 share
  * each weight load. */
-void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
-                float* y, int accumulate, int group) {
+static void linear_into(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
+                        int group, const sink_t* out) {
     if (vnni_on && group == 16) {
-        linear_vnni(xq, xs, T, K, w, ws, N, y, accumulate);
+        linear_vnni(xq, xs, T, K, w, ws, N, out);
         return;
     }
     int nblk = (N + 3) / 4, per = group / 4;
@@ -405,15 +435,36 @@ void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* 
             for (int i = 0; i < nt; i++) xr[i] = xq + (size_t)(t0 + i) * K;
             int32_t sums[4][4];
             dot_tile(xr, nt, wt, K, (long)group * 16, sums);
-            for (int i = 0; i < nt; i++) {
-                float* yr = y + (size_t)(t0 + i) * N + o0;
-                for (int j = 0; j < no; j++) {
-                    float v = ((float)sums[i][j] * xs[t0 + i]) * ws[o0 + j];
-                    yr[j] = accumulate ? yr[j] + v : v;
-                }
-            }
+            for (int i = 0; i < nt; i++) SINK_ROW(out, T, t0 + i, o0, no, ((float)sums[i][j] * xs[t0 + i]) * ws[o0 + j]);
         }
     }
+}
+
+void hvd_linear(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
+                float* y, int accumulate, int group) {
+    sink_t out = {y, N, accumulate, NULL, NULL};
+    linear_into(xq, xs, T, K, w, ws, N, group, &out);
+}
+
+/* arg[t] = the first column of row t's maximum among hvd_linear's outputs (the same floats,
+ * never written out: a greedy verify of a 262k-token vocabulary wrote and re-read 1 MB a row).
+ * NaN is never a maximum; a row of -inf only gives 0. */
+void hvd_linear_argmax(const int16_t* xq, const float* xs, int T, int K, const int8_t* w, const float* ws, int N,
+                       int group, int32_t* arg) {
+    size_t n = (size_t)n_threads * T;
+    float* best = malloc(n * sizeof(float));
+    int32_t* at = malloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) best[i] = -INFINITY, at[i] = 0;
+    sink_t out = {NULL, N, 0, best, at};
+    linear_into(xq, xs, T, K, w, ws, N, group, &out);
+    for (int t = 0; t < T; t++) {  /* threads hold increasing column ranges (static schedule): the first wins ties */
+        float b = best[t];
+        arg[t] = at[t];
+        for (int k = 1; k < n_threads; k++)
+            if (best[(size_t)k * T + t] > b) b = best[(size_t)k * T + t], arg[t] = at[(size_t)k * T + t];
+    }
+    free(best);
+    free(at);
 }
 
 /* ---- rotary embedding and the KV cache --------------------------------------------------

@@ -39,6 +39,10 @@ class SlotCacheTarget(TracksCommits):
 
     @torch.inference_mode()
     def verify(self, root: int, draft: Draft) -> torch.Tensor:
+        return self._logits(self._verify_forward(root, draft))
+
+    def _verify_forward(self, root: int, draft: Draft) -> torch.Tensor:
+        """The final-normed hidden states (1 + n, hidden) of the root and every draft node."""
         past = self._len
         self._pending_ids = [int(root), *draft.tokens]
         depth = [0, *draft.depths()]
@@ -48,7 +52,7 @@ class SlotCacheTarget(TracksCommits):
         pos = torch.tensor(depth) + past
         h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
         self._pending_hidden = hid
-        return self._logits(h)
+        return h
 
     @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:

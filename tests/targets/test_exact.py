@@ -201,3 +201,48 @@ def test_attention_rows_are_the_same_alone_and_together(heads, kv_heads, dim, in
             for T in range(2, n + 1):
                 assert torch.equal(attend(T, 0, window), one[:T]), (path, window, T)
             assert torch.equal(alone.setdefault(window, one), one), (path, window)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_argmax_is_the_first_index_of_each_rows_maximum(threads, integer_paths):
+    """hvd_linear_argmax against the argmax of hvd_linear's own outputs, with ties (duplicated
+    weight rows, in the first and in a later thread's columns), on every path and layout."""
+    from hvd.verify import argmax_rows
+
+    lib = library()
+    torch.manual_seed(1)
+    K, N, T = 64, 1000, 7
+    w = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+    w[3] = w[40] = w[900] = 127  # the largest row, three times over: in the first and a later thread's columns
+    x = torch.randint(-127, 128, (T, K), dtype=torch.int16)
+    x[2] = 0  # an all-equal row: index 0
+    x[5] = 1  # row 5's maximum is at the tied columns 3, 40 and 900: the first is 3
+    xs = torch.rand(T) + 0.5
+    for path in integer_paths:
+        use_integer_path(path, lib)
+        for group in ((4, 16) if path == "avx2" else (16,)):
+            q = QuantLinear(QuantLinear.of(w.float(), group).q, torch.ones(N))  # the int8 rows as they are
+            y, arg = torch.empty(T, N), torch.empty(T, dtype=torch.int32)
+            lib.hvd_set_threads(threads)
+            lib.hvd_linear(ptr(x), ptr(xs), T, K, ptr(q.q), ptr(q.scale), N, ptr(y), 0, group)
+            lib.hvd_linear_argmax(ptr(x), ptr(xs), T, K, ptr(q.q), ptr(q.scale), N, group, ptr(arg))
+            lib.hvd_set_threads(torch.get_num_threads())
+            assert arg.tolist() == argmax_rows(y), (path, group)
+            assert arg[2] == 0 and arg[5] == 3
+
+
+def test_verify_argmax_is_the_argmax_of_verify(integer_paths):
+    """The fused greedy verify gives each row's argmax of the logits, for chains and trees."""
+    from hvd.verify import argmax_rows
+
+    rng = random.Random(5)
+    prompt = seq(60)
+    for path in integer_paths:
+        use_integer_path(path)
+        t = ExactLlamaTarget(tiny_llama(seed=3))
+        for n in (0, 1, 5, 17, t.max_draft_nodes):
+            tree = Draft(tuple(rng.randrange(VOCAB) for _ in range(n)), tuple(rng.randint(-1, i - 1) for i in range(n)))
+            t.prefill(prompt)
+            want = argmax_rows(t.verify(2, tree))
+            t.prefill(prompt)
+            assert t.verify_argmax(2, tree) == want, (path, n)
