@@ -21,10 +21,11 @@ from hvd.types import Draft
 
 
 class Target(Protocol):
-    """What every target provides. Optional capabilities, each a method a drafter checks for
-    when it is built (never inside a request): `self_draft(skip) -> SelfDraft` (layerskip),
-    `shared_weights() -> SharedWeights` (model drafters: dflash), `teacher_forced(ids,
-    layers)` (training data). `model` is the transformers model whose weights the target
+    """What every target provides. Optional capabilities, each a method its user checks for
+    once, when it is built (never inside a request): `self_draft(skip) -> SelfDraft`
+    (layerskip), `shared_weights() -> SharedWeights` (model drafters: dflash), `teacher_forced(ids,
+    layers)` (training data), `verify_argmax(root, draft) -> list[int]` (each row's argmax of
+    `verify`'s logits without them: `verify.greedy_verifier`). `model` is the transformers model whose weights the target
     serves: its config, generation config and identity (bench references, cost-curve cache,
     the hf peers) are read from it."""
 
