@@ -188,56 +188,38 @@ void hvd_act_mul_quant(const float* gu, int T, int I, int act, int16_t* q, float
 #define YMM_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", \
     "xmm11", "xmm12", "xmm13", "memory", "cc"
 
-static void dot_tile3(const int16_t* x0, const int16_t* x1, const int16_t* x2, const int8_t* w, long K,
-                      long stride, int32_t out[12][8]) {
-    __asm__ volatile(ZERO12
-                     "1:\n\t"
-                     "prefetcht0 3072(%[w])\n\t"
-                     WIDEN("0") MADD("x0", "0") MADD("x1", "4") MADD("x2", "8")
-                     WIDEN("16") MADD("x0", "1") MADD("x1", "5") MADD("x2", "9")
-                     WIDEN("32") MADD("x0", "2") MADD("x1", "6") MADD("x2", "10")
-                     WIDEN("48") MADD("x0", "3") MADD("x1", "7") MADD("x2", "11")
-                     "add %[st], %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\tadd $32, %[x2]\n\t"
-                     "sub $16, %[k]\n\tjnz 1b\n\t"
-                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
-                     STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
-                     STORE("8", "256") STORE("9", "288") STORE("10", "320") STORE("11", "352")
-                     : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [k] "+r"(K)
-                     : [out] "r"(out), [st] "r"(stride)
-                     : YMM_CLOBBERS);
-}
+/* ROW_MADDS_R: the widened weight vector (ymm12) times rows 0..R-1, into accumulators a0, a1, a2. */
+#define ROW_MADDS_1(a0, a1, a2) MADD("x0", a0)
+#define ROW_MADDS_2(a0, a1, a2) MADD("x0", a0) MADD("x1", a1)
+#define ROW_MADDS_3(a0, a1, a2) MADD("x0", a0) MADD("x1", a1) MADD("x2", a2)
 
-static void dot_tile2(const int16_t* x0, const int16_t* x1, const int8_t* w, long K, long stride,
-                      int32_t out[12][8]) {
-    __asm__ volatile(ZERO12
-                     "1:\n\t"
-                     "prefetcht0 3072(%[w])\n\t"
-                     WIDEN("0") MADD("x0", "0") MADD("x1", "4")
-                     WIDEN("16") MADD("x0", "1") MADD("x1", "5")
-                     WIDEN("32") MADD("x0", "2") MADD("x1", "6")
-                     WIDEN("48") MADD("x0", "3") MADD("x1", "7")
-                     "add %[st], %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\t"
-                     "sub $16, %[k]\n\tjnz 1b\n\t"
-                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
-                     STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")
-                     : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [k] "+r"(K)
-                     : [out] "r"(out), [st] "r"(stride)
-                     : YMM_CLOBBERS);
-}
-
-static void dot_tile1(const int16_t* x0, const int8_t* w, long K, long stride, int32_t out[12][8]) {
-    __asm__ volatile(ZERO12
-                     "1:\n\t"
-                     "prefetcht0 3072(%[w])\n\t"
-                     WIDEN("0") MADD("x0", "0") WIDEN("16") MADD("x0", "1")
-                     WIDEN("32") MADD("x0", "2") WIDEN("48") MADD("x0", "3")
-                     "add %[st], %[w]\n\tadd $32, %[x0]\n\t"
-                     "sub $16, %[k]\n\tjnz 1b\n\t"
-                     STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")
-                     : [w] "+r"(w), [x0] "+r"(x0), [k] "+r"(K)
-                     : [out] "r"(out), [st] "r"(stride)
-                     : YMM_CLOBBERS);
-}
+/* dot_tileR for R = 1, 2, 3 rows (rows past R are never read; all 12 accumulators are stored). */
+#define DOT_TILE(R)                                                                                   \
+    static void dot_tile##R(const int16_t* x0, const int16_t* x1, const int16_t* x2, const int8_t* w,   \
+                            long K, long stride, int32_t out[12][8]) {                                \
+        __asm__ volatile(ZERO12                                                                       \
+                         "1:\n\t"                                                                     \
+                         "prefetcht0 3072(%[w])\n\t"                                                  \
+                         WIDEN("0") ROW_MADDS_##R("0", "4", "8")                                       \
+                         WIDEN("16") ROW_MADDS_##R("1", "5", "9")                                      \
+                         WIDEN("32") ROW_MADDS_##R("2", "6", "10")                                     \
+                         WIDEN("48") ROW_MADDS_##R("3", "7", "11")                                     \
+                         "add %[st], %[w]\n\tadd $32, %[x0]\n\tadd $32, %[x1]\n\tadd $32, %[x2]\n\t"  \
+                         "sub $16, %[k]\n\tjnz 1b\n\t"                                                \
+                         STORE("0", "0") STORE("1", "32") STORE("2", "64") STORE("3", "96")            \
+                         STORE("4", "128") STORE("5", "160") STORE("6", "192") STORE("7", "224")       \
+                         STORE("8", "256") STORE("9", "288") STORE("10", "320") STORE("11", "352")     \
+                         : [w] "+r"(w), [x0] "+r"(x0), [x1] "+r"(x1), [x2] "+r"(x2), [k] "+r"(K)      \
+                         : [out] "r"(out), [st] "r"(stride)                                           \
+                         : YMM_CLOBBERS);                                                             \
+    }
+DOT_TILE(1)
+DOT_TILE(2)
+DOT_TILE(3)
+#undef DOT_TILE
+#undef ROW_MADDS_1
+#undef ROW_MADDS_2
+#undef ROW_MADDS_3
 #undef MADD
 #undef WIDEN
 #undef ZERO12
@@ -249,9 +231,9 @@ static void dot_tile(const int16_t* const* x, int R, const int8_t* w, int K, lon
     if (R == 3)
         dot_tile3(x[0], x[1], x[2], w, K, stride, acc);
     else if (R == 2)
-        dot_tile2(x[0], x[1], w, K, stride, acc);
+        dot_tile2(x[0], x[1], x[1], w, K, stride, acc);
     else
-        dot_tile1(x[0], w, K, stride, acc);
+        dot_tile1(x[0], x[0], x[0], w, K, stride, acc);
     for (int i = 0; i < R; i++)
         for (int j = 0; j < 4; j++) sums[i][j] = hsum8i(_mm256_load_si256((const __m256i*)acc[i * 4 + j]));
 }
