@@ -11,6 +11,7 @@ MODEL: a packaged name or path, or `default`. Prints per suite each method's med
 speedup over `ar` and its τ.
 """
 import collections
+from dataclasses import replace
 import statistics
 import sys
 
@@ -21,6 +22,7 @@ from hvd.bench.suites import load_suite
 from hvd.drafters.hybrid import HybridDrafter
 from hvd.drafters.stores import SharedStores
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
+from hvd.hybrid.policy import PolicyConfig
 from hvd.engine import Engine
 from hvd.hybrid.cost import cached
 from hvd.models import cache_dir
@@ -36,13 +38,19 @@ def parse(kind: type, value: str):
     return value.lower() in ("1", "true") if kind is bool else kind(value)
 
 
+def settings(method: str, cls: type) -> dict:
+    """The `cls` fields a variant `hvd@warmup=0;allow_both=0` sets (OnlineConfig or PolicyConfig)."""
+    if "@" not in method:
+        return {}
+    pairs = (x.split("=") for x in method.split("@")[1].split(";"))
+    return {k: parse(type(getattr(cls(), k)), v) for k, v in pairs if hasattr(cls(), k)}
+
+
 def variant(stores: SharedStores, method: str, cost) -> SharedStores:
-    """`hvd@warmup=0;min_steps=16`: hvd with those OnlineConfig fields, its own calibration."""
+    """`hvd@warmup=0;allow_both=0`: hvd with those OnlineConfig (and PolicyConfig) fields, its own calibration."""
     if "@" not in method:
         return stores.own_calibration()
-    name, spec = method.split("@")
-    kv = {k: parse(type(getattr(OnlineConfig(), k)), v) for k, v in (x.split("=") for x in spec.split(";"))}
-    return stores.own_calibration({name: OnlineState(OnlineConfig(**kv), cost)})
+    return stores.own_calibration({method.split("@")[0]: OnlineState(OnlineConfig(**settings(method, OnlineConfig)), cost)})
 
 
 def main() -> None:
@@ -64,6 +72,8 @@ def main() -> None:
             base = sum(cost(0, len(ids) + i) for i in range(1, len(ref)))  # the first token comes from prefill
             for m in methods:
                 d = replay_drafter(e, m.split("@")[0], [], stores[m])
+                if isinstance(d, HybridDrafter):
+                    d.policy = replace(d.policy, **settings(m, PolicyConfig))
                 recs = replay(d, ids, ref, limit=limit_)
                 speed[m].append(base / max(modelled(recs, cost), 1e-9))
                 tau[m].append(sum(r.committed for r in recs) / max(len(recs), 1))

@@ -37,7 +37,7 @@ def hybrids(ref=(), seed=0):
     model_arms = [lambda: ScriptedDrafter("random", seed=seed, size=6), lambda: PromptLookupDrafter()]
     rules = [(PolicyConfig(rule="rule", score_threshold=1.0), None, None),
              (PolicyConfig(rule="threshold", threshold=2.0), fake_predictor(-1.0), None),
-             (PolicyConfig(rule="cost"), fake_predictor(0.5), FLAT),
+             (PolicyConfig(rule="cost", allow_both=True), fake_predictor(0.5), FLAT),  # the union arm, exact too
              (PolicyConfig(rule="cost"), fake_predictor(0.5), STEEP)]
     for arm in model_arms:
         for policy, pred, cost in rules:

@@ -123,7 +123,7 @@ def test_cost_rule_compares_tokens_per_second():
     weak = ArmEstimate(accepted=0.0, draft_seconds=0.005, draft_len=16)
     assert choose(PolicyConfig(rule="cost"), 0.0, 0.0, geometric(0.0, 32), 0.0, weak, COST).arm == NONE  # neither pays: plain step
     flat = VerifyCost((0, 64), (0.06, 0.061))  # verification nearly free at any size: merge both
-    assert choose(PolicyConfig(rule="cost"), 3.0, 0.0, geometric(3.0, 32), 0.0, ArmEstimate(3.0, 0.001, 16), flat).arm == BOTH
+    assert choose(PolicyConfig(rule="cost", allow_both=True), 3.0, 0.0, geometric(3.0, 32), 0.0, ArmEstimate(3.0, 0.001, 16), flat).arm == BOTH
     assert choose(PolicyConfig(rule="cost", explore_every=8), 30.0, 0.0, geometric(30.0, 32), 0.0, weak, COST, since_model=8).arm == MODEL
 
 
