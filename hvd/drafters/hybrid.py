@@ -251,6 +251,8 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
     from hvd.hybrid import predictor as pred
     from hvd.models import cache_dir
 
+    if policy.allow_both is None:  # see PolicyConfig.allow_both
+        policy = replace(policy, allow_both=target.precision != "int8")
     cache = registry.get(CACHE_ARM).make(target, stores)
     model = registry.get(model_arm).make(target, stores)
     assets = None if stores is None else stores.assets

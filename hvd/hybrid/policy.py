@@ -6,8 +6,8 @@ Rules (`PolicyConfig.rule`):
   cost       ours: pick the arm with the highest expected tokens per second,
              (expected accepted + 1) / (draft seconds + verify seconds at that draft size),
              with the verify-cost curve measured on this machine. Arms: the cache draft cut to
-             its best depth, the model draft, both merged into one tree (`allow_both`, off by
-             default: it lost on CPUs; meant for targets where verification is nearly free), or none (a plain decoding step: where drafting cannot pay, as for
+             its best depth, the model draft, both merged into one tree (`allow_both`; off on the
+             exact int8 target, where it lost), or none (a plain decoding step: where drafting cannot pay, as for
              most steps of a small model on a CPU). Online (hvd/hybrid/calibration.py) the model
              arm drafts before the decision, its draft priced and cut by its own learnt curve;
              as trained, its estimates are running means of its own steps and it is tried at
@@ -33,11 +33,13 @@ class PolicyConfig:
     threshold: float = 6.0  # predicted accepted length (rule "threshold")
     score_threshold: float = 8.0  # suffix score (rule "rule"; best F1 for accepted >= 6 on the train traces)
     ema: float = 0.1  # weight of the newest step in the model arm's running estimates
-    # the union of both drafts as one more option: off, because on CPUs it lost on every suite —
-    # interleaved on the wall clock (SmolLM2 int8, AVX-512 EPYC, 8 generations a suite) hvd without
-    # it took 1-5% less time on edits, tools, chat and code; the union's branch costs more per
-    # node than the chain curve it is priced by, and its drafts mostly agree where they are right
-    allow_both: bool = False
+    # the union of both drafts as one more option. None: decided for the target when the hybrid
+    # is built (`hybrid.build`): off on the exact int8 target, where it lost on every suite —
+    # interleaved on the wall clock (SmolLM2, AVX-512 EPYC, 8 generations a suite) hvd without it
+    # took 1-5% less time on edits, tools, chat and code (a branch's path keys take the slower
+    # per-row attention, while the union is priced by the chain curve); kept elsewhere, where it
+    # was not measured to lose
+    allow_both: Optional[bool] = None
     allow_none: bool = True
     cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate
     explore_every: int = 32  # cost rule, as trained: try the model arm when it has not drafted for this many steps
