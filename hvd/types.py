@@ -21,6 +21,16 @@ from typing import Optional, Sequence
 import torch
 
 
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class Draft:
     """A token tree proposed by a drafter. Nodes are in topological order."""
@@ -75,12 +85,7 @@ class Draft:
         token, then its first such child, and so on (the rule of hvd.verify.verify_greedy).
         With distinct siblings, as drafters produce, this is the deepest matching root path."""
         if self.is_chain:
-            n = 0
-            for want, have in zip(continuation, self.tokens):
-                if want != have:
-                    break
-                n += 1
-            return list(range(n))
+            return list(range(shared_prefix(continuation, self.tokens)))
         children: dict[int, list[int]] = {}
         for i, p in enumerate(self.parents):
             children.setdefault(p, []).append(i)

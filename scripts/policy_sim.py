@@ -11,7 +11,7 @@ MODEL: a packaged name or path, or `default`. Prints per suite each method's med
 speedup over `ar` and its τ.
 """
 import collections
-from dataclasses import replace
+from dataclasses import fields, replace
 import statistics
 import sys
 
@@ -39,11 +39,13 @@ def parse(kind: type, value: str):
 
 
 def settings(method: str, cls: type) -> dict:
-    """The `cls` fields a variant `hvd@warmup=0;allow_both=0` sets (OnlineConfig or PolicyConfig)."""
+    """The `cls` fields a variant `hvd@warmup=0;allow_both=0` sets (OnlineConfig or PolicyConfig),
+    each read as its annotated type (`Optional[bool]` as bool)."""
     if "@" not in method:
         return {}
+    kinds = {f.name: next((t for t in (bool, int, float, str) if t.__name__ in str(f.type)), str) for f in fields(cls)}
     pairs = (x.split("=") for x in method.split("@")[1].split(";"))
-    return {k: parse(type(getattr(cls(), k)), v) for k, v in pairs if hasattr(cls(), k)}
+    return {k: parse(kinds[k], v) for k, v in pairs if k in kinds}
 
 
 def variant(stores: SharedStores, method: str, cost) -> SharedStores:

@@ -32,8 +32,7 @@ class _Pending:
 
     mode: str
     arm: str
-    cache: Draft  # the cache draft, cut as verified
-    cache_whole: Draft  # before the cut: what the acceptance curve learns from
+    cache: Draft  # the whole cache draft, before any cut: what the acceptance curve learns from
     model: Optional[Draft]
     model_seconds: float
     predicted: Optional[float]  # the predictor's raw output for the cache draft (None: none)
@@ -131,7 +130,7 @@ class HybridDrafter:
         else:
             draft = replace(cdraft.union(mdraft.truncate(decision.model_depth or len(mdraft))),
                             source=f"{self.cache.name}+{self.model.name}")
-        self._pending = _Pending(mode, decision.arm, cdraft, whole, mdraft, model_seconds, predicted, time.perf_counter() - t0,
+        self._pending = _Pending(mode, decision.arm, whole, mdraft, model_seconds, predicted, time.perf_counter() - t0,
                                  min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
         return draft
 
@@ -207,11 +206,11 @@ class HybridDrafter:
         online = self.online
         if self._followed is not None:
             self._followed.extend(committed)  # earlier steps' drafts see these tokens too
-        if p.predicted is not None and len(p.cache_whole):  # verified or not, cut or not
+        if p.predicted is not None and len(p.cache):  # verified or not, cut or not
             if self._followed is not None:
-                self._followed.add(p.predicted, p.cache_whole, committed)
+                self._followed.add(p.predicted, p.cache, committed)
             else:  # censored where this step's commit ends
-                online.acceptance.learn(p.predicted, p.cache_whole, committed)
+                online.acceptance.learn(p.predicted, p.cache, committed)
         if self.clock == "wall":
             verify = waited
             if online.cost is not None:

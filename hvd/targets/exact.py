@@ -33,10 +33,10 @@ from torch.nn import functional as F
 
 from hvd.targets.family import Architecture, LayerExtras, decoder_layers, layer_extras, norm_weight, rope_tables
 from hvd.targets.native import LayerSpec, integer_path, library, ptr, weight_group
-from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import SharedWeights, TargetConfig
 from hvd.targets.shape import LlamaShape, UnsupportedModel
 from hvd.targets.slot_cache import SlotCacheTarget
-from hvd.types import Draft
+from hvd.types import Draft, shared_prefix
 
 PREFILL_CHUNK = 256  # rows per prefill forward (bounds scratch memory; rounding does not depend on it)
 

@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from hvd.targets.protocol import SelfDraft, SharedWeights, TargetConfig, TracksCommits, shared_prefix
-from hvd.types import Draft
+from hvd.targets.protocol import SelfDraft, SharedWeights, TargetConfig, TracksCommits
+from hvd.types import Draft, shared_prefix
 
 
 def tree_attention_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -> torch.Tensor:

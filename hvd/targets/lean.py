@@ -35,10 +35,11 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.nn import functional as F
 
-from hvd.targets.protocol import SharedWeights, TargetConfig, shared_prefix
+from hvd.targets.protocol import SharedWeights, TargetConfig
 from hvd.targets.family import llama_layers
 from hvd.targets.shape import LlamaShape, UnsupportedModel, rope_scaling, rope_tables
 from hvd.targets.slot_cache import SlotCacheTarget
+from hvd.types import shared_prefix
 
 ROWS = 32  # rows per linear call
 BLOCK = 64  # attention key block (positions)

@@ -75,16 +75,6 @@ class TargetConfig:
     reuse_prefix: bool = False
 
 
-def shared_prefix(cached: Sequence[int], ids: Sequence[int]) -> int:
-    """How many leading tokens `cached` and `ids` have in common."""
-    n = 0
-    for a, b in zip(cached, ids):
-        if a != b:
-            break
-        n += 1
-    return n
-
-
 class HiddenStates:
     """Per layer, the hidden states of committed tokens: (capacity, hidden) buffers grown by
     doubling (no copy per step); the owner knows how many rows are valid."""
