@@ -193,23 +193,27 @@ def test_a_step_is_priced_with_its_time_outside_drafting_and_verifying(monkeypat
 
 def test_followed_drafts_learn_how_far_a_cut_draft_would_have_gone():
     """A draft whose step committed only its first tokens (cut, or the step ended) stays open and
-    is compared with what later steps commit: the curve learns the rejection at position 8 that
-    its own step could not see, and nothing is counted twice."""
+    is compared with what later steps commit: each position is counted when a commit decides
+    it (the curve is never behind on a long copy's acceptances), the rejection at position 8
+    that its own step could not see is learnt, and nothing is counted twice."""
     from hvd.hybrid.calibration import FollowedDrafts
     from hvd.types import Draft
 
     draft = Draft.chain(list(range(1, 21)))  # 20 tokens: 1, 2, ..., 20
     curve = AcceptanceCurve(OnlineConfig())
     followed = FollowedDrafts(curve)
-    followed.add(3.0, draft, [1, 2, 3])  # its step committed 3 tokens, all the draft's
-    assert curve.counts.sum() == 0  # open: nothing known yet past position 3
-    followed.extend([4, 5, 6, 7, 99])  # a later step: the draft is rejected at position 8
     seg = {s: i for i, s in enumerate(AcceptanceCurve.SEGMENTS)}
-    assert curve.counts.sum() == 1
+    followed.add(3.0, draft, [1, 2, 3])  # its step committed 3 tokens, all the draft's
+    assert curve.counts.sum() == 1 and curve.reached.sum() == pytest.approx(3.0) and curve.rejected.sum() == 0
+    followed.extend([4, 5])  # a later step: two more positions accepted, counted now
+    assert curve.reached.sum() == pytest.approx(5.0) and curve.rejected.sum() == 0
+    followed.extend([6, 7, 99])  # the draft is rejected at position 8
+    assert curve.counts.sum() == 1  # one draft, counted once however many commits it saw
     assert curve.rejected.sum() == pytest.approx(1.0) and curve.rejected[:, seg[5]].sum() == pytest.approx(1.0)
     assert curve.reached[:, seg[5]].sum() == pytest.approx(4.0)  # positions 5, 6, 7 accepted, 8 rejected
+    assert curve.reached.sum() == pytest.approx(8.0)
     followed.extend([1, 2, 3])  # settled drafts see no more
-    assert curve.counts.sum() == 1
+    assert curve.reached.sum() == pytest.approx(8.0) and curve.counts.sum() == 1
 
     censored = AcceptanceCurve(OnlineConfig())
     open_at_end = FollowedDrafts(censored)
@@ -218,8 +222,29 @@ def test_followed_drafts_learn_how_far_a_cut_draft_would_have_gone():
     assert censored.counts.sum() == 1 and censored.rejected.sum() == 0
     assert censored.reached.sum() == pytest.approx(2.0)
 
-    capped = AcceptanceCurve(OnlineConfig())
+    capped = AcceptanceCurve(OnlineConfig(decay=0.0))
     many = FollowedDrafts(capped)
     for _ in range(FollowedDrafts.LIMIT + 1):
         many.add(3.0, draft, [1])
-    assert capped.counts.sum() == 1  # the oldest counted (censored) to make room
+    many.extend([2])
+    assert len(many._open) == FollowedDrafts.LIMIT  # the oldest stopped being followed to make room
+    assert capped.reached.sum() == pytest.approx(FollowedDrafts.LIMIT + 1 + FollowedDrafts.LIMIT)
+
+
+def test_a_followed_draft_is_counted_as_one_update_of_the_same_outcome():
+    """Counting a followed draft step by step ends where counting it once, whole, would: the
+    same positions reached and rejected (decay aside, which a draft pays once)."""
+    from hvd.hybrid.calibration import FollowedDrafts
+    from hvd.types import Draft
+
+    cfg = OnlineConfig(decay=0.0)
+    draft = Draft.chain(list(range(1, 41)))
+    whole, steps = AcceptanceCurve(cfg), AcceptanceCurve(cfg)
+    whole.learn(9.0, draft, list(range(1, 30)) + [0])  # rejected at 30
+    followed = FollowedDrafts(steps)
+    followed.add(9.0, draft, [1, 2])
+    for lo in range(3, 30, 5):
+        followed.extend(list(range(lo, min(lo + 5, 30))))
+    followed.extend([0, 5])
+    assert np.array_equal(whole.reached, steps.reached) and np.array_equal(whole.rejected, steps.rejected)
+    assert np.array_equal(whole.counts, steps.counts)
