@@ -152,16 +152,16 @@ class AcceptanceCurve:
             out.append(alive)
         return np.array(out)
 
-    def update(self, predicted: float, depth: int, matched: int, known: int) -> None:
+    def update(self, predicted: float, depth: int, matched: int, known: int, start: int = 0,
+               first: bool = True) -> None:
         """A `depth`-deep draft whose first `matched` tokens are the target's, of which `known`
-        tokens were committed this step (the draft's rejection is seen only within them)."""
-        self.count(predicted, 0, matched, matched < min(depth, known))
-
-    def count(self, predicted: float, start: int, matched: int, rejected: bool, first: bool = True) -> None:
-        """Positions start+1 .. matched of a draft accepted, and position matched + 1 rejected
-        when `rejected`. `first`: the draft's first count (the bin's older steps fade by `decay`
-        and its step count grows); a followed draft's later positions are added as later commits
-        show them, so what the curve knows at a step is all that was known then."""
+        tokens are committed so far (the draft's rejection is seen only within them): positions
+        start+1 .. matched counted as accepted, position matched + 1 as rejected when seen.
+        `first`: the draft's first update (the bin's older steps fade by `decay` and its step
+        count grows); a followed draft's later positions are added as later commits show them
+        (`start`: those already counted), so what the curve knows at a step is all that was
+        known then."""
+        rejected = matched < min(depth, known)
         b = self._bin(predicted)
         reached, rejected_at, keep = self._reached[b], self._rejected[b], 1.0 - self.decay if first else 1.0
         done, seen = min(start, self.depth), min(matched, self.depth)
@@ -225,9 +225,8 @@ class FollowedDrafts:
 
     def _advance(self, predicted: float, draft: Draft, seen: list[int], counted: int, first: bool) -> None:
         matched, depth = draft.matched(seen), draft.max_depth()
-        rejected = matched < len(seen) and matched < depth
-        self.curve.count(predicted, counted, matched, rejected, first)
-        if rejected or matched >= min(depth, self.curve.depth):  # settled: nothing left to learn
+        self.curve.update(predicted, depth, matched, len(seen), counted, first)
+        if matched < len(seen) or matched >= min(depth, self.curve.depth):  # rejected, or nothing left to learn
             return
         if len(self._open) >= self.LIMIT:
             self._open.pop(0)
