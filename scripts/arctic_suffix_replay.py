@@ -59,6 +59,16 @@ SETTINGS = {
     "path-f3": Setting("path, 32 tok, factor 3.0, p>=0.1", 64, 32, 3.0, 0.0, 0.1, False),
     "lib-defaults": Setting("library defaults: path, 64 tok, factor 1.0, p>=0.1", 64, 64, 1.0, 0.0, 0.1, False),
     "sim-defaults": Setting("simulator defaults: tree, 64 tok, factor 1.0, p>=0.1", 64, 64, 1.0, 0.0, 0.1, True),
+    # (d) a grid around (a), so that "ArcticInference's best setting" is its best over more than
+    # one point: factor 4-5, 64 tokens, p 0.05/0.2, paths; and hvd's own defaults (a path, factor 2)
+    "as-ours-f4": Setting("tree, 32 tok, factor 4.0, p>=0.1", 64, 32, 4.0, 0.0, 0.1, True),
+    "as-ours-f5": Setting("tree, 32 tok, factor 5.0, p>=0.1", 64, 32, 5.0, 0.0, 0.1, True),
+    "tree64-f3": Setting("tree, 64 tok, factor 3.0, p>=0.1", 64, 64, 3.0, 0.0, 0.1, True),
+    "tree64-f4": Setting("tree, 64 tok, factor 4.0, p>=0.1", 64, 64, 4.0, 0.0, 0.1, True),
+    "as-ours-f3-p05": Setting("tree, 32 tok, factor 3.0, p>=0.05", 64, 32, 3.0, 0.0, 0.05, True),
+    "as-ours-f3-p2": Setting("tree, 32 tok, factor 3.0, p>=0.2", 64, 32, 3.0, 0.0, 0.2, True),
+    "path-f4": Setting("path, 32 tok, factor 4.0, p>=0.1", 64, 32, 4.0, 0.0, 0.1, False),
+    "hvd-defaults": Setting("hvd's defaults: path, 32 tok, factor 2.0, p>=0.1", 64, 32, 2.0, 0.0, 0.1, False),
 }
 
 

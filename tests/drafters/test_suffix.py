@@ -91,6 +91,18 @@ def test_equally_frequent_continuations_rank_by_who_got_there_first():
     assert drafter(seq, **EXACT, recent_first=False).propose(ctx(seq, 1)).tokens == (7,)  # reached its count first
 
 
+def test_equally_probable_tree_nodes_go_shallower_first():
+    seq = [9, 1, 7, 5, 6, 9, 1, 8, 3, 4, 9, 1]  # "9 1" -> 7 5 6 once, 8 3 4 once: all 0.5
+    tree = dict(EXACT, tree=True)
+    for extra in ({}, dict(recent_first=False)):
+        dr = drafter(seq, **tree, **extra, max_spec=2).propose(ctx(seq))
+        assert sorted(dr.tokens) == [7, 8] and dr.parents == (-1, -1)  # both branches, not one chain
+    dr = drafter(seq, **tree, max_spec=4).propose(ctx(seq))
+    assert dr.tokens == (8, 7, 3, 5) and dr.parents == (-1, -1, 0, 1)  # each level: most recent first
+    dr = drafter(seq, **tree, max_spec=4, recent_first=False).propose(ctx(seq))
+    assert dr.tokens == (7, 8, 5, 3) and dr.parents == (-1, -1, 0, 1)
+
+
 def test_longest_match_wins():
     seq = [9, 1, 2, 8, 9, 1, 2, 8, 3, 1, 2, 7, 0, 3, 1, 2]
     dr = drafter(seq, **EXACT).propose(ctx(seq, 1))
