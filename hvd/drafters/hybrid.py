@@ -160,7 +160,7 @@ class HybridDrafter:
             self.log.append((ctx.generated, x, cdraft))
         if self.predictor is None:
             return None
-        return min(max(float(self.predictor.predict(x)), 0.0), float(cdraft.max_depth()))  # no more than it holds
+        return min(max(self.predictor.predict_one(x), 0.0), float(cdraft.max_depth()))  # no more than it holds
 
     def _decide(self, cdraft: Draft, predicted: Optional[float], cache_seconds: float,
                 mdraft: Optional[Draft], context: int) -> Decision:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from numba import njit
 
 from hvd.types import Draft
 
@@ -66,11 +67,27 @@ def feature_vector(draft: Draft, prompt_len: int, generated: int, history: StepH
     f = draft.features
     rate = sum(history.chose_cache) / len(history.chose_cache) if history.chose_cache else 0.0
     mean = sum(history.cache_accepted) / len(history.cache_accepted) if history.cache_accepted else 0.0
-    counts = classes[list(draft.tokens)].sum(axis=0).tolist() if len(draft) else [0] * classes.shape[1]
-    return np.array([
+    x = np.empty(len(FEATURES), dtype=np.float32)
+    x[:_HEAD] = (
         f.get("score", 0.0), f.get("match_length", 0.0), float(len(draft)), f.get("source_global", 0.0),
         math.log1p(f.get("support", 0.0)),
         math.log1p(prompt_len), math.log1p(generated), generated / max(prompt_len + generated, 1),
         rate, *history.accepted, mean,
-        *counts,
-    ], dtype=np.float32)
+    )
+    return _add_class_counts(x, _HEAD, np.array(draft.tokens, dtype=np.int64), classes)
+
+
+_HEAD = len(FEATURES) - len(CHAR_CLASSES)  # features before the character-class counts
+
+
+@njit(cache=True)
+def _add_class_counts(x, start, tokens, classes):
+    """x[start:] = the character-class counts of `tokens` summed (one compiled loop: it runs
+    every step right after a verification has flushed the caches, where numpy's fancy
+    indexing and sum paid for their cold code)."""
+    for c in range(classes.shape[1]):
+        x[start + c] = 0.0
+    for t in tokens:
+        for c in range(classes.shape[1]):
+            x[start + c] += classes[t, c]
+    return x

@@ -29,6 +29,9 @@ class Scaled:
     def predict(self, x):
         return self.inner.predict(x) * self.factor
 
+    def predict_one(self, x):
+        return self.inner.predict_one(x) * self.factor
+
 
 def ids(text: str) -> list[int]:
     return [1 + ord(c) % 250 for c in text]

@@ -25,11 +25,14 @@ STEEP = VerifyCost((0, 8, 64), (0.01, 0.02, 0.2))
 
 
 def fake_predictor(bias: float) -> P.Predictor:
-    """Predicts `bias` + the draft length (weights by hand: no training in this test)."""
+    """Predicts `bias` + the draft length (weights by hand: no training in this test): two
+    one-unit ReLU layers pass the (non-negative) draft length through, the output adds `bias`."""
     f = len(FEATURES)
     w0 = np.zeros((f, 1), np.float32)
     w0[FEATURES.index("draft_length"), 0] = 1.0
-    return P.Predictor([(w0, np.array([bias], np.float32))], np.zeros(f, np.float32), np.ones(f, np.float32), CLASSES, {})
+    one, zero = np.ones((1, 1), np.float32), np.zeros(1, np.float32)
+    layers = [(w0, zero), (one, zero), (one, np.array([bias], np.float32))]
+    return P.Predictor(layers, np.zeros(f, np.float32), np.ones(f, np.float32), CLASSES, {})
 
 
 def hybrids(ref=(), seed=0):
