@@ -17,6 +17,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -44,6 +45,11 @@ class VerifyCost:
         if context is None or not self.per_token:
             return s
         return max(s + (context - self.past) * _interp(n, self.sizes, self.per_token), 0.25 * s)
+
+    @cached_property
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sizes, seconds) as float64 arrays (k,) each, made once per curve."""
+        return np.asarray(self.sizes, dtype=np.float64), np.asarray(self.seconds, dtype=np.float64)
 
     def many(self, n: np.ndarray, context: Optional[int] = None) -> np.ndarray:
         """(k,) seconds to verify each of `n` (k,) node counts after `context` tokens; a
