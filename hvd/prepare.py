@@ -47,7 +47,7 @@ class StepState:
 
 def status(engine) -> list[StepState]:
     """What is ready for the engine's model (the model step is ready once it loaded)."""
-    from hvd.hybrid import cost
+    from hvd.targets import verify_cost as cost
     from hvd.models import cache_dir
 
     a = engine.stores.assets
@@ -100,7 +100,7 @@ def _datastore(engine, cfg: PrepareConfig) -> str:
 
 
 def _cost(engine, cfg: PrepareConfig) -> str:
-    from hvd.hybrid import cost
+    from hvd.targets import verify_cost as cost
     from hvd.models import cache_dir
 
     curves = [cost.cached(engine.target, cache_dir(), tree=tree) for tree in (False, True)]

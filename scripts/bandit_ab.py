@@ -13,7 +13,7 @@ from hvd.bench.suites import load_suite
 from hvd.drafters import registry
 from hvd.engine import Engine
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
-from hvd.hybrid.cost import cached
+from hvd.targets.verify_cost import cached
 from hvd.models import cache_dir
 
 

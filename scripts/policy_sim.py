@@ -1,6 +1,6 @@
 """Modelled decode speed of methods from replays: each step costs its measured drafting time
 plus this machine's verify-cost curve at its draft size and context length
-(hvd/hybrid/cost.py), `ar` one 0-node verify per token. No timing noise, so policies can be compared in minutes; the
+(hvd/targets/verify_cost.py), `ar` one 0-node verify per token. No timing noise, so policies can be compared in minutes; the
 hybrids run with clock="model" (their online state charges the curve, not the wall clock).
 A method's calibration is shared across its prompts, as in `hvd bench`.
 
@@ -19,12 +19,12 @@ from hvd.bench.references import ReferenceStore, reference
 from hvd.bench.replay import replay
 from hvd.bench.replay_runner import replay_drafter
 from hvd.bench.suites import load_suite
-from hvd.drafters.hybrid import HybridDrafter
+from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.stores import SharedStores
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
 from hvd.hybrid.policy import PolicyConfig
 from hvd.engine import Engine
-from hvd.hybrid.cost import cached
+from hvd.targets.verify_cost import cached
 from hvd.models import cache_dir
 
 

@@ -1,7 +1,7 @@
 """Offline simulator: estimated speedups of hybrid configurations on TRAIN-split prompts.
 
 Replays each drafter over recorded `ar` outputs (hvd/bench/replay.py: no target forwards) and
-prices every step with this machine's verify-cost curve (hvd/hybrid/cost.py):
+prices every step with this machine's verify-cost curve (hvd/targets/verify_cost.py):
 estimated speedup = (tokens after the first x cost(0)) / sum over steps of (draft seconds +
 cost(draft nodes)). Used to choose the hybrid's model arm and policy knobs without touching
 evaluation prompts.
@@ -29,10 +29,10 @@ from hvd.bench.replay import replay
 from hvd.bench.suites import load_suite
 from hvd.drafters import registry
 from hvd.drafters.base import DecodeContext
-from hvd.drafters.hybrid import MODEL_ARM, build
+from hvd.hybrid.drafter import MODEL_ARM, build
 from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
-from hvd.hybrid import cost as cost_curve
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets import verify_cost as cost_curve
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.policy import PolicyConfig
 from hvd.models import cache_dir
 from hvd.types import Draft
@@ -118,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a = ap.parse_args(argv)
     e = Engine.load()
     store = ReferenceStore.for_model(e.target.model)
-    cost = cost_curve.cached(e.target, cache_dir())  # non-decreasing (hvd/hybrid/cost.py)
+    cost = cost_curve.cached(e.target, cache_dir())  # non-decreasing (hvd/targets/verify_cost.py)
     max_draft = e.target.max_draft_nodes
     est: dict[tuple[str, str], list[float]] = defaultdict(list)
     names = [name for name, _ in variants(e.target, cost, max_draft)]

@@ -45,7 +45,7 @@ def replay_drafter(engine: Engine, method: str, reference, stores=None):
     """`make_drafter`'s (over `stores` when given), a hybrid set to charge its verify-cost curve
     for the verifications a replay does not run (on the wall clock it would learn that
     verifying costs nothing)."""
-    from hvd.drafters.hybrid import HybridDrafter
+    from hvd.hybrid.drafter import HybridDrafter
 
     d = make_drafter(engine, method, reference, stores)
     if isinstance(d, HybridDrafter):

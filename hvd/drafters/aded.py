@@ -37,7 +37,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.drafters.trigram import TrigramTable
-from hvd.hybrid.cost import VerifyCost, monotone
+from hvd.targets.verify_cost import VerifyCost, monotone
 from hvd.types import Draft
 
 
@@ -259,13 +259,13 @@ def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
     """A drafter over the model's own datastore (`assets`, hvd/assets.py: made by `hvd prepare`),
     else the default datastore when `target` has the default model's vocabulary (built and
     cached on first use), else over an empty table (it still adapts to outputs). Its trees
-    are sized by `cost`, else by the target's measured verify-cost curve (hvd/hybrid/cost.py:
+    are sized by `cost`, else by the target's measured verify-cost curve (hvd/targets/verify_cost.py:
     measured once per machine and cached; measuring uses the target, so call this before a
     generation, never during one)."""
     from hvd.drafters.trigram_store import table_for
 
     if cost is None and config.size_by_cost:
-        from hvd.hybrid.cost import cached
+        from hvd.targets.verify_cost import cached
         from hvd.models import cache_dir
 
         cost = cached(target, cache_dir(), tree=not config.greedy)  # trees are timed as trees

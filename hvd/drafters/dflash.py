@@ -33,7 +33,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.registry import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
-from hvd.hybrid.cost import VerifyCost, monotone
+from hvd.targets.verify_cost import VerifyCost, monotone
 from hvd.targets.protocol import SharedWeights
 from hvd.types import Draft
 
@@ -179,7 +179,7 @@ def for_target(target, path: Optional[Path] = None, name: str = "dflash", size_b
     net, vocab = load(path)
     cost = None
     if size_by_cost:
-        from hvd.hybrid.cost import cached
+        from hvd.targets.verify_cost import cached
         from hvd.models import cache_dir
 
         cost = cached(target, cache_dir())

@@ -60,7 +60,7 @@ def _dflash(name: str) -> Callable[["Target"], Drafter]:
 
 def _hybrid(name: str, **policy) -> Callable[["Target"], Drafter]:
     def make(target: "Target", stores: Optional["SharedStores"] = None) -> Drafter:
-        from hvd.drafters.hybrid import build
+        from hvd.hybrid.drafter import build
         from hvd.hybrid.policy import PolicyConfig
 
         return build(target, name, PolicyConfig(**policy), stores=stores)

@@ -11,7 +11,7 @@ added by decreasing p (ancestors first) and the size n is the one maximising
 
     (1 + sum of p over the n nodes kept) / (draft_seconds + VerifyCost(n))
 
-where VerifyCost is this machine's measured verification cost (hvd/hybrid/cost.py; a tree
+where VerifyCost is this machine's measured verification cost (hvd/targets/verify_cost.py; a tree
 drafter reads the curve timed over branching trees, which on the transformers target cost
 more per node than chains: a 4-D mask, a gather at commit), made non-decreasing first (a
 measured curve is noisy; a bigger forward never costs less). `scaled` stretches a curve by a
@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost, best_cut
 from hvd.types import Draft
 
 
@@ -133,24 +133,12 @@ def order(parents: Sequence[int], probs: Sequence[float]) -> list[int]:
     return out
 
 
-def best_size(probs: Sequence[float], cost: VerifyCost, draft_seconds: float = 0.0) -> int:
-    """The n maximising (1 + sum(probs[:n])) / (draft_seconds + cost(n)), the smallest of equal
-    ones; probs in adding order. Plain floats: a drafter sizes a few to a few dozen nodes a step."""
-    best, best_rate, gain = 0, 1.0 / max(draft_seconds + cost(0), 1e-12), 1.0
-    for n, p in enumerate(probs, 1):
-        gain += p
-        rate = gain / max(draft_seconds + cost(n), 1e-12)
-        if rate > best_rate:
-            best, best_rate = n, rate
-    return best
-
-
 def select(parents: Sequence[int], probs: Sequence[float], cost: VerifyCost, draft_seconds: float = 0.0,
            max_nodes: int = 1 << 30) -> list[int]:
     """Indices (ascending, so topological) of the rooted subtree of at most `max_nodes` nodes
     with the most expected tokens per second."""
     ranked = order(parents, probs)[:max_nodes]
-    n = best_size([probs[i] for i in ranked], cost, draft_seconds)
+    n = best_cut([probs[i] for i in ranked], cost, draft_seconds)
     return sorted(ranked[:n])
 
 

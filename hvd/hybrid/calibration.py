@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
 from hvd.types import Draft
 

@@ -18,7 +18,7 @@ def trace(engine, cfg: TraceConfig, out: Path, quiet: bool = False) -> Traces:
 
     from hvd.bench.references import ReferenceStore
     from hvd.bench.suites import load_suite
-    from hvd.drafters.hybrid import build
+    from hvd.hybrid.drafter import build
     from hvd.hybrid.policy import PolicyConfig
 
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from numba import njit
 
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost, best_cut
 
 CACHE, MODEL, BOTH, NONE = "cache", "model", "both", "none"
 RULES = ("threshold", "cost", "rule")
@@ -97,11 +96,11 @@ def choose(cfg: PolicyConfig, predicted: float, score: float, survival: np.ndarr
         return Decision(MODEL)
     depth = 0
     if cache_len:
-        depth = best_depth(survival, cache_seconds, cost) if cfg.cut else cache_len
+        depth = best_cut(survival, cost, cache_seconds, start=1) if cfg.cut else cache_len
     if model_survival is None:
         m_depth, m_len, m_accepted, model_secs = 0, model.draft_len, model.accepted, cache_seconds + model.draft_seconds
     else:
-        m_depth = best_depth(model_survival, cache_seconds, cost) if cfg.cut and len(model_survival) else len(model_survival)
+        m_depth = best_cut(model_survival, cost, cache_seconds, start=1) if cfg.cut and len(model_survival) else len(model_survival)
         m_len, m_accepted, model_secs = m_depth, float(model_survival[:m_depth].sum()), cache_seconds
     rates = {}
     if model_survival is None or m_depth:
@@ -129,27 +128,6 @@ def geometric(a: float, depth: int) -> np.ndarray:
     p = a / (1 + a). Its sum is `capped_mean(a, depth)`."""
     a = max(a, 0.0)
     return (a / (1 + a)) ** np.arange(1, depth + 1)
-
-
-def best_depth(survival: np.ndarray, draft_seconds: float, cost: VerifyCost) -> int:
-    """The cut of a draft with the most expected tokens per second, from its (depth,)
-    P(accepted >= k): a cut to depth d is expected to get sum(survival[:d]) accepted; the
-    first best, as the shallowest of equal rates."""
-    sizes, seconds = cost.points
-    return _best_cut(np.asarray(survival, dtype=np.float64), float(draft_seconds), sizes, seconds)
-
-
-@njit(cache=True)
-def _best_cut(survival, fixed, sizes, seconds):
-    """best_depth's loop, compiled: it runs every step right after a verification has flushed
-    the caches, where its half-dozen numpy calls cost ~20 us each time."""
-    best, best_rate, got = 1, -1.0, 1.0
-    for k in range(1, survival.shape[0] + 1):
-        got += survival[k - 1]
-        rate = got / (fixed + np.interp(float(k), sizes, seconds))
-        if rate > best_rate:
-            best, best_rate = k, rate
-    return best
 
 
 def expected_max(a: float, b: float) -> float:

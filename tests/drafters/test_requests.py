@@ -15,7 +15,7 @@ from hvd.drafters.suffix import ResponseStore
 from hvd.drafters.tree_budget import AcceptanceCalibrator, _Mean
 from hvd.drafters.trigram import TrigramTable
 from hvd.hybrid.calibration import OnlineState
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate, PolicyConfig
 from hvd.hybrid.predictor import Predictor
 

@@ -1,22 +1,28 @@
 """Cost-aware tree sizing: the chosen size on hand cases, ancestor order, calibration counts."""
 import pytest
 
-from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig, best_size, order, select, subtree
-from hvd.hybrid.cost import VerifyCost, monotone
+from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig, order, select, subtree
+from hvd.targets.verify_cost import VerifyCost, best_cut, monotone
 from hvd.types import Draft
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
 
 
-def test_best_size_maximises_expected_tokens_per_second():
+def test_best_cut_maximises_expected_tokens_per_second():
     # n: 0 -> 1/1, 1 -> 1.9/1.1, 2 -> 2.7/1.2 = 2.25, 3 -> 2.8/1.3 = 2.15
-    assert best_size([0.9, 0.8, 0.1, 0.05], LINEAR) == 2
-    assert best_size([0.05, 0.01], LINEAR) == 0  # 1.05 / 1.1 < 1: plain decoding pays more
-    assert best_size([], LINEAR) == 0
+    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR) == 2
+    assert best_cut([0.05, 0.01], LINEAR) == 0  # 1.05 / 1.1 < 1: plain decoding pays more
+    assert best_cut([], LINEAR) == 0
     # a slow drafter makes each extra node relatively cheaper: 2.85/11.4 > 2.7/11.2
-    assert best_size([0.9, 0.8, 0.1, 0.05], LINEAR, draft_seconds=10.0) == 4
+    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR, fixed_seconds=10.0) == 4
     flat = VerifyCost((0, 64), (1.0, 1.0))  # a GPU-like flat curve: every node with p > 0 pays
-    assert best_size([0.5, 0.01, 0.001], flat) == 3
+    assert best_cut([0.5, 0.01, 0.001], flat) == 3
+    # `start`: the cuts below it are no option (a draft the caller will verify: at least one node)
+    assert best_cut([0.05, 0.01], LINEAR, start=1) == 1
+    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR, start=3) == 3
+    assert best_cut([], LINEAR, start=1) == 1
+    assert best_cut([0.5, 0.5], VerifyCost((0, 2), (1.0, 1.0))) == 2  # ties and rises: the best, first
+    assert best_cut([0.0, 0.0], VerifyCost((0, 2), (1.0, 1.0))) == 0  # equal rates: the smallest
 
 
 def test_select_keeps_a_rooted_subtree_by_probability():
@@ -71,7 +77,7 @@ def test_calibrator_forgets_old_outcomes_past_max_count():
 
 
 def test_cost_curves_are_measured_and_cached_per_shape(tiny_engine, tmp_path):
-    from hvd.hybrid import cost
+    from hvd.targets import verify_cost as cost
 
     shape = cost.tree_shape(16)
     assert len(shape) == 16 and all(-1 <= p < i for i, p in enumerate(shape)) and any(p != i - 1 for i, p in enumerate(shape))

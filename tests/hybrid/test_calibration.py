@@ -9,11 +9,11 @@ import pytest
 
 from hvd.bench.replay import replay
 from hvd.drafters.aded import AdedConfig, AdedDrafter
-from hvd.drafters.hybrid import HybridDrafter
+from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as pred
 from hvd.hybrid.calibration import MODES, AcceptanceCurve, CostCalibrator, ModeBandit, OnlineConfig, OnlineState
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.policy import PolicyConfig, geometric
 
 # A CPU-like verify cost: every draft node costs a third of a one-token step.
@@ -171,7 +171,7 @@ def test_a_step_is_priced_with_its_time_outside_drafting_and_verifying(monkeypat
     """On the wall clock the hybrid learns how long a step spends between its commit reaching
     `observe` and the next `propose` (learning, streaming out), and adds it, with all of its
     drafting, to what every option of the next decision costs: a dear step favours longer drafts."""
-    import hvd.drafters.hybrid as hy
+    import hvd.hybrid.drafter as hy
     from hvd.drafters.base import DecodeContext
 
     now = [100.0]

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from hvd.bench.references import ReferenceStore
-from hvd.drafters.hybrid import HybridDrafter
+from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.pld import PromptLookupDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as P
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.features import FEATURES
 from hvd.hybrid.policy import PolicyConfig
 from hvd.hybrid.trace import trace_prompt

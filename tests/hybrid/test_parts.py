@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hvd.hybrid import predictor as P
-from hvd.hybrid.cost import VerifyCost, monotone
+from hvd.targets.verify_cost import VerifyCost, best_cut, monotone
 from hvd.hybrid.features import FEATURES, StepHistory, feature_vector, token_class_counts
-from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, PolicyConfig, best_depth, capped_mean, choose, expected_max, geometric
+from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, PolicyConfig, capped_mean, choose, expected_max, geometric
 from hvd.types import Draft
 
 
@@ -127,17 +127,17 @@ def test_cost_rule_compares_tokens_per_second():
     assert choose(PolicyConfig(rule="cost", explore_every=8), 30.0, 0.0, geometric(30.0, 32), 0.0, weak, COST, since_model=8).arm == MODEL
 
 
-def test_best_depth_cuts_a_draft_to_what_pays():
+def test_best_cut_cuts_a_draft_to_what_pays():
     assert capped_mean(3.0, 1) == pytest.approx(0.75) and capped_mean(3.0, 1000) == pytest.approx(3.0)
-    assert best_depth(geometric(200.0, 32), 0.0, COST) == 32  # all of it expected: verify it all
-    short = best_depth(geometric(1.0, 32), 0.0, COST)
+    assert best_cut(geometric(200.0, 32), COST, start=1) == 32  # all of it expected: verify it all
+    short = best_cut(geometric(1.0, 32), COST, start=1)
     assert 1 <= short <= 4  # one expected token: a few nodes, not 32
     rates = [(capped_mean(1.0, k) + 1) / COST(k) for k in range(1, 33)]
     assert rates[short - 1] == max(rates)
     assert geometric(3.0, 1000).sum() == pytest.approx(capped_mean(3.0, 1000))
     # a draft likely rejected at its first token but sure after it (as real ones are): all or nothing
     sticky = np.array([0.3] + [0.3] * 31)
-    assert best_depth(sticky, 0.0, COST) == 32
+    assert best_cut(sticky, COST, start=1) == 32
 
 
 def test_expected_max_of_geometric_lengths():
@@ -152,7 +152,7 @@ def test_cost_curve_cache_is_keyed_by_kernel_build(tmp_path):
     """A curve timed with one build of the exact kernels is not reused by another build."""
     from types import SimpleNamespace
 
-    from hvd.hybrid.cost import path_for
+    from hvd.targets.verify_cost import path_for
 
     a = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-aaaa")
     b = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-bbbb")
@@ -185,7 +185,7 @@ def test_measured_cost_has_the_targets_context_slope(monkeypatch):
     longer its context gets a slope per node, one that cannot hold the long context none."""
     from types import SimpleNamespace
 
-    from hvd.hybrid.cost import measure
+    from hvd.targets.verify_cost import measure
 
     class Clocked:
         vocab_size, max_context = 50, 4096
@@ -204,7 +204,7 @@ def test_measured_cost_has_the_targets_context_slope(monkeypatch):
             self.len += 1 + len(path)
 
     t = Clocked()
-    monkeypatch.setattr("hvd.hybrid.cost.time", SimpleNamespace(perf_counter=lambda: t.now))  # the target's clock
+    monkeypatch.setattr("hvd.targets.verify_cost.time", SimpleNamespace(perf_counter=lambda: t.now))  # the target's clock
     c = measure(t, sizes=(0, 4, 8), repeats=1)
     t.max_context = 300
     short = measure(t, sizes=(0, 4, 8), repeats=1)

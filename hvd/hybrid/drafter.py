@@ -19,7 +19,7 @@ import numpy as np
 from hvd.drafters.base import Capabilities, DecodeContext, Drafter
 from hvd.hybrid.calibration import (CACHE_ONLY, MODEL_ONLY, MODEL_PRIOR, POLICY, FollowedDrafts, OnlineConfig,
                                    OnlineState)
-from hvd.hybrid.cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
 from hvd.hybrid.predictor import Predictor
@@ -246,7 +246,7 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
     shared `stores` when given): loads the predictor (rules that need it) and the machine's
     verify-cost curve (the cost rule; measured once, then cached)."""
     from hvd.drafters import registry
-    from hvd.hybrid import cost as cost_curve
+    from hvd.targets import verify_cost as cost_curve
     from hvd.hybrid import predictor as pred
     from hvd.models import cache_dir
 
