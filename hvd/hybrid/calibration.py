@@ -47,6 +47,11 @@ MODES = (POLICY, CACHE_ONLY, MODEL_ONLY)
 class OnlineConfig:
     enabled: bool = True
     prediction_edges: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    # the whole draft's depth: classes 1-2 | 3-8 | 9+ within each prediction bin. At the same
+    # prediction a short draft is accepted far less often (float32 SmolLM2, 16 prompts of four
+    # suites, predictions 1-2: the first token of 2-token drafts 24% of 204, of 3-4-token ones
+    # 54% of 69), and one curve for both verified the short ones where they lost
+    depth_edges: tuple[int, ...] = (2, 8)
     size_edges: tuple[int, ...] = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
     prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the geometric hazard)
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
@@ -109,46 +114,58 @@ class AcceptanceCurve:
     SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
 
     def __init__(self, cfg: OnlineConfig) -> None:
-        self.edges = cfg.prediction_edges
+        self.edges, self.depth_edges = cfg.prediction_edges, cfg.depth_edges
         self.prior, self.decay = cfg.prior, cfg.decay
-        bins, segs = len(self.edges) + 1, len(self.SEGMENTS) - 1
-        # per bin and segment, plain lists: a step reads and updates a few dozen numbers, and
-        # numpy's per-call cost on arrays this small was most of the policy's own time
-        self._reached = [[0.0] * segs for _ in range(bins)]  # decayed positions reached (accepted or rejected there)
-        self._rejected = [[0.0] * segs for _ in range(bins)]  # decayed rejections
-        self._counts = [0] * bins  # updates seen (not decayed)
+        self._bins, self._classes = len(self.edges) + 1, len(self.depth_edges) + 1
+        rows, segs = self._bins * (1 + (self._classes if self._classes > 1 else 0)), len(self.SEGMENTS) - 1
+        # rows: each prediction bin pooled over depth classes, then each bin's classes; per row
+        # and segment plain lists: a step reads and updates a few dozen numbers, and numpy's
+        # per-call cost on arrays this small was most of the policy's own time
+        self._reached = [[0.0] * segs for _ in range(rows)]  # decayed positions reached (accepted or rejected there)
+        self._rejected = [[0.0] * segs for _ in range(rows)]  # decayed rejections
+        self._counts = [0] * self._bins  # updates seen per prediction bin (not decayed)
         self._lo = self.SEGMENTS[:-1]
         self._len = [b - a for a, b in zip(self.SEGMENTS, self.SEGMENTS[1:])]
         self.depth = self.SEGMENTS[-1] - 1  # deepest position modelled
 
     @property
     def reached(self) -> np.ndarray:
-        return np.array(self._reached)  # (bins, segments)
+        return np.array(self._reached[: self._bins])  # (bins, segments), pooled over depth classes
 
     @property
     def rejected(self) -> np.ndarray:
-        return np.array(self._rejected)  # (bins, segments)
+        return np.array(self._rejected[: self._bins])  # (bins, segments), pooled over depth classes
 
     @property
     def counts(self) -> np.ndarray:
         return np.array(self._counts, np.int64)  # (bins,)
 
-    def _bin(self, predicted: float) -> int:
-        return bisect.bisect_right(self.edges, predicted)
+    def _rows(self, predicted: float, depth: int) -> tuple[int, int]:
+        """(the prediction bin's pooled row, its depth class's row; -1 without classes) of a
+        `depth`-deep draft with this raw prediction."""
+        b = bisect.bisect_right(self.edges, predicted)
+        if self._classes == 1:
+            return b, -1
+        return b, self._bins + b * self._classes + bisect.bisect_left(self.depth_edges, depth)
 
     def survival(self, predicted: float, depth: int) -> np.ndarray:
-        """(depth,) P(accepted >= k) for k = 1..depth of a draft with this raw prediction."""
-        b = self._bin(predicted)
+        """(depth,) P(accepted >= k) for k = 1..depth of a `depth`-deep draft (the whole draft,
+        before any cut) with this raw prediction. The prediction bin's pooled hazard per segment
+        as before; the draft's depth class pulled towards it by `prior` pseudo-positions, so a
+        class with few steps reads as its bin."""
+        b, c = self._rows(predicted, depth)
         reached, rejected = self._reached[b], self._rejected[b]
         prev, alive, out = 1.0 / (1.0 + max(predicted, 0.0)), 1.0, []
+        hazard = prev
         for s, n in enumerate(self._len):
             w = self.prior if s == 0 else 1.0
-            prev = (rejected[s] + w * prev) / (reached[s] + w)  # this segment's hazard
+            prev = (rejected[s] + w * prev) / (reached[s] + w)  # the bin's hazard in this segment
+            hazard = prev if c < 0 else (self._rejected[c][s] + self.prior * prev) / (self._reached[c][s] + self.prior)
             for _ in range(min(n, depth - len(out))):
-                alive *= 1.0 - prev
+                alive *= 1.0 - hazard
                 out.append(alive)
         while len(out) < depth:  # beyond the modelled depths: the deepest segment's hazard
-            alive *= 1.0 - prev
+            alive *= 1.0 - hazard
             out.append(alive)
         return np.array(out)
 
@@ -161,9 +178,14 @@ class AcceptanceCurve:
         count grows); a followed draft's later positions are added as later commits show them
         (`start`: those already counted), so what the curve knows at a step is all that was
         known then."""
-        rejected = matched < min(depth, known)
-        b = self._bin(predicted)
-        reached, rejected_at, keep = self._reached[b], self._rejected[b], 1.0 - self.decay if first else 1.0
+        b, c = self._rows(predicted, depth)
+        for row in (b, c) if c >= 0 else (b,):
+            self._count(row, matched, matched < min(depth, known), start, first)
+        if first:
+            self._counts[b] += 1
+
+    def _count(self, row: int, matched: int, rejected: bool, start: int, first: bool) -> None:
+        reached, rejected_at, keep = self._reached[row], self._rejected[row], 1.0 - self.decay if first else 1.0
         done, seen = min(start, self.depth), min(matched, self.depth)
         for s, (lo, n) in enumerate(zip(self._lo, self._len)):
             new = min(max(seen + 1 - lo, 0), n) - min(max(done + 1 - lo, 0), n)
@@ -175,18 +197,19 @@ class AcceptanceCurve:
             s = bisect.bisect_right(self.SEGMENTS, matched + 1) - 1
             reached[s] += 1
             rejected_at[s] += 1
-        if first:
-            self._counts[b] += 1
 
     def learn(self, predicted: float, draft: Draft, continuation: Sequence[int]) -> None:
         """`update` with a draft and the tokens known to follow its root (censored after them)."""
         self.update(predicted, draft.max_depth(), draft.matched(continuation), len(continuation))
 
     def state(self) -> dict:
-        """Per bin: the accepted length a draft of the modelled depth is expected to get."""
+        """Per prediction bin: the accepted length a draft of the modelled depth is expected to
+        get, and one as deep as each shallower class allows; steps per bin (all classes)."""
         e = self.edges
         mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5]
         return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
+                "expected_accepted_at_depth": {str(d): [round(float(self.survival(m, d).sum()), 2) for m in mids]
+                                               for d in self.depth_edges},
                 "steps": list(self._counts)}
 
 

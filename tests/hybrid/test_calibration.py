@@ -81,7 +81,21 @@ def test_acceptance_curve_starts_geometric_and_learns_the_real_shape():
     s = c.survival(5.0, 32)
     assert s[0] == pytest.approx(0.3, abs=0.1) and s[-1] == pytest.approx(s[0], rel=0.1)  # all or nothing
     assert np.allclose(c.survival(0.2, 8), geometric(0.2, 8))  # other bins untouched
-    assert c.state()["steps"][c._bin(5.0)] == 400
+    assert c.state()["steps"][5] == 400  # the prediction bin 4-6
+    assert c.survival(5.0, 2)[0] == pytest.approx(0.3, abs=0.1)  # a class with no steps of its own reads as its bin
+
+
+def test_acceptance_curve_tells_short_drafts_from_deep_ones_at_one_prediction():
+    c = AcceptanceCurve(OnlineConfig())
+    rng = np.random.default_rng(1)
+    for _ in range(300):  # same prediction; 2-token drafts' first token right 25% of the time, 6-token ones' 60%
+        c.update(1.5, 2, int(rng.random() < 0.25), 3)
+        c.update(1.5, 6, 6 if rng.random() < 0.6 else 0, 7)
+    assert c.survival(1.5, 2)[0] == pytest.approx(0.25, abs=0.08)
+    assert c.survival(1.5, 6)[0] == pytest.approx(0.6, abs=0.08)
+    assert 0.3 < c.survival(1.5, 40)[0] < 0.55  # deeper drafts, unseen: the bin's, pooled over both
+    by_depth = c.state()["expected_accepted_at_depth"]
+    assert set(by_depth) == {"2", "8"} and by_depth["2"][2] < by_depth["8"][2]
 
 
 def test_acceptance_curve_counts_no_rejection_it_did_not_see():
