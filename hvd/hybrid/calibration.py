@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from numba import njit
 
 from hvd.targets.verify_cost import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
@@ -53,7 +54,14 @@ class OnlineConfig:
     # 54% of 69), and one curve for both verified the short ones where they lost
     depth_edges: tuple[int, ...] = (2, 8)
     size_edges: tuple[int, ...] = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
-    prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the geometric hazard)
+    prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the prior hazard)
+    # the acceptance curve's prior hazard: the constant one under which a draft of its depth is
+    # expected to get exactly the predicted accepted length (what the predictor was trained to
+    # predict: the accepted length of that draft, at most its depth); False: 1 / (1 + predicted),
+    # a geometric law whose mean, not capped mean, is the prediction — for a confident draft far
+    # below it (predicted 25 of 27 tokens: 16 expected), so a process's first long copies were
+    # cut to a few tokens
+    capped_prior: bool = True
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.02  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
@@ -103,7 +111,8 @@ class AcceptanceCurve:
     bin and per depth segment (1, 2, 3-4, 5-8, ..., 33-64) the hazard, the chance the token at
     that depth is rejected when all before it were accepted, is estimated from decayed counts:
     positions reached and rejections there. The first segment's estimate is pulled by `prior`
-    pseudo-positions towards the geometric hazard 1 / (1 + predicted), each later one by one
+    pseudo-positions towards the prior hazard (`prior_hazard`: the constant one under which the
+    draft is expected to get the predicted accepted length), each later one by one
     pseudo-position towards the segment before it: depths a cut draft never reached inherit the
     shallower hazard, and a few drafts that did reach them outweigh it.
     A step's draft tells the curve what it could see: every draft token is compared with the
@@ -115,7 +124,7 @@ class AcceptanceCurve:
 
     def __init__(self, cfg: OnlineConfig) -> None:
         self.edges, self.depth_edges = cfg.prediction_edges, cfg.depth_edges
-        self.prior, self.decay = cfg.prior, cfg.decay
+        self.prior, self.decay, self.capped_prior = cfg.prior, cfg.decay, cfg.capped_prior
         self._bins, self._classes = len(self.edges) + 1, len(self.depth_edges) + 1
         rows, segs = self._bins * (1 + (self._classes if self._classes > 1 else 0)), len(self.SEGMENTS) - 1
         # rows: each prediction bin pooled over depth classes, then each bin's classes; per row
@@ -155,7 +164,7 @@ class AcceptanceCurve:
         class with few steps reads as its bin."""
         b, c = self._rows(predicted, depth)
         reached, rejected = self._reached[b], self._rejected[b]
-        prev, alive, out = 1.0 / (1.0 + max(predicted, 0.0)), 1.0, []
+        prev, alive, out = (prior_hazard(predicted, depth) if self.capped_prior else 1.0 / (1.0 + max(predicted, 0.0))), 1.0, []
         hazard = prev
         for s, n in enumerate(self._len):
             w = self.prior if s == 0 else 1.0
@@ -211,6 +220,26 @@ class AcceptanceCurve:
                 "expected_accepted_at_depth": {str(d): [round(float(self.survival(m, d).sum()), 2) for m in mids]
                                                for d in self.depth_edges},
                 "steps": list(self._counts)}
+
+
+def prior_hazard(predicted: float, depth: int) -> float:
+    """The per-token rejection chance h under which a `depth`-deep draft is expected to get
+    `predicted` tokens accepted: sum over k = 1..depth of (1 - h)^k = predicted (within
+    0.001 .. the geometric 1 / (1 + predicted), which reaches it only for endless drafts)."""
+    return _capped_hazard(max(float(predicted), 0.0), max(int(depth), 1))
+
+
+@njit(cache=True)
+def _capped_hazard(predicted, depth):
+    lo, hi = 1e-3, 1.0 / (1.0 + predicted)
+    for _ in range(40):  # bisection: the capped mean falls as the hazard grows
+        h = 0.5 * (lo + hi)
+        keep = 1.0 - h
+        if keep * (1.0 - keep ** depth) / h > predicted:
+            lo = h
+        else:
+            hi = h
+    return 0.5 * (lo + hi)
 
 
 class FollowedDrafts:

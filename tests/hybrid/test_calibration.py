@@ -73,14 +73,19 @@ def test_a_miscalibrated_predictor_converges_to_the_best_arm(factor):
 
 def test_acceptance_curve_starts_geometric_and_learns_the_real_shape():
     c = AcceptanceCurve(OnlineConfig(decay=0.02))
-    assert np.allclose(c.survival(5.0, 40), geometric(5.0, 40))  # no data: geometric in the prediction
+    # no data: a constant hazard under which the draft's expected accepted length is the prediction
+    assert c.survival(5.0, 40).sum() == pytest.approx(5.0, rel=1e-3)
+    assert c.survival(25.0, 27).sum() == pytest.approx(25.0, rel=1e-3)  # a geometric law's mean 25 gives ~16 here
+    assert geometric(25.0, 27).sum() < 17
     rng = np.random.default_rng(0)
     for _ in range(400):  # drafts rejected at their first token 70% of the time, else accepted whole
         sure = rng.random() < 0.3
         c.update(5.0, 32, 32 if sure else 0, 33 if sure else 1)
     s = c.survival(5.0, 32)
     assert s[0] == pytest.approx(0.3, abs=0.1) and s[-1] == pytest.approx(s[0], rel=0.1)  # all or nothing
-    assert np.allclose(c.survival(0.2, 8), geometric(0.2, 8))  # other bins untouched
+    assert c.survival(0.2, 8).sum() == pytest.approx(0.2, rel=1e-3)  # other bins untouched
+    geo = AcceptanceCurve(OnlineConfig(capped_prior=False))
+    assert np.allclose(geo.survival(5.0, 40), geometric(5.0, 40))  # the old prior, for A/Bs
     assert c.state()["steps"][5] == 400  # the prediction bin 4-6
     assert c.survival(5.0, 2)[0] == pytest.approx(0.3, abs=0.1)  # a class with no steps of its own reads as its bin
 
