@@ -2,27 +2,10 @@
 import pytest
 
 from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig, order, select, subtree
-from hvd.targets.verify_cost import VerifyCost, best_cut, monotone
+from hvd.targets.verify_cost import VerifyCost
 from hvd.types import Draft
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
-
-
-def test_best_cut_maximises_expected_tokens_per_second():
-    # n: 0 -> 1/1, 1 -> 1.9/1.1, 2 -> 2.7/1.2 = 2.25, 3 -> 2.8/1.3 = 2.15
-    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR) == 2
-    assert best_cut([0.05, 0.01], LINEAR) == 0  # 1.05 / 1.1 < 1: plain decoding pays more
-    assert best_cut([], LINEAR) == 0
-    # a slow drafter makes each extra node relatively cheaper: 2.85/11.4 > 2.7/11.2
-    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR, fixed_seconds=10.0) == 4
-    flat = VerifyCost((0, 64), (1.0, 1.0))  # a GPU-like flat curve: every node with p > 0 pays
-    assert best_cut([0.5, 0.01, 0.001], flat) == 3
-    # `start`: the cuts below it are no option (a draft the caller will verify: at least one node)
-    assert best_cut([0.05, 0.01], LINEAR, start=1) == 1
-    assert best_cut([0.9, 0.8, 0.1, 0.05], LINEAR, start=3) == 3
-    assert best_cut([], LINEAR, start=1) == 1
-    assert best_cut([0.5, 0.5], VerifyCost((0, 2), (1.0, 1.0))) == 2  # ties and rises: the best, first
-    assert best_cut([0.0, 0.0], VerifyCost((0, 2), (1.0, 1.0))) == 0  # equal rates: the smallest
 
 
 def test_select_keeps_a_rooted_subtree_by_probability():
@@ -40,12 +23,6 @@ def test_subtree_reindexes():
     d = Draft((10, 11, 12, 13), (-1, 0, -1, 2), None, {"x": 1.0})
     s = subtree(d, [0, 2, 3])
     assert s.tokens == (10, 12, 13) and s.parents == (-1, -1, 1) and s.features == {"x": 1.0}
-
-
-def test_monotone_pools_violators():
-    c = monotone(VerifyCost((0, 1, 2, 4), (1.0, 3.0, 2.0, 4.0)))
-    assert c.seconds == pytest.approx((1.0, 2.5, 2.5, 4.0))
-    assert monotone(LINEAR) == LINEAR
 
 
 def test_calibrator_counts_the_nodes_the_committed_tokens_decide():
