@@ -6,7 +6,7 @@ in fixed memory: the curves per process (one `OnlineState` per method, shared by
 requests), the bandit per request:
 
 * `AcceptanceCurve`: how likely each depth of a cache draft is to be accepted, per bin of the
-  predictor's output, from every step's cache draft against the committed tokens; the policy
+  predictor's output and class of the draft's depth, from every step's cache draft against the committed tokens; the policy
   cuts drafts and prices them with this curve instead of a geometric law. A second curve does
   the same for the model arm's drafts, per bin of the accepted length its drafter expects
   (its own calibrated estimate): the model arm drafts every policy step before the decision
@@ -126,7 +126,8 @@ class AcceptanceCurve:
         self.edges, self.depth_edges = cfg.prediction_edges, cfg.depth_edges
         self.prior, self.decay, self.capped_prior = cfg.prior, cfg.decay, cfg.capped_prior
         self._bins, self._classes = len(self.edges) + 1, len(self.depth_edges) + 1
-        rows, segs = self._bins * (1 + (self._classes if self._classes > 1 else 0)), len(self.SEGMENTS) - 1
+        class_rows = self._bins * self._classes if self._classes > 1 else 0  # one class: the pooled rows alone
+        rows, segs = self._bins + class_rows, len(self.SEGMENTS) - 1
         # rows: each prediction bin pooled over depth classes, then each bin's classes; per row
         # and segment plain lists: a step reads and updates a few dozen numbers, and numpy's
         # per-call cost on arrays this small was most of the policy's own time
@@ -164,8 +165,8 @@ class AcceptanceCurve:
         class with few steps reads as its bin."""
         b, c = self._rows(predicted, depth)
         reached, rejected = self._reached[b], self._rejected[b]
-        prev, alive, out = (prior_hazard(predicted, depth) if self.capped_prior else 1.0 / (1.0 + max(predicted, 0.0))), 1.0, []
-        hazard = prev
+        prev = prior_hazard(predicted, depth) if self.capped_prior else 1.0 / (1.0 + max(predicted, 0.0))
+        hazard, alive, out = prev, 1.0, []
         for s, n in enumerate(self._len):
             w = self.prior if s == 0 else 1.0
             prev = (rejected[s] + w * prev) / (reached[s] + w)  # the bin's hazard in this segment
@@ -225,7 +226,8 @@ class AcceptanceCurve:
 def prior_hazard(predicted: float, depth: int) -> float:
     """The per-token rejection chance h under which a `depth`-deep draft is expected to get
     `predicted` tokens accepted: sum over k = 1..depth of (1 - h)^k = predicted (within
-    0.001 .. the geometric 1 / (1 + predicted), which reaches it only for endless drafts)."""
+    0.001 .. the geometric 1 / (1 + predicted), which reaches it only for endless drafts). The
+    inverse of `policy.capped_mean`, whose p is 1 - h, solved by bisection."""
     return _capped_hazard(max(float(predicted), 0.0), max(int(depth), 1))
 
 

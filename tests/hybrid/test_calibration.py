@@ -71,7 +71,7 @@ def test_a_miscalibrated_predictor_converges_to_the_best_arm(factor):
         assert static < 0.9 * best
 
 
-def test_acceptance_curve_starts_geometric_and_learns_the_real_shape():
+def test_acceptance_curve_starts_at_its_prior_and_learns_the_real_shape():
     c = AcceptanceCurve(OnlineConfig(decay=0.02))
     # no data: a constant hazard under which the draft's expected accepted length is the prediction
     assert c.survival(5.0, 40).sum() == pytest.approx(5.0, rel=1e-3)
