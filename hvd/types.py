@@ -128,6 +128,8 @@ class Draft:
 
     def truncate(self, max_depth: int) -> "Draft":
         """Drop nodes deeper than `max_depth` (keeps topological order and indices compact)."""
+        if self.is_chain:
+            return self.head(max(max_depth, 0))
         if self.max_depth() <= max_depth:
             return self
         depth = self.depths()

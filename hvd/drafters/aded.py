@@ -34,7 +34,7 @@ import numpy as np
 from hvd.drafters import tree_budget
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.base import Capabilities, DecodeContext
-from hvd.drafters.mcts import SearchTree, best_successor, iterate, seed_rng
+from hvd.drafters.mcts import SearchTree, best_successor, greedy_chain, iterate, seed_rng
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.drafters.trigram import TrigramTable
 from hvd.targets.verify_cost import VerifyCost, monotone
@@ -226,16 +226,10 @@ class AdedDrafter:
     def _greedy(self, a: int, b: int, depth: int) -> Draft:
         t0 = time.perf_counter()
         buf_tok, buf_w = np.zeros(self._buf, np.int64), np.zeros(self._buf, np.float32)  # (B,) each
-        tokens: list[int] = []
-        scores: list[float] = []
-        for _ in range(depth):
-            tok, w, mass = best_successor(self.trigrams.state, a, b, buf_tok, buf_w)
-            if tok < 0:
-                break
-            tokens.append(int(tok))
-            scores.append(float(w) / mass if mass > 0 else 0.0)
-            a, b = b, int(tok)
-        return self._finish(tokens, list(range(-1, len(tokens) - 1)), scores, t0, {})
+        out_tok, out_score = np.zeros(depth, np.int64), np.zeros(depth)  # (depth,) each
+        n = greedy_chain(self.trigrams.state, a, b, depth, buf_tok, buf_w, out_tok, out_score)
+        tokens, scores = out_tok[:n].tolist(), out_score[:n].tolist()
+        return self._finish(tokens, list(range(-1, n - 1)), scores, t0, {})
 
     def _finish(self, tokens: list[int], parents: list[int], scores: list[float], t0: float,
                 features: dict[str, float]) -> Draft:

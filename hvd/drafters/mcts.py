@@ -139,3 +139,20 @@ def best_successor(state, a, b, buf_tok, buf_w):
         if buf_w[j] > best_w or best < 0:
             best, best_w = buf_tok[j], buf_w[j]
     return best, best_w, total
+
+
+@njit(cache=True)
+def greedy_chain(state, a, b, depth, buf_tok, buf_w, out_tok, out_score):
+    """The chain of heaviest successors from (a, b), at most `depth` tokens: fills out_tok and
+    out_score ((depth,) each; a token's score is its weight over its bigram's total) and
+    returns its length (it stops where a bigram has no successor)."""
+    n = 0
+    for _ in range(depth):
+        tok, w, mass = best_successor(state, a, b, buf_tok, buf_w)
+        if tok < 0:
+            break
+        out_tok[n] = tok
+        out_score[n] = w / mass if mass > 0 else 0.0
+        n += 1
+        a, b = b, tok
+    return n

@@ -170,9 +170,10 @@ class HybridDrafter:
         context length."""
         score = cdraft.features.get("score", 0.0)
         estimate, depth = predicted or 0.0, cdraft.max_depth()
-        survival, model_survival = geometric(estimate, depth), None
-        curve = self.cost
-        if self.online is not None:
+        model_survival, curve = None, self.cost
+        if self.online is None:
+            survival = geometric(estimate, depth)
+        else:
             survival = self.online.acceptance.survival(estimate, depth)
             curve = self.online.cost if self.online.cost is not None else curve
         cost = curve.at(context) if curve is not None else None

@@ -66,10 +66,20 @@ class VerifyCost:
         return np.maximum(s + (context - self.past) * np.interp(n, sizes, self._slopes), 0.25 * s)
 
     def at(self, context: int) -> "VerifyCost":
-        """The curve after `context` tokens, as a curve of the draft size alone."""
+        """The curve after `context` tokens, as a curve of the draft size alone (`many` at its
+        own sizes, where interpolation is the identity: one compiled loop)."""
         if not self.per_token:
             return self
-        return VerifyCost(self.sizes, tuple(self.many(np.asarray(self.sizes, dtype=np.float64), context).tolist()), context)
+        sizes, seconds = self.points
+        return VerifyCost.of_arrays(self.sizes, sizes, _shifted(seconds, self._slopes, float(context - self.past)), context)
+
+    @staticmethod
+    def of_arrays(sizes: tuple, size_array: np.ndarray, seconds: np.ndarray, past: int) -> "VerifyCost":
+        """A curve whose `points` are the float64 arrays (k,) given (made a step's curve without
+        converting them back)."""
+        cost = VerifyCost(tuple(sizes), tuple(seconds.tolist()), past)
+        cost.__dict__["points"] = (size_array, seconds)  # the cached_property's slot (frozen: no setattr)
+        return cost
 
     def to_dict(self) -> dict:
         return {"sizes": list(self.sizes), "seconds": list(self.seconds), "past": self.past,
@@ -105,6 +115,15 @@ def _best_cut(gains, fixed, sizes, seconds, start):
         if rate > best_rate:
             best, best_rate = k, rate
     return best
+
+
+@njit(cache=True)
+def _shifted(seconds, slopes, extra):
+    """(k,) each size's seconds `extra` context tokens later, never below a quarter of them."""
+    out = np.empty_like(seconds)
+    for i in range(seconds.shape[0]):
+        out[i] = max(seconds[i] + extra * slopes[i], 0.25 * seconds[i])
+    return out
 
 
 def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
