@@ -136,11 +136,11 @@ class AdaptiveTrigrams:
 
     def adapt(self, window: Sequence[int], delta: float, cap: float) -> None:
         """Add `delta` (capped at `cap`) to every tri-gram in `window`, creating missing ones."""
-        w = np.asarray(window, dtype=np.int64)  # (w,)
-        if w.shape[0] < 3:
+        if len(window) < 3:
             return
-        if w.min() < 0 or w.max() >= self.table.vocab:
-            w = w[(w >= 0) & (w < self.table.vocab)]  # tokens outside the table's vocabulary are skipped
+        if min(window) < 0 or max(window) >= self.table.vocab:  # builtins: a window is a few dozen tokens
+            window = [t for t in window if 0 <= t < self.table.vocab]  # tokens outside the table's vocabulary are skipped
+        w = np.asarray(window, dtype=np.int64)  # (w,)
         if self.overlay_used + w.shape[0] > self.max_overlay:
             self._clear_overlay()
         if 2 * (self.overlay_used + w.shape[0]) > self.ov_keys.shape[0]:

@@ -30,12 +30,13 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+from numba import njit
 
 from hvd.drafters import tree_budget
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, greedy_chain, iterate, seed_rng
-from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
+from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer, chain_cut
 from hvd.drafters.trigram import TrigramTable
 from hvd.targets.verify_cost import VerifyCost, monotone
 from hvd.types import Draft
@@ -100,6 +101,7 @@ class AdedDrafter:
         self._tokens: list[int] = []
         self._buf = 0  # successor scratch size: most static successors of a bigram + overlay ones
         self._context: Optional[int] = None  # tokens before the draft being made (its verify's price)
+        self._scratch_arrays: Optional[tuple[np.ndarray, ...]] = None  # `_greedy`'s buffers (per fork)
 
     def with_config(self, **changes) -> "AdedDrafter":
         """A fresh drafter over the same table source with some config fields changed."""
@@ -122,6 +124,7 @@ class AdedDrafter:
         fork = copy.copy(self)
         fork.sizer = self.sizer.for_request()
         fork._tokens = []
+        fork._scratch_arrays = None
         return fork
 
     def begin(self, prompt: Sequence[int]) -> None:
@@ -224,12 +227,30 @@ class AdedDrafter:
         return tokens, parents, scores
 
     def _greedy(self, a: int, b: int, depth: int) -> Draft:
+        """The chain of heaviest successors, sized like any candidate tree (`_finish`), in one
+        compiled call (`_greedy_sized`); the sizer prices it with its drafting time so far."""
         t0 = time.perf_counter()
-        buf_tok, buf_w = np.zeros(self._buf, np.int64), np.zeros(self._buf, np.float32)  # (B,) each
-        out_tok, out_score = np.zeros(depth, np.int64), np.zeros(depth)  # (depth,) each
-        n = greedy_chain(self.trigrams.state, a, b, depth, buf_tok, buf_w, out_tok, out_score)
-        tokens, scores = out_tok[:n].tolist(), out_score[:n].tolist()
-        return self._finish(tokens, list(range(-1, n - 1)), scores, t0, {})
+        buf_tok, buf_w, out_tok, out_score, cells, probs = self._scratch(depth)
+        n, keep = _greedy_sized(self.trigrams.state, a, b, depth, buf_tok, buf_w, out_tok, out_score, cells, probs,
+                                *self.sizer.chain_arrays(self._context))
+        if n == 0:
+            self.sizer.forget()
+            return Draft.empty()
+        self.sizer.chose_chain(out_tok[:n].copy(), cells[:n].copy(), time.perf_counter() - t0)
+        if not keep:
+            return Draft.empty()
+        return Draft(tuple(out_tok[:keep].tolist()), tuple(range(-1, keep - 1)), None,
+                     {"draft_length": float(keep), "candidates": float(n), "expected_accepted": float(probs[:keep].sum()),
+                      "score": float(sum(out_score[:keep].tolist()))})
+
+    def _scratch(self, depth: int) -> tuple[np.ndarray, ...]:
+        """This drafter's scratch arrays for `_greedy` (each fork its own): successor buffers
+        (B,) and the chain's tokens, scores, cells and path probabilities (depth,)."""
+        if self._scratch_arrays is None or self._scratch_arrays[2].shape[0] < depth:
+            self._scratch_arrays = (np.zeros(self._buf, np.int64), np.zeros(self._buf, np.float32),
+                                    np.zeros(depth, np.int64), np.zeros(depth), np.zeros(depth, np.int64),
+                                    np.zeros(depth))
+        return self._scratch_arrays
 
     def _finish(self, tokens: list[int], parents: list[int], scores: list[float], t0: float,
                 features: dict[str, float]) -> Draft:
@@ -246,6 +267,15 @@ class AdedDrafter:
         return Draft(draft.tokens, draft.parents, None,
                      {**features, "draft_length": float(len(keep)), "candidates": float(len(tokens)),
                       "expected_accepted": expected, "score": float(sum(scores[i] for i in keep))})
+
+
+@njit(cache=True)
+def _greedy_sized(state, a, b, depth, buf_tok, buf_w, out_tok, out_score, cells, probs, score_edges, depth_edges,
+                  accepted, tested, sizes, seconds, slopes, extra, fixed):
+    """(candidates, kept): the greedy chain (`greedy_chain`) and its cut (`tree_budget.chain_cut`)."""
+    n = greedy_chain(state, a, b, depth, buf_tok, buf_w, out_tok, out_score)
+    return n, chain_cut(out_score, n, score_edges, depth_edges, accepted, tested, sizes, seconds, slopes, extra,
+                        fixed, cells, probs)
 
 
 def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",

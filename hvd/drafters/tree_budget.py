@@ -25,7 +25,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hvd.targets.verify_cost import VerifyCost, best_cut
+from numba import njit
+
+from hvd.targets.verify_cost import VerifyCost, best_cut, cut_at
 from hvd.types import Draft
 
 
@@ -52,6 +54,8 @@ class AcceptanceCalibrator:
         n_score, n_depth = len(config.score_edges) + 1, len(config.depth_edges) + 1
         edges = (0.0, *config.score_edges, 1.0)
         mid = np.array([(edges[i] + edges[i + 1]) / 2 for i in range(n_score)])  # (S,)
+        self.score_edges = np.array(config.score_edges, dtype=np.float64)  # (S-1,) for compiled callers
+        self.depth_edges = np.array(config.depth_edges, dtype=np.int64)  # (D-1,)
         prior = np.repeat(config.prior_scale * mid, n_depth)  # (S*D,) prior mean per cell
         self.accepted = prior * config.prior_strength  # (S*D,) Beta pseudo-counts, then real ones
         self.tested = np.full(n_score * n_depth, config.prior_strength)  # (S*D,)
@@ -99,6 +103,46 @@ class AcceptanceCalibrator:
                 self.tested[c] *= scale
                 self.accepted[c] *= scale
         return counted
+
+
+_EMPTY = np.zeros(0)
+
+
+@njit(cache=True)
+def chain_cut(scores, n, score_edges, depth_edges, accepted, tested, sizes, seconds, slopes, extra, fixed,
+              cells, probs):
+    """A chain's first n nodes (`scores` (>= n,)): each node's calibration cell and path
+    probability into `cells` and `probs`, as `AcceptanceCalibrator.cells` / `path_probs` give
+    them, and the kept length, `best_cut` of those under the curve (sizes, seconds, slopes at
+    `extra` context tokens past it; no sizes: all n). One compiled call: a chain drafter sizes
+    its draft every step, where the same in Python paid for cold code at each of its parts."""
+    nd = depth_edges.shape[0] + 1
+    p = 1.0
+    for i in range(n):
+        c = np.searchsorted(score_edges, scores[i], side="right") * nd + np.searchsorted(depth_edges, i, side="right")
+        cells[i] = c
+        p = accepted[c] / tested[c] * p
+        probs[i] = p
+    if sizes.shape[0] == 0:
+        return n
+    return cut_at(probs[:n], fixed, sizes, seconds, slopes, extra, 0)
+
+
+@njit(cache=True)
+def _count_chain(tokens, cells, committed, accepted, tested, max_count):
+    """`AcceptanceCalibrator.update` for a chain: node i is tested when every node before it
+    matched and committed reaches its depth, accepted when its token is committed's there."""
+    for i in range(min(tokens.shape[0], committed.shape[0])):
+        c = cells[i]
+        hit = tokens[i] == committed[i]
+        tested[c] += 1.0
+        accepted[c] += 1.0 if hit else 0.0
+        if tested[c] > max_count:
+            scale = max_count / tested[c]
+            tested[c] *= scale
+            accepted[c] *= scale
+        if not hit:
+            break
 
 
 def scaled(cost: VerifyCost, tree_factor: float) -> VerifyCost:
@@ -199,11 +243,41 @@ class TreeSizer:
             return list(range(best_cut(probs, cost, self._timing.value))), probs
         return select(parents, probs.tolist(), cost, self._timing.value), probs
 
+    def chain_arrays(self, context: Optional[int]) -> tuple:
+        """What a compiled chain drafter sizes its chain by (`chain_cut`'s arguments after the
+        scores): the calibration's edges and counts, and the cost curve's points, slopes and
+        the context past them, with the drafting time so far (a running mean). Without a cost
+        curve its points are empty (keep every node)."""
+        cal, cost = self.calibrator, self.cost
+        fixed = self._timing.value or 0.0
+        if cost is None:
+            sizes = seconds = slopes = _EMPTY
+            extra = 0.0
+        else:
+            sizes, seconds = cost.points
+            slopes = cost._slopes if cost.per_token and context is not None else _EMPTY
+            extra = 0.0 if context is None else float(context - cost.past)
+        return cal.score_edges, cal.depth_edges, cal.accepted, cal.tested, sizes, seconds, slopes, extra, fixed
+
+    def chose_chain(self, tokens: np.ndarray, cells: np.ndarray, draft_seconds: float) -> None:
+        """A compiled chain drafter's candidates ((n,) tokens and calibration cells), for
+        `observe` to count, and its drafting time."""
+        self._pending = (tokens, None, cells)
+        if self.cost is not None:
+            self._timing.add(draft_seconds, self.draft_smoothing)
+
     def observe(self, committed: Sequence[int]) -> None:
         """Count the last candidates' outcomes against the tokens the target committed."""
-        if self._pending is not None:
-            self.calibrator.update(*self._pending, committed)
-        self._pending = None
+        p, self._pending = self._pending, None
+        if p is None:
+            return
+        tokens, parents, cells = p
+        if parents is None:  # a chain, from `chose_chain`
+            cal = self.calibrator
+            _count_chain(tokens, cells, np.asarray(committed, dtype=np.int64), cal.accepted, cal.tested,
+                         float(cal.config.max_count))
+        else:
+            self.calibrator.update(tokens, parents, cells, committed)
 
     def forget(self) -> None:
         """No outcome to count for this step (nothing was drafted from these candidates)."""

@@ -101,6 +101,15 @@ def best_cut(gains: Sequence[float], cost: VerifyCost, fixed_seconds: float = 0.
 
 
 @njit(cache=True)
+def cut_at(gains, fixed, sizes, seconds, slopes, extra, start):
+    """`best_cut` for compiled callers: the curve given as its points (sizes, seconds) and
+    per-token slopes (empty: none), read `extra` context tokens past its own as `at` reads it."""
+    if slopes.shape[0]:
+        seconds = _shifted(seconds, slopes, extra)
+    return _best_cut(gains, fixed, sizes, seconds, start)
+
+
+@njit(cache=True)
 def _best_cut(gains, fixed, sizes, seconds, start):
     """best_cut's loop, compiled: it runs every step right after a verification has flushed the
     caches, where numpy's half-dozen calls cost ~20 us each time (~5 us in all this way)."""
