@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-
 from numba import njit
 
 from hvd.targets.verify_cost import VerifyCost, best_cut, cut_at
@@ -255,7 +254,7 @@ class TreeSizer:
             extra = 0.0
         else:
             sizes, seconds = cost.points
-            slopes = cost._slopes if cost.per_token and context is not None else _EMPTY
+            slopes = cost.slope_points if context is not None else _EMPTY
             extra = 0.0 if context is None else float(context - cost.past)
         return cal.score_edges, cal.depth_edges, cal.accepted, cal.tested, sizes, seconds, slopes, extra, fixed
 

@@ -336,7 +336,7 @@ class CostCalibrator:
         """The calibrated curve after `context` tokens, as a curve of the draft size alone (one
         compiled loop: it runs every step)."""
         sizes, seconds = self.curve.points
-        slopes = self.curve._slopes if self.curve.per_token else seconds[:0]
+        slopes = self.curve.slope_points
         center = self.overall.ratio(0, self.curve(0))
         out = _calibrated(self._sizes, sizes, seconds, slopes, float(context - self.curve.past), self._buckets,
                           self.r.realised, self.r.expected, self.r.prior, float(center))

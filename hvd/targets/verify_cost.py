@@ -53,8 +53,9 @@ class VerifyCost:
         return np.asarray(self.sizes, dtype=np.float64), np.asarray(self.seconds, dtype=np.float64)
 
     @cached_property
-    def _slopes(self) -> np.ndarray:
-        return np.asarray(self.per_token, dtype=np.float64)  # (k,)
+    def slope_points(self) -> np.ndarray:
+        """`per_token` as a float64 array (k,), made once per curve (empty: no context slope)."""
+        return np.asarray(self.per_token, dtype=np.float64)
 
     def many(self, n: np.ndarray, context: Optional[int] = None) -> np.ndarray:
         """(k,) seconds to verify each of `n` (k,) node counts after `context` tokens; a
@@ -63,7 +64,7 @@ class VerifyCost:
         s = np.interp(n, sizes, seconds)
         if context is None or not self.per_token:
             return s
-        return np.maximum(s + (context - self.past) * np.interp(n, sizes, self._slopes), 0.25 * s)
+        return np.maximum(s + (context - self.past) * np.interp(n, sizes, self.slope_points), 0.25 * s)
 
     def at(self, context: int) -> "VerifyCost":
         """The curve after `context` tokens, as a curve of the draft size alone (`many` at its
@@ -71,7 +72,8 @@ class VerifyCost:
         if not self.per_token:
             return self
         sizes, seconds = self.points
-        return VerifyCost.of_arrays(self.sizes, sizes, _shifted(seconds, self._slopes, float(context - self.past)), context)
+        shifted = _shifted(seconds, self.slope_points, float(context - self.past))
+        return VerifyCost.of_arrays(self.sizes, sizes, shifted, context)
 
     @staticmethod
     def of_arrays(sizes: tuple, size_array: np.ndarray, seconds: np.ndarray, past: int) -> "VerifyCost":

@@ -1,8 +1,12 @@
 """Cost-aware tree sizing: the chosen size on hand cases, ancestor order, calibration counts."""
+import copy
+
+import numpy as np
 import pytest
 
-from hvd.drafters.tree_budget import AcceptanceCalibrator, CalibrationConfig, order, select, subtree
-from hvd.targets.verify_cost import VerifyCost
+from hvd.drafters.tree_budget import (AcceptanceCalibrator, CalibrationConfig, TreeSizer, best_cut, chain_cut, order,
+                                      select, subtree)
+from hvd.targets.verify_cost import VerifyCost, monotone
 from hvd.types import Draft
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
@@ -64,3 +68,33 @@ def test_cost_curves_are_measured_and_cached_per_shape(tiny_engine, tmp_path):
     assert all(a <= b for a, b in zip(tree.seconds, tree.seconds[1:]))  # made non-decreasing
     assert len(list((tmp_path / "verify_cost").glob("*.json"))) == 2  # one file per shape
     assert cost.cached(tiny_engine.target, tmp_path, tree=True) == tree  # read back, not measured again
+
+
+def test_a_chain_sized_in_one_compiled_call_matches_the_tree_path():
+    """`chain_cut` and a chain's counting (`chose_chain` + `observe`) give what the general
+    path gives: the same cells, path probabilities (bit for bit), cut and calibration counts."""
+    rng = np.random.default_rng(0)
+    sizes = (0, 1, 2, 4, 8, 16, 32)
+    cost = monotone(VerifyCost(sizes, tuple(0.006 * (1 + n / 5) for n in sizes), 256, tuple(1e-7 * (1 + n) for n in sizes)))
+    for _ in range(200):
+        general, chained = TreeSizer(cost), TreeSizer(cost)
+        for _ in range(int(rng.integers(0, 20))):  # some calibration history
+            n = int(rng.integers(1, 9))
+            general.choose(rng.integers(0, 5, n).tolist(), list(range(-1, n - 1)), rng.random(n).tolist(), 1e-4, 300)
+            general.observe(rng.integers(0, 5, int(rng.integers(1, 10))).tolist())
+        chained.calibrator = copy.deepcopy(general.calibrator)
+        general._timing.value = chained._timing.value = 2e-4
+        n, context = int(rng.integers(1, 9)), int(rng.integers(10, 4000))
+        tokens, scores, chain = rng.integers(0, 5, n).tolist(), rng.random(n), list(range(-1, n - 1))
+        cells = general.calibrator.cells(scores.tolist(), range(1, n + 1))
+        probs = general.calibrator.path_probs(chain, cells)
+        got_cells, got_probs = np.zeros(n, np.int64), np.zeros(n)
+        keep = chain_cut(scores, n, *chained.chain_arrays(context), got_cells, got_probs)
+        assert got_cells.tolist() == cells and got_probs.tolist() == probs.tolist()
+        assert keep == best_cut(probs, cost.at(context), 2e-4)
+        committed = rng.integers(0, 5, int(rng.integers(1, 10))).tolist()
+        general.calibrator.update(tokens, chain, cells, committed)
+        chained.chose_chain(np.array(tokens), got_cells, 1e-4)
+        chained.observe(committed)
+        assert np.array_equal(general.calibrator.accepted, chained.calibrator.accepted)
+        assert np.array_equal(general.calibrator.tested, chained.calibrator.tested)
