@@ -120,7 +120,7 @@ class AcceptanceCurve:
     censored where the commit ends, never counted as rejected there (`FollowedDrafts` moves
     that end on with later steps' commits, counting each position as a commit decides it).
     Reading and counting are compiled loops (`_survival`, `_count`): they run twice a step right
-    after a verification has flushed the caches, where the same loops in Python cost ~50 us."""
+    after a verification has flushed the caches, where the same loops in Python cost tens of µs."""
 
     SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
 
