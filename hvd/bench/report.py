@@ -2,6 +2,10 @@
 
 speedup       median over prompts of (method decode tok/s ÷ `ar` decode tok/s on that prompt),
               each tok/s the median over repeats; decode = after the first token.
+speedup_geomean  the geometric mean of the same per-prompt ratios (`prompt_speedups`, in prompt
+              order): steadier than the median where a suite's prompts fall into groups far
+              apart (chat: MT-Bench ~1.1-1.2x, ShareGPT ~2.3-2.7x, where the median of the
+              pooled prompts lands in the gap and is set by one or two prompts at its edges).
 e2e_speedup   the same ratio over whole requests (prefill included).
 tau (τ)       mean accepted length: tokens after the first ÷ verification forwards (all prompts).
 fwd_per_100   target verification forwards per 100 tokens after the first (100 / τ).
@@ -51,6 +55,8 @@ class Row:
     draft_ms_per_step: Optional[float] = None  # None for peers
     mode: str = TIMED  # "timed" | "replay"
     arm_share: Optional[dict[str, float]] = None  # share of steps per drafter, when a method used several
+    speedup_geomean: Optional[float] = None  # None in replay
+    prompt_speedups: Optional[list[float]] = None  # per prompt, in prompt order; None in replay
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +64,11 @@ class Row:
 
 def _median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else 0.0
+
+
+def _geomean(xs: Sequence[float]) -> float:
+    """The geometric mean of positive numbers (0.0 when any is not, or there are none)."""
+    return statistics.geometric_mean(xs) if xs and min(xs) > 0 else 0.0
 
 
 def _e2e_tps(run: Run) -> float:
@@ -131,7 +142,8 @@ def _row(method: str, dataset: str, prompts: list[PromptRuns]) -> Row:
     tau = decoded / steps if steps else None
     return Row(method, dataset, _median(speedups), _median(e2e), tau, 100 / tau if tau else None, exact,
                _median(tps), _median(ttft), None, _ratio(draft, decode) if steps else None, len(prompts),
-               1000 * draft / steps if steps else None, arm_share=_arm_share([r for pr in prompts for r in pr.runs[method]]))
+               1000 * draft / steps if steps else None, arm_share=_arm_share([r for pr in prompts for r in pr.runs[method]]),
+               speedup_geomean=_geomean(speedups), prompt_speedups=speedups)
 
 
 def _arm_share(runs: Sequence[Run]) -> Optional[dict[str, float]]:

@@ -57,6 +57,9 @@ def test_speedup_is_the_median_over_prompts_of_per_prompt_median_ratios(results)
     assert rows["hf"].speedup == pytest.approx((2 + 1) / 2)
     assert rows["pld"].tokens_per_second == pytest.approx((20 + 50) / 2)
     assert rows["ar"].tokens_per_second == pytest.approx(10.0)
+    assert rows["pld"].prompt_speedups == pytest.approx([2, 5])  # per prompt, in prompt order
+    assert rows["pld"].speedup_geomean == pytest.approx(10 ** 0.5)
+    assert rows["ar"].speedup_geomean == pytest.approx(1.0)
 
 
 def test_e2e_speedup_counts_prefill(results):
@@ -146,7 +149,8 @@ JSON_KEYS = {"method", "dataset", "speedup", "e2e_speedup", "tau", "exact", "tok
 def test_rows_serialize_with_the_documented_keys_and_render(results, tmp_path):
     rows = report.summarize(results)
     for r in rows:
-        assert JSON_KEYS | {"fwd_per_100", "ttft", "draft_ms_per_step", "mode", "arm_share"} == set(r.to_dict())
+        assert JSON_KEYS | {"fwd_per_100", "ttft", "draft_ms_per_step", "mode", "arm_share", "speedup_geomean",
+                            "prompt_speedups"} == set(r.to_dict())
     table = report.markdown(rows).splitlines()
     assert table[0].startswith("| dataset | method | speedup | e2e speedup | τ |") and len(table) == 2 + len(rows)
     assert table[2].startswith("| d | ar | 1.00x | 1.00x | 1.00 | 100.0 | 10.0 |")  # ar first
