@@ -202,7 +202,7 @@ def _survival(reached, rejected, b, c, prior, predicted, depth, capped, segments
     (its first segment pulled by `prior` pseudo-positions towards the prior hazard, each later
     one by one towards the segment before), the class row c's pulled towards that (c < 0: no
     classes). Past the last segment its hazard goes on."""
-    prev = _capped_hazard(max(predicted, 0.0), max(depth, 1)) if capped else 1.0 / (1.0 + max(predicted, 0.0))
+    prev = prior_hazard(max(predicted, 0.0), max(depth, 1)) if capped else 1.0 / (1.0 + max(predicted, 0.0))
     out = np.empty(depth)
     alive, k, hazard = 1.0, 0, prev
     for s in range(segments.shape[0] - 1):
@@ -246,16 +246,12 @@ def _count(reached, rejected, b, c, matched, was_rejected, start, keep, segments
             rejected[row, s] += 1
 
 
-def prior_hazard(predicted: float, depth: int) -> float:
-    """The per-token rejection chance h under which a `depth`-deep draft is expected to get
-    `predicted` tokens accepted: sum over k = 1..depth of (1 - h)^k = predicted (within
-    0.001 .. the geometric 1 / (1 + predicted), which reaches it only for endless drafts). The
-    inverse of `policy.capped_mean`, whose p is 1 - h, solved by bisection."""
-    return _capped_hazard(max(float(predicted), 0.0), max(int(depth), 1))
-
-
 @njit(cache=True)
-def _capped_hazard(predicted, depth):
+def prior_hazard(predicted, depth):
+    """The per-token rejection chance h under which a `depth`-deep draft (depth >= 1) is
+    expected to get `predicted` (>= 0) tokens accepted: sum over k = 1..depth of (1 - h)^k =
+    predicted (within 0.001 .. the geometric 1 / (1 + predicted), which reaches it only for
+    endless drafts). The inverse of `policy.capped_mean`, whose p is 1 - h, by bisection."""
     lo, hi = 1e-3, 1.0 / (1.0 + predicted)
     for _ in range(40):  # bisection: the capped mean falls as the hazard grows
         h = 0.5 * (lo + hi)

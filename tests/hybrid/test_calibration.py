@@ -12,9 +12,10 @@ from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as pred
-from hvd.hybrid.calibration import MODES, AcceptanceCurve, CostCalibrator, ModeBandit, OnlineConfig, OnlineState
+from hvd.hybrid.calibration import (MODES, AcceptanceCurve, CostCalibrator, ModeBandit, OnlineConfig, OnlineState,
+                                   prior_hazard)
 from hvd.targets.verify_cost import VerifyCost
-from hvd.hybrid.policy import PolicyConfig, geometric
+from hvd.hybrid.policy import PolicyConfig, capped_mean, geometric
 
 # A CPU-like verify cost: every draft node costs a third of a one-token step.
 COST = VerifyCost((0, 1, 8, 16, 32, 64), tuple(0.025 * (1 + n / 3) for n in (0, 1, 8, 16, 32, 64)))
@@ -77,6 +78,8 @@ def test_acceptance_curve_starts_at_its_prior_and_learns_the_real_shape():
     assert c.survival(5.0, 40).sum() == pytest.approx(5.0, rel=1e-3)
     assert c.survival(25.0, 27).sum() == pytest.approx(25.0, rel=1e-3)  # a geometric law's mean 25 gives ~16 here
     assert geometric(25.0, 27).sum() < 17
+    h = prior_hazard(25.0, 27)  # the inverse of policy.capped_mean, whose p is 1 - h
+    assert capped_mean((1 - h) / h, 27) == pytest.approx(25.0, rel=1e-3)
     rng = np.random.default_rng(0)
     for _ in range(400):  # drafts rejected at their first token 70% of the time, else accepted whole
         sure = rng.random() < 0.3
