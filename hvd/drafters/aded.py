@@ -239,9 +239,8 @@ class AdedDrafter:
         self.sizer.chose_chain(out_tok[:n].copy(), cells[:n].copy(), time.perf_counter() - t0)
         if not keep:
             return Draft.empty()
-        return Draft(tuple(out_tok[:keep].tolist()), tuple(range(-1, keep - 1)), None,
-                     {"draft_length": float(keep), "candidates": float(n), "expected_accepted": float(probs[:keep].sum()),
-                      "score": float(sum(out_score[:keep].tolist()))})
+        return _sized(out_tok[:keep].tolist(), range(-1, keep - 1), n, float(probs[:keep].sum()),
+                      float(sum(out_score[:keep].tolist())), {})
 
     def _scratch(self, depth: int) -> tuple[np.ndarray, ...]:
         """This drafter's scratch arrays for `_greedy` (each fork its own): successor buffers
@@ -263,10 +262,18 @@ class AdedDrafter:
         if not keep:
             return Draft.empty()
         draft = tree_budget.subtree(Draft(tuple(tokens), tuple(parents)), keep)
-        expected = float(probs[keep].sum())
-        return Draft(draft.tokens, draft.parents, None,
-                     {**features, "draft_length": float(len(keep)), "candidates": float(len(tokens)),
-                      "expected_accepted": expected, "score": float(sum(scores[i] for i in keep))})
+        return _sized(draft.tokens, draft.parents, len(tokens), float(probs[keep].sum()),
+                      float(sum(scores[i] for i in keep)), features)
+
+
+def _sized(tokens: Sequence[int], parents: Sequence[int], candidates: int, expected: float, score: float,
+           features: dict[str, float]) -> Draft:
+    """A sized draft with what its readers use: its size and its candidates', the accepted
+    length its calibrated node probabilities expect (the hybrids' model-arm curve bins by it)
+    and its summed node scores."""
+    return Draft(tuple(tokens), tuple(parents), None,
+                 {**features, "draft_length": float(len(tokens)), "candidates": float(candidates),
+                  "expected_accepted": expected, "score": score})
 
 
 @njit(cache=True)

@@ -229,17 +229,13 @@ class TreeSizer:
                draft_seconds: float, context: Optional[int] = None) -> tuple[list[int], np.ndarray]:
         """(kept node indices, ascending; every candidate's path acceptance probability (n,)),
         verification priced after `context` tokens (None: the curve's own context)."""
-        chain = all(p == i - 1 for i, p in enumerate(parents))
-        depths = range(1, len(tokens) + 1) if chain else Draft(tuple(tokens), tuple(parents)).depths()
-        cells = self.calibrator.cells(scores, depths)
+        cells = self.calibrator.cells(scores, Draft(tuple(tokens), tuple(parents)).depths())
         self._pending = (list(tokens), list(parents), cells)
         probs = self.calibrator.path_probs(parents, cells)  # (n,)
         if self.cost is None:
             return list(range(len(tokens))), probs
         self._timing.add(draft_seconds, self.draft_smoothing)
         cost = self.cost if context is None else self.cost.at(context)
-        if chain:  # path probabilities never grow along a chain: `select`'s order is the chain's own
-            return list(range(best_cut(probs, cost, self._timing.value))), probs
         return select(parents, probs.tolist(), cost, self._timing.value), probs
 
     def chain_arrays(self, context: Optional[int]) -> tuple:

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from hvd.targets.verify_cost import VerifyCost
+from hvd.targets.verify_cost import VerifyCost, seconds_later
 from hvd.hybrid.policy import ArmEstimate
 from hvd.types import Draft
 
@@ -356,7 +356,7 @@ def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, 
     for i in range(at.shape[0]):
         base = np.interp(at[i], sizes, seconds)
         if slopes.shape[0]:
-            base = max(base + extra * np.interp(at[i], sizes, slopes), 0.25 * base)
+            base = seconds_later(base, np.interp(at[i], sizes, slopes), extra)
         p = prior * base
         b = buckets[i]
         out[i] = base * ((p * center + realised[b]) / (p + expected[b]))

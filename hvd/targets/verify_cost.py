@@ -29,6 +29,7 @@ from hvd.types import Draft
 
 SIZES = (0, 1, 2, 4, 8, 16, 24, 31, 32, 48, 64)  # 31: the most one 32-row pass of the lean target takes
 CONTEXTS = (256, 2048)  # tokens before the draft where the curve is measured (the second as far as the model allows)
+FLOOR = 0.25  # a verify never costs less than this share of its curve's seconds, however short the context
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class VerifyCost:
         s = _interp(n, self.sizes, self.seconds)
         if context is None or not self.per_token:
             return s
-        return max(s + (context - self.past) * _interp(n, self.sizes, self.per_token), 0.25 * s)
+        return max(s + (context - self.past) * _interp(n, self.sizes, self.per_token), FLOOR * s)
 
     @cached_property
     def points(self) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +65,7 @@ class VerifyCost:
         s = np.interp(n, sizes, seconds)
         if context is None or not self.per_token:
             return s
-        return np.maximum(s + (context - self.past) * np.interp(n, sizes, self.slope_points), 0.25 * s)
+        return np.maximum(s + (context - self.past) * np.interp(n, sizes, self.slope_points), FLOOR * s)
 
     def at(self, context: int) -> "VerifyCost":
         """The curve after `context` tokens, as a curve of the draft size alone (`many` at its
@@ -129,11 +130,18 @@ def _best_cut(gains, fixed, sizes, seconds, start):
 
 
 @njit(cache=True)
+def seconds_later(seconds, slope, extra):
+    """One size's seconds `extra` context tokens later (fewer when negative), for compiled
+    callers: the arithmetic of `__call__` and `many`."""
+    return max(seconds + extra * slope, FLOOR * seconds)
+
+
+@njit(cache=True)
 def _shifted(seconds, slopes, extra):
-    """(k,) each size's seconds `extra` context tokens later, never below a quarter of them."""
+    """(k,) each size's seconds `extra` context tokens later (`seconds_later`)."""
     out = np.empty_like(seconds)
     for i in range(seconds.shape[0]):
-        out[i] = max(seconds[i] + extra * slopes[i], 0.25 * seconds[i])
+        out[i] = seconds_later(seconds[i], slopes[i], extra)
     return out
 
 
