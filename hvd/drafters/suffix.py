@@ -265,6 +265,97 @@ def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree, ends, order):
     return out_tok[:d], out_par[:d], out_prob[:d]
 
 
+@njit(cache=True)
+def _block_sum(a, lo, hi):
+    """sum(a[lo:hi]) for hi - lo <= 128 in numpy's order: 8 accumulators, then the rest."""
+    n = hi - lo
+    if n < 8:
+        res = 0.0
+        for i in range(lo, hi):
+            res += a[i]
+        return res
+    r = a[lo:lo + 8].copy()  # (8,)
+    i = lo + 8
+    while i < hi - n % 8:
+        for j in range(8):
+            r[j] += a[i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < hi:
+        res += a[i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _pairwise_sum(a, lo, hi):
+    """sum(a[lo:hi]) added in numpy's order (halves, each a multiple of 8 long, down to blocks
+    of at most 128), so equal to `a[lo:hi].sum()` to the last bit: drafts are compared by it.
+    The halving is walked with explicit stacks (a cached recursive numba function crashes)."""
+    los, his, stage = np.empty(64, np.int64), np.empty(64, np.int64), np.zeros(64, np.int64)  # (64,) each
+    vals = np.empty(64, np.float64)  # (64,) finished halves
+    los[0], his[0], top, nv = lo, hi, 1, 0
+    while top:
+        l, h = los[top - 1], his[top - 1]
+        half = (h - l) // 2
+        half -= half % 8
+        if h - l <= 128:
+            vals[nv] = _block_sum(a, l, h)
+            nv += 1
+            top -= 1
+        elif stage[top - 1] < 2:  # push the left half, then the right one
+            stage[top - 1] += 1
+            los[top] = l if stage[top - 1] == 1 else l + half
+            his[top] = l + half if stage[top - 1] == 1 else h
+            stage[top] = 0
+            top += 1
+        else:
+            vals[nv - 2] += vals[nv - 1]
+            nv -= 1
+            top -= 1
+    return vals[0]
+
+
+@njit(cache=True)
+def _best_draft(tokens, n, base, head, prev, tail, k, max_visits, ends, depth, all_lengths, max_spec, spec_factor,
+                trie_depth, min_match, min_prob, tree, order):
+    """The best-scoring draft (score: its nodes' summed path probabilities) of one index, in
+    one compiled call: from the longest matched suffix of `tail` that yields a draft, or (with
+    `all_lengths`) from each matched length's occurrences, the highest score kept (ties: the
+    longer match). A length-m match drafts at most max_spec tokens (spec_factor > 0: at most
+    spec_factor x m, at least 1), no deeper than `depth` nor than trie_depth - m.
+    Returns (tokens, parents, path probabilities, match length (0: no draft), occurrences of
+    the matched suffix, score)."""
+    lens, pos = _matches(tokens, n, base, head, prev, tail, k, max_visits, ends)
+    lengths = np.unique(lens)[::-1]  # (u,) distinct match lengths, descending
+    b_tok, b_par, b_prob = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    b_m, b_support, b_score = 0, 0, 0.0
+    for i in range(lengths.shape[0]):
+        if b_m and not all_lengths:
+            break  # the longest match with a continuation (not the context's own end)
+        top = lengths[i]
+        occ = pos[lens >= top]  # every occurrence of the length-top suffix, newest first
+        # every length in (next distinct length, top] has these same occurrences: draft from
+        # the one whose draft may run deepest (the drafts nest: deeper holds shallower)
+        low = lengths[i + 1] + 1 if i + 1 < lengths.shape[0] else min_match
+        m, room = top, -1
+        for cand in range(low if all_lengths else top, top + 1):
+            nodes = max_spec if spec_factor <= 0 else min(max_spec, max(1, int(spec_factor * cand)))
+            r = min(depth, nodes, trie_depth - cand)
+            if r >= room:
+                m, room = cand, r
+        nodes = max_spec if spec_factor <= 0 else min(max_spec, max(1, int(spec_factor * m)))
+        if room <= 0:
+            continue
+        toks, parents, probs = _expand(tokens, n, occ, nodes, room, min_prob, tree, ends, order)
+        if toks.shape[0] == 0:
+            continue
+        score = _pairwise_sum(probs, 0, probs.shape[0])
+        if b_m == 0 or score > b_score:
+            b_tok, b_par, b_prob, b_m, b_support, b_score = toks, parents, probs, m, occ.shape[0], score
+    return b_tok, b_par, b_prob, b_m, b_support, b_score
+
+
 # ---------------------------------------------------------------- token store
 
 
@@ -415,59 +506,22 @@ class SuffixDrafter:
         if depth <= 0 or len(ctx.tokens) < cfg.min_match:
             return Draft.empty()
         tail = np.asarray(ctx.tokens[-cfg.max_match :], dtype=np.int32)  # (c,)
-        best: Optional[Draft] = None
-        for source, index in ((0, self._local), (0, self._response), (1, self.store.index)):
-            draft = None if index is None else self._draft(index, tail, depth, source)
-            if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
-                best = draft
-        return Draft.empty() if best is None else best
-
-    def _draft(self, index: SuffixIndex, tail: np.ndarray, depth: int, source: int) -> Optional[Draft]:
-        """The best-scoring draft of this index: from the longest matched suffix that has a
-        continuation, or (with `all_lengths`) from each matched length's occurrences, the highest
-        score kept (ties: the longer match)."""
-        cfg = self.config
-        lens, pos = index.matches(tail, cfg.max_visits, cfg.count_ends)
-        if len(lens) == 0:
-            return None
-        lengths = np.unique(lens)[::-1].tolist()  # descending
-        best: Optional[Draft] = None
-        for i, top in enumerate(lengths):
-            if best is not None and not cfg.all_lengths:
-                break  # the longest match with a continuation (not the context's own end)
-            occ = pos[lens >= top]  # every occurrence of the length-top suffix, newest first
-            # every length in (next distinct length, top] has these same occurrences: draft from
-            # the one whose draft may run deepest (the drafts nest: deeper holds shallower)
-            low = lengths[i + 1] + 1 if i + 1 < len(lengths) else cfg.min_match
-            m = max(range(low, top + 1), key=lambda m: (self._room(m, depth), m)) if cfg.all_lengths else top
-            draft = self._expand(index, occ, m, depth, source)
-            if draft is not None and (best is None or draft.features["score"] > best.features["score"]):
-                best = draft
-        return best
-
-    def _nodes(self, m: int) -> int:
-        """Draft tokens a length-m match may propose."""
-        cfg = self.config
-        return cfg.max_spec if cfg.spec_factor <= 0 else min(cfg.max_spec, max(1, int(cfg.spec_factor * m)))
-
-    def _room(self, m: int, depth: int) -> int:
-        """How deep a draft after a length-m match may run."""
-        return min(depth, self._nodes(m), self.config.max_depth - m)
-
-    def _expand(self, index: SuffixIndex, occ: np.ndarray, m: int, depth: int, source: int) -> Optional[Draft]:
-        cfg = self.config
-        nodes = self._nodes(m)
-        depth = self._room(m, depth)
-        if depth <= 0:
-            return None
-        toks, parents, probs = index.expand(occ, nodes, depth, cfg.min_prob, cfg.tree, cfg.count_ends, cfg.recent_first)
-        if len(toks) == 0:
-            return None
-        features = {
-            "match_length": float(m),
-            "score": float(probs.sum()),
-            "draft_length": float(len(toks)),
-            "source_global": float(source),
-            "support": float(len(occ)),  # occurrences of the matched suffix
-        }
+        best, source = None, 0
+        for s, index in ((0, self._local), (0, self._response), (1, self.store.index)):
+            found = None if index is None else self._draft(index, tail, depth)
+            if found is not None and found[3] and (best is None or found[5] > best[5]):
+                best, source = found, s
+        if best is None:
+            return Draft.empty()
+        toks, parents, _, m, support, score = best
+        features = {"match_length": float(m), "score": score, "draft_length": float(len(toks)),
+                    "source_global": float(source), "support": float(support)}  # support: occurrences of the matched suffix
         return Draft(tuple(toks.tolist()), tuple(parents.tolist()), None, features)
+
+    def _draft(self, index: SuffixIndex, tail: np.ndarray, depth: int) -> tuple:
+        """The best-scoring draft of this index (see `_best_draft`), as (tokens, parents, path
+        probabilities, match length (0: none), occurrences, score)."""
+        cfg = self.config
+        return _best_draft(index.tokens, index.n, index.base, index.head, index.prev, tail, index.k, cfg.max_visits,
+                           cfg.count_ends, depth, cfg.all_lengths, cfg.max_spec, cfg.spec_factor, cfg.max_depth,
+                           cfg.min_match, cfg.min_prob, cfg.tree, 1 if cfg.recent_first else -1)

@@ -318,3 +318,14 @@ def test_a_long_match_drafts_as_deep_as_a_shorter_one_with_the_same_occurrences(
     d = drafter(seq, max_match=63, max_depth=64, min_prob=0.0)
     draft = d.propose(ctx(seq))
     assert list(draft.tokens) == list(range(200, 232)) and draft.features["match_length"] == 32
+
+
+def test_draft_scores_are_summed_in_numpys_order():
+    """The compiled draft search compares drafts by their summed path probabilities, added as
+    numpy adds them (pairwise): the score feature is bit-identical to `probs.sum()`."""
+    from hvd.drafters.suffix import _pairwise_sum
+
+    rng = np.random.default_rng(0)
+    for n in range(300):
+        a = rng.random(n) * rng.choice([1e-3, 1.0, 1e3], n)
+        assert _pairwise_sum(a, 0, n) == float(a.sum()), n
