@@ -317,6 +317,13 @@ def _pairwise_sum(a, lo, hi):
 
 
 @njit(cache=True)
+def _spec_nodes(m, max_spec, spec_factor):
+    """Draft tokens a length-m match may propose: max_spec, or with spec_factor > 0 at most
+    spec_factor x m (at least 1)."""
+    return max_spec if spec_factor <= 0 else min(max_spec, max(1, int(spec_factor * m)))
+
+
+@njit(cache=True)
 def _best_draft(tokens, n, base, head, prev, tail, k, max_visits, ends, depth, all_lengths, max_spec, spec_factor,
                 trie_depth, min_match, min_prob, tree, order):
     """The best-scoring draft (score: its nodes' summed path probabilities) of one index, in
@@ -340,14 +347,13 @@ def _best_draft(tokens, n, base, head, prev, tail, k, max_visits, ends, depth, a
         low = lengths[i + 1] + 1 if i + 1 < lengths.shape[0] else min_match
         m, room = top, -1
         for cand in range(low if all_lengths else top, top + 1):
-            nodes = max_spec if spec_factor <= 0 else min(max_spec, max(1, int(spec_factor * cand)))
-            r = min(depth, nodes, trie_depth - cand)
+            r = min(depth, _spec_nodes(cand, max_spec, spec_factor), trie_depth - cand)
             if r >= room:
                 m, room = cand, r
-        nodes = max_spec if spec_factor <= 0 else min(max_spec, max(1, int(spec_factor * m)))
         if room <= 0:
             continue
-        toks, parents, probs = _expand(tokens, n, occ, nodes, room, min_prob, tree, ends, order)
+        toks, parents, probs = _expand(tokens, n, occ, _spec_nodes(m, max_spec, spec_factor), room, min_prob, tree,
+                                       ends, order)
         if toks.shape[0] == 0:
             continue
         score = _pairwise_sum(probs, 0, probs.shape[0])

@@ -76,7 +76,8 @@ class OnlineConfig:
 
 @dataclass
 class _Ratios:
-    """Decayed sums of realised and expected values per bin; ratio pulled to 1 by a prior."""
+    """Decayed sums of realised and expected values per bin (added by `_decayed_add`); ratio
+    pulled to 1 by a prior."""
 
     bins: int
     prior: float
@@ -88,11 +89,6 @@ class _Ratios:
     def __post_init__(self) -> None:
         self.realised, self.expected = np.zeros(self.bins), np.zeros(self.bins)  # (bins,) each
         self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates seen (not decayed)
-
-    def update(self, b: int, realised: float, expected: float) -> None:
-        self.realised[b] = (1 - self.decay) * self.realised[b] + realised
-        self.expected[b] = (1 - self.decay) * self.expected[b] + expected
-        self.counts[b] += 1
 
     def ratio(self, b, scale, center: float = 1.0):
         """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
@@ -345,8 +341,8 @@ class CostCalibrator:
         sizes, points = self.curve.points
         r, o = self.r, self.overall
         _count_cost(float(n), float(seconds), float(context - self.curve.past), sizes, points,
-                    self.curve.slope_points, self._edges, r.realised, r.expected, r.counts, o.realised, o.expected,
-                    o.counts, r.decay)
+                    self.curve.slope_points, self._edges, r.realised, r.expected, r.counts, r.decay, o.realised,
+                    o.expected, o.counts, o.decay)
 
     def state(self) -> dict:
         return {"ratios": [round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
@@ -354,21 +350,32 @@ class CostCalibrator:
 
 
 @njit(cache=True)
-def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, counts, o_realised, o_expected,
-                o_counts, decay):
-    """`CostCalibrator.update`, compiled: the curve's seconds for n nodes `extra` context
-    tokens past its own (as `VerifyCost.__call__` reads it), then `_Ratios.update` of n's
-    size bucket and of the overall ratio."""
-    base = np.interp(n, sizes, points)
+def _curve_seconds(n, sizes, seconds, slopes, extra):
+    """A cost curve's seconds for n nodes `extra` context tokens past its own, as
+    `VerifyCost.__call__` reads it (`slopes` empty: no context slope)."""
+    base = np.interp(n, sizes, seconds)
     if slopes.shape[0]:
         base = seconds_later(base, np.interp(n, sizes, slopes), extra)
-    b = np.searchsorted(edges, n, side="right")
-    realised[b] = (1 - decay) * realised[b] + seconds
+    return base
+
+
+@njit(cache=True)
+def _decayed_add(realised, expected, counts, b, value, base, decay):
+    """Bin b of a `_Ratios`' sums: older steps x (1 - decay), plus this step's realised and
+    expected values."""
+    realised[b] = (1 - decay) * realised[b] + value
     expected[b] = (1 - decay) * expected[b] + base
     counts[b] += 1
-    o_realised[0] = (1 - decay) * o_realised[0] + seconds
-    o_expected[0] = (1 - decay) * o_expected[0] + base
-    o_counts[0] += 1
+
+
+@njit(cache=True)
+def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, counts, decay, o_realised,
+                o_expected, o_counts, o_decay):
+    """`CostCalibrator.update`, compiled: the curve's seconds for n nodes at the step's
+    context, added with the realised ones to n's size bucket and to the overall ratio."""
+    base = _curve_seconds(n, sizes, points, slopes, extra)
+    _decayed_add(realised, expected, counts, np.searchsorted(edges, n, side="right"), seconds, base, decay)
+    _decayed_add(o_realised, o_expected, o_counts, 0, seconds, base, o_decay)
 
 
 @njit(cache=True)
@@ -377,9 +384,7 @@ def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, 
     bucket's ratio (`_Ratios.ratio`, pulled towards `center`); `slopes` empty: no context slope."""
     out = np.empty(at.shape[0])
     for i in range(at.shape[0]):
-        base = np.interp(at[i], sizes, seconds)
-        if slopes.shape[0]:
-            base = seconds_later(base, np.interp(at[i], sizes, slopes), extra)
+        base = _curve_seconds(at[i], sizes, seconds, slopes, extra)
         p = prior * base
         b = buckets[i]
         out[i] = base * ((p * center + realised[b]) / (p + expected[b]))
