@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -102,7 +103,12 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(dest)  # atomic: a crashed conversion never leaves a half-written cache
+    try:
+        tmp.rename(dest)  # atomic: a crashed conversion never leaves a half-written cache
+    except OSError:
+        if not (dest / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process converted it first: use theirs
 
 
 def local_model_dir(path: Path) -> Path:
