@@ -69,12 +69,11 @@ def _is_chain(parents: Sequence[int]) -> bool:
 class HFTarget(TracksCommits):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
-    build_id = GQA_SDPA  # torch's own kernels, attention through `gqa_sdpa` (a new name re-keys cost curves and references)
+    # torch's own kernels, attention through `gqa_sdpa`, the cache appended in place (growing_cache.py);
+    # a new name re-keys cost curves and references
+    build_id = f"{GQA_SDPA}+growing-kv"
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
-        from transformers import DynamicCache  # transformers specifics stay in this class
-
-        self._cache_cls = DynamicCache
         _use_gqa_sdpa(model)
         self.model = model
         self.config = config
@@ -96,7 +95,9 @@ class HFTarget(TracksCommits):
         if keep:
             self._cache.crop(keep - self._cache.get_seq_length())  # a negative count drops that many tokens
         else:
-            self._cache = self._cache_cls(config=self.model.config)
+            from hvd.targets.growing_cache import growing_cache  # transformers specifics stay in this class
+
+            self._cache = growing_cache(self.model.config)
         x = torch.tensor([ids[keep:]], device=self.device)  # (1, L - keep)
         out, logits = self._forward(x, None, None, last_only=True)
         self._len, self._ids = len(ids), ids
