@@ -69,8 +69,9 @@ def _is_chain(parents: Sequence[int]) -> bool:
 class HFTarget(TracksCommits):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
-    # torch's own kernels, attention through `gqa_sdpa`, the cache appended in place (growing_cache.py);
-    # a new name re-keys cost curves and references
+    # torch's kernels, attention through `gqa_sdpa`, the cache appended in place (growing_cache.py),
+    # and float32 linears by hvd's kernel where it runs (`native_linears`, set per instance); a new
+    # name re-keys cost curves and references
     build_id = f"{GQA_SDPA}+growing-kv"
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
@@ -86,6 +87,9 @@ class HFTarget(TracksCommits):
         self._cache = None
         self._reset()
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
+        self.native_linears = self._use_native_linears()
+        if self.native_linears:
+            self.build_id = f"{HFTarget.build_id}+f32-linear"
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
 
     @torch.inference_mode()
@@ -174,14 +178,28 @@ class HFTarget(TracksCommits):
         h = out.last_hidden_state[0, -1:] if last_only else out.last_hidden_state[0]  # (T, hidden)
         return out, self._project(h)
 
+    def _use_native_linears(self) -> bool:
+        """float32 on a CPU where hvd's kernels run: the model's linears and the LM head by
+        hvd/targets/f32_linear.py (batch-invariant, and faster for a few rows)."""
+        from hvd.targets import f32_linear
+
+        if self.dtype != torch.float32 or self.device.type != "cpu" or not f32_linear.available(torch.get_num_threads()):
+            return False
+        f32_linear.use_native_linears(self.model)
+        return f32_linear.applies(self._head)
+
     def _project(self, h: torch.Tensor) -> torch.Tensor:
-        """LM head: (T, hidden) -> (T, vocab).
+        """LM head: (T, hidden) -> (T, vocab); by hvd's float32 kernel where it runs (`native_linears`).
 
         On CPU, `W @ h.T` with h row-major (so h.T is a column-major view) takes MKL's fast path
         for a few columns: at vocab 49152, one thread, 6 ms for 1-2 rows and 14 ms for 8, against
         11-25 ms for `linear(h, W)`; one row is computed as two, since a single column takes the
         slower matrix-vector path. From 12 rows `linear` is as fast or faster (AMD EPYC, one
         thread: 12 rows 30 ms this way, 24 ms by `linear`; 11 rows 21 and 22)."""
+        if self.native_linears:
+            from hvd.targets.f32_linear import linear
+
+            return linear(h, self._head)
         t = h.shape[0]
         if t >= 12:
             return torch.nn.functional.linear(h, self._head)

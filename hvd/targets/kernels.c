@@ -449,6 +449,61 @@ void hvd_linear_argmax(const int16_t* xq, const float* xs, int T, int K, const i
     free(at);
 }
 
+/* ---- float32 linear (HFTarget's float32 model, hvd/targets/f32_linear.py) ----------------
+ * y[t, o] = sum_k x[t, k] * w[o, k]: x (T, K), w (N, K) row-major as the checkpoint holds it, K a
+ * multiple of 8. Each output is one fixed sequence: lane l of an 8-lane accumulator takes
+ * x[t, k] * w[o, k] for k = l, l+8, ... in turn, one fma each, and the lanes are added by hsum8.
+ * A tile of rows only shares the weight loads, so an output is the same whatever rows share the
+ * call. Weights are read once per call: a block of 4 output rows stays in cache while every
+ * pair of token rows passes over it (where a vendor GEMM for 2-9 rows ran up to 3x its one-row
+ * time). Threads split the 4-row blocks. */
+static inline __attribute__((always_inline)) void f32_tile(const int NT, const int NO, const float* const* x, int K,
+                                                          const float* w, float* const* y, int o0, const float* pf) {
+    __m256 acc[3][4];
+    for (int i = 0; i < NT; i++)
+        for (int j = 0; j < NO; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k += 8) {
+        if (pf && !(k & 15))  /* the next block's weights, a cache line of each row, while this one computes */
+            for (int j = 0; j < 4; j++) _mm_prefetch((const char*)(pf + (size_t)j * K + k), _MM_HINT_T0);
+        __m256 wv[4];
+        for (int j = 0; j < NO; j++) wv[j] = _mm256_loadu_ps(w + (size_t)j * K + k);
+        for (int i = 0; i < NT; i++) {
+            __m256 xv = _mm256_loadu_ps(x[i] + k);
+            for (int j = 0; j < NO; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < NT; i++)
+        for (int j = 0; j < NO; j++) y[i][o0 + j] = hsum8(acc[i][j]);
+}
+
+#define F32_TILES(NO)                                                                                    \
+    for (int t0 = 0; t0 < T; t0 += 3) {                                                                  \
+        int nt = T - t0 < 3 ? T - t0 : 3;                                                                \
+        const float* xr[3];                                                                              \
+        float* yr[3];                                                                                    \
+        for (int i = 0; i < 3; i++)                                                                      \
+            xr[i] = x + (size_t)(t0 + (i < nt ? i : 0)) * K, yr[i] = y + (size_t)(t0 + (i < nt ? i : 0)) * N; \
+        const float* pf = t0 == 0 && T > 1 && b + 1 < nblk ? wb + (size_t)4 * K : NULL;                  \
+        if (nt == 3) f32_tile(3, NO, xr, K, wb, yr, o0, pf);                                             \
+        else if (nt == 2) f32_tile(2, NO, xr, K, wb, yr, o0, pf);                                        \
+        else f32_tile(1, NO, xr, K, wb, yr, o0, pf);                                                     \
+    }
+
+void hvd_linear_f32(const float* x, int T, int K, const float* w, int N, float* y) {
+    int nblk = (N + 3) / 4;
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (nblk > 16)
+    for (int b = 0; b < nblk; b++) {
+        int o0 = b * 4;
+        const float* wb = w + (size_t)o0 * K;
+        switch (N - o0 < 4 ? N - o0 : 4) {
+            case 4: F32_TILES(4) break;
+            case 3: F32_TILES(3) break;
+            case 2: F32_TILES(2) break;
+            default: F32_TILES(1) break;
+        }
+    }
+}
+
 /* ---- rotary embedding and the KV cache --------------------------------------------------
  * Cache of one layer, float16 (converted exactly to float32 when read): k (kv_heads, cap/8, D, 8)
  * — keys in groups of 8 slots, transposed so 8 keys' scores come out of one fma chain over d —

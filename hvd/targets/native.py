@@ -42,6 +42,7 @@ _SIGNATURES = {
     "hvd_act_mul_quant": ["p", "i", "i", "i", "p", "p"],
     "hvd_linear": ["p", "p", "i", "i", "p", "p", "i", "p", "i", "i"],
     "hvd_linear_argmax": ["p", "p", "i", "i", "p", "p", "i", "i", "p"],
+    "hvd_linear_f32": ["p", "i", "i", "p", "i", "p"],
     "hvd_rope_store": ["p", "i", "i", "i", "i", "p", "p", "p", "f", "p", "p", "p", "p", "p", "p", "p", "i"],
     "hvd_move_slots": ["p", "p", "i", "i", "i", "i", "p", "p", "i"],
     "hvd_attention": ["p", "i", "i", "i", "i", "p", "p", "i", "p", "p", "p", "p", "i", "f", "p"],
