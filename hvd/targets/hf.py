@@ -87,6 +87,7 @@ class HFTarget(TracksCommits):
         self._cache = None
         self._reset()
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
+        self._native_head = False  # the LM head by hvd's kernel (`_use_native_linears`)
         self.native_linears = self._use_native_linears()
         if self.native_linears:
             self.build_id = f"{HFTarget.build_id}+f32-linear"
@@ -180,23 +181,23 @@ class HFTarget(TracksCommits):
 
     def _use_native_linears(self) -> bool:
         """float32 on a CPU where hvd's kernels run: the model's linears and the LM head by
-        hvd/targets/f32_linear.py (batch-invariant, and faster for a few rows)."""
+        hvd/targets/f32_linear.py (batch-invariant, and faster for a few rows). Whether any is."""
         from hvd.targets import f32_linear
 
         if self.dtype != torch.float32 or self.device.type != "cpu" or not f32_linear.available(torch.get_num_threads()):
             return False
-        f32_linear.use_native_linears(self.model)
-        return f32_linear.applies(self._head)
+        self._native_head = f32_linear.applies(self._head)
+        return f32_linear.use_native_linears(self.model) > 0 or self._native_head
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
-        """LM head: (T, hidden) -> (T, vocab); by hvd's float32 kernel where it runs (`native_linears`).
+        """LM head: (T, hidden) -> (T, vocab); by hvd's float32 kernel where it runs (`_native_head`).
 
         On CPU, `W @ h.T` with h row-major (so h.T is a column-major view) takes MKL's fast path
         for a few columns: at vocab 49152, one thread, 6 ms for 1-2 rows and 14 ms for 8, against
         11-25 ms for `linear(h, W)`; one row is computed as two, since a single column takes the
         slower matrix-vector path. From 12 rows `linear` is as fast or faster (AMD EPYC, one
         thread: 12 rows 30 ms this way, 24 ms by `linear`; 11 rows 21 and 22)."""
-        if self.native_linears:
+        if self._native_head:
             from hvd.targets.f32_linear import linear
 
             return linear(h, self._head)
