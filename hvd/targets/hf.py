@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from hvd.targets import f32_attention, f32_linear
 from hvd.targets.protocol import SelfDraft, SharedWeights, TargetConfig, TracksCommits
 from hvd.types import Draft, shared_prefix
 
@@ -39,6 +40,10 @@ def gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     1-token one (SmolLM2-135M, one thread). Cases it does not cover go to transformers' own."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    rows = kwargs.pop("hvd_rows", None)  # a verify's rows: hvd's own kernel (f32_attention.py) where it applies
+    if rows is not None and f32_attention.applies(module, query, key, value, **kwargs):
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        return f32_attention.attention(query, key, value, rows, scale), None
     q_len, kv_len = query.shape[2], key.shape[2]
     causal = q_len > 1 and attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", True))
     if (query.shape[1] == key.shape[1] or kwargs.get("softcap") is not None or kwargs.get("position_bias") is not None
@@ -70,8 +75,8 @@ class HFTarget(TracksCommits):
     """A transformers causal LM behind the `Target` protocol (batch 1)."""
 
     # torch's kernels, attention through `gqa_sdpa`, the cache appended in place (growing_cache.py),
-    # and float32 linears by hvd's kernel where it runs (`native_linears`, set per instance); a new
-    # name re-keys cost curves and references
+    # and in float32 the linears and a verify's attention by hvd's kernels where they run
+    # (`native_kernels`, set per instance); a new name re-keys cost curves and references
     build_id = f"{GQA_SDPA}+growing-kv"
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
@@ -87,10 +92,10 @@ class HFTarget(TracksCommits):
         self._cache = None
         self._reset()
         self._head = model.get_output_embeddings().weight  # (vocab, hidden)
-        self._native_head = False  # the LM head by hvd's kernel (`_use_native_linears`)
-        self.native_linears = self._use_native_linears()
-        if self.native_linears:
-            self.build_id = f"{HFTarget.build_id}+f32-linear"
+        self._native_head = False  # the LM head by hvd's kernel (`_use_native_kernels`)
+        self.native_kernels = self._use_native_kernels()
+        if self.native_kernels:
+            self.build_id = f"{HFTarget.build_id}+f32-kernels"
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
 
     @torch.inference_mode()
@@ -125,11 +130,13 @@ class HFTarget(TracksCommits):
         x = torch.tensor([self._pending_ids], device=self.device)  # (1, 1+n)
         if _is_chain(draft.parents):
             mask = pos = None  # the model's own causal mask and positions
+            rows = f32_attention.Rows.chain(past, len(draft)) if self.native_kernels else None
         else:
             mask = tree_attention_mask(draft.parents, past, self.dtype).to(self.device)
             depth = torch.tensor([0, *draft.depths()], device=self.device)
             pos = (past + depth)[None]  # (1, 1+n)
-        out, logits = self._forward(x, mask, pos)
+            rows = f32_attention.Rows.tree(past, draft.parents) if self.native_kernels else None
+        out, logits = self._forward(x, mask, pos, rows=rows)
         self._pending_hidden = {l: h[0] for l, h in self._take_hidden(out).items()}  # layer -> (1+n, hidden)
         return logits.float()
 
@@ -168,10 +175,14 @@ class HFTarget(TracksCommits):
         """The model with decoder layers `skip` left out, drafting over this target's KV cache."""
         return _LayerSkipDraft(self, tuple(skip))
 
-    def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor], last_only: bool = False):
-        """(model output, logits (T or 1, vocab)) for input ids x (1, T)."""
+    def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor], last_only: bool = False,
+                 rows: Optional[f32_attention.Rows] = None):
+        """(model output, logits (T or 1, vocab)) for input ids x (1, T); `rows`: the keys each
+        row sees, for hvd's attention kernel (`gqa_sdpa`)."""
         kwargs = dict(input_ids=x, attention_mask=mask, position_ids=pos, past_key_values=self._cache,
                       use_cache=True, output_hidden_states=bool(self.config.hidden_layers))
+        if rows is not None:
+            kwargs["hvd_rows"] = rows
         if not self._own_head:
             out = self.model(**kwargs)
             return out, out.logits[0, -1:] if last_only else out.logits[0]
@@ -179,15 +190,15 @@ class HFTarget(TracksCommits):
         h = out.last_hidden_state[0, -1:] if last_only else out.last_hidden_state[0]  # (T, hidden)
         return out, self._project(h)
 
-    def _use_native_linears(self) -> bool:
+    def _use_native_kernels(self) -> bool:
         """float32 on a CPU where hvd's kernels run: the model's linears and the LM head by
-        hvd/targets/f32_linear.py (batch-invariant, and faster for a few rows). Whether any is."""
-        from hvd.targets import f32_linear
-
+        f32_linear.py, and a verify's attention by f32_attention.py (each batch-invariant, and
+        faster for a few rows). Whether they do."""
         if self.dtype != torch.float32 or self.device.type != "cpu" or not f32_linear.available(torch.get_num_threads()):
             return False
         self._native_head = f32_linear.applies(self._head)
-        return f32_linear.use_native_linears(self.model) > 0 or self._native_head
+        f32_linear.use_native_linears(self.model)
+        return True
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
         """LM head: (T, hidden) -> (T, vocab); by hvd's float32 kernel where it runs (`_native_head`).
@@ -198,9 +209,7 @@ class HFTarget(TracksCommits):
         slower matrix-vector path. From 12 rows `linear` is as fast or faster (AMD EPYC, one
         thread: 12 rows 30 ms this way, 24 ms by `linear`; 11 rows 21 and 22)."""
         if self._native_head:
-            from hvd.targets.f32_linear import linear
-
-            return linear(h, self._head)
+            return f32_linear.linear(h, self._head)
         t = h.shape[0]
         if t >= 12:
             return torch.nn.functional.linear(h, self._head)

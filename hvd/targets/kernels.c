@@ -658,7 +658,7 @@ static inline __attribute__((always_inline)) void value_tile(const int NR, const
         __m256 pj[3];
         for (int i = 0; i < NR; i++) pj[i] = _mm256_broadcast_ss(p[i] + j);
         for (int c = 0; c < NC; c++) {
-            __m256 vv = HALF ? load_half8((const half*)v + row + c * 8) : _mm256_load_ps((const float*)v + row + c * 8);
+            __m256 vv = HALF ? load_half8((const half*)v + row + c * 8) : _mm256_loadu_ps((const float*)v + row + c * 8);
             for (int i = 0; i < NR; i++) acc[i][c] = _mm256_fmadd_ps(pj[i], vv, acc[i][c]);
         }
     }
@@ -1005,6 +1005,109 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
 #undef ROWQ
 #undef ROWBASE
 #undef LO
+    }
+}
+
+/* ---- float32 attention (HFTarget) ---------------------------------------------------------
+ * Over a transformers-layout float32 cache: key j of kv head h at k + h * hstride + j * D (the
+ * same for v). Query t sees keys 0..base[t]-1 and then path[off[t]] .. path[off[t+1]-1] (the
+ * root and its draft ancestors, itself last): the key sequence plain decoding has at the query's
+ * position, in the same order. Per query and head ("row"):
+ *   score_j = (8-lane fma chain over d of q_d * k_jd, lane d mod 8, lanes added by a fixed
+ *             tree: `sum8x8`) — the same for a key whoever else shares its group;
+ *   then `softmax8` (scale, max, exp, 8-lane sum in key order) and o_d = fma chain over the
+ *   keys in order of p_j * v_jd (`value_rows`, continued across blocks); out_d = o_d / sum.
+ * So a row's bits do not depend on the other rows of the call: verifying draft tokens gives the
+ * logits plain decoding gives. Tiles of up to F32_QTILE queries sharing a kv head read each key
+ * group and value block once. q (T, H, D); out (T, H, D). D a multiple of 8, at most 256. */
+
+#define F32_QTILE 8
+static const float zero_f32[256];
+
+/* Lane i: the sum of a[i]'s lanes by one fixed tree, ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). */
+static inline __m256 sum8x8(const __m256 a[8]) {
+    __m256 g0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m256 g1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20), _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+/* The scores of one row against 8 keys kp[0..7] (rows of D floats). */
+static inline __m256 score8_f32(const float* qr, const float* const* kp, int D) {
+    __m256 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (int c = 0; c < D; c += 8) {
+        __m256 qc = _mm256_loadu_ps(qr + c);
+        for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(kp[i] + c), a[i]);
+    }
+    return sum8x8(a);
+}
+
+void hvd_attention_f32(const float* q, int T, int H, int KVH, int D, const float* k, const float* v, long hstride,
+                       const int32_t* base, const int32_t* path, const int32_t* off, float scale, float* out) {
+    int g = H / KVH, ntile = (T + F32_QTILE - 1) / F32_QTILE;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
+    for (int task = 0; task < ntile * KVH; task++) {
+        int t0 = (task / KVH) * F32_QTILE, kh = task % KVH;
+        int nt = T - t0 < F32_QTILE ? T - t0 : F32_QTILE, R = nt * g, maxbase = 0, Lmax = 0;
+        for (int i = 0; i < nt; i++) {
+            int L = base[t0 + i] + off[t0 + i + 1] - off[t0 + i];
+            maxbase = base[t0 + i] > maxbase ? base[t0 + i] : maxbase;
+            Lmax = L > Lmax ? L : Lmax;
+        }
+        int Lp = (Lmax + 7) / 8 * 8;
+        float* sc = scratch_floats((size_t)R * Lp + (size_t)R * D);
+        float* o = sc + (size_t)R * Lp; /* (R, D) value sums */
+        const float *kh0 = k + (size_t)kh * hstride, *vh = v + (size_t)kh * hstride;
+#define FROWQ(r) (q + ((size_t)(t0 + (r) / g) * H + kh * g + (r) % g) * D)
+        for (int j0 = 0; j0 < maxbase; j0 += 8) { /* keys in the bases, 8 at a time for every row */
+            const float* kp[8];
+            for (int i = 0; i < 8; i++) kp[i] = j0 + i < maxbase ? kh0 + (size_t)(j0 + i) * D : zero_f32;
+            for (int r = 0; r < R; r++)
+                if (j0 < base[t0 + r / g]) _mm256_storeu_ps(sc + (size_t)r * Lp + j0, score8_f32(FROWQ(r), kp, D));
+        }
+        for (int r = 0; r < R; r++) { /* the path keys, written over what the bases' groups left there */
+            int t = t0 + r / g, plen = off[t + 1] - off[t];
+            for (int p0 = 0; p0 < plen; p0 += 8) {
+                int np = plen - p0 < 8 ? plen - p0 : 8;
+                const float* kp[8];
+                float lanes[8];
+                for (int i = 0; i < 8; i++) kp[i] = i < np ? kh0 + (size_t)path[off[t] + p0 + i] * D : zero_f32;
+                _mm256_storeu_ps(lanes, score8_f32(FROWQ(r), kp, D));
+                memcpy(sc + (size_t)r * Lp + base[t] + p0, lanes, sizeof(float) * np);
+            }
+        }
+        float total[8 * F32_QTILE];
+        for (int r = 0; r < R; r++) {
+            int t = t0 + r / g, L = base[t] + off[t + 1] - off[t], Lr = (L + 7) / 8 * 8;
+            float* sr = sc + (size_t)r * Lp;
+            for (int j = L; j < Lr; j++) sr[j] = -INFINITY;
+            total[r] = softmax8(sr, 0, Lr, scale);
+            memset(o + (size_t)r * D, 0, sizeof(float) * D);
+        }
+        /* value sums over the bases, a block of values at a time for every query's g rows (3 at
+         * a time), then over the paths; value_rows continues each row's chain from o */
+        for (int j0 = 0; j0 < maxbase; j0 += VBLOCK) {
+            for (int i = 0; i < nt; i++) {
+                int n = base[t0 + i] - j0 < VBLOCK ? base[t0 + i] - j0 : VBLOCK;
+                for (int r0 = i * g; n > 0 && r0 < (i + 1) * g; r0 += 3) {
+                    int nr = (i + 1) * g - r0 < 3 ? (i + 1) * g - r0 : 3;
+                    float* orow[3];
+                    const float* prow[3];
+                    for (int m = 0; m < nr; m++) orow[m] = o + (size_t)(r0 + m) * D, prow[m] = sc + (size_t)(r0 + m) * Lp + j0;
+                    value_rows(nr, 0, orow, prow, vh + (size_t)j0 * D, NULL, n, D);
+                }
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            int t = t0 + r / g, plen = off[t + 1] - off[t];
+            float* orow = o + (size_t)r * D;
+            const float* pp = sc + (size_t)r * Lp + base[t];
+            if (plen) value_rows(1, 0, &orow, &pp, vh, path + off[t], plen, D);
+            __m256 tv = _mm256_set1_ps(total[r]);
+            float* dst = out + ((size_t)t * H + kh * g + r % g) * D;
+            for (int c = 0; c < D / 8; c++) _mm256_storeu_ps(dst + c * 8, _mm256_div_ps(_mm256_loadu_ps(orow + c * 8), tv));
+        }
+#undef FROWQ
     }
 }
 

@@ -46,7 +46,7 @@ def test_hf_target_runs_its_float32_linears_by_the_kernel():
     with torch.inference_mode():
         want = model(torch.tensor([[5, 9, 3, 17, 11, 4, 7]])).logits[0, 4:]  # (3, vocab), torch's linears
     target = HFTarget(model)
-    assert target.native_linears and target.build_id.endswith("+f32-linear")
+    assert target.native_kernels and target.build_id.endswith("+f32-kernels")
     assert {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)} == {"NativeLinear"}
     target.prefill([5, 9, 3, 17])
     got = target.verify(11, Draft((4, 7), (-1, 0)))  # (3, vocab)

@@ -10,6 +10,7 @@ from hvd.targets.growing_cache import MIN_ROOM, GrowingLayer, growing_cache
 
 from conftest import tiny_llama
 
+
 def _ops(rng: random.Random) -> list[tuple[str, int]]:
     """Up to 12 random appends (1-300 tokens: some outgrow the room), crops and moves."""
     limits = {"append": 300, "crop": 40, "move": 5}
