@@ -6,7 +6,7 @@ from torch.nn import functional as F
 
 from hvd.targets import f32_attention, f32_linear
 from hvd.targets.f32_attention import Rows
-from hvd.targets.hf import HFTarget
+from hvd.targets.hf import HFTarget, tree_attention_mask
 from hvd.types import Draft
 
 from conftest import tiny_llama
@@ -30,17 +30,6 @@ def _one(rows: Rows, t: int) -> Rows:
     return Rows(rows.base[t : t + 1], rows.path[a:b], torch.tensor([0, b - a], dtype=torch.int32))
 
 
-def _tree_mask(past: int, parents) -> torch.Tensor:
-    n = len(parents) + 1
-    allowed = torch.zeros(n, past + n, dtype=torch.bool)
-    allowed[:, :past] = True
-    allowed[0, past] = True
-    for j, p in enumerate(parents, start=1):
-        allowed[j] = allowed[p + 1]
-        allowed[j, past + j] = True
-    return allowed[None, None]
-
-
 @pytest.mark.parametrize("h,kvh,d,past", [(4, 2, 8, 0), (6, 2, 16, 13), (9, 3, 64, 70), (4, 4, 32, 9), (8, 1, 8, 40)])
 def test_matches_torch_on_chains_and_trees(h, kvh, d, past):
     scale = d**-0.5
@@ -49,7 +38,7 @@ def test_matches_torch_on_chains_and_trees(h, kvh, d, past):
         t = len(parents) + 1
         q, k, v = _qkv(h * d + past, h, kvh, t, past + t, d)
         rows = Rows.chain(past, t - 1) if chain else Rows.tree(past, parents)
-        want = F.scaled_dot_product_attention(q, k, v, attn_mask=_tree_mask(past, parents), scale=scale,
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=tree_attention_mask(parents, past, torch.float32), scale=scale,
                                               enable_gqa=True).transpose(1, 2)
         torch.testing.assert_close(f32_attention.attention(q, k, v, rows, scale), want, atol=1e-5, rtol=1e-5)
 
