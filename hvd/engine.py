@@ -18,7 +18,7 @@ import torch
 from hvd import plain_text
 from hvd.assets import ModelAssets
 from hvd.drafters import registry
-from hvd.drafters.base import DecodeContext, Drafter, LearnsOnline
+from hvd.drafters.base import DecodeContext, Drafter, LearnsCost, LearnsOnline
 from hvd.drafters.stores import SharedStores
 from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import Target, TargetConfig
@@ -260,6 +260,7 @@ class Engine:
         if drafter is not None and not done:
             drafter.begin(ids)
             drafter.observe([first])
+        learns_cost = isinstance(drafter, LearnsCost)
         node_limit = self.target.max_draft_nodes
         if cfg.max_draft_tokens is not None:
             node_limit = min(node_limit, cfg.max_draft_tokens)
@@ -278,6 +279,8 @@ class Engine:
                 path, bonus = verify_keyed(self.target.verify(seq[-1], draft), draft, sampler, len(seq))
             self.target.commit(path)
             t3 = time.perf_counter()
+            if learns_cost:
+                drafter.verified(len(draft), t3 - t2, len(seq))
             committed = [draft.tokens[i] for i in path] + [bonus]
             source = draft.source or (method if drafter else "ar")
             stats.steps.append(StepStats(source, len(draft), len(path), t2 - t1, t3 - t2))

@@ -32,7 +32,7 @@ from hvd.drafters.base import DecodeContext
 from hvd.hybrid.drafter import MODEL_ARM, build
 from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
 from hvd.targets import verify_cost as cost_curve
-from hvd.targets.verify_cost import VerifyCost
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.policy import PolicyConfig
 from hvd.models import cache_dir
 from hvd.types import Draft

@@ -38,7 +38,8 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.mcts import SearchTree, best_successor, greedy_chain, iterate, seed_rng
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer, chain_cut
 from hvd.drafters.trigram import TrigramTable
-from hvd.targets.verify_cost import VerifyCost, monotone
+from hvd.cost.calibrator import CostCalibrator
+from hvd.cost.curve import VerifyCost, monotone
 from hvd.types import Draft
 
 
@@ -161,6 +162,19 @@ class AdedDrafter:
         if not (0 <= a < self.trigrams.table.vocab and 0 <= b < self.trigrams.table.vocab):
             return Draft.empty()
         return self._greedy(a, b, depth) if cfg.greedy else self._search(a, b, depth)
+
+    def verified(self, nodes: int, seconds: float, context: int) -> None:
+        """The decode loop's measured verify of this drafter's draft: the sizing's cost learns it."""
+        self.sizer.verified(nodes, seconds, context)
+
+    def share_cost(self, online: CostCalibrator) -> None:
+        """Size drafts by a calibrator its owner feeds (a hybrid that verifies what it chooses)."""
+        self.sizer.share_cost(online)
+
+    def online_state(self) -> Optional[dict]:
+        """What the sizing's cost calibration has learnt (None without a cost curve)."""
+        online = self.sizer.online
+        return None if online is None or not self.sizer.learns_cost else {"verify_cost": online.state()}
 
     # ---- drafting --------------------------------------------------------------------------
     def _load_table(self) -> TrigramTable:

@@ -6,6 +6,7 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from hvd.cost.calibrator import CostCalibrator
 from hvd.types import Draft
 
 
@@ -64,3 +65,19 @@ class LearnsOnline(Protocol):
     generation's stats as `calibration`, and by the server's metrics)."""
 
     def online_state(self) -> Optional[dict]: ...
+
+
+@runtime_checkable
+class LearnsCost(Protocol):
+    """A drafter that sizes its drafts by what verifies cost here: the decode loop tells it what
+    each verify of its draft took (never called in a replay, where no target runs)."""
+
+    def verified(self, nodes: int, seconds: float, context: int) -> None: ...
+
+
+@runtime_checkable
+class SharesCost(Protocol):
+    """A drafter that sizes its drafts by a verify-cost calibrator and can read one its owner
+    feeds instead of its own (a hybrid's model arm: the hybrid knows what was verified)."""
+
+    def share_cost(self, online: CostCalibrator) -> None: ...

@@ -33,7 +33,7 @@ from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.registry import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
-from hvd.targets.verify_cost import VerifyCost, monotone
+from hvd.cost.curve import VerifyCost, monotone
 from hvd.targets.protocol import SharedWeights
 from hvd.types import Draft
 

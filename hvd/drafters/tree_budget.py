@@ -26,7 +26,8 @@ from typing import Optional, Sequence
 import numpy as np
 from numba import njit
 
-from hvd.targets.verify_cost import VerifyCost, best_cut, cut_at
+from hvd.cost.calibrator import CostCalibrator
+from hvd.cost.curve import VerifyCost, best_cut, cut_at
 from hvd.types import Draft
 
 
@@ -150,7 +151,7 @@ def scaled(cost: VerifyCost, tree_factor: float) -> VerifyCost:
     def stretch(values: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(values[0] + tree_factor * (v - values[0]) for v in values) if values else ()
 
-    return VerifyCost(cost.sizes, stretch(cost.seconds), cost.past, stretch(cost.per_token))
+    return VerifyCost(cost.sizes, stretch(cost.seconds), cost.past, stretch(cost.per_token), cost.info)
 
 
 def order(parents: Sequence[int], probs: Sequence[float]) -> list[int]:
@@ -204,22 +205,48 @@ class _Mean:
 class TreeSizer:
     """One drafter's cost-aware sizing: calibrates node scores against what the target
     commits and keeps, from each candidate tree, the subtree with the most expected tokens
-    per second. Without a cost curve every candidate is kept (calibration still runs)."""
+    per second. Without a cost curve every candidate is kept (calibration still runs).
+    The curve is read through a `CostCalibrator` (hvd/cost/calibrator.py) that learns what the
+    drafter's verifies took (`verified`, which the decode loop calls with the measured time). A
+    hybrid that verifies other drafts than this one's lends its own calibrator instead
+    (`share_cost`), which it feeds itself."""
 
     def __init__(self, cost: Optional[VerifyCost], calibration: CalibrationConfig = CalibrationConfig(),
                  draft_smoothing: float = 0.1) -> None:
         self.cost = cost
         self.calibrator = AcceptanceCalibrator(calibration)
         self.draft_smoothing = draft_smoothing
+        self.online: Optional[CostCalibrator] = CostCalibrator(cost) if cost is not None else None
+        self.learns_cost = True  # False: `online` is lent by a hybrid, which feeds it
         self._timing = _Mean()  # a step's drafting time, running mean (shared with its forks)
         self._pending: Optional[tuple[list[int], list[int], list[int]]] = None  # last candidates: tokens, parents, cells
 
     def for_request(self) -> "TreeSizer":
         """A sizer for one request: its own pending candidates; the calibration (Beta counts per
-        cell, bounded) and the drafting-time mean shared with this one, learnt across requests."""
-        fork = TreeSizer(self.cost, self.calibrator.config, self.draft_smoothing)
+        cell, bounded), the cost calibrator and the drafting-time mean shared with this one,
+        learnt across requests."""
+        fork = TreeSizer(None, self.calibrator.config, self.draft_smoothing)
+        fork.cost, fork.online, fork.learns_cost = self.cost, self.online, self.learns_cost
         fork.calibrator, fork._timing = self.calibrator, self._timing
         return fork
+
+    def share_cost(self, online: CostCalibrator) -> None:
+        """Read the curve through `online`, which its owner feeds (this sizer no longer learns)."""
+        self.online, self.learns_cost = online, False
+
+    def verified(self, nodes: int, seconds: float, context: int) -> None:
+        """A verify of the drafter's `nodes`-node draft after `context` tokens took `seconds`."""
+        if self.learns_cost and self.online is not None:
+            self.online.update(nodes, seconds, context)
+
+    def curve_at(self, context: Optional[int]) -> Optional[VerifyCost]:
+        """The curve the sizing reads after `context` tokens (None: the curve's own context),
+        corrected by the steps so far; None without a curve."""
+        if self.cost is None:
+            return None
+        if self.online is not None:
+            return self.online.at(self.cost.past if context is None else context)
+        return self.cost if context is None else self.cost.at(context)
 
     @property
     def draft_seconds(self) -> Optional[float]:
@@ -235,23 +262,20 @@ class TreeSizer:
         if self.cost is None:
             return list(range(len(tokens))), probs
         self._timing.add(draft_seconds, self.draft_smoothing)
-        cost = self.cost if context is None else self.cost.at(context)
-        return select(parents, probs.tolist(), cost, self._timing.value), probs
+        return select(parents, probs.tolist(), self.curve_at(context), self._timing.value), probs
 
     def chain_arrays(self, context: Optional[int]) -> tuple:
         """What a compiled chain drafter sizes its chain by (`chain_cut`'s arguments after the
         scores): the calibration's edges and counts, and the cost curve's points, slopes and
         the context past them, with the drafting time so far (a running mean). Without a cost
         curve its points are empty (keep every node)."""
-        cal, cost = self.calibrator, self.cost
+        cal, cost = self.calibrator, self.curve_at(context)
         fixed = self._timing.value or 0.0
         if cost is None:
-            sizes = seconds = slopes = _EMPTY
-            extra = 0.0
+            sizes = seconds = _EMPTY
         else:
-            sizes, seconds = cost.points
-            slopes = cost.slope_points if context is not None else _EMPTY
-            extra = 0.0 if context is None else float(context - cost.past)
+            sizes, seconds = cost.points  # already at the context: no slope, nothing past it
+        slopes, extra = _EMPTY, 0.0
         return cal.score_edges, cal.depth_edges, cal.accepted, cal.tested, sizes, seconds, slopes, extra, fixed
 
     def chose_chain(self, tokens: np.ndarray, cells: np.ndarray, draft_seconds: float) -> None:

@@ -11,8 +11,9 @@ requests), the bandit per request:
   the same for the model arm's drafts, per bin of the accepted length its drafter expects
   (its own calibrated estimate): the model arm drafts every policy step before the decision
   (a tri-gram chain, tens of microseconds), so every step teaches this curve too.
-* `CostCalibrator`: realised verify seconds vs the curve's, overall and per draft-size bucket
-  (pulled towards the overall ratio); the policy reads the curve x that ratio.
+* `CostCalibrator` (`hvd/cost/calibrator.py`): realised verify seconds vs the curve's, overall
+  and per draft-size bucket, with a per-row bound on sizes it has not yet seen verified; the
+  policy reads the curve so corrected.
 * `ModeBandit`: the guarantee. Three modes run a step: the policy, the cache arm alone (what
   `suffix` does) and the model arm alone. Each mode's realised tokens per second (committed
   tokens / (draft + verify seconds), decayed sums) is tracked. A request's first `warmup`
@@ -29,13 +30,14 @@ from __future__ import annotations
 
 import bisect
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from numba import njit
 
-from hvd.targets.verify_cost import VerifyCost, seconds_later
+from hvd.cost.calibrator import CostCalibrator
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
 from hvd.types import Draft
 
@@ -53,7 +55,6 @@ class OnlineConfig:
     # suites, predictions 1-2: the first token of 2-token drafts 24% of 204, of 3-4-token ones
     # 54% of 69), and one curve for both verified the short ones where they lost
     depth_edges: tuple[int, ...] = (2, 8)
-    size_edges: tuple[int, ...] = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
     prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the prior hazard)
     # the acceptance curve's prior hazard: the constant one under which a draft of its depth is
     # expected to get exactly the predicted accepted length (what the predictor was trained to
@@ -72,29 +73,6 @@ class OnlineConfig:
     margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
     follow: bool = True  # cache drafts are compared with later steps' commits too (FollowedDrafts)
     seed: int = 0
-
-
-@dataclass
-class _Ratios:
-    """Decayed sums of realised and expected values per bin (added by `_decayed_add`); ratio
-    pulled to 1 by a prior."""
-
-    bins: int
-    prior: float
-    decay: float
-    realised: np.ndarray = field(init=False)
-    expected: np.ndarray = field(init=False)
-    counts: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.realised, self.expected = np.zeros(self.bins), np.zeros(self.bins)  # (bins,) each
-        self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates seen (not decayed)
-
-    def ratio(self, b, scale, center: float = 1.0):
-        """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
-        `b` and `scale` a bin and a float, or (k,) arrays of them (then (k,) ratios)."""
-        p = self.prior * scale
-        return (p * center + self.realised[b]) / (p + self.expected[b])
 
 
 class AcceptanceCurve:
@@ -302,95 +280,6 @@ class FollowedDrafts:
         self._open.append((predicted, draft, seen, matched))
 
 
-class CostCalibrator:
-    """Realised vs curve verify seconds (the curve at the step's context length): one ratio
-    over every step (the machine's pace now against the curve's, pulled to 1 by the prior),
-    and per draft-size bucket a ratio pulled towards that overall one. A bucket the policy
-    rarely verifies thus follows the pace the others measured: pulled towards 1, a stale curve
-    (measured under other load) made the sizes it no longer tried look dearer than those it
-    did, and it stopped trying them."""
-
-    def __init__(self, curve: VerifyCost, cfg: OnlineConfig) -> None:
-        self.curve, self.edges = curve, cfg.size_edges
-        self.r = _Ratios(len(cfg.size_edges) + 1, cfg.prior, cfg.decay)
-        self.overall = _Ratios(1, cfg.prior, cfg.decay)
-        top = curve.sizes[-1]  # `at` samples the curve at both ends of every bucket:
-        sizes = sorted({*curve.sizes, *(e for e in self.edges if e <= top), *(e - 1 for e in self.edges if e <= top)})
-        self._sizes = np.array(sizes, dtype=np.float64)  # (k,) so each whole size gets its own bucket's ratio
-        self._size_list = tuple(self._sizes.tolist())
-        self._edges = np.array(self.edges, dtype=np.float64)  # (buckets - 1,)
-        self._buckets = np.searchsorted(self._edges, self._sizes, side="right")  # (k,)
-
-    def _ratio(self, b, base):
-        """The ratio of bucket(s) `b` for curve value(s) `base` (see `_Ratios.ratio`)."""
-        return self.r.ratio(b, base, self.overall.ratio(0, self.curve(0)))
-
-    def at(self, context: int) -> VerifyCost:
-        """The calibrated curve after `context` tokens, as a curve of the draft size alone (one
-        compiled loop: it runs every step)."""
-        sizes, seconds = self.curve.points
-        slopes = self.curve.slope_points
-        center = self.overall.ratio(0, self.curve(0))
-        out = _calibrated(self._sizes, sizes, seconds, slopes, float(context - self.curve.past), self._buckets,
-                          self.r.realised, self.r.expected, self.r.prior, float(center))
-        return VerifyCost.of_arrays(self._size_list, self._sizes, out, context)
-
-    def update(self, n: int, seconds: float, context: int) -> None:
-        """A verify of `n` nodes after `context` tokens took `seconds` (one compiled call: it
-        runs every step, where `_Ratios.update` twice and the curve in Python cost ~20 us)."""
-        sizes, points = self.curve.points
-        r, o = self.r, self.overall
-        _count_cost(float(n), float(seconds), float(context - self.curve.past), sizes, points,
-                    self.curve.slope_points, self._edges, r.realised, r.expected, r.counts, r.decay, o.realised,
-                    o.expected, o.counts, o.decay)
-
-    def state(self) -> dict:
-        return {"ratios": [round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
-                           for b in range(self.r.bins)], "steps": self.r.counts.tolist()}
-
-
-@njit(cache=True)
-def _curve_seconds(n, sizes, seconds, slopes, extra):
-    """A cost curve's seconds for n nodes `extra` context tokens past its own, as
-    `VerifyCost.__call__` reads it (`slopes` empty: no context slope)."""
-    base = np.interp(n, sizes, seconds)
-    if slopes.shape[0]:
-        base = seconds_later(base, np.interp(n, sizes, slopes), extra)
-    return base
-
-
-@njit(cache=True)
-def _decayed_add(realised, expected, counts, b, value, base, decay):
-    """Bin b of a `_Ratios`' sums: older steps x (1 - decay), plus this step's realised and
-    expected values."""
-    realised[b] = (1 - decay) * realised[b] + value
-    expected[b] = (1 - decay) * expected[b] + base
-    counts[b] += 1
-
-
-@njit(cache=True)
-def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, counts, decay, o_realised,
-                o_expected, o_counts, o_decay):
-    """`CostCalibrator.update`, compiled: the curve's seconds for n nodes at the step's
-    context, added with the realised ones to n's size bucket and to the overall ratio."""
-    base = _curve_seconds(n, sizes, points, slopes, extra)
-    _decayed_add(realised, expected, counts, np.searchsorted(edges, n, side="right"), seconds, base, decay)
-    _decayed_add(o_realised, o_expected, o_counts, 0, seconds, base, o_decay)
-
-
-@njit(cache=True)
-def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, prior, center):
-    """(k,) the curve at sizes `at` (k,), `extra` context tokens past its own, each times its
-    bucket's ratio (`_Ratios.ratio`, pulled towards `center`); `slopes` empty: no context slope."""
-    out = np.empty(at.shape[0])
-    for i in range(at.shape[0]):
-        base = _curve_seconds(at[i], sizes, seconds, slopes, extra)
-        p = prior * base
-        b = buckets[i]
-        out[i] = base * ((p * center + realised[b]) / (p + expected[b]))
-    return out
-
-
 class ModeBandit:
     def __init__(self, cfg: OnlineConfig) -> None:
         self.explore, self.decay = cfg.explore, cfg.mode_decay
@@ -442,7 +331,7 @@ class OnlineState:
         # the model arm's, per bin of its drafter's own estimate, from every draft it made
         self.model_acceptance = AcceptanceCurve(cfg)
         self.model_arm = ArmEstimate()  # its draft time (its acceptance: the curve above)
-        self.cost = CostCalibrator(curve, cfg) if curve is not None else None
+        self.cost = CostCalibrator(curve) if curve is not None else None  # its own prior and bucket edges
         # seconds a step spends outside drafting and verifying (learning from the commit,
         # streaming it out): paid by every step whatever it verifies, so the policy prices it
         self.step_overhead, self._overhead_steps = 0.0, 0

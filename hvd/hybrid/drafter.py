@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from hvd.drafters.base import Capabilities, DecodeContext, Drafter
+from hvd.drafters.base import Capabilities, DecodeContext, Drafter, SharesCost
 from hvd.hybrid.calibration import (CACHE_ONLY, MODEL_ONLY, MODEL_PRIOR, POLICY, FollowedDrafts, OnlineConfig,
                                    OnlineState)
-from hvd.targets.verify_cost import VerifyCost
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
 from hvd.hybrid.predictor import Predictor
@@ -46,11 +46,12 @@ class HybridDrafter:
     def __init__(self, name: str, cache: Drafter, model: Drafter, policy: PolicyConfig,
                  predictor: Optional[Predictor] = None, cost: Optional[VerifyCost] = None,
                  classes: Optional[np.ndarray] = None, online: Optional[OnlineState] = None,
-                 clock: str = "wall") -> None:
+                 clock: Union[str, Callable[[int, int], float]] = "wall") -> None:
         """`online`: calibration and fallback learnt while serving (hvd/hybrid/calibration.py),
         shared by this drafter's requests; None: the policy as trained. `clock`: "wall" times
         verification between `propose` and `observe`; "model" charges the (calibrated) cost
-        curve instead (replays, where no target runs)."""
+        curve instead (replays, where no target runs); a function of (draft nodes, context)
+        gives each verify's seconds (a simulated machine, which the calibration learns from)."""
         self.name = name
         self.online, self.clock = online, clock
         self._modes = online.request_bandit() if online is not None else None  # per request (`begin`)
@@ -212,12 +213,12 @@ class HybridDrafter:
                 self._followed.add(p.predicted, p.cache, committed)
             else:  # censored where this step's commit ends
                 online.acceptance.learn(p.predicted, p.cache, committed)
-        if self.clock == "wall":
-            verify = waited
+        if self.clock == "model":
+            verify = online.cost.at(p.context)(p.nodes) if online.cost is not None else 0.0
+        else:
+            verify = waited if self.clock == "wall" else self.clock(p.nodes, p.context)
             if online.cost is not None:
                 online.cost.update(p.nodes, verify, p.context)
-        else:
-            verify = online.cost.at(p.context)(p.nodes) if online.cost is not None else 0.0
         self._modes.update(p.mode, len(committed), p.draft_seconds + verify)
 
     def online_state(self) -> Optional[dict]:
@@ -271,4 +272,6 @@ def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
     if policy.rule == "cost" and policy.online:
         known = stores.calibration if stores is not None else {}
         online = known.setdefault(name, OnlineState(OnlineConfig(), cost))  # one per method, across requests
+        if online.cost is not None and isinstance(model, SharesCost):
+            model.share_cost(online.cost)  # the model arm sizes its drafts by what this hybrid's verifies measure
     return HybridDrafter(name, cache, model, policy, predictor, cost, classes=classes, online=online)

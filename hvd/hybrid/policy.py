@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from hvd.targets.verify_cost import VerifyCost, best_cut
+from hvd.cost.curve import VerifyCost, best_cut
 
 CACHE, MODEL, BOTH, NONE = "cache", "model", "both", "none"
 RULES = ("threshold", "cost", "rule")

@@ -1,181 +1,51 @@
-"""Verification cost per draft size, measured on this machine once and cached on disk.
+"""Verify-cost curves measured on this machine, checked at start and cached on disk.
 
-The cost-aware rule compares arms in tokens per second, so it needs what a verification
-forward over n draft nodes costs here: on a CPU it grows with n from the first token (a
-64-node tree costs ~3.5x one token), on a GPU it is flat for small n. The curve is measured
-at two context lengths, medians of a few repeats, and interpolated linearly in both: a row's
-attention reads the whole context, so on a CPU each draft node costs more the longer the
-context (on SmolLM2 int8 here: 8 nodes cost 3.1x one token after 256 tokens, 3.9x after
-3,000), and a policy priced at a short context verifies too much at a long one.
+A curve (`hvd/cost/curve.py`) is timed on the target itself: every size at two context lengths,
+so that a row's attention over a long context is priced. A user's machine is rarely quiet, so
+the timing is made so that noise shows, and a cached curve is a prior, not a fact:
+
+* `measure` times the sizes in interleaved rounds (each round every size once, in a shuffled
+  order), drops samples during which the process got markedly less CPU than usual (another
+  process had the cores), and takes medians; the near context is timed again after the far one,
+  and the two must agree. A curve whose spread is wide, whose shape no forward can have
+  (`implausible`) or whose two near passes disagree is measured again; one that still fails is
+  used as it is, marked provisional, and not cached.
+* `cached` keeps each curve with when and under what load it was made. At a process's first
+  use it times a few sizes at one context (`check`, a fraction of a second) and measures the
+  curve again when the machine is clearly faster than the curve says, or its shape differs (a
+  machine slower than its curve now is busy now: the online calibration follows that pace).
+  A curve older than `MAX_AGE` is measured again.
+
+The curve's `info` (`CurveInfo`) says which of these happened; the stats and `/metrics` show it.
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
+import os
 import random
 import statistics
 import time
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
-from numba import njit
 
+from hvd.cost.curve import CONTEXTS, SIZES, ABSOLUTE_SLACK, CurveInfo, VerifyCost, implausible, monotone
 from hvd.types import Draft
 
-SIZES = (0, 1, 2, 4, 8, 16, 24, 31, 32, 48, 64)  # 31: the most one 32-row pass of the lean target takes
-CONTEXTS = (256, 2048)  # tokens before the draft where the curve is measured (the second as far as the model allows)
-FLOOR = 0.25  # a verify never costs less than this share of its curve's seconds, however short the context
-
-
-@dataclass(frozen=True)
-class VerifyCost:
-    sizes: tuple[int, ...]  # draft nodes (0 = the root alone: plain decoding)
-    seconds: tuple[float, ...]  # median seconds of one verify + commit at that size, after `past` tokens
-    past: int = CONTEXTS[0]
-    per_token: tuple[float, ...] = ()  # (sizes,) seconds added per context token beyond `past` (empty: none)
-
-    def __call__(self, n: float, context: Optional[int] = None) -> float:
-        """Seconds to verify `n` nodes after `context` tokens (None: after `past`): `many` for
-        one size, in plain floats (the policy prices a few sizes a step; numpy's per-call cost
-        was most of it)."""
-        s = _interp(n, self.sizes, self.seconds)
-        if context is None or not self.per_token:
-            return s
-        return max(s + (context - self.past) * _interp(n, self.sizes, self.per_token), FLOOR * s)
-
-    @cached_property
-    def points(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sizes, seconds) as float64 arrays (k,) each, made once per curve."""
-        return np.asarray(self.sizes, dtype=np.float64), np.asarray(self.seconds, dtype=np.float64)
-
-    @cached_property
-    def slope_points(self) -> np.ndarray:
-        """`per_token` as a float64 array (k,), made once per curve (empty: no context slope)."""
-        return np.asarray(self.per_token, dtype=np.float64)
-
-    def many(self, n: np.ndarray, context: Optional[int] = None) -> np.ndarray:
-        """(k,) seconds to verify each of `n` (k,) node counts after `context` tokens; a
-        longer context adds its slope, a shorter one takes it off (never below a quarter)."""
-        sizes, seconds = self.points
-        s = np.interp(n, sizes, seconds)
-        if context is None or not self.per_token:
-            return s
-        return np.maximum(s + (context - self.past) * np.interp(n, sizes, self.slope_points), FLOOR * s)
-
-    def at(self, context: int) -> "VerifyCost":
-        """The curve after `context` tokens, as a curve of the draft size alone (`many` at its
-        own sizes, where interpolation is the identity: one compiled loop)."""
-        if not self.per_token:
-            return self
-        sizes, seconds = self.points
-        shifted = _shifted(seconds, self.slope_points, float(context - self.past))
-        return VerifyCost.of_arrays(self.sizes, sizes, shifted, context)
-
-    @staticmethod
-    def of_arrays(sizes: tuple, size_array: np.ndarray, seconds: np.ndarray, past: int) -> "VerifyCost":
-        """A curve whose `points` are the float64 arrays (k,) given (made a step's curve without
-        converting them back)."""
-        cost = VerifyCost(tuple(sizes), tuple(seconds.tolist()), past)
-        cost.__dict__["points"] = (size_array, seconds)  # the cached_property's slot (frozen: no setattr)
-        return cost
-
-    def to_dict(self) -> dict:
-        return {"sizes": list(self.sizes), "seconds": list(self.seconds), "past": self.past,
-                "per_token": list(self.per_token)}
-
-    @staticmethod
-    def from_dict(d: dict) -> "VerifyCost":
-        return monotone(VerifyCost(tuple(d["sizes"]), tuple(d["seconds"]), int(d.get("past", CONTEXTS[0])),
-                                   tuple(d.get("per_token", ()))))
-
-
-def best_cut(gains: Sequence[float], cost: VerifyCost, fixed_seconds: float = 0.0, start: int = 0) -> int:
-    """The n in start .. len(gains) with the most expected tokens per second,
-    (1 + sum(gains[:n])) / (fixed_seconds + cost(n)), the smallest of equal ones: the cut of a
-    draft (`gains`: each depth's chance of acceptance, P(accepted >= k)) or the size of a tree
-    (each node's path probability, in adding order). Start 1 when an empty draft is no option."""
-    sizes, seconds = cost.points
-    return int(_best_cut(np.asarray(gains, dtype=np.float64), float(fixed_seconds), sizes, seconds, start))
-
-
-@njit(cache=True)
-def cut_at(gains, fixed, sizes, seconds, slopes, extra, start):
-    """`best_cut` for compiled callers: the curve given as its points (sizes, seconds) and
-    per-token slopes (empty: none), read `extra` context tokens past its own as `at` reads it."""
-    if slopes.shape[0]:
-        seconds = _shifted(seconds, slopes, extra)
-    return _best_cut(gains, fixed, sizes, seconds, start)
-
-
-@njit(cache=True)
-def _best_cut(gains, fixed, sizes, seconds, start):
-    """best_cut's loop, compiled: it runs every step right after a verification has flushed the
-    caches, where numpy's half-dozen calls cost ~20 us each time (~5 us in all this way)."""
-    got = 1.0
-    for k in range(min(start, gains.shape[0])):
-        got += gains[k]
-    best, best_rate = start, -1.0
-    for k in range(start, gains.shape[0] + 1):
-        if k > start:
-            got += gains[k - 1]
-        rate = got / max(fixed + np.interp(float(k), sizes, seconds), 1e-12)
-        if rate > best_rate:
-            best, best_rate = k, rate
-    return best
-
-
-@njit(cache=True)
-def seconds_later(seconds, slope, extra):
-    """One size's seconds `extra` context tokens later (fewer when negative), for compiled
-    callers: the arithmetic of `__call__` and `many`."""
-    return max(seconds + extra * slope, FLOOR * seconds)
-
-
-@njit(cache=True)
-def _shifted(seconds, slopes, extra):
-    """(k,) each size's seconds `extra` context tokens later (`seconds_later`)."""
-    out = np.empty_like(seconds)
-    for i in range(seconds.shape[0]):
-        out[i] = seconds_later(seconds[i], slopes[i], extra)
-    return out
-
-
-def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
-    """np.interp at one point, the same operations (so the same bits): ys clamped outside xs."""
-    if x <= xs[0]:
-        return float(ys[0])
-    if x >= xs[-1]:
-        return float(ys[-1])
-    j = bisect.bisect_right(xs, x) - 1
-    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
-    return slope * (x - xs[j]) + ys[j]
-
-
-def _pooled(values: Sequence[float]) -> tuple[float, ...]:
-    """The non-decreasing least-squares fit of a sequence (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for s in values:
-        blocks.append([s, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            total, count = blocks.pop()
-            blocks[-1][0] += total
-            blocks[-1][1] += count
-    out: list[float] = []
-    for total, count in blocks:
-        out.extend([total / count] * int(count))
-    return tuple(out)
-
-
-def monotone(cost: VerifyCost) -> VerifyCost:
-    """The curve made non-decreasing in the draft size, its per-token slopes too (and >= 0):
-    a bigger forward, or a longer context, never costs less."""
-    slopes = _pooled([max(x, 0.0) for x in cost.per_token]) if cost.per_token else ()
-    return VerifyCost(cost.sizes, _pooled(cost.seconds), cost.past, slopes)
+ROUNDS = 5  # interleaved rounds of every size per context pass
+ATTEMPTS = 3  # measurements of a curve before a failing one is used as provisional
+MAX_SPREAD = 0.25  # a size's interquartile range over its median, beyond which it is noise
+PACE_TOLERANCE = 0.2  # the near context timed before and after the far one must agree this well
+STARVED = 0.7  # a sample with less than this share of the pass's usual CPU per wall second is dropped
+CHECK_SIZES = (0, 4, 16)  # sizes the start-up check times
+CHECK_ROUNDS = 3
+CHECK_EXTRA = 256  # the check's context: this many tokens past the curve's own
+CHECK_TOLERANCE = 0.35  # a checked size may read this much faster than the curve, its shape this much off
+MAX_AGE = 7 * 86400.0  # seconds a cached curve is used before it is measured again
+FORMAT = 2  # the cache file's layout: {"format", "curve", "made_at", "load", "cpu_share"}
 
 
 def tree_shape(n: int, seed: int = 0) -> tuple[int, ...]:
@@ -189,40 +59,112 @@ def _draft(tokens: list[int], tree: bool) -> Draft:
     return Draft(tuple(tokens), tree_shape(len(tokens))) if tree else Draft.chain(tokens)
 
 
-def _timed(target, sizes: Sequence[int], past: int, repeats: int, tree: bool) -> list[float]:
-    """Median seconds of a greedy verification (as the decode loop runs it: `greedy_verifier`)
-    over a chain (or tree) of each size after a `past`-token prefill."""
+@dataclass(frozen=True)
+class Pass:
+    """One context's timing: per size the median seconds of the samples kept and their spread
+    (interquartile range over median), and the pass's usual CPU share per thread."""
+
+    past: int
+    seconds: tuple[float, ...]
+    spread: tuple[float, ...]
+    cpu_share: float
+
+
+def timed_pass(target, sizes: Sequence[int], past: int, rounds: int, tree: bool, seed: int = 0) -> Pass:
+    """Time a greedy verification (as the decode loop runs it: `greedy_verifier`) over a chain
+    (or tree) of each size after a `past`-token prefill: a warm-up call of each size, then
+    `rounds` rounds, each size once a round in a shuffled order, so that a burst of other work
+    slows a few samples of every size rather than every sample of one. Samples during which the
+    process had less than `STARVED` of its usual CPU per wall second are dropped."""
     from hvd.verify import greedy_verifier
 
     verify = greedy_verifier(target)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, target.vocab_size, (past + max(sizes) + 1,), generator=gen).tolist()
     target.prefill(ids[:past])
-    out = []
-    for n in sizes:
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
+    rng = random.Random(seed)
+    walls: dict[int, list[float]] = {n: [] for n in sizes}
+    shares: dict[int, list[float]] = {n: [] for n in sizes}
+    for r in range(rounds + 1):  # round 0 is the warm-up
+        order = list(sizes)
+        rng.shuffle(order)
+        for n in order:
+            c0, t0 = time.process_time(), time.perf_counter()
             verify(ids[past], _draft(ids[past + 1 : past + 1 + n], tree))
             target.commit([])  # keeps the root: the context grows by one token per call
-            times.append(time.perf_counter() - t0)
-        out.append(statistics.median(times[1:]))
-    return out
+            wall = time.perf_counter() - t0
+            if r:
+                walls[n].append(wall)
+                shares[n].append((time.process_time() - c0) / max(wall, 1e-9))
+    usual = statistics.median([x for n in sizes for x in shares[n]])
+    seconds, spread = [], []
+    for n in sizes:
+        kept = [w for w, c in zip(walls[n], shares[n]) if c >= STARVED * usual]
+        kept = kept if len(kept) >= max(2, len(walls[n]) // 2) else walls[n]  # too few: the pass as it is
+        q = statistics.quantiles(kept, n=4) if len(kept) > 1 else [kept[0]] * 3
+        m = statistics.median(kept)
+        seconds.append(m)
+        spread.append((q[2] - q[0]) / m if q[2] - q[0] > ABSOLUTE_SLACK else 0.0)
+    return Pass(past, tuple(seconds), tuple(spread), usual / max(torch.get_num_threads(), 1))
 
 
-def measure(target, sizes: Sequence[int] = SIZES, contexts: tuple[int, int] = CONTEXTS, repeats: int = 3,
-            tree: bool = False) -> VerifyCost:
+@dataclass(frozen=True)
+class Measured:
+    """A measured curve (smoothed by `monotone`) and what its checks found (empty: none)."""
+
+    curve: VerifyCost
+    problems: tuple[str, ...]
+    cpu_share: float
+
+
+def measure(target, sizes: Sequence[int] = SIZES, contexts: tuple[int, int] = CONTEXTS, rounds: int = ROUNDS,
+            tree: bool = False, seed: int = 0) -> Measured:
     """Time `target.verify` over chains (or trees) of each size after prefills of both context
-    lengths (the second cut to what the model attends over; equal: no context slope). The
+    lengths (the second cut to what the model attends over; equal: no context slope), the near
+    one again after the far one, and check the result (see the module docstring). The
     target's cache is left in an arbitrary state: call before a generation, never during one."""
-    room = target.max_context - max(sizes) - len(sizes) * (repeats + 1) - 1  # each call adds one token
+    room = target.max_context - max(sizes) - len(sizes) * (rounds + 1) - 1  # each call adds one token
     short, long = min(contexts[0], max(room, 1)), min(contexts[1], room)
-    near = _timed(target, sizes, short, repeats, tree)
-    slopes: tuple[float, ...] = ()
+    near = timed_pass(target, sizes, short, rounds, tree, seed)
+    problems = [f"{n} nodes vary by {s:.0%} of their median" for n, s in zip(sizes, near.spread) if s > MAX_SPREAD]
+    seconds, slopes, shares = near.seconds, (), [near.cpu_share]
     if long > 2 * short:  # far enough apart to tell a slope from noise
-        far = _timed(target, sizes, long, repeats, tree)
-        slopes = tuple((b - a) / (long - short) for a, b in zip(near, far))
-    return monotone(VerifyCost(tuple(sizes), tuple(near), short, slopes))  # noise must not make more cost less
+        far = timed_pass(target, sizes, long, rounds, tree, seed)
+        again = timed_pass(target, sizes, short, rounds, tree, seed + 1)
+        problems += [f"{n} nodes vary by {s:.0%} of their median after {long} tokens"
+                     for n, s in zip(sizes, far.spread) if s > MAX_SPREAD]
+        pace = statistics.median(b / a for a, b in zip(near.seconds, again.seconds))
+        if abs(pace - 1) > PACE_TOLERANCE:
+            problems.append(f"the machine's pace changed by {pace - 1:+.0%} while the curve was measured")
+        seconds = tuple(min(a, b) for a, b in zip(near.seconds, again.seconds))
+        slopes = tuple((b - a) / (long - short) for a, b in zip(seconds, far.seconds))
+        shares += [far.cpu_share, again.cpu_share]
+    raw = VerifyCost(tuple(sizes), tuple(seconds), short, slopes)
+    problems += implausible(raw, long if slopes else None)
+    return Measured(monotone(raw), tuple(problems), min(shares))  # noise must not make more cost less
+
+
+def check(target, curve: VerifyCost, tree: bool = False) -> Optional[str]:
+    """Time `CHECK_SIZES` at one context past the curve's own (`CHECK_ROUNDS` interleaved rounds)
+    and say why the curve must be measured again, or None: a size that runs clearly faster
+    than the curve says (the curve was measured while the machine was busy, or is not this
+    machine's), or costs that grow with the size clearly unlike the curve's. A machine that is
+    uniformly slower than its curve now is busy now: that is no reason."""
+    sizes = tuple(n for n in CHECK_SIZES if n <= max(curve.sizes))
+    room = target.max_context - max(sizes) - len(sizes) * (CHECK_ROUNDS + 1) - 1
+    context = max(min(curve.past + CHECK_EXTRA, room), 1)
+    got = timed_pass(target, sizes, context, CHECK_ROUNDS, tree, seed=7)
+    ratios = []
+    for n, seconds in zip(sizes, got.seconds):
+        want = curve(n, context)
+        ratios.append(seconds / want)
+        if seconds * (1 + CHECK_TOLERANCE) < want and want - seconds > ABSOLUTE_SLACK:
+            return (f"{n} nodes took {seconds * 1e3:.2f} ms after {context} tokens where the curve says "
+                    f"{want * 1e3:.2f} ms")
+    span = max(ratios) / min(ratios)
+    if span > 1 + CHECK_TOLERANCE and max(got.seconds) - min(got.seconds) > ABSOLUTE_SLACK:
+        return f"costs grow with the draft size unlike the curve (measured / curve {min(ratios):.2f}-{max(ratios):.2f})"
+    return None
 
 
 def _key(target, tree: bool) -> str:
@@ -243,16 +185,80 @@ def path_for(target, cache_dir: Path, tree: bool = False) -> Path:
     return cache_dir / "verify_cost" / f"{_key(target, tree)}.json"
 
 
-def cached(target, cache_dir: Path, tree: bool = False) -> VerifyCost:
+_known: dict[Path, VerifyCost] = {}  # curves this process has read and checked, or measured
+
+
+def cached(target, cache_dir: Path, tree: bool = False, now: Optional[float] = None) -> VerifyCost:
     """The curve for this target, machine and thread count, over chains or over branching
-    trees (which may cost more per node: a 4-D mask, a gather at commit): from disk, else
-    measured and saved."""
+    trees (which may cost more per node: a 4-D mask, a gather at commit), with its `info`: read
+    from disk and checked once per process (`check`), measured again when it fails or has
+    expired, else measured and saved (unless provisional). The target's cache is left in an
+    arbitrary state."""
     path = path_for(target, cache_dir, tree)
-    try:
-        return VerifyCost.from_dict(json.loads(path.read_text()))  # curves saved before smoothing
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    cost = measure(target, tree=tree)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cost.to_dict()) + "\n")
+    if path in _known:
+        return _known[path]
+    now = time.time() if now is None else now
+    saved, reason = _read(path)
+    if saved is not None:
+        curve, made_at = saved
+        if now - made_at > MAX_AGE:
+            reason = f"older than {MAX_AGE / 86400:.0f} days"
+        else:
+            reason = check(target, curve, tree)
+            if reason is None:
+                _known[path] = curve
+                return curve
+    cost = _measured(target, path, tree, reason)
+    _known[path] = cost
     return cost
+
+
+def forget() -> None:
+    """Drop what this process has checked: the next `cached` call reads (and checks) anew."""
+    _known.clear()
+
+
+def _read(path: Path) -> tuple[Optional[tuple[VerifyCost, float]], str]:
+    """((the saved curve with its info, when it was made), "") or (None, why it cannot be used:
+    "" when there is none)."""
+    try:
+        d = json.loads(path.read_text())
+    except OSError:
+        return None, ""
+    except ValueError:
+        return None, "the cached file is not JSON"
+    try:
+        if d.get("format") != FORMAT:  # a curve saved without when and how it was made
+            made_at = path.stat().st_mtime
+            info = CurveInfo(path.stem, made_at, -1.0, -1.0, "cached")
+            return (monotone(VerifyCost.from_dict(d).with_info(info)), made_at), ""
+        made_at = float(d["made_at"])
+        info = CurveInfo(path.stem, made_at, float(d["load"]), float(d["cpu_share"]), "cached")
+        return (monotone(VerifyCost.from_dict(d["curve"]).with_info(info)), made_at), ""
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, "the cached file is malformed"
+
+
+def _measured(target, path: Path, tree: bool, reason: Optional[str]) -> VerifyCost:
+    """Measure (up to `ATTEMPTS` times until the checks pass); save a curve that passed."""
+    load = os.getloadavg()[0]
+    best: Optional[Measured] = None
+    for attempt in range(ATTEMPTS):
+        m = measure(target, tree=tree, seed=attempt)
+        if best is None or len(m.problems) <= len(best.problems):
+            best = m
+        if not m.problems:
+            break
+    made_at = time.time()
+    if best.problems:
+        status, why = "provisional", "; ".join(best.problems[:3])
+    else:
+        status, why = ("re-measured" if reason else "measured"), reason or ""
+    info = CurveInfo(path.stem, made_at, load, best.cpu_share, status, why)
+    if not best.problems:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "curve": best.curve.to_dict(), "made_at": made_at,
+                                   "load": load, "cpu_share": best.cpu_share}) + "\n")
+        tmp.replace(path)  # atomic: a process reading it at once sees the old file or the new one
+    return best.curve.with_info(info)

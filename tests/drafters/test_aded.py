@@ -10,7 +10,7 @@ from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.drafters.base import DecodeContext, Drafter
 from hvd.drafters.trigram import TrigramTable, count_trigrams
-from hvd.targets.verify_cost import VerifyCost
+from hvd.cost.curve import VerifyCost
 
 from conftest import VOCAB
 from stats_util import two_sample

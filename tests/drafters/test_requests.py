@@ -15,14 +15,15 @@ from hvd.drafters.suffix import ResponseStore
 from hvd.drafters.tree_budget import AcceptanceCalibrator, _Mean
 from hvd.drafters.trigram import TrigramTable
 from hvd.hybrid.calibration import OnlineState
-from hvd.targets.verify_cost import VerifyCost
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.policy import ArmEstimate, PolicyConfig
 from hvd.hybrid.predictor import Predictor
+from hvd.cost.calibrator import CostCalibrator
 
 # What forks of one drafter may share: cross-request stores and learnt estimates (bounded),
 # and what was loaded or measured before any request.
-SHARED = (ResponseStore, AdaptiveTrigrams, AcceptanceCalibrator, _Mean, ArmEstimate, OnlineState, VerifyCost, Predictor,
-          TrigramTable, PolicyConfig, torch.nn.Module, torch.Tensor)
+SHARED = (ResponseStore, AdaptiveTrigrams, AcceptanceCalibrator, CostCalibrator, _Mean, ArmEstimate, OnlineState, VerifyCost,
+          Predictor, TrigramTable, PolicyConfig, torch.nn.Module, torch.Tensor)
 
 
 def _mutable_parts(obj, seen, out, path="", depth=0):

@@ -6,7 +6,7 @@ import pytest
 
 from hvd.drafters.tree_budget import (AcceptanceCalibrator, CalibrationConfig, TreeSizer, best_cut, chain_cut, order,
                                       select, subtree)
-from hvd.targets.verify_cost import VerifyCost, monotone
+from hvd.cost.curve import VerifyCost, monotone
 from hvd.types import Draft
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s

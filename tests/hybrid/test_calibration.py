@@ -12,9 +12,8 @@ from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as pred
-from hvd.hybrid.calibration import (MODES, AcceptanceCurve, CostCalibrator, ModeBandit, OnlineConfig, OnlineState,
-                                   prior_hazard)
-from hvd.targets.verify_cost import VerifyCost
+from hvd.hybrid.calibration import MODES, AcceptanceCurve, ModeBandit, OnlineConfig, OnlineState, prior_hazard
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.policy import PolicyConfig, capped_mean, geometric
 
 # A CPU-like verify cost: every draft node costs a third of a one-token step.
@@ -114,20 +113,6 @@ def test_acceptance_curve_counts_no_rejection_it_did_not_see():
     s = c.survival(3.0, 30)
     assert s[3] > 0.95 and s[-1] > 0.5  # beyond what was seen, the last segment's (low) hazard
     assert c.rejected.sum() == 0
-
-
-def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
-    curve = VerifyCost(COST.sizes, COST.seconds, 256, tuple(1e-5 * (1 + n) for n in COST.sizes))
-    c = CostCalibrator(curve, OnlineConfig())
-    assert c.at(1000)(40) == pytest.approx(curve(40, 1000))  # no data: the curve
-    for i in range(300):  # this machine runs at half the curve's pace now, the context growing
-        c.update(2, 2 * curve(2, 500 + i), 500 + i)
-    assert c.at(3000)(2) == pytest.approx(2 * curve(2, 3000), rel=0.05)
-    assert c.at(3000)(40) == pytest.approx(2 * curve(40, 3000), rel=0.05)  # a size it never verified follows that pace
-    for _ in range(300):
-        c.update(40, 3 * curve(40, 800), 800)  # and big drafts are dearer still
-    assert c.at(800)(40) == pytest.approx(3 * curve(40, 800), rel=0.05)
-    assert c.at(800)(2) == pytest.approx(2 * curve(2, 800), rel=0.1)
 
 
 def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():

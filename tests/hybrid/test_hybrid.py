@@ -9,7 +9,7 @@ from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.pld import PromptLookupDrafter
 from hvd.drafters.suffix import SuffixDrafter
 from hvd.hybrid import predictor as P
-from hvd.targets.verify_cost import VerifyCost
+from hvd.cost.curve import VerifyCost
 from hvd.hybrid.features import FEATURES
 from hvd.hybrid.policy import PolicyConfig
 from hvd.hybrid.trace import trace_prompt

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hvd.hybrid import predictor as P
-from hvd.targets.verify_cost import VerifyCost, best_cut
+from hvd.cost.curve import VerifyCost, best_cut
 from hvd.hybrid.features import FEATURES, StepHistory, feature_vector, token_class_counts
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, PolicyConfig, capped_mean, choose, expected_max, geometric
 from hvd.types import Draft

@@ -1,0 +1,1 @@
+"""Verification cost: the curve (`curve`) and its online correction (`calibrator`)."""

@@ -1,0 +1,176 @@
+"""The steps overrule the curve: a verify-cost curve corrected online by what every verify took.
+
+A cached curve is a prior (`hvd/targets/verify_cost.py`): measured under another load, or
+stale, it may read a draft size dearer than it is. Every step's verify is a measurement, so
+`CostCalibrator` keeps realised against curve seconds (the curve at the step's context), one
+ratio over every step (the machine's pace now against the curve's) and one per draft-size
+bucket, pulled towards the overall ratio by `prior` pseudo-observations; the rules read the
+curve times those ratios.
+
+A ratio learns only from the sizes that get verified, and a curve that reads some sizes far
+too dear keeps them from ever being verified: the error would stand for good. So a size whose
+bucket has seen fewer than `trust` verifies is priced at most at the per-row rate of the
+biggest size below it whose bucket has: a verify reads the weights once for all its rows, so
+its cost per row does not grow with the rows (beyond tile and pass boundaries, which `trust`
+verifies then show). A draft that pays at that price is verified, its bucket learns the truth,
+and the next bucket up is bounded by it in turn. A curve that is right is rarely touched by the
+bound (true costs grow slower than rows).
+
+`CalibrationSnapshot` is what the stats and `/metrics` read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from numba import njit
+
+from hvd.cost.curve import CurveInfo, VerifyCost, seconds_later
+
+SIZE_EDGES = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
+PRIOR = 1.0  # pseudo-observations at the overall ratio in each bucket (the overall ratio's: at 1)
+DECAY = 0.02  # weight lost by a bucket's older steps at each of its updates (a memory of ~50 steps)
+TRUST = 8  # verifies a bucket needs before its own ratio is taken without the per-row bound
+
+
+@dataclass(frozen=True)
+class CalibrationSnapshot:
+    """What a cost calibrator knows: the curve it corrects (its provenance: None for a curve made
+    in code), the ratio (realised / curve seconds) and the verifies seen per size bucket, and
+    the overall ratio."""
+
+    curve: Optional[CurveInfo]
+    size_edges: tuple[int, ...]
+    ratios: tuple[float, ...]
+    steps: tuple[int, ...]
+    overall: float
+
+    def to_dict(self) -> dict:
+        d = {"ratios": list(self.ratios), "steps": list(self.steps), "overall": self.overall,
+             "size_edges": list(self.size_edges)}
+        if self.curve is not None:
+            d["curve"] = self.curve.to_dict()
+        return d
+
+
+@dataclass
+class _Ratios:
+    """Decayed sums of realised and expected values per bin (added by `_decayed_add`); ratio
+    pulled to a center by a prior."""
+
+    bins: int
+    prior: float
+    decay: float
+    realised: np.ndarray = field(init=False)
+    expected: np.ndarray = field(init=False)
+    counts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.realised, self.expected = np.zeros(self.bins), np.zeros(self.bins)  # (bins,) each
+        self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates seen (not decayed)
+
+    def ratio(self, b, scale, center: float = 1.0):
+        """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
+        `b` and `scale` a bin and a float, or (k,) arrays of them (then (k,) ratios)."""
+        p = self.prior * scale
+        return (p * center + self.realised[b]) / (p + self.expected[b])
+
+
+class CostCalibrator:
+    """A curve corrected by the realised verify seconds (see the module docstring). Shared by
+    the requests of one method; `update` after each verify, `at` before each decision."""
+
+    def __init__(self, curve: VerifyCost, size_edges: tuple[int, ...] = SIZE_EDGES, prior: float = PRIOR,
+                 decay: float = DECAY, trust: int = TRUST) -> None:
+        self.curve, self.edges, self.trust = curve, size_edges, trust
+        self.r = _Ratios(len(size_edges) + 1, prior, decay)
+        self.overall = _Ratios(1, prior, decay)
+        top = curve.sizes[-1]  # `at` samples the curve at both ends of every bucket:
+        sizes = sorted({*curve.sizes, *(e for e in self.edges if e <= top), *(e - 1 for e in self.edges if e <= top)})
+        self._sizes = np.array(sizes, dtype=np.float64)  # (k,) so each whole size gets its own bucket's ratio
+        self._size_list = tuple(self._sizes.tolist())
+        self._edges = np.array(self.edges, dtype=np.float64)  # (buckets - 1,)
+        self._buckets = np.searchsorted(self._edges, self._sizes, side="right")  # (k,)
+
+    def _ratio(self, b, base):
+        """The ratio of bucket(s) `b` for curve value(s) `base` (see `_Ratios.ratio`)."""
+        return self.r.ratio(b, base, self.overall.ratio(0, self.curve(0)))
+
+    def at(self, context: int) -> VerifyCost:
+        """The calibrated curve after `context` tokens, as a curve of the draft size alone (one
+        compiled loop: it runs every step)."""
+        sizes, seconds = self.curve.points
+        center = self.overall.ratio(0, self.curve(0))
+        out = _calibrated(self._sizes, sizes, seconds, self.curve.slope_points, float(context - self.curve.past),
+                          self._buckets, self.r.realised, self.r.expected, self.r.counts, self.r.prior,
+                          float(center), self.trust)
+        return VerifyCost.of_arrays(self._size_list, self._sizes, out, context)
+
+    def update(self, n: int, seconds: float, context: int) -> None:
+        """A verify of `n` nodes after `context` tokens took `seconds` (one compiled call)."""
+        sizes, points = self.curve.points
+        r, o = self.r, self.overall
+        _count_cost(float(n), float(seconds), float(context - self.curve.past), sizes, points,
+                    self.curve.slope_points, self._edges, r.realised, r.expected, r.counts, r.decay, o.realised,
+                    o.expected, o.counts, o.decay)
+
+    def snapshot(self) -> CalibrationSnapshot:
+        ratios = tuple(round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
+                       for b in range(self.r.bins))
+        return CalibrationSnapshot(self.curve.info, tuple(self.edges), ratios, tuple(self.r.counts.tolist()),
+                                   round(float(self.overall.ratio(0, self.curve(0))), 3))
+
+    def state(self) -> dict:
+        return self.snapshot().to_dict()
+
+
+@njit(cache=True)
+def _curve_seconds(n, sizes, seconds, slopes, extra):
+    """A cost curve's seconds for n nodes `extra` context tokens past its own, as
+    `VerifyCost.__call__` reads it (`slopes` empty: no context slope)."""
+    base = np.interp(n, sizes, seconds)
+    if slopes.shape[0]:
+        base = seconds_later(base, np.interp(n, sizes, slopes), extra)
+    return base
+
+
+@njit(cache=True)
+def _decayed_add(realised, expected, counts, b, value, base, decay):
+    """Bin b of a `_Ratios`' sums: older steps x (1 - decay), plus this step's realised and
+    expected values."""
+    realised[b] = (1 - decay) * realised[b] + value
+    expected[b] = (1 - decay) * expected[b] + base
+    counts[b] += 1
+
+
+@njit(cache=True)
+def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, counts, decay, o_realised,
+                o_expected, o_counts, o_decay):
+    """`CostCalibrator.update`, compiled: the curve's seconds for n nodes at the step's
+    context, added with the realised ones to n's size bucket and to the overall ratio."""
+    base = _curve_seconds(n, sizes, points, slopes, extra)
+    _decayed_add(realised, expected, counts, np.searchsorted(edges, n, side="right"), seconds, base, decay)
+    _decayed_add(o_realised, o_expected, o_counts, 0, seconds, base, o_decay)
+
+
+@njit(cache=True)
+def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, counts, prior, center, trust):
+    """(k,) the curve at sizes `at` (k,, ascending), `extra` context tokens past its own, each
+    times its bucket's ratio (`_Ratios.ratio`, pulled towards `center`); a size whose bucket
+    has fewer than `trust` verifies at most at the per-row rate of the biggest smaller size
+    whose bucket has; then non-decreasing. `slopes` empty: no context slope."""
+    out = np.empty(at.shape[0])
+    anchor = -1  # the biggest size so far whose bucket is trusted
+    for i in range(at.shape[0]):
+        base = _curve_seconds(at[i], sizes, seconds, slopes, extra)
+        p = prior * base
+        b = buckets[i]
+        out[i] = base * ((p * center + realised[b]) / (p + expected[b]))
+        if counts[b] >= trust:
+            anchor = i
+        elif anchor >= 0:
+            out[i] = min(out[i], out[anchor] * (at[i] + 1.0) / (at[anchor] + 1.0))
+        if i and out[i] < out[i - 1]:
+            out[i] = out[i - 1]
+    return out

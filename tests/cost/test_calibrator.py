@@ -1,0 +1,64 @@
+"""The cost calibrator: the steps' verify times correct the curve, per size bucket and at any
+context, and a size the curve reads far too dear is still tried at the per-row bound."""
+import numpy as np
+import pytest
+
+from hvd.cost.calibrator import TRUST, CostCalibrator
+from hvd.cost.curve import VerifyCost
+
+SIZES = (0, 1, 8, 16, 32, 64)
+COST = VerifyCost(SIZES, tuple(0.025 * (1 + n / 3) for n in SIZES))
+
+
+def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
+    curve = VerifyCost(COST.sizes, COST.seconds, 256, tuple(1e-5 * (1 + n) for n in COST.sizes))
+    c = CostCalibrator(curve, trust=0)  # no per-row bound: the ratios alone
+    assert c.at(1000)(40) == pytest.approx(curve(40, 1000))  # no data: the curve
+    for i in range(300):  # this machine runs at half the curve's pace now, the context growing
+        c.update(2, 2 * curve(2, 500 + i), 500 + i)
+    assert c.at(3000)(2) == pytest.approx(2 * curve(2, 3000), rel=0.05)
+    assert c.at(3000)(40) == pytest.approx(2 * curve(40, 3000), rel=0.05)  # a size it never verified follows that pace
+    for _ in range(300):
+        c.update(40, 3 * curve(40, 800), 800)  # and big drafts are dearer still
+    assert c.at(800)(40) == pytest.approx(3 * curve(40, 800), rel=0.05)
+    assert c.at(800)(2) == pytest.approx(2 * curve(2, 800), rel=0.1)
+
+
+def test_a_size_the_curve_reads_too_dear_is_priced_at_the_per_row_rate_of_what_was_verified():
+    wrong = VerifyCost(SIZES, tuple(s * (3.0 if n >= 4 else 1.0) for n, s in zip(SIZES, COST.seconds)))
+    c = CostCalibrator(wrong)
+    assert c.at(256)(8) == pytest.approx(wrong(8))  # nothing verified yet: the curve as it is
+    for _ in range(TRUST):
+        c.update(0, COST(0), 256)
+        c.update(3, COST(3), 256)
+    at = c.at(256)
+    assert at(3) == pytest.approx(COST(3), rel=0.05)  # (its ratio pulled one pseudo-step towards the overall)
+    assert at(4) == pytest.approx(at(3) * 5 / 4) and at(4) < wrong(4) / 2  # the rate of 3 nodes, per row
+    assert at(16) == pytest.approx(at(3) * 17 / 4)
+    for _ in range(TRUST):  # verified at that price, 4-7 nodes show their real cost ...
+        c.update(6, COST(6), 256)
+    at = c.at(256)
+    assert at(6) == pytest.approx(COST(6), rel=0.3)  # (its own ratio, pulled one pseudo-step towards the overall)
+    assert at(8) == pytest.approx(at(7) * 9 / 8)  # ... and bound the next bucket in turn
+    seconds = c.at(256).points[1]
+    assert np.all(np.diff(seconds) >= 0)  # never cheaper for more nodes
+
+
+def test_a_right_curve_is_not_moved_by_the_bound():
+    c = CostCalibrator(COST)
+    for n in (0, 1, 2, 3) * TRUST:
+        c.update(n, COST(n), 256)
+    for n in (5, 12, 40):
+        assert c.at(256)(n) == pytest.approx(COST(n))  # true costs grow slower than the rows
+
+
+def test_the_snapshot_names_the_curve_and_what_was_learnt():
+    from hvd.cost.curve import CurveInfo
+
+    info = CurveInfo("abc", 0.0, 0.5, 0.98, "re-measured", "older than 7 days")
+    c = CostCalibrator(COST.with_info(info))
+    c.update(0, COST(0) / 2, 256)
+    snap = c.snapshot()
+    assert snap.curve is info and snap.steps[0] == 1 and snap.overall < 1
+    d = c.state()
+    assert d["curve"]["status"] == "re-measured" and d["curve"]["age_seconds"] > 0 and len(d["ratios"]) == 6
