@@ -72,6 +72,8 @@ def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path
 
 
 def run(engine_loader, a) -> None:
+    from hvd.targets import verify_cost as cost_curves
+
     from hvd.bench import suites as s
 
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
@@ -101,7 +103,9 @@ def run(engine_loader, a) -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({"results": [r.to_dict() for r in rows], "machine": machine(engine.target),
                                             "model": model, "template": engine.template,
-                                            "command": command, "mode": "replay" if replay else "timed"}, indent=1))
+                                            "command": command, "mode": "replay" if replay else "timed",
+                                            "cost_curves": {k: i.to_dict() for k, i in cost_curves.known().items()}},
+                                           indent=1))
     if a.plot:
         report.plot(rows, a.plot)
 

@@ -8,13 +8,16 @@ bucket, pulled towards the overall ratio by `prior` pseudo-observations; the rul
 curve times those ratios.
 
 A ratio learns only from the sizes that get verified, and a curve that reads some sizes far
-too dear keeps them from ever being verified: the error would stand for good. So a size whose
-bucket has seen fewer than `trust` verifies is priced at most at the per-row rate of the
-biggest size below it whose bucket has: a verify reads the weights once for all its rows, so
-its cost per row does not grow with the rows (beyond tile and pass boundaries, which `trust`
-verifies then show). A draft that pays at that price is verified, its bucket learns the truth,
-and the next bucket up is bounded by it in turn. A curve that is right is rarely touched by the
-bound (true costs grow slower than rows).
+too dear keeps them from ever being verified: the error would stand for good. So the sizes
+are also bounded by the per-row rate of what was verified: a verify reads the weights once for
+all its rows, so its cost per row does not grow with the rows. Each bucket that has seen
+`trust` verifies is an anchor, at the mean size verified in it and its calibrated seconds
+there; a size above its own bucket's anchor costs at most that anchor's rate per row, and a
+size in a bucket with fewer verifies at most the rate of the nearest anchor below. A draft
+that pays at that price is verified, its bucket learns the truth and anchors the next one up.
+A curve that is right is rarely touched by the bound (true costs grow slower than rows), and a
+size that really is dearer per row (a tile or pass boundary) shows it once its bucket is
+trusted, since only the bucket's own anchor then bounds it.
 
 `CalibrationSnapshot` is what the stats and `/metrics` read.
 """
@@ -68,6 +71,7 @@ class _Ratios:
 
     def __post_init__(self) -> None:
         self.realised, self.expected = np.zeros(self.bins), np.zeros(self.bins)  # (bins,) each
+        self.nodes, self.weight = np.zeros(self.bins), np.zeros(self.bins)  # decayed sums of sizes, of updates
         self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates seen (not decayed)
 
     def ratio(self, b, scale, center: float = 1.0):
@@ -102,9 +106,10 @@ class CostCalibrator:
         compiled loop: it runs every step)."""
         sizes, seconds = self.curve.points
         center = self.overall.ratio(0, self.curve(0))
+        r = self.r
         out = _calibrated(self._sizes, sizes, seconds, self.curve.slope_points, float(context - self.curve.past),
-                          self._buckets, self.r.realised, self.r.expected, self.r.counts, self.r.prior,
-                          float(center), self.trust)
+                          self._buckets, r.realised, r.expected, r.nodes, r.weight, r.counts, r.prior, float(center),
+                          self.trust)
         return VerifyCost.of_arrays(self._size_list, self._sizes, out, context)
 
     def update(self, n: int, seconds: float, context: int) -> None:
@@ -112,8 +117,8 @@ class CostCalibrator:
         sizes, points = self.curve.points
         r, o = self.r, self.overall
         _count_cost(float(n), float(seconds), float(context - self.curve.past), sizes, points,
-                    self.curve.slope_points, self._edges, r.realised, r.expected, r.counts, r.decay, o.realised,
-                    o.expected, o.counts, o.decay)
+                    self.curve.slope_points, self._edges, r.realised, r.expected, r.nodes, r.weight, r.counts, r.decay,
+                    o.realised, o.expected, o.nodes, o.weight, o.counts, o.decay)
 
     def snapshot(self) -> CalibrationSnapshot:
         ratios = tuple(round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
@@ -136,41 +141,57 @@ def _curve_seconds(n, sizes, seconds, slopes, extra):
 
 
 @njit(cache=True)
-def _decayed_add(realised, expected, counts, b, value, base, decay):
+def _decayed_add(realised, expected, nodes, weight, counts, b, value, base, n, decay):
     """Bin b of a `_Ratios`' sums: older steps x (1 - decay), plus this step's realised and
-    expected values."""
-    realised[b] = (1 - decay) * realised[b] + value
-    expected[b] = (1 - decay) * expected[b] + base
+    expected seconds and its size."""
+    keep = 1 - decay
+    realised[b] = keep * realised[b] + value
+    expected[b] = keep * expected[b] + base
+    nodes[b] = keep * nodes[b] + n
+    weight[b] = keep * weight[b] + 1.0
     counts[b] += 1
 
 
 @njit(cache=True)
-def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, counts, decay, o_realised,
-                o_expected, o_counts, o_decay):
+def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, nodes, weight, counts, decay,
+                o_realised, o_expected, o_nodes, o_weight, o_counts, o_decay):
     """`CostCalibrator.update`, compiled: the curve's seconds for n nodes at the step's
     context, added with the realised ones to n's size bucket and to the overall ratio."""
     base = _curve_seconds(n, sizes, points, slopes, extra)
-    _decayed_add(realised, expected, counts, np.searchsorted(edges, n, side="right"), seconds, base, decay)
-    _decayed_add(o_realised, o_expected, o_counts, 0, seconds, base, o_decay)
+    b = np.searchsorted(edges, n, side="right")
+    _decayed_add(realised, expected, nodes, weight, counts, b, seconds, base, n, decay)
+    _decayed_add(o_realised, o_expected, o_nodes, o_weight, o_counts, 0, seconds, base, n, o_decay)
 
 
 @njit(cache=True)
-def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, counts, prior, center, trust):
+def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, nodes, weight, counts, prior, center,
+                trust):
     """(k,) the curve at sizes `at` (k,, ascending), `extra` context tokens past its own, each
-    times its bucket's ratio (`_Ratios.ratio`, pulled towards `center`); a size whose bucket
-    has fewer than `trust` verifies at most at the per-row rate of the biggest smaller size
-    whose bucket has; then non-decreasing. `slopes` empty: no context slope."""
+    times its bucket's ratio (`_Ratios.ratio`, pulled towards `center`), bounded by the per-row
+    rate of the anchors (the module docstring), then non-decreasing. `slopes` empty: no slope."""
+    bins = realised.shape[0]
+    anchor_n = np.full(bins, -1.0)  # (bins,) mean size verified in each trusted bucket (-1: none)
+    anchor_rate = np.zeros(bins)  # (bins,) its calibrated seconds per row
+    for b in range(bins):
+        if counts[b] >= trust and weight[b] > 0:
+            m = nodes[b] / weight[b]
+            base = _curve_seconds(m, sizes, seconds, slopes, extra)
+            p = prior * base
+            anchor_n[b] = m
+            anchor_rate[b] = base * ((p * center + realised[b]) / (p + expected[b])) / (m + 1.0)
     out = np.empty(at.shape[0])
-    anchor = -1  # the biggest size so far whose bucket is trusted
     for i in range(at.shape[0]):
         base = _curve_seconds(at[i], sizes, seconds, slopes, extra)
         p = prior * base
         b = buckets[i]
         out[i] = base * ((p * center + realised[b]) / (p + expected[b]))
-        if counts[b] >= trust:
-            anchor = i
-        elif anchor >= 0:
-            out[i] = min(out[i], out[anchor] * (at[i] + 1.0) / (at[anchor] + 1.0))
+        a = b
+        if anchor_n[b] < 0:  # not trusted: the nearest trusted bucket below
+            a = b - 1
+            while a >= 0 and anchor_n[a] < 0:
+                a -= 1
+        if a >= 0 and at[i] > anchor_n[a]:
+            out[i] = min(out[i], anchor_rate[a] * (at[i] + 1.0))
         if i and out[i] < out[i - 1]:
             out[i] = out[i - 1]
     return out

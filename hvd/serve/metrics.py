@@ -5,7 +5,10 @@ Speculative counters carry the names vLLM and llama.cpp both use, with an ``hvd:
 ``..._num_accepted_tokens_total`` and ``..._num_accepted_tokens_per_pos_total{position}``
 (position 0 = the first draft token); steps per arm for hybrids; what `hvd`'s online
 calibration has learnt (``hvd:calibration_*``, after each of its requests: the acceptance
-curve is the method's, the mode rates and choice the last request's).
+curve is the method's, the mode rates and choice the last request's); the verify-cost curve a
+method prices drafts by (``hvd:verify_cost_curve_*``: its age and how it came to be, measured,
+checked, re-measured or provisional) and the ratios the steps have taught it
+(``hvd:verify_cost_ratio``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from hvd.types import GenerationStats
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 1)
 MAX_POSITIONS = 64  # per-position counters beyond this are folded into the last
+CURVE_STATUSES = ("measured", "cached", "re-measured", "provisional")  # CurveInfo.status
 
 
 class Metrics:
@@ -43,6 +47,13 @@ class Metrics:
                                "second of each mode (policy, cache-only, model-only)", ["method", "mode"], registry=r)
         self.mode_best = Gauge("hvd:calibration_mode_chosen", "Online calibration: 1 for the mode it runs now",
                                ["method", "mode"], registry=r)
+        self.curve_age = Gauge("hvd:verify_cost_curve_age_seconds", "Age of the verify-cost curve a method's drafts "
+                               "are priced by (since it was measured)", ["method"], registry=r)
+        self.curve_status = Gauge("hvd:verify_cost_curve_status", "1 for how the curve a method uses came to be: "
+                                  "measured, cached (checked at start), re-measured or provisional (not cached)",
+                                  ["method", "status"], registry=r)
+        self.cost_ratio = Gauge("hvd:verify_cost_ratio", "Online calibration: realised over curve verify seconds per "
+                                "draft-size bucket (its smallest size)", ["method", "size"], registry=r)
         self.expected_accepted = Gauge("hvd:calibration_expected_accepted", "Online calibration: accepted length "
                                        "a 64-token cache draft is expected to get, per prediction bin",
                                        ["method", "bin"], registry=r)
@@ -74,6 +85,15 @@ class Metrics:
             self.mode_best.labels(method, mode).set(1.0 if mode == modes.get("best") else 0.0)
         for b, accepted in enumerate(cal.get("acceptance", {}).get("expected_accepted", [])):
             self.expected_accepted.labels(method, str(b)).set(accepted)
+        cost = cal.get("verify_cost")
+        if cost is not None:
+            for size, ratio in zip([0, *cost["size_edges"]], cost["ratios"]):
+                self.cost_ratio.labels(method, str(size)).set(ratio)
+            curve = cost.get("curve")
+            if curve is not None:
+                self.curve_age.labels(method).set(curve["age_seconds"])
+                for status in CURVE_STATUSES:
+                    self.curve_status.labels(method, status).set(1.0 if status == curve["status"] else 0.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

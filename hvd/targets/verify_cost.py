@@ -43,7 +43,8 @@ STARVED = 0.7  # a sample with less than this share of the pass's usual CPU per 
 CHECK_SIZES = (0, 4, 16)  # sizes the start-up check times
 CHECK_ROUNDS = 3
 CHECK_EXTRA = 256  # the check's context: this many tokens past the curve's own
-CHECK_TOLERANCE = 0.35  # a checked size may read this much faster than the curve, its shape this much off
+CHECK_TOLERANCE = 0.5  # a checked size may read up to 1 + this times faster than the curve says
+CHECK_SHAPE = 0.6  # and the sizes' measured / curve ratios may spread by up to 1 + this
 MAX_AGE = 7 * 86400.0  # seconds a cached curve is used before it is measured again
 FORMAT = 2  # the cache file's layout: {"format", "curve", "made_at", "load", "cpu_share"}
 
@@ -162,7 +163,7 @@ def check(target, curve: VerifyCost, tree: bool = False) -> Optional[str]:
             return (f"{n} nodes took {seconds * 1e3:.2f} ms after {context} tokens where the curve says "
                     f"{want * 1e3:.2f} ms")
     span = max(ratios) / min(ratios)
-    if span > 1 + CHECK_TOLERANCE and max(got.seconds) - min(got.seconds) > ABSOLUTE_SLACK:
+    if span > 1 + CHECK_SHAPE and max(got.seconds) - min(got.seconds) > ABSOLUTE_SLACK:
         return f"costs grow with the draft size unlike the curve (measured / curve {min(ratios):.2f}-{max(ratios):.2f})"
     return None
 
@@ -170,6 +171,7 @@ def check(target, curve: VerifyCost, tree: bool = False) -> Optional[str]:
 def _key(target, tree: bool) -> str:
     model = getattr(target, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
+    name = Path(name).name  # the model's folder, wherever the cache that holds it lives
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
     build = target.build_id  # the compiled kernels: new kernels, a new curve
@@ -211,6 +213,11 @@ def cached(target, cache_dir: Path, tree: bool = False, now: Optional[float] = N
     cost = _measured(target, path, tree, reason)
     _known[path] = cost
     return cost
+
+
+def known() -> dict[str, CurveInfo]:
+    """The curves this process has used so far: cache file name -> how each came to be."""
+    return {path.stem: c.info for path, c in _known.items() if c.info is not None}
 
 
 def forget() -> None:

@@ -171,6 +171,8 @@ def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, 
     learnt = sum(cal["modes"]["steps"].values()) - sum(before["modes"]["steps"].values())
     assert stats["steps"] - 1 <= learnt <= stats["steps"]  # every step it drafted (not one with no budget left)
     assert {"acceptance", "modes", "verify_cost"} <= set(cal)
+    curve = cal["verify_cost"]["curve"]  # which curve priced the drafts, how old, how it came to be
+    assert curve["status"] in ("measured", "cached", "re-measured", "provisional") and curve["age_seconds"] >= 0
     assert "calibration" not in tiny_engine.generate("abc", method="hvd-static", max_new_tokens=8).stats.to_dict()
 
 

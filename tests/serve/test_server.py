@@ -109,7 +109,9 @@ def test_models_health_metrics(server, client):
                  "hvd:num_requests_waiting", "hvd:requests_total", "hvd:spec_decode_steps_total",
                  'hvd:calibration_mode_tokens_per_second{method="hvd",mode="policy"}',
                  'hvd:calibration_mode_chosen{method="hvd",mode="cache-only"}',
-                 'hvd:calibration_expected_accepted{bin="0",method="hvd"}'):
+                 'hvd:calibration_expected_accepted{bin="0",method="hvd"}',
+                 'hvd:verify_cost_ratio{method="hvd",size="0"}', 'hvd:verify_cost_curve_age_seconds{method="hvd"}',
+                 'hvd:verify_cost_curve_status{method="hvd",status="measured"}'):
         assert name in text, name
 
 
