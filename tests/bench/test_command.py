@@ -88,7 +88,7 @@ def test_timed_bench_writes_table_json_and_plot(tiny_engine, prompts_file, tmp_p
                                "--repeats", "2", "--json", str(out), "--plot", str(png)], capsys)
     assert "hvd bench: skipping llamacpp: llama-cpp-python is not installed" in res.err
     data = json.loads(out.read_text())
-    assert set(data) == {"results", "machine", "model", "template", "command", "mode"} and data["mode"] == "timed"
+    assert set(data) == {"results", "machine", "model", "template", "command", "mode", "cost_curves"} and data["mode"] == "timed"
     assert data["template"] == "plain-text transcript (no chat template)"  # the tiny engine's tokenizer has none
     assert "messages rendered with the plain-text transcript" in res.out
     assert {"cpu", "cores", "torch"} <= set(data["machine"])
