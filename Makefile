@@ -21,9 +21,11 @@ run: install
 	$(BIN)/hvd demo
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-fast: install
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not slow"
 
 # A quick benchmark subset, under 10 minutes on 2 CPU cores: the first 2 eval prompts of every

@@ -20,9 +20,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+
+from hvd.errors import ModelError
+from hvd.machine import cache_dir
+from hvd.targets.loader import default_model_path
+
+CONFIG_FILE, WEIGHTS_FILE = "dflash.json", "dflash.safetensors"  # a DFlash drafter's files in its folder
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,10 @@ class ModelAssets:
 
     @staticmethod
     def for_model(path: Path) -> "ModelAssets":
-        """The assets of a resolved model path (hvd.models.resolve)."""
-        from hvd import models
-
+        """The assets of a resolved model path (`hvd.targets.loader.resolve`)."""
         try:
-            default = path.resolve() == models.default_model_path().resolve()
-        except models.ModelError:
+            default = path.resolve() == default_model_path().resolve()
+        except ModelError:
             default = False
         if default:
             key = "smollm2-135m"
@@ -47,7 +51,7 @@ class ModelAssets:
             st = probe.stat()
             ident = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
             key = f"{path.stem if path.is_file() else path.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-        return ModelAssets(key, models.cache_dir() / "assets" / key, default)
+        return ModelAssets(key, cache_dir() / "assets" / key, default)
 
     @property
     def classes_path(self) -> Path:
@@ -71,8 +75,6 @@ class ModelAssets:
 
     def own_drafter(self) -> Optional[Path]:
         """The model's own trained DFlash drafter, where `hvd prepare --drafter` made one."""
-        from hvd.drafters.dflash import CONFIG_FILE, WEIGHTS_FILE
-
         d = self.drafter_path
         return d if (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file() else None
 
@@ -83,18 +85,17 @@ class ModelAssets:
     def own_trigrams(self) -> Optional[Path]:
         return self.trigram_path if self.trigram_path.is_file() else None
 
-    def token_classes(self, tokenizer, vocab_size: int) -> np.ndarray:
-        """(vocab, classes) character-class counts of every token's text (hvd/hybrid/features.py),
-        computed once per model and cached."""
-        from hvd.hybrid.trace import vocab_classes
-
+    def token_classes(self, tokenizer, vocab_size: int,
+                      compute: Callable[[object, int], np.ndarray]) -> np.ndarray:
+        """(vocab, classes) character-class counts of every token's text, made by `compute`
+        (hvd/hybrid/features.py's `vocab_classes`) once per model and cached."""
         try:
             classes = np.load(self.classes_path)
             if classes.shape[0] == vocab_size:
                 return classes
         except (OSError, ValueError):
             pass
-        classes = vocab_classes(tokenizer, vocab_size)
+        classes = compute(tokenizer, vocab_size)
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.classes_path.with_name(f"classes.tmp{id(classes)}.npy")
         np.save(tmp, classes)

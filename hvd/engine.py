@@ -17,21 +17,20 @@ import torch
 
 from hvd import plain_text
 from hvd.assets import ModelAssets
-from hvd.drafters import registry
+from hvd import methods
 from hvd.drafters.base import DecodeContext, Drafter, LearnsCost, LearnsOnline
 from hvd.drafters.stores import SharedStores
-from hvd.targets.hf import HFTarget
+from hvd.errors import InputError, MethodUnavailable
+from hvd.hybrid.features import vocab_classes
+from hvd.machine import resolve_threads
+from hvd.targets import loader
 from hvd.targets.protocol import Target, TargetConfig
+from hvd.targets.select import select
 from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import KeyedSampler, SamplingParams, greedy_verifier, verify_keyed
 
 Messages = list[dict]
-DTYPES = ("auto", "int8", "bfloat16", "float32")
 PromptLike = Union[str, Messages]
-
-
-class InputError(ValueError):
-    """Bad request input; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -123,39 +122,16 @@ class Engine:
         transformers; "auto" (the default): the first of int8, bfloat16 (CPUs with bf16 matrix
         units) and float32 that this model and machine pass. Each is checked on the machine
         once (cached). `threads`: CPU threads (default: $OMP_NUM_THREADS, else every core)."""
-        from hvd import models
-
-        if dtype not in DTYPES:
-            raise models.ModelError(f"unknown dtype {dtype!r}; choose from: {', '.join(DTYPES)}")
         threads = resolve_threads(threads)
         torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        path = models.resolve(model)  # once: the weights and the model's prepared assets
-        lm, tok = models.load(str(path), device)
-        config = TargetConfig(reuse_prefix=reuse_prefix)
-        tried = [dtype] if dtype != "auto" else ["int8", "bfloat16", "float32"]
-        if dtype == "auto" and (device != "cpu" or not models.cpu_has_bf16_units()):
-            tried.remove("bfloat16")
-        notes = []
-        for i, name in enumerate(tried):
-            try:
-                if name == "int8":
-                    engine = cls(models.exact_target(lm, config, threads), tok)
-                elif name == "bfloat16":
-                    engine = cls(models.lean_target(lm.to(torch.bfloat16), config), tok)
-                else:
-                    engine = cls(HFTarget(lm, config), tok)
-                engine.load_notes = tuple(notes)
-                engine.stores.assets = assets = ModelAssets.for_model(path)
-                engine.stores.classes = assets.token_classes(tok, engine.target.vocab_size)
-                return engine
-            except models.ModelError as e:
-                if i == len(tried) - 1:
-                    raise
-                notes.append(f"{name} passed over: {str(e).split('; use --dtype')[0]}")
-                if name == "bfloat16":
-                    lm, tok = models.load(str(path), device)  # afresh: the bf16 cast was lossy
-        raise AssertionError("unreachable")
+        path = loader.resolve(model)  # once: the weights and the model's prepared assets
+        chosen = select(path, dtype, device, threads, TargetConfig(reuse_prefix=reuse_prefix))
+        engine = cls(chosen.target, chosen.tokenizer)
+        engine.load_notes = chosen.notes
+        engine.stores.assets = assets = ModelAssets.for_model(path)
+        engine.stores.classes = assets.token_classes(chosen.tokenizer, engine.target.vocab_size, vocab_classes)
+        return engine
 
     # ---- input -----------------------------------------------------------------------
     @property
@@ -178,7 +154,7 @@ class Engine:
     def drafter(self, method: str) -> Optional[Drafter]:
         """The method's drafter, built on first use (which may run the target: verify-cost
         curves) and kept; requests run on its `for_request` forks. None for `ar`."""
-        m = registry.get(method)
+        m = methods.get(method)
         if m.make is None:
             return None
         if method not in self._drafters:
@@ -192,7 +168,7 @@ class Engine:
         for method in methods:
             try:
                 self.drafter(method)
-            except registry.MethodUnavailable as e:
+            except MethodUnavailable as e:
                 unavailable[method] = str(e)
         return unavailable
 
@@ -316,18 +292,6 @@ class Engine:
         if tokens:
             yield Chunk("", tokens)
         return shown
-
-
-def resolve_threads(threads: Optional[int]) -> int:
-    """CPU threads: `threads` when given, else $OMP_NUM_THREADS when set, else every core."""
-    import os
-
-    if threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        threads = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-    if not isinstance(threads, int) or threads <= 0:
-        raise InputError(f"threads must be a positive integer, got {threads}")
-    return threads
 
 
 def _holdback(text: str, stops: Sequence[str]) -> int:

@@ -48,7 +48,7 @@ class StepState:
 def status(engine) -> list[StepState]:
     """What is ready for the engine's model (the model step is ready once it loaded)."""
     from hvd.targets import verify_cost as cost
-    from hvd.models import cache_dir
+    from hvd.machine import cache_dir
 
     a = engine.stores.assets
     cost_ready = all(cost.path_for(engine.target, cache_dir(), tree).is_file() for tree in (False, True))
@@ -101,7 +101,7 @@ def _datastore(engine, cfg: PrepareConfig) -> str:
 
 def _cost(engine, cfg: PrepareConfig) -> str:
     from hvd.targets import verify_cost as cost
-    from hvd.models import cache_dir
+    from hvd.machine import cache_dir
 
     curves = [cost.cached(engine.target, cache_dir(), tree=tree) for tree in (False, True)]
     c = curves[0]
@@ -109,7 +109,7 @@ def _cost(engine, cfg: PrepareConfig) -> str:
 
 
 def _traces(engine, cfg: PrepareConfig) -> str:
-    from hvd.hybrid.command import trace
+    from hvd.train.predictor import trace
 
     out = engine.stores.assets.traces_path
     tmp = out.with_name("traces.tmp.npz")
@@ -122,7 +122,7 @@ def _traces(engine, cfg: PrepareConfig) -> str:
 
 def _predictor(engine, cfg: PrepareConfig) -> str:
     from hvd.hybrid import predictor as P
-    from hvd.hybrid.command import train
+    from hvd.train.predictor import train
 
     import shutil
 

@@ -9,7 +9,7 @@ then
 
 Prompts, token ids and references are those of `hvd bench --replay` (same suites, encoder,
 reference store and max_new_tokens, so cached references are reused). The walk mirrors
-hvd/bench/replay.py step for step: the first output token comes from prefill (not a step);
+hvd/offline/replay.py step for step: the first output token comes from prefill (not a step);
 the request is started with the prompt and the first token is fed as the active response;
 then each step speculates on prompt + committed, caps the draft at the engine's per-step
 budget (limit - generated - 1), takes the deepest root path matching the reference
@@ -108,7 +108,7 @@ def replay_hvd(s: Setting, prompt: list[int], reference: list[int], limit: int,
     """hvd's `suffix` at the same setting (its other options at their defaults, or with
     `arctic_counting` the three that count as ArcticInference does), through hvd's own
     replay: (tokens after the first, steps, draft tokens proposed)."""
-    from hvd.bench.replay import replay
+    from hvd.offline.replay import replay
     from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
 
     if s.max_spec_offset:
@@ -145,8 +145,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.exit(f"arctic_suffix_replay: {e}; run scripts/build_arctic_suffix.sh first")
     import arctic_inference.suffix_decoding as ad
 
-    from hvd.bench.references import ReferenceStore, reference
-    from hvd.bench.suites import load_suite
+    from hvd.offline.references import ReferenceStore, reference
+    from hvd.data.suites import load_suite
     from hvd.engine import Engine
 
     engine = Engine.load(dtype=a.dtype, threads=a.threads)

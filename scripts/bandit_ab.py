@@ -9,12 +9,12 @@ MODEL: a packaged name or path, or `default`. Prints each setting's median decod
 import statistics
 import sys
 
-from hvd.bench.suites import load_suite
-from hvd.drafters import registry
+from hvd.data.suites import load_suite
+from hvd import methods
 from hvd.engine import Engine
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
 from hvd.targets.verify_cost import cached
-from hvd.models import cache_dir
+from hvd.machine import cache_dir
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
         rates = {n: [] for n in ["ar", *cals]}
         for p in ps:
             for n in rates:
-                d = None if n == "ar" else registry.get("hvd").make(e.target, s.own_calibration(cals[n]))
+                d = None if n == "ar" else methods.get("hvd").make(e.target, s.own_calibration(cals[n]))
                 r = e.generate(p.chat(), method="ar" if n == "ar" else "hvd", max_new_tokens=200, drafter=d)
                 rates[n].append(r.stats.tokens_per_second)
         print(suite + ": " + "  ".join(f"{n} {statistics.median(a / b for a, b in zip(rates[n], rates['ar'])):.2f}x"

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hvd.bench.suites import load_suite
+from hvd.data.suites import load_suite
 from hvd.drafters import dflash
 from hvd.engine import Engine
 

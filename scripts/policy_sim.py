@@ -15,17 +15,17 @@ from dataclasses import fields, replace
 import statistics
 import sys
 
-from hvd.bench.references import ReferenceStore, reference
-from hvd.bench.replay import replay
+from hvd.offline.references import ReferenceStore, reference
+from hvd.offline.replay import replay
 from hvd.bench.replay_runner import replay_drafter
-from hvd.bench.suites import load_suite
+from hvd.data.suites import load_suite
 from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.stores import SharedStores
 from hvd.hybrid.calibration import OnlineConfig, OnlineState
 from hvd.hybrid.policy import PolicyConfig
 from hvd.engine import Engine
 from hvd.targets.verify_cost import cached
-from hvd.models import cache_dir
+from hvd.machine import cache_dir
 
 
 def modelled(records, cost) -> float:

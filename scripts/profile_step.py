@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=900)
     ap.add_argument("--rows", default="1,17")
     a = ap.parse_args()
-    from hvd import models
-    from hvd.models import cpu_name
+    from hvd.targets import loader as models
+    from hvd.machine import cpu_name
     from hvd.targets.exact import ExactLlamaTarget
     from hvd.targets.native import ptr
 

@@ -1,6 +1,6 @@
 """Offline simulator: estimated speedups of hybrid configurations on TRAIN-split prompts.
 
-Replays each drafter over recorded `ar` outputs (hvd/bench/replay.py: no target forwards) and
+Replays each drafter over recorded `ar` outputs (hvd/offline/replay.py: no target forwards) and
 prices every step with this machine's verify-cost curve (hvd/targets/verify_cost.py):
 estimated speedup = (tokens after the first x cost(0)) / sum over steps of (draft seconds +
 cost(draft nodes)). Used to choose the hybrid's model arm and policy knobs without touching
@@ -24,17 +24,16 @@ from collections import defaultdict
 from typing import Optional, Sequence
 
 from hvd import Engine
-from hvd.bench.references import ReferenceStore, reference
-from hvd.bench.replay import replay
-from hvd.bench.suites import load_suite
-from hvd.drafters import registry
+from hvd.offline.references import ReferenceStore, reference
+from hvd.offline.replay import replay
+from hvd.data.suites import load_suite
+from hvd import methods
 from hvd.drafters.base import DecodeContext
-from hvd.hybrid.drafter import MODEL_ARM, build
+from hvd.methods import MODEL_ARM
 from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
 from hvd.targets import verify_cost as cost_curve
 from hvd.cost.curve import VerifyCost
-from hvd.hybrid.policy import PolicyConfig
-from hvd.models import cache_dir
+from hvd.machine import cache_dir
 from hvd.types import Draft
 
 SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat")
@@ -63,8 +62,8 @@ class CeilingHybrid:
 
     def __init__(self, target, reference: Sequence[int], prompt_len: int, cost: VerifyCost, max_nodes: int,
                  cache: SuffixConfig = SuffixConfig(), model_arm: str = MODEL_ARM, extend: bool = False) -> None:
-        self.cache, self.model = SuffixDrafter(cache), registry.get(model_arm).make(target)
-        self.extender = registry.get("aded-greedy").make(target) if extend else None
+        self.cache, self.model = SuffixDrafter(cache), methods.get(model_arm).make(target)
+        self.extender = methods.get("aded-greedy").make(target) if extend else None
         self.capabilities = self.model.capabilities
         self.reference, self.prompt_len, self.cost, self.max_nodes = list(reference), prompt_len, cost, max_nodes
 
@@ -100,10 +99,10 @@ def variants(target, cost, max_nodes: int):
     def ceiling(**arms):
         return lambda ref, n: CeilingHybrid(target, ref, n, cost, max_nodes, **arms)
 
-    yield "suffix", lambda ref, n: registry.get("suffix").make(target)
-    yield MODEL_ARM, lambda ref, n: registry.get(MODEL_ARM).make(target)
-    yield "rule-hybrid", lambda ref, n: registry.get("rule-hybrid").make(target)
-    yield "hvd", lambda ref, n: build(target, "hvd", PolicyConfig(rule="cost"))
+    yield "suffix", lambda ref, n: methods.get("suffix").make(target)
+    yield MODEL_ARM, lambda ref, n: methods.get(MODEL_ARM).make(target)
+    yield "rule-hybrid", lambda ref, n: methods.get("rule-hybrid").make(target)
+    yield "hvd", lambda ref, n: methods.get("hvd").make(target)
     yield "ceiling", ceiling()
     yield "ceiling, aded trees", ceiling(model_arm="aded")
     yield "ceiling, uncapped cache + extension", ceiling(cache=UNCAPPED, extend=True)

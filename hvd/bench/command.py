@@ -20,7 +20,7 @@ from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_benc
 def machine(target=None) -> dict:
     import os
 
-    from hvd.models import cpu_flags, cpu_name
+    from hvd.machine import cpu_flags, cpu_name
 
     isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
            if f in cpu_flags()]
@@ -35,13 +35,14 @@ def machine(target=None) -> dict:
 
 def load_prompts(suites: list[str], prompts_file, limit) -> tuple[list, dict[str, str]]:
     """The prompts, and the suite of each suite prompt's dataset (dataset -> suite)."""
-    from hvd.bench import suites as s
+    from hvd.data.prompts import load_prompts_file
+    from hvd.data.suites import load_suite
 
     prompts, groups = [], {}
     if prompts_file:
-        prompts += s.load_prompts_file(prompts_file)[:limit]
+        prompts += load_prompts_file(prompts_file)[:limit]
     for name in suites:
-        ps = s.load_suite(name, split="eval", limit=limit)
+        ps = load_suite(name, split="eval", limit=limit)
         groups.update({p.dataset: name for p in ps})
         prompts += ps
     return prompts, groups
@@ -49,7 +50,8 @@ def load_prompts(suites: list[str], prompts_file, limit) -> tuple[list, dict[str
 
 def gguf_of(model: Optional[str]) -> Optional[Path]:
     """The GGUF file behind --model (the default model's when None); None for a directory."""
-    from hvd.models import ModelError, default_model_path
+    from hvd.errors import ModelError
+    from hvd.targets.loader import default_model_path
 
     if model is None:
         try:
@@ -74,14 +76,14 @@ def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path
 def run(engine_loader, a) -> None:
     from hvd.targets import verify_cost as cost_curves
 
-    from hvd.bench import suites as s
+    from hvd.data.suites import SUITES
 
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
     replay = bool(getattr(a, "replay", False))
     if methods == ("all",):  # in a replay, "all" means every method that can be replayed
         methods = tuple(m for m in known_methods() if not (replay and m in PEERS))
     check_methods(methods)
-    names = list(s.SUITES) if a.suite == ["all"] else a.suite or ([] if a.prompts else ["agentic-edit"])
+    names = list(SUITES) if a.suite == ["all"] else a.suite or ([] if a.prompts else ["agentic-edit"])
     prompts, groups = load_prompts(names, a.prompts, a.limit)
     if not prompts:
         raise ValueError("no prompts selected")
@@ -111,7 +113,7 @@ def run(engine_loader, a) -> None:
 
 
 def _replay_rows(engine, prompts, cfg: BenchConfig, tick) -> list:
-    from hvd.bench.references import ReferenceStore
+    from hvd.offline.references import ReferenceStore
     from hvd.bench.replay_runner import run_replay
 
     store = ReferenceStore.for_target(engine.target)

@@ -2,7 +2,7 @@
 
 Per prompt, `ar`'s greedy output is taken from the reference store (generated and stored the
 first time), then each method's drafter, made fresh as in timed runs, is replayed over it
-(hvd/bench/replay.py). Peers cannot be replayed: they are not drafters. One warm-up replay
+(hvd/offline/replay.py). Peers cannot be replayed: they are not drafters. One warm-up replay
 per method on the first prompt is excluded (numba compiles, lazy imports).
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from hvd.bench.references import ReferenceStore, reference
-from hvd.bench.replay import StepRecord, replay
+from hvd.offline.references import ReferenceStore, reference
+from hvd.offline.replay import StepRecord, replay
 from hvd.bench.runner import BenchConfig, make_drafter
 from hvd.engine import Engine
 

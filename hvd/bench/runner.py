@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from hvd.bench.peers import PEERS, peer
 from hvd.bench.run import Run
-from hvd.drafters import registry
+from hvd import methods
 from hvd.drafters.base import Drafter
 from hvd.drafters.oracle import OracleDrafter
 from hvd.engine import Engine
@@ -28,7 +28,7 @@ WARMUP_TOKENS = 32
 
 
 def known_methods() -> list[str]:
-    return [*registry.METHODS, ORACLE, *PEERS]
+    return [*methods.METHODS, ORACLE, *PEERS]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def make_drafter(engine: Engine, method: str, reference: Sequence[int],
     (`stores`' when given: a calibration of its own) but no earlier responses; None for `ar`."""
     if method == ORACLE:
         return OracleDrafter(reference)
-    make = registry.get(method).make
+    make = methods.get(method).make
     return make(engine.target, (stores or engine.stores).fresh()) if make else None
 
 

@@ -16,7 +16,7 @@ tokens per second under the target's verify-cost curve. The ablations (`adapt=Fa
 Adaptation state is kept across requests, as in the reference: the drafters `for_request`
 hands out share one adapted table (a cross-request store, its overlay bounded by
 `max_overlay` bigrams: past it the overlay starts afresh); `reset_per_request` restores the
-built table at every `begin`. A fresh drafter (`registry.get("aded").make(target)`) starts
+built table at every `begin`. A fresh drafter (`methods.get("aded").make(target)`) starts
 from the built table.
 
 The static table is the default datastore (hvd/drafters/trigram_store.py) when the target's
@@ -311,7 +311,7 @@ def for_target(target, config: AdedConfig = AdedConfig(), name: str = "aded",
 
     if cost is None and config.size_by_cost:
         from hvd.targets.verify_cost import cached
-        from hvd.models import cache_dir
+        from hvd.machine import cache_dir
 
         cost = cached(target, cache_dir(), tree=not config.greedy)  # trees are timed as trees
     vocab = int(target.vocab_size)

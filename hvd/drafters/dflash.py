@@ -29,8 +29,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from hvd.assets import CONFIG_FILE, WEIGHTS_FILE
 from hvd.drafters.base import Capabilities, DecodeContext
-from hvd.drafters.registry import MethodUnavailable
+from hvd.errors import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.cost.curve import VerifyCost, monotone
@@ -38,7 +39,6 @@ from hvd.targets.protocol import SharedWeights
 from hvd.types import Draft
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-CONFIG_FILE, WEIGHTS_FILE = "dflash.json", "dflash.safetensors"
 CALIBRATION = CalibrationConfig(depth_edges=(1, 2, 4, 8))  # a block is deep: acceptance keeps falling past 4
 
 
@@ -180,7 +180,7 @@ def for_target(target, path: Optional[Path] = None, name: str = "dflash", size_b
     cost = None
     if size_by_cost:
         from hvd.targets.verify_cost import cached
-        from hvd.models import cache_dir
+        from hvd.machine import cache_dir
 
         cost = cached(target, cache_dir())
     return DFlashDrafter(net, target.shared_weights(), name, cost, vocab=vocab)

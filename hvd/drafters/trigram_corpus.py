@@ -1,6 +1,6 @@
 """Texts for the tri-gram datastore: training data only, never an evaluation item.
 
-Sources (see hvd/bench/suites.py for the fixed split):
+Sources (see hvd/data/prompts.py for the fixed split):
   suites     every message of every suite's *train* split (agentic-edit, BFCL multi-turn and
              single-turn function calling, HumanEval, chat, long-context), each distinct text once
   stdlib     standard-library Python sources whose split key ``stdlib:<path>`` is train
@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from hvd.bench import suites
+from hvd.data import suites
+from hvd.data.chat import iter_json_array, sharegpt_path
+from hvd.data.prompts import split_of
+from hvd.data.stdlib import stdlib_files, stdlib_root
 
 
 FULL_MARGIN = 2000  # a source within this many characters of its cap is full
@@ -46,9 +49,9 @@ def _suite_texts() -> Iterator[str]:
 
 
 def _stdlib_texts() -> Iterator[str]:
-    root = suites._stdlib_root()
-    for rel, _ in suites._stdlib_files():
-        if suites.split_of(f"stdlib:{rel}") == "train":
+    root = stdlib_root()
+    for rel, _ in stdlib_files():
+        if split_of(f"stdlib:{rel}") == "train":
             try:
                 yield (root / rel).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
@@ -56,7 +59,7 @@ def _stdlib_texts() -> Iterator[str]:
 
 
 def _sharegpt_texts(eval_texts: set[str], eval_ids: set[str]) -> Iterator[str]:
-    for record in suites.iter_json_array(suites._sharegpt_path()):
+    for record in iter_json_array(sharegpt_path()):
         turns = record.get("conversations") if isinstance(record, dict) else None
         if not isinstance(turns, list) or f"chat:sharegpt:{record.get('id')}" in eval_ids:
             continue

@@ -33,7 +33,7 @@ class BuildReport:
 
 
 def default_path() -> Path:
-    from hvd.models import cache_dir
+    from hvd.machine import cache_dir
 
     return cache_dir() / "datastores" / f"trigram-smollm2-v{VERSION}.npz"
 
@@ -41,10 +41,10 @@ def default_path() -> Path:
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from hvd import models
+    from hvd.targets import loader
 
-    models._quiet_transformers()
-    return AutoTokenizer.from_pretrained(str(models.local_model_dir(models.resolve(None))), local_files_only=True)
+    loader.quiet_transformers()
+    return AutoTokenizer.from_pretrained(str(loader.local_model_dir(loader.resolve(None))), local_files_only=True)
 
 
 def build(out: Optional[Path] = None, corpus: CorpusConfig = CorpusConfig(), top_k: int = TOP_K,

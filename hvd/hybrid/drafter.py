@@ -238,24 +238,17 @@ def _model_prediction(mdraft: Draft) -> float:
     return mdraft.features.get("expected_accepted", MODEL_PRIOR)
 
 
-CACHE_ARM = "suffix"
-MODEL_ARM = "aded-greedy"  # a cheap chain: on this CPU big trees cost more than they add (docs/BENCHMARKS.md)
-
-
-def build(target, name: str, policy: PolicyConfig, model_arm: str = MODEL_ARM,
-          predictor_dir=None, stores=None) -> HybridDrafter:
-    """A hybrid over registered drafters for `target` (reading and feeding the engine's
+def build(target, name: str, policy: PolicyConfig, cache: Drafter, model: Drafter, predictor_dir=None,
+          stores=None) -> HybridDrafter:
+    """A hybrid of the arms `cache` and `model` for `target` (reading and feeding the engine's
     shared `stores` when given): loads the predictor (rules that need it) and the machine's
     verify-cost curve (the cost rule; measured once, then cached)."""
-    from hvd.drafters import registry
-    from hvd.targets import verify_cost as cost_curve
     from hvd.hybrid import predictor as pred
-    from hvd.models import cache_dir
+    from hvd.machine import cache_dir
+    from hvd.targets import verify_cost as cost_curve
 
     if policy.allow_both is None:  # see PolicyConfig.allow_both
         policy = replace(policy, allow_both=target.precision != "int8")
-    cache = registry.get(CACHE_ARM).make(target, stores)
-    model = registry.get(model_arm).make(target, stores)
     assets = None if stores is None else stores.assets
     if predictor_dir is None and assets is not None:
         predictor_dir = assets.own_predictor()  # None: the shipped one

@@ -91,3 +91,10 @@ def _add_class_counts(x, start, tokens, classes):
         for c in range(classes.shape[1]):
             x[start + c] += classes[t, c]
     return x
+
+
+def vocab_classes(tokenizer, vocab_size: int) -> np.ndarray:
+    """(vocab, classes) character-class counts of every token's text."""
+    n = min(len(tokenizer), vocab_size)
+    texts = tokenizer.batch_decode([[i] for i in range(n)]) + [""] * (vocab_size - n)  # = decode([i]) each, in one call
+    return token_class_counts(texts)

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 from numba import njit
 
-from hvd.drafters.registry import MethodUnavailable
+from hvd.errors import MethodUnavailable
 from hvd.hybrid.features import FEATURES
 from hvd.read_once import read_once
 

@@ -1,8 +1,8 @@
 """`hvd trace`: the predictor's training data, from replayed target greedy outputs.
 
 For each training prompt (the suites' train split: never an evaluation item) `ar`'s greedy
-output is recorded once (hvd/bench/references.py), then a hybrid drafter is replayed over
-it (hvd/bench/replay.py) with the `rule` policy as the behaviour policy. At every step with a
+output is recorded once (hvd/offline/references.py), then a hybrid drafter is replayed over
+it (hvd/offline/replay.py) with the `rule` policy as the behaviour policy. At every step with a
 cache draft we keep the feature vector the hybrid computed before choosing and the label:
 how many leading cache-draft tokens equal the recorded continuation, the accepted length
 that draft would get (HVD's trace-replay labels; no extra target forwards).
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hvd.hybrid.features import FEATURES, token_class_counts
+from hvd.hybrid.features import FEATURES
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,10 @@ class Traces:
         return Traces(d["x"], d["y"], d["dataset"], d["prompt"])
 
 
-def vocab_classes(tokenizer, vocab_size: int) -> np.ndarray:
-    """(vocab, classes) character-class counts of every token's text."""
-    n = min(len(tokenizer), vocab_size)
-    texts = tokenizer.batch_decode([[i] for i in range(n)]) + [""] * (vocab_size - n)  # = decode([i]) each, in one call
-    return token_class_counts(texts)
-
-
 def trace_prompt(engine, hybrid, prompt, max_new_tokens: int, store) -> tuple[list[np.ndarray], list[int]]:
     """Replay `hybrid` (recording) over `ar`'s output for one prompt: (features, labels)."""
-    from hvd.bench.references import reference
-    from hvd.bench.replay import replay
+    from hvd.offline.references import reference
+    from hvd.offline.replay import replay
 
     ids = engine.encode(list(prompt.messages))
     ref = reference(engine, store, prompt.id, ids, max_new_tokens)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from hvd.drafters import registry
+from hvd import methods
 from hvd.serve.app import ServeConfig, create_app
 from hvd.serve.metrics import Metrics
 from hvd.serve.requests import ServeContext
@@ -32,12 +32,12 @@ def build(engine, method: str, name: str, config: ServeConfig):
     """The app for an engine. Every method's drafter is built first (nothing that runs the
     target to build a drafter happens inside a request; a method that cannot run here answers
     400 with the reason), and `method` and `ar` are warmed up with one short generation."""
-    for m, why in engine.prepare(list(registry.METHODS)).items():
+    for m, why in engine.prepare(list(methods.METHODS)).items():
         print(f"hvd: note: method {m} is unavailable: {why}", file=sys.stderr)
     for m in dict.fromkeys((method, "ar")):
         engine.generate("Hello.", method=m, max_new_tokens=4)
     tok = engine.tokenizer
-    ctx = ServeContext(name, tuple(registry.METHODS), method, engine.target.max_context, engine.encode,
+    ctx = ServeContext(name, tuple(methods.METHODS), method, engine.target.max_context, engine.encode,
                        tok.encode)  # a completion's text as is, with the tokenizer's own start token (Gemma's <bos>)
     worker = EngineWorker(engine, Metrics(), config.max_queue)
     return create_app(worker, ctx, config)

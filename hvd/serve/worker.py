@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hvd.drafters import registry
-from hvd.engine import Engine, InputError
+from hvd.errors import MethodUnavailable
+from hvd.engine import Engine
+from hvd.errors import InputError
 from hvd.serve.errors import APIError, bad_request
 from hvd.serve.metrics import Metrics
 from hvd.serve.requests import GenRequest
@@ -120,7 +121,7 @@ class EngineWorker:
                     job.post("done", chunk.result)
                     return
                 job.post("chunk", chunk)
-        except (InputError, registry.MethodUnavailable) as e:  # bad input is a 400, never a 500
+        except (InputError, MethodUnavailable) as e:  # bad input is a 400, never a 500
             self.metrics.requests.labels("bad_request").inc()
             job.post("error", bad_request(str(e)))
         except Exception as e:  # a bug: the job fails, the worker keeps serving

@@ -4,13 +4,13 @@ construction, on any x86-64 CPU with AVX2 (`--dtype int8`; what `--dtype auto` p
 Why: speculative decoding is lossless only if a verify forward gives each token the logits a
 one-token decode step would. Vendor float GEMMs do not promise that (other kernels for other
 row counts), so the bf16 target (hvd/targets/lean.py) is exact only where the machine's kernels happen
-to be. Here it follows from how the numbers are computed (hvd/targets/kernels.c):
+to be. Here it follows from how the numbers are computed (hvd/targets/kernels_int8.c, kernels_int8_layer.c):
 
 - weights are int8 with one scale per output channel, activations are quantized to int8 per
   token (scale = max |x| / 127) at every linear's input, and the products are summed in int32:
   exact in any order, so rows, tiles, SIMD width and threads cannot change a bit;
 - RMS norm, SiLU, rotary embedding and attention are float32 loops written in one order per
-  token (see kernels.c), our own exp included, compiled without floating-point contraction;
+  token (see kernels_int8_layer.c; exp in kernels_common.h), our own exp included, compiled without floating-point contraction;
 - the LM head is an int8 linear like the others; logits come out float32.
 
 This is a model of its own (W8A8 of the checkpoint's weights, like llama.cpp quantizing
@@ -19,7 +19,7 @@ lossless relative to *this* target's `ar`. Reading int8 weights costs a quarter 
 
 Cache layout: slot = position for committed tokens; a verify writes the root and draft nodes
 at slots past..past+n; `commit` moves the accepted path down (rollback moves the length back).
-Keys are stored in groups of 8 slots, transposed (kernels.c), values row per slot.
+Keys are stored in groups of 8 slots, transposed (kernels_int8_layer.c), values row per slot.
 """
 from __future__ import annotations
 

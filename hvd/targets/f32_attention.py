@@ -1,4 +1,4 @@
-"""float32 attention by hvd's own kernel (kernels.c `hvd_attention_f32`), for `HFTarget`'s verifies.
+"""float32 attention by hvd's own kernel (kernels_f32.c `hvd_attention_f32`), for `HFTarget`'s verifies.
 
 torch's CPU attention takes another kernel for one query row than for several, and the two differ
 in the last bits (~1e-5): verifying draft tokens could give other logits than plain decoding at

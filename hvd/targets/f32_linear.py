@@ -1,4 +1,4 @@
-"""float32 linears by hvd's own kernel (kernels.c `hvd_linear_f32`), for `HFTarget`.
+"""float32 linears by hvd's own kernel (kernels_f32.c `hvd_linear_f32`), for `HFTarget`.
 
 A vendor float32 GEMM takes other kernels for other row counts: on an AMD EPYC with one thread,
 torch's linear over 2-3 rows cost 1.5-1.7x its one-row time and over 9 rows 1.7x, so a verify

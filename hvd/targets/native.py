@@ -1,8 +1,12 @@
-"""The exact target's C kernels (kernels.c): compiled once per machine with the system C
-compiler into ``$HVD_CACHE/native/``, loaded with ctypes, and called on tensors' memory.
+"""hvd's C kernels, the exact int8 target's and the float32 target's: compiled once per machine
+with the system C compiler into ``$HVD_CACHE/native/``, loaded with ctypes, and called on
+tensors' memory. One library, one translation unit: kernels.c includes kernels_common.h (shared
+helpers), kernels_int8.c and kernels_int8_layer.c (the exact target) and kernels_f32.c (the
+float32 target); each file's header states what it holds and its exactness contract.
 
-The library is keyed by a hash of the source, the flags and the compiler's version, so an edit
-or another compiler builds a new one; nothing is compiled at import, only on first use.
+The library is keyed by a hash of every source file (`SOURCES`), the flags and the compiler's
+version, so an edit to any of them or another compiler builds a new one; nothing is compiled at
+import, only on first use.
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ from typing import Optional
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCE = Path(__file__).with_name("kernels.c")  # the one translation unit: it #includes the rest
+# every file the build reads (the build id hashes them all; tests check none is missing)
+SOURCES = (SOURCE,) + tuple(SOURCE.with_name(n) for n in ("kernels_common.h", "kernels_int8.c", "kernels_int8_layer.c",
+                                                         "kernels_f32.c"))
 ISA = frozenset({"avx2", "fma", "f16c"})  # what the kernels are compiled for
 FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared")
 
@@ -54,10 +61,22 @@ _RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t, "hvd_set_vnni": ctypes.c_int}
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "l": ctypes.c_long, "f": ctypes.c_float}
 
 
+def build_id(compiler_version: str, sources: tuple[Path, ...] = SOURCES) -> str:
+    """The library's key: a hash of each source's name and bytes, the flags and the compiler's
+    version."""
+    h = hashlib.sha256()
+    for path in sources:
+        data = path.read_bytes()
+        h.update(f"{path.name}\0{len(data)}\0".encode())
+        h.update(data)
+    h.update(" ".join(FLAGS).encode() + b"\0" + compiler_version.encode())
+    return h.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """The compiled kernels (built on first use)."""
-    from hvd.models import cache_dir, cpu_flags
+    from hvd.machine import cache_dir, cpu_flags
 
     if not ISA <= cpu_flags():
         raise NativeUnavailable("the exact kernels need a CPU with AVX2, FMA and F16C")
@@ -67,9 +86,7 @@ def library() -> ctypes.CDLL:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"C compiler {cc} does not run: {e}") from e
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
-    out = cache_dir() / "native" / f"hvd_kernels-{key}.so"
+    out = cache_dir() / "native" / f"hvd_kernels-{build_id(version)}.so"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -108,13 +125,13 @@ def integer_path(lib: Optional[ctypes.CDLL] = None) -> str:
 
 
 def weight_group(lib: Optional[ctypes.CDLL] = None) -> int:
-    """Output rows per interleaved group of an int8 weight for the path in use (kernels.c's
+    """Output rows per interleaved group of an int8 weight for the path in use (kernels_int8.c's
     hvd_linear): 16 for VNNI (4 tiles side by side), 4 for AVX2. Either layout gives the same sums."""
     return 16 if integer_path(lib) == "avx512-vnni" else 4
 
 
 class LayerSpec(ctypes.Structure):
-    """kernels.c's hvd_layer_spec: one decoder layer's sizes, switches and weight addresses."""
+    """kernels_int8_layer.c's hvd_layer_spec: one decoder layer's sizes, switches and weight addresses."""
 
     _fields_ = ([(n, ctypes.c_int) for n in ("hid", "H", "KVH", "D", "inter", "act", "window", "group")]
                 + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]

@@ -175,7 +175,7 @@ def _key(target, tree: bool) -> str:
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
     build = target.build_id  # the compiled kernels: new kernels, a new curve
-    from hvd.models import cpu_name
+    from hvd.machine import cpu_name
 
     raw = (f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{build}|{cpu_name()}|"
            f"{torch.get_num_threads()}|{SIZES}|{CONTEXTS}|{'tree' if tree else 'chain'}")

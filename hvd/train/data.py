@@ -52,16 +52,17 @@ class DataConfig:
 
 
 def _stdlib_train_texts(limit: int) -> Iterator[tuple[str, str]]:
-    from hvd.bench.suites import _stdlib_files, _stdlib_root, split_of
+    from hvd.data.prompts import split_of
+    from hvd.data.stdlib import stdlib_files, stdlib_root
 
     n = 0
-    for rel, size in _stdlib_files():
+    for rel, size in stdlib_files():
         if n >= limit:
             return
         if split_of(f"stdlib:{rel}") != "train" or not 2000 <= size <= 40000:
             continue
         try:
-            yield rel, (_stdlib_root() / rel).read_text(encoding="utf-8")
+            yield rel, (stdlib_root() / rel).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
         n += 1
@@ -80,7 +81,8 @@ def sources(cfg: DataConfig) -> Iterator[tuple[str, Callable[[object], list[int]
     """(key, ids(engine)) per training sequence: suite train prompts, then stdlib text, then the
     extra ShareGPT conversations; the ids are computed only when asked (prompts: a greedy
     regeneration)."""
-    from hvd.bench.suites import load_suite, sharegpt_training_prompts
+    from hvd.data.chat import sharegpt_training_prompts
+    from hvd.data.suites import load_suite
 
     for suite in cfg.suites:
         for p in load_suite(suite, split="train", limit=dict(cfg.suite_prompts).get(suite, cfg.prompts_per_suite)):

@@ -93,8 +93,8 @@ def evaluate(net: DFlashNet, shards: list[D.Shard], weights, cfg: TrainConfig, s
 
 
 def work_dir(target) -> Path:
-    from hvd.bench.references import model_key
-    from hvd.models import cache_dir
+    from hvd.offline.references import model_key
+    from hvd.machine import cache_dir
 
     return cache_dir() / "dflash" / model_key(target.model)
 

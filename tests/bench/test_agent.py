@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from hvd.bench import agent
-from hvd.bench.suites import Episode, edit_episodes, tool_episodes
+from hvd.data.episodes import Episode, edit_episodes, tool_episodes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
 from live_server import MODEL, live_server  # noqa: E402

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hvd.bench import command, llamacpp, peers
-from hvd.bench.references import ReferenceKey, ReferenceStore, ids_hash, model_key, reference
+from hvd.offline.references import ReferenceKey, ReferenceStore, ids_hash, model_key, reference
 from hvd.cli import build_parser, main
 from tests.conftest import tiny_llama
 

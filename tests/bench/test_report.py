@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from hvd.bench import report
-from hvd.bench.replay import StepRecord
+from hvd.offline.replay import StepRecord
 from hvd.bench.replay_runner import ReplayRun
 from hvd.bench.run import Run
 from hvd.bench.runner import PromptRuns

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvd.drafters import registry, trigram
+from hvd import methods
+from hvd.drafters import trigram
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.drafters.base import DecodeContext, Drafter
@@ -202,7 +203,7 @@ def test_is_a_drafter_and_registered():
     d = AdedDrafter()
     assert isinstance(d, Drafter) and d.capabilities.tree
     for name in ("aded", "aded-noadapt", "aded-greedy"):
-        assert registry.get(name).make is not None
+        assert methods.get(name).make is not None
 
 
 # ---- cost-aware sizing ------------------------------------------------------------------------
@@ -298,11 +299,12 @@ def test_sampling_distribution_with_aded_trees(tiny_engine, warm_table):
 
 
 def test_cli_aded_options():
-    from hvd.cli import _aded_changes, build_parser, main
+    from hvd.cli import build_parser, main
+    from hvd.cli.args import aded_changes
 
     a = build_parser().parse_args(["generate", "x", "--method", "aded", "--aded-iterations", "50",
                                    "--aded-no-adapt", "--aded-time-budget-ms", "5"])
-    assert _aded_changes(a) == {"iterations": 50, "adapt": False, "time_budget_s": 0.005}
+    assert aded_changes(a) == {"iterations": 50, "adapt": False, "time_budget_s": 0.005}
     assert main(["generate", "x", "--method", "pld", "--aded-greedy"]) == 2
     assert main(["generate", "x", "--method", "aded", "--aded-paths", "0"]) == 2
     assert main(["datastore", "build", "--limit", "0"]) == 2
@@ -320,7 +322,7 @@ def test_real_model_greedy_identical_to_ar():
         ids = engine.encode(prompt)
         ref = engine.generate(ids, method="ar", max_new_tokens=32).token_ids
         for method in ("aded", "aded-greedy"):
-            drafter = registry.get(method).make(engine.target)
+            drafter = methods.get(method).make(engine.target)
             res = engine.generate(ids, max_new_tokens=32, drafter=drafter)
             assert res.token_ids == ref, method
             assert max(st.draft_len for st in res.stats.steps) <= 64

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from hvd.drafters import dflash, registry
+from hvd.errors import MethodUnavailable
+from hvd.drafters import dflash
 from hvd.drafters.base import Capabilities, DecodeContext
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet, spread_layers
 from hvd.types import Draft
@@ -90,7 +91,7 @@ def test_checkpoint_round_trip_and_missing(tmp_path, tiny_engine):
     again = dflash.for_target(tiny_engine.target, tmp_path / "ck")
     for a, b in zip(d.net.state_dict().values(), again.net.state_dict().values()):
         assert b.dtype == torch.float32 and torch.equal(a.half().float(), b)  # stored as fp16
-    with pytest.raises(registry.MethodUnavailable, match="hvd train drafter"):
+    with pytest.raises(MethodUnavailable, match="hvd train drafter"):
         dflash.for_target(tiny_engine.target, tmp_path / "none")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvd.drafters import registry
+from hvd import methods
+from hvd.errors import MethodUnavailable
 from hvd.drafters.adaptive_trigrams import AdaptiveTrigrams
 from hvd.drafters.base import DecodeContext, Drafter
 from hvd.drafters.suffix import ResponseStore
@@ -54,11 +55,11 @@ def _state(d):
 def _available(engine, method):
     try:
         return engine.drafter(method)
-    except registry.MethodUnavailable as e:
+    except MethodUnavailable as e:
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("method", [m for m in registry.METHODS if m != "ar"])
+@pytest.mark.parametrize("method", [m for m in methods.METHODS if m != "ar"])
 def test_forks_share_no_per_request_state(tiny_exact_engine, method):
     proto = _available(tiny_exact_engine, method)
     a, b = proto.for_request(), proto.for_request()

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from hvd.bench.replay import replay
+from hvd.offline.replay import replay
 from hvd.drafters.aded import AdedConfig, AdedDrafter
 from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.suffix import SuffixDrafter

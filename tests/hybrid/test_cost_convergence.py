@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import hvd.hybrid.drafter as hybrid_drafter
-from hvd.bench.replay import replay
+from hvd.offline.replay import replay
 from hvd.cost.calibrator import CostCalibrator
 from hvd.cost.curve import VerifyCost
 from hvd.drafters.aded import AdedConfig, AdedDrafter

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hvd.bench.references import ReferenceStore
+from hvd.offline.references import ReferenceStore
 from hvd.hybrid.drafter import HybridDrafter
 from hvd.drafters.pld import PromptLookupDrafter
 from hvd.drafters.suffix import SuffixDrafter

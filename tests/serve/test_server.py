@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from hvd.drafters import registry
+from hvd import methods
+from hvd.errors import MethodUnavailable
 from hvd.serve.app import ServeConfig
 
 from live_server import MODEL, live_server
@@ -35,11 +36,11 @@ def solo(engine, prompt, **kw) -> str:
 
 def runnable(engine) -> list[str]:
     out = []
-    for m in registry.METHODS:
+    for m in methods.METHODS:
         try:
             engine.drafter(m)
             out.append(m)
-        except registry.MethodUnavailable:
+        except MethodUnavailable:
             pass
     return out
 

@@ -1,4 +1,4 @@
-"""hvd's float32 attention (kernels.c hvd_attention_f32) and HFTarget's use of it: each row is
+"""hvd's float32 attention (kernels_f32.c hvd_attention_f32) and HFTarget's use of it: each row is
 the row a plain decoding step computes, bit for bit."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""hvd's float32 linear (kernels.c hvd_linear_f32) and HFTarget's use of it."""
+"""hvd's float32 linear (kernels_f32.c hvd_linear_f32) and HFTarget's use of it."""
 import pytest
 import torch
 from torch.nn import functional as F

@@ -114,17 +114,16 @@ def test_layer_skip_draft_over_the_lean_cache(lean_bf16):
 def test_dtype_choice_and_fallback(monkeypatch, tmp_path):
     """auto falls back to float32 when this machine fails the invariance check; bfloat16 then
     refuses with one clear error; the verdict is cached per machine."""
-    from hvd import models
     from hvd.engine import Engine
+    from hvd.errors import ModelError
+    from hvd.targets import check, select
 
-    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)  # a fresh cache (the model converts again: ~10 s)
-    from hvd.targets import check
-
-    monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # a fresh cache (the model converts again: ~10 s)
+    monkeypatch.setattr(select, "cpu_has_bf16_units", lambda: True)
     monkeypatch.setattr(check, "check_exact", lambda target, prefill=True: "a chain verify's logits differ")
     assert isinstance(Engine.load(dtype="auto").target, HFTarget)  # int8, then bfloat16 refused here
-    with pytest.raises(models.ModelError, match="would not be exact on this machine"):
+    with pytest.raises(ModelError, match="would not be exact on this machine"):
         Engine.load(dtype="bfloat16")
     assert "differ" in (tmp_path / "batch_invariance.json").read_text()
-    with pytest.raises(models.ModelError, match="unknown dtype"):
+    with pytest.raises(ModelError, match="unknown dtype"):
         Engine.load(dtype="float16")

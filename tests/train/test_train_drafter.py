@@ -6,7 +6,7 @@ import pytest
 
 from hvd.drafters import dflash
 from hvd.train import data as D
-from hvd.train.command import loss_config
+from hvd.cli.train import loss_config
 from hvd.train.drafter import TrainConfig, lr_at, train
 from hvd.train.losses import LossConfig
 
@@ -35,7 +35,7 @@ def test_smoke_run_trains_saves_and_resumes(tiny_engine, tmp_path):
 
 
 def test_training_data_is_train_split_only():
-    from hvd.bench.suites import load_suite
+    from hvd.data.suites import load_suite
 
     eval_ids = {p.id for p in load_suite("code", split="eval")}
     keys = [key for key, _ in D.sources(DATA)]
@@ -110,7 +110,7 @@ def test_batch_must_be_a_multiple_of_anchors():
 
 
 def test_per_suite_prompt_counts():
-    from hvd.train.command import suite_prompts
+    from hvd.cli.train import suite_prompts
 
     assert suite_prompts("chat=5, code=2") == (("chat", 5), ("code", 2)) and suite_prompts("") == ()
     for bad in ("chat", "chat=0", "nope=3", "chat=x"):
