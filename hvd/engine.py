@@ -143,7 +143,7 @@ class Engine:
         """Token ids of a prompt: a bare string is sent as one user message (through a chat
         template) or as itself (a model without one: hvd/plain_text.py)."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        _check_messages(messages)
+        check_messages(messages)
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
@@ -316,7 +316,9 @@ def _is_token_ids(prompt) -> bool:
     return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(isinstance(t, int) for t in prompt)
 
 
-def _check_messages(messages) -> None:
+def check_messages(messages) -> None:
+    """Raise InputError unless `messages` is a non-empty list of {"role": str, "content": str}
+    objects with some text: the one check of a conversation, for every caller."""
     if not isinstance(messages, list) or not messages:
         raise InputError("prompt is empty")
     for m in messages:

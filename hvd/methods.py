@@ -102,7 +102,7 @@ METHODS: dict[str, Method] = {
 }
 
 
-# The CLI's default: the fastest method, or within 1% of it, on every dataset of the bf16 runs in docs/BENCHMARKS.md.
+# The CLI's default: the fastest method, or level with it, on every dataset of the bf16 runs in docs/BENCHMARKS.md.
 DEFAULT_METHOD = "hvd"
 FALLBACK_METHOD = "suffix"  # where the default cannot run (its predictor fits another vocabulary)
 

@@ -23,8 +23,6 @@ from typing import Callable, Optional
 
 from hvd.hybrid.trace import TraceConfig
 
-STEPS = ("model", "classes", "datastore", "cost", "traces", "predictor", "drafter")
-
 
 @dataclass(frozen=True)
 class PrepareConfig:

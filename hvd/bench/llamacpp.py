@@ -1,8 +1,8 @@
 """Peers `llamacpp` and `llamacpp-pld`: llama-cpp-python on the same GGUF file, greedy.
 
-llama-cpp-python is an optional extra (``pip install 'hvd[llamacpp]'``, a ~10 min CPU build
-with ``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON"``), not installed in CI; run here with
-0.3.36 on the benchmark suites (docs/BENCHMARKS.md). When ``llama_cpp`` does not import,
+llama-cpp-python is an optional extra (``pip install 'hvd[llamacpp]'``, a long CPU build with
+``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON"``), not installed in CI; written against
+0.3.36 (docs/BENCHMARKS.md). When ``llama_cpp`` does not import,
 `hvd bench` skips both peers with a note (see `unavailable`). Its outputs are not expected
 to be token-identical to ours: llama.cpp computes with the quantized GGUF weights, we with
 their float32 dequantization.

@@ -4,8 +4,9 @@ speedup       median over prompts of (method decode tok/s ÷ `ar` decode tok/s o
               each tok/s the median over repeats; decode = after the first token.
 speedup_geomean  the geometric mean of the same per-prompt ratios (`prompt_speedups`, in prompt
               order): steadier than the median where a suite's prompts fall into groups far
-              apart (chat: MT-Bench ~1.1-1.2x, ShareGPT ~2.3-2.7x, where the median of the
-              pooled prompts lands in the gap and is set by one or two prompts at its edges).
+              apart (chat: MT-Bench's and ShareGPT's speedups differ widely, so the median of the
+              pooled prompts lands in the gap and is set by one or two prompts at its edges;
+              docs/BENCHMARKS.md).
 e2e_speedup   the same ratio over whole requests (prefill included).
 tau (τ)       mean accepted length: tokens after the first ÷ verification forwards (all prompts).
 fwd_per_100   target verification forwards per 100 tokens after the first (100 / τ).

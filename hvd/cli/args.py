@@ -89,17 +89,20 @@ def add_aded_args(p: argparse.ArgumentParser) -> None:
 
 
 def read_messages(path: Path) -> list[dict]:
+    """The messages in a JSON file, checked as the engine checks them (one line on error)."""
+    from hvd.engine import check_messages
+    from hvd.errors import InputError
+
     try:
         data = json.loads(path.read_text())
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}")
     except json.JSONDecodeError as e:
         raise CliError(f"{path} is not valid JSON: {e}")
-    ok = isinstance(data, list) and data and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in data
-    )
-    if not ok:
-        raise CliError(f'{path} must hold a non-empty JSON list of {{"role": str, "content": str}} objects')
+    try:
+        check_messages(data)
+    except InputError as e:
+        raise CliError(f"{path}: {e}") from e
     return data
 
 

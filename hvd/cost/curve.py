@@ -60,8 +60,8 @@ class VerifyCost:
 
     def __call__(self, n: float, context: Optional[int] = None) -> float:
         """Seconds to verify `n` nodes after `context` tokens (None: after `past`): `many` for
-        one size, in plain floats (the policy prices a few sizes a step; numpy's per-call cost
-        was most of it)."""
+        one size, in plain floats (the policy prices a few sizes a step, where numpy's per-call
+        cost would be most of it)."""
         s = _interp(n, self.sizes, self.seconds)
         if context is None or not self.per_token:
             return s
@@ -138,7 +138,8 @@ def cut_at(gains, fixed, sizes, seconds, slopes, extra, start):
 @njit(cache=True)
 def _best_cut(gains, fixed, sizes, seconds, start):
     """best_cut's loop, compiled: it runs every step right after a verification has flushed the
-    caches, where numpy's half-dozen calls cost ~20 us each time (~5 us in all this way)."""
+    caches, where each of numpy's half-dozen calls would pay for cold code, more than this whole
+    loop costs."""
     got = 1.0
     for k in range(min(start, gains.shape[0])):
         got += gains[k]

@@ -81,7 +81,7 @@ def split_key(row: dict) -> str:
 
 
 def _compact_doc(doc: dict) -> dict:
-    """A function's schema without BFCL's per-class preamble and response schema (saves ~half the tokens)."""
+    """A function's schema without BFCL's per-class preamble and response schema (repeated text, costly in tokens)."""
     description = str(doc.get("description", "")).split("Tool description: ")[-1]
     return {"name": doc["name"], "description": description, "parameters": doc.get("parameters", {})}
 

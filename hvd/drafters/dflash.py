@@ -58,7 +58,7 @@ def save(net: DFlashNet, out: Path, extra: Optional[dict] = None, vocab: Optiona
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    # fp16 on disk halves the checkpoint (9M parameters: 18 MB); loads back as fp32
+    # fp16 on disk halves the checkpoint; loads back as fp32
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
     if vocab is not None:
         tensors[VOCAB_KEY] = vocab.to(torch.int32).contiguous()

@@ -3,15 +3,13 @@
 Training-free. Each step drafts a greedy chain of `k` tokens through the target's kept
 layers (the skipped layers are simply not run), attending over the target's own KV cache of
 the committed tokens; `HFTarget.self_draft` does the model work, this file only the policy.
-Measured on SmolLM2-135M-Instruct (30 layers, float32, one CPU thread; a train-split code
-and chat prompt, 48 tokens, k = 6), τ code / chat: 2.94 / 2.14 skipping 4 layers (12, 15,
-18, 21); 2.14 / 1.88 skipping 8 (8..22 even); 1.52 / 1.38 skipping 11 (5..25 odd); 1.42 /
-1.34 skipping 10..21; 1.02 / 1.0 skipping every even layer; 1.0 / 1.0 skipping 16..27.
-One-token decoding is memory-bound here, so a draft token costs
-about (kept layers / 30) of the model plus the LM head: ~56 ms with 4 layers skipped against
-~58 ms for a verification forward. No configuration beats `ar` on this machine (best
-estimate ~0.85x at k = 1); the default is the least-bad one, k = 1 with 4 layers skipped. On
-a larger, compute-bound target the same code lets more layers go.
+
+One-token decoding is memory-bound on a CPU, so a draft token costs about the kept share of
+the layers plus the LM head: nearly what a verification forward costs. Skipping more layers
+cuts acceptance faster than it cuts that cost, so on a small model no setting beats `ar`
+(docs/BENCHMARKS.md, "bfloat16 on the lean target"); the default is the one that loses least,
+k = 1 with `default_skip`'s layers. On a larger, compute-bound target the same code lets more
+layers go.
 """
 from __future__ import annotations
 
@@ -30,9 +28,9 @@ class LayerSkipConfig:
 
 
 def default_skip(n_layers: int) -> tuple[int, ...]:
-    """n/7 layers (4 of 30: 12, 15, 18, 21), every third one around the middle. Skipping more
-    (8-14 of 30, contiguous or alternating) cut the first-token acceptance far faster than the
-    draft cost on SmolLM2-135M; skipping late layers (16-27) made every draft wrong."""
+    """n/7 layers (4 of 30: 12, 15, 18, 21), every third one around the middle. Skipping more,
+    contiguous or alternating, cuts the first token's acceptance far faster than the draft's
+    cost, and skipping late layers leaves drafts that are almost never accepted."""
     count, mid = n_layers // 7, n_layers // 2
     return tuple(l for l in (mid - 3 + 3 * i for i in range(count)) if 0 < l < n_layers - 1)
 

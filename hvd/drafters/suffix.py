@@ -11,24 +11,23 @@ Drafting (as ArcticInference's SuffixDecoding): every suffix of the context, fro
 up to `max_match`, that occurs in a store gives a draft from its occurrences; the draft with
 the highest score (sum of its nodes' path probabilities) wins, ties to the longer match. A
 longer match predicts sharper but from fewer occurrences; a short one can win where the text
-after it is consistent. (Replayed on held-out edits and BFCL episodes: τ +7% / +10% over the
-longest 2-token-minimum match alone; docs/BENCHMARKS.md.)
+after it is consistent, which is why every length is scored rather than the longest match
+alone (measured: docs/BENCHMARKS.md, "suffix against ArcticInference").
 
 Probabilities: P(child | node) = occurrences of node followed by child / occurrences of node
 that have a next token. An occurrence at the very end of a store (the context itself, in
 the request store) has no next token and is left out, so it never dilutes the counts; equally
 frequent children rank by recency, and in a tree equally probable nodes go shallower first
 (see _expand). Three options count as ArcticInference does instead
-(`count_ends`, `recent_first=False`, `split_response`): with them replays give exactly its τ
-at the same settings, +0-2% over these defaults, but longer drafts that verify slower here
-(modelled speed -2 to -4% on SmolLM2, -19% on Gemma 3 code; docs/BENCHMARKS.md).
+(`count_ends`, `recent_first=False`, `split_response`): with them replays give ArcticInference's
+τ at its settings, but they draft longer for much the same τ, and every draft token costs
+verification, so they are off by default (measured: docs/BENCHMARKS.md, "suffix against
+ArcticInference").
 
-Timings (AMD EPYC, 2 cores; time.perf_counter medians, synthetic Zipf text with copied spans):
-    begin: 1k-token prompt 0.035 ms, 3k 0.09 ms, 30k 0.85 ms; observe: 1.8 us per call
-    propose (3k request): 11 us (p99 37 us); + 200k-token global store: 21-23 us (p99 0.4 ms)
-    worst case, 200k copies of one token (every position matches): 2.6 ms (max_visits bounds it)
-    end (1k-token response, eviction included): 0.45 ms
-    numba: first compile 3.2 s per environment (cached in __pycache__); cache load 0.23 s.
+Cost: `begin` and `end` are linear in the tokens they add (eviction included), `observe` is
+constant per token, and `propose` scans at most `max_visits` hash-chain entries per index, so
+even a store where every position matches costs a bounded scan. The kernels are compiled by
+numba once per environment and cached in __pycache__.
 """
 from __future__ import annotations
 
@@ -183,7 +182,7 @@ def _children(tokens, n, pos, lo, hi):
     moved = np.empty(size, np.int64)  # (size,) positions, grouped
     for i in range(size):
         keys[i], moved[i] = nxt[order[i]], pos[lo + order[i]] + 1
-    for i in range(size):  # an element loop: slice assignment costs seconds of numba compile
+    for i in range(size):  # an element loop: slice assignment makes numba's compile far slower
         pos[lo + i] = moved[i]
     g_tok = np.empty(size, np.int64)  # (groups,) each of these four
     g_lo = np.empty(size, np.int64)
@@ -232,9 +231,7 @@ def _expand(tokens, n, occ, max_nodes, max_depth, min_prob, tree, ends, order):
     a path probability is a product of per-level estimates, each from the same few
     occurrences, and one from a single occurrence reads as a certain 1.0; at equal estimates
     the node with fewer such factors is the likelier, and the draft spreads over the
-    alternatives near the root rather than running down one thin chain (replayed at
-    ArcticInference's tree settings, factor 2-5: τ +0.9-1.8% on edits, +0-1.1% on BFCL, draft
-    size within ±0.2 token a step; scripts/arctic_suffix_replay.py)."""
+    alternatives near the root rather than running down one thin chain."""
     pos = occ.copy()  # (K,) node slices partition it; see _children
     out_tok = np.empty(max_nodes, np.int64)  # (max_nodes,)
     out_par = np.empty(max_nodes, np.int64)
@@ -477,11 +474,6 @@ class SuffixDrafter:
         self.store = store if store is not None else ResponseStore(config.min_match, config.max_global_tokens)
         if self.store.min_match != config.min_match:
             raise ValueError("a shared response store must use the drafter's min_match")
-
-    @property
-    def global_index(self) -> Optional[SuffixIndex]:
-        """The store of earlier responses (None before the first `end`)."""
-        return self.store.index
 
     @property
     def global_tokens(self) -> int:

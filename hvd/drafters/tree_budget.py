@@ -115,7 +115,7 @@ def chain_cut(scores, n, score_edges, depth_edges, accepted, tested, sizes, seco
     probability into `cells` and `probs`, as `AcceptanceCalibrator.cells` / `path_probs` give
     them, and the kept length, `best_cut` of those under the curve (sizes, seconds, slopes at
     `extra` context tokens past it; no sizes: all n). One compiled call: a chain drafter sizes
-    its draft every step, where the same in Python paid for cold code at each of its parts."""
+    its draft every step, where the same in Python would pay for cold code at each of its parts."""
     nd = depth_edges.shape[0] + 1
     p = 1.0
     for i in range(n):

@@ -2,7 +2,7 @@
 tokenizer (SmolLM2, vocabulary 49152), cached as ``$HVD_CACHE/datastores/<name>.npz``.
 
 `hvd datastore build` builds it explicitly; otherwise the first `aded` drafter for a target
-with the default vocabulary builds it (about half a minute on one core; see `build`).
+with the default vocabulary builds it (a one-time cost; see `build`).
 """
 from __future__ import annotations
 

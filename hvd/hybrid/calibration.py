@@ -10,7 +10,7 @@ requests), the bandit per request:
   cuts drafts and prices them with this curve instead of a geometric law. A second curve does
   the same for the model arm's drafts, per bin of the accepted length its drafter expects
   (its own calibrated estimate): the model arm drafts every policy step before the decision
-  (a tri-gram chain, tens of microseconds), so every step teaches this curve too.
+  (a tri-gram chain, cheap next to a verify), so every step teaches this curve too.
 * `CostCalibrator` (`hvd/cost/calibrator.py`): realised verify seconds vs the curve's, overall
   and per draft-size bucket, with a per-row bound on sizes it has not yet seen verified; the
   policy reads the curve so corrected.
@@ -22,9 +22,10 @@ requests), the bandit per request:
   mode), except that with probability `explore` (seeded) it runs another, so every mode's
   rate stays measured. The method is then never slower than its best single arm by more
   than about `margin` + `explore` x the gap between the best mode and the others, plus the
-  decisions' overhead (tens of microseconds a step), in a request longer than the warm-up.
+  decisions' own overhead, in a request longer than the warm-up.
   Per request, because its rates compare modes run at different times: carried across
-  requests they compared one workload's policy with another's cache arm (-9% on Gemma chat).
+  requests they would compare one workload's policy with another's cache arm (measured:
+  docs/BENCHMARKS.md, "Gemma 3 270M").
 """
 from __future__ import annotations
 
@@ -51,24 +52,23 @@ class OnlineConfig:
     enabled: bool = True
     prediction_edges: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
     # the whole draft's depth: classes 1-2 | 3-8 | 9+ within each prediction bin. At the same
-    # prediction a short draft is accepted far less often (float32 SmolLM2, 16 prompts of four
-    # suites, predictions 1-2: the first token of 2-token drafts 24% of 204, of 3-4-token ones
-    # 54% of 69), and one curve for both verified the short ones where they lost
+    # prediction a short draft is accepted far less often than a longer one, and one curve for
+    # both would verify the short ones where they lose
     depth_edges: tuple[int, ...] = (2, 8)
     prior: float = 4.0  # pseudo-observations at the prior in each bin (ratio 1; the prior hazard)
     # the acceptance curve's prior hazard: the constant one under which a draft of its depth is
     # expected to get exactly the predicted accepted length (what the predictor was trained to
     # predict: the accepted length of that draft, at most its depth); False: 1 / (1 + predicted),
     # a geometric law whose mean, not capped mean, is the prediction — for a confident draft far
-    # below it (predicted 25 of 27 tokens: 16 expected), so a process's first long copies were
-    # cut to a few tokens
+    # below it (predicted 25 of 27 tokens: 16 expected), which cuts a process's first long
+    # copies to a few tokens
     capped_prior: bool = True
     decay: float = 0.02  # weight lost per update by older steps (a memory of ~50 steps a bin)
     explore: float = 0.02  # share of steps run by a mode other than the best
     mode_decay: float = 0.01  # per step (of any mode): how fast older steps' weight in each mode's rate fades
     warmup: int = 128  # steps a request's policy runs alone before the other modes are measured:
-    # requests of a few hundred tokens (a 200-token edit or tool call takes ~40-140 steps) are
-    # left to the policy, whose curves beat every arm there; the turns guard long generations
+    # at several tokens a step, requests of a few hundred tokens are left to the policy, whose
+    # curves beat every arm there; the turns guard long generations
     min_steps: int = 8  # steps each mode runs (in turn, after the warm-up) before any is preferred
     margin: float = 0.15  # another mode replaces the policy only when faster by this fraction
     follow: bool = True  # cache drafts are compared with later steps' commits too (FollowedDrafts)
@@ -81,7 +81,7 @@ class AcceptanceCurve:
 
     Accepted lengths are far from geometric: the first token is rejected much more often than
     a geometric law with the predicted mean says, and a draft that got past its first few
-    tokens is rarely rejected later (measured on both real models, docs/BENCHMARKS.md). So per
+    tokens is rarely rejected later (docs/ARCHITECTURE.md, `calibration.py`). So per
     bin and per depth segment (1, 2, 3-4, 5-8, ..., 33-64) the hazard, the chance the token at
     that depth is rejected when all before it were accepted, is estimated from decayed counts:
     positions reached and rejections there. The first segment's estimate is pulled by `prior`
@@ -94,7 +94,8 @@ class AcceptanceCurve:
     censored where the commit ends, never counted as rejected there (`FollowedDrafts` moves
     that end on with later steps' commits, counting each position as a commit decides it).
     Reading and counting are compiled loops (`_survival`, `_count`): they run twice a step right
-    after a verification has flushed the caches, where the same loops in Python cost tens of µs."""
+    after a verification has flushed the caches, where the same loops in Python would pay for
+    cold interpreter code at every step."""
 
     SEGMENTS = (1, 2, 3, 5, 9, 17, 33, 65)  # segment s: depths SEGMENTS[s] .. SEGMENTS[s+1] - 1
 
@@ -241,14 +242,13 @@ class FollowedDrafts:
     """Cache drafts still being compared with what the target commits after their own step, so
     the acceptance curve learns how far each would have gone, not just how far its step could
     show: a draft cut at depth d and accepted whole says nothing past d + 1 at its step (the
-    bonus token), and a curve fed only that never learns that long copies go on (it kept
-    cutting edits at 8 nodes whose drafts were accepted whole 78% of the time). Each position
-    is counted as soon as a commit decides it: a draft's step counts what it committed, each
-    later commit the positions it adds, until the draft is rejected or runs out. Counting a
-    draft only once it was settled biased the curve: rejections arrive at once, while a long
-    copy's acceptances wait for its end, so during the very copies the curve is read for it
-    had seen their failures and not yet their successes (measured on four edits: P(accepted
-    >= 16) 0.22 read against 0.54 realised for the most confident drafts)."""
+    bonus token), and a curve fed only that never learns that long copies go on, so it keeps
+    cutting them short. Each position is counted as soon as a commit decides it: a draft's
+    step counts what it committed, each later commit the positions it adds, until the draft is
+    rejected or runs out. Counting a draft only once it is settled would bias the curve:
+    rejections arrive at once, while a long copy's acceptances wait for its end, so during the
+    very copies the curve is read for it would have seen their failures and not yet their
+    successes."""
 
     LIMIT = 16  # open drafts at most (the oldest stops being followed when another opens)
 

@@ -1,10 +1,10 @@
 """Hybrid Verified Decoding (`hvd`, `hvd-threshold`, `rule-hybrid`), after arXiv 2606.01019.
 
-Every step the cache drafter (suffix trees) proposes first, which costs microseconds. Before
-spending a verification on that draft, the predictor estimates how many of its tokens the
-target will accept; the policy then verifies the cache draft, drafts with the model arm
-instead, or merges both into one tree (`hvd/hybrid/policy.py`). The model arm drafts only
-when chosen. Both arms observe every committed token, so each stays in sync with the text.
+Every step the cache drafter (suffix trees) proposes first, which costs little beside a
+verify. Before spending a verification on that draft, the predictor estimates how many of its
+tokens the target will accept; the policy then verifies the cache draft, drafts with the
+model arm instead, or merges both into one tree (`hvd/hybrid/policy.py`). The model arm drafts
+only when chosen. Both arms observe every committed token, so each stays in sync with the text.
 Each draft's `source` names the arm(s) that proposed it: the per-step decisions land in the
 generation stats.
 """

@@ -84,7 +84,7 @@ _HEAD = len(FEATURES) - len(CHAR_CLASSES)  # features before the character-class
 def _add_class_counts(x, start, tokens, classes):
     """x[start:] = the character-class counts of `tokens` summed (one compiled loop: it runs
     every step right after a verification has flushed the caches, where numpy's fancy
-    indexing and sum paid for their cold code)."""
+    indexing and sum would pay for their cold code)."""
     for c in range(classes.shape[1]):
         x[start + c] = 0.0
     for t in tokens:

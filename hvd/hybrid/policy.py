@@ -7,11 +7,11 @@ Rules (`PolicyConfig.rule`):
              (expected accepted + 1) / (draft seconds + verify seconds at that draft size),
              with the verify-cost curve measured on this machine. Arms: the cache draft cut to
              its best depth, the model draft, both merged into one tree (`allow_both`; off on the
-             exact int8 target, where it lost), or none (a plain decoding step: where drafting cannot pay, as for
-             most steps of a small model on a CPU). Online (hvd/hybrid/calibration.py) the model
-             arm drafts before the decision, its draft priced and cut by its own learnt curve;
-             as trained, its estimates are running means of its own steps and it is tried at
-             least every `explore_every` decisions.
+             exact int8 target, where it does not pay), or none (a plain decoding step: where
+             drafting cannot pay, as for most steps of a small model on a CPU). Online
+             (hvd/hybrid/calibration.py) the model arm drafts before the decision, its draft
+             priced and cut by its own learnt curve; as trained, its estimates are running
+             means of its own steps and it is tried at least every `explore_every` decisions.
   rule       the baseline the paper compares against: a fixed threshold on the suffix score.
 """
 from __future__ import annotations
@@ -34,11 +34,10 @@ class PolicyConfig:
     score_threshold: float = 8.0  # suffix score (rule "rule"; best F1 for accepted >= 6 on the train traces)
     ema: float = 0.1  # weight of the newest step in the model arm's running estimates
     # the union of both drafts as one more option. None: decided for the target when the hybrid
-    # is built (`hybrid.build`): off on the exact int8 target, where it lost on every suite —
-    # interleaved on the wall clock (SmolLM2, AVX-512 EPYC, 8 generations a suite) hvd without it
-    # took 1-5% less time on edits, tools, chat and code (a branch's path keys take the slower
-    # per-row attention, while the union is priced by the chain curve); kept elsewhere, where it
-    # was not measured to lose
+    # is built (`hybrid.build`): off on the exact int8 target, where hvd is faster without it on
+    # every suite (a branch's path keys take the slower per-row attention, while the union is
+    # priced by the chain curve; measured: docs/BENCHMARKS.md, "The union arm"); on elsewhere,
+    # where turning it off does not pay
     allow_both: Optional[bool] = None
     allow_none: bool = True
     cut: bool = True  # cost rule: cut the cache draft to the depth with the best expected rate

@@ -232,8 +232,8 @@ class ExactLlamaTarget(SlotCacheTarget):
     def verify_argmax(self, root: int, draft: Draft) -> list[int]:
         """(1 + n,) each row's argmax of `verify`'s logits, the first index of its maximum (as
         `verify.argmax_rows` reads them), from the LM head's outputs without writing them out:
-        the same forward, then per row a running maximum over the same floats. A greedy verify
-        of Gemma 3's 262,144-token vocabulary wrote and re-read 1 MB of logits a row."""
+        the same forward, then per row a running maximum over the same floats, so a greedy verify
+        never writes and re-reads a row of logits (vocab float32s: 1 MB a row for Gemma 3)."""
         q, qs = self._head_input(self._verify_forward(root, draft))
         arg = torch.empty(q.shape[0], dtype=torch.int32)
         w = self._head

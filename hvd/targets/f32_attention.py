@@ -1,13 +1,12 @@
 """float32 attention by hvd's own kernel (kernels_f32.c `hvd_attention_f32`), for `HFTarget`'s verifies.
 
 torch's CPU attention takes another kernel for one query row than for several, and the two differ
-in the last bits (~1e-5): verifying draft tokens could give other logits than plain decoding at
+in the last bits: verifying draft tokens could give other logits than plain decoding at
 the same position. Ours computes each query row by one fixed sequence of operations over the
 keys plain decoding has there, in the same order, whatever other rows share the call: with
 f32_linear.py's linears, every row of a float32 verify is the row a plain step computes, bit for
-bit. It also reads the cache once for all the rows of a call, where torch's cost grew with them
-(SmolLM2-135M, one thread, AMD EPYC, 3,300 tokens of context: a verify of 2 draft tokens spent
-about twice the attention time of a plain step).
+bit. It also reads the cache once for all the rows of a call, where torch's cost grows with
+them (measured: docs/BENCHMARKS.md, "The float32 target").
 
 A verify says which keys each of its query rows sees (`Rows`); layers the kernel does not cover
 (a sliding window, soft-capping) keep torch's attention.

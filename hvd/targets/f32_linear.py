@@ -1,15 +1,13 @@
 """float32 linears by hvd's own kernel (kernels_f32.c `hvd_linear_f32`), for `HFTarget`.
 
-A vendor float32 GEMM takes other kernels for other row counts: on an AMD EPYC with one thread,
-torch's linear over 2-3 rows cost 1.5-1.7x its one-row time and over 9 rows 1.7x, so a verify
-of a few draft tokens cost far more than a plain step, and which rows share a call could change
-a result's bits. Ours computes every output by one fixed sequence of fmas, whatever rows share
-the call, and reads the weights once per call: 2-4 rows cost about what one does. So the
-model's linears are batch-invariant by construction, as the exact target's are (its attention
-is still torch's, whose kernel for one query row differs from that for several in the last
-bits: the float32 target is exact where those bits do not change an argmax, as it was).
-Measured in whole SmolLM2-135M verifies (one thread, AMD EPYC, 1,000 tokens of context,
-interleaved): a plain step the same, 1-8 draft tokens 18-35% cheaper.
+A vendor float32 GEMM takes other kernels for other row counts: a linear over a few rows costs
+well over its one-row time, so a verify of a few draft tokens costs far more than a plain step,
+and which rows share a call can change a result's bits. Ours computes every output by one
+fixed sequence of fmas, whatever rows share the call, and reads the weights once per call, so
+a few rows cost about what one does. So the model's linears are batch-invariant by
+construction, as the exact target's are; attention is f32_attention.py's where that kernel
+applies, and elsewhere torch's, whose kernel for one query row differs from that for several
+in the last bits (there the float32 target is exact where those bits do not change an argmax).
 
 `use_native_linears` swaps the class of a float32 CPU model's `nn.Linear` modules (weights
 untouched) where the kernel applies; elsewhere, and whenever autograd needs a graph, torch's

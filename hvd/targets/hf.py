@@ -36,8 +36,8 @@ def gqa_sdpa(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """transformers' sdpa attention, except that grouped key/value heads stay shared inside
     torch's kernel (`enable_gqa`) under a mask too. transformers repeats them (a copy of the
     whole cache, per layer) whenever a mask is given on a CPU, as in every verify of more than
-    one token: in float32 at 3,000 tokens of context that made a 2-token verify cost 1.8x a
-    1-token one (SmolLM2-135M, one thread). Cases it does not cover go to transformers' own."""
+    one token, which makes a verify over a long context cost far more than a plain step. Cases
+    it does not cover go to transformers' own."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     rows = kwargs.pop("hvd_rows", None)  # a verify's rows: hvd's own kernel (f32_attention.py) where it applies
@@ -204,17 +204,16 @@ class HFTarget(TracksCommits):
         """LM head: (T, hidden) -> (T, vocab); by hvd's float32 kernel where it runs (`_native_head`).
 
         On CPU, `W @ h.T` with h row-major (so h.T is a column-major view) takes MKL's fast path
-        for a few columns: at vocab 49152, one thread, 6 ms for 1-2 rows and 14 ms for 8, against
-        11-25 ms for `linear(h, W)`; one row is computed as two, since a single column takes the
-        slower matrix-vector path. From 12 rows `linear` is as fast or faster (AMD EPYC, one
-        thread: 12 rows 30 ms this way, 24 ms by `linear`; 11 rows 21 and 22)."""
+        for a few columns, well ahead of `linear(h, W)`; one row is computed as two, since a
+        single column takes the slower matrix-vector path. From 12 rows on `linear` is as fast
+        or faster, so it takes over there."""
         if self._native_head:
             return f32_linear.linear(h, self._head)
         t = h.shape[0]
         if t >= 12:
             return torch.nn.functional.linear(h, self._head)
         if t == 1:
-            h = h.repeat(2, 1)  # (2, hidden), contiguous: an expanded (stride 0) view is 5x slower
+            h = h.repeat(2, 1)  # (2, hidden), contiguous: an expanded (stride 0) view is far slower
         return (self._head @ h.t()).t()[:t]
 
     def _take_hidden(self, out) -> dict[int, torch.Tensor]:

@@ -1,8 +1,8 @@
 """A lean Llama-family target: static KV cache, exact in bf16 because every forward is batch-invariant.
 
-Why: in bf16 on this CPU a forward over 16 draft tokens costs little more than one token, but
-a verify forward and a one-token decode step round differently (other kernels for other
-shapes), so a speculative method's output drifts from plain decoding. Here the logits of a
+Why: in bf16 on a CPU with bf16 units a forward over many draft tokens costs little more than
+one, but a verify forward and a one-token decode step round differently (other kernels for
+other shapes), so a speculative method's output drifts from plain decoding. Here the logits of a
 token are bitwise the same however its forward is grouped (one token, a chain, a tree, a
 prefill chunk), so every method gives `ar`'s output token for token:
 

