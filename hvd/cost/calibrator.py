@@ -17,7 +17,11 @@ size in a bucket with fewer verifies at most the rate of the nearest anchor belo
 that pays at that price is verified, its bucket learns the truth and anchors the next one up.
 A curve that is right is rarely touched by the bound (true costs grow slower than rows), and a
 size that really is dearer per row (a tile or pass boundary) shows it once its bucket is
-trusted, since only the bucket's own anchor then bounds it.
+trusted, since only the bucket's own anchor then bounds it. Below the first anchor above the
+plain step the per-row bound is loose (n + 1 plain steps), so a bucket not yet trusted is also
+priced at most at 1 + `OPTIMISM` x n plain steps: where verifying is memory-bound (CPUs, small
+batches) a draft node costs far less than that, so a right curve is not touched, while a curve
+that reads every draft size too dear still gets its small drafts tried and learnt.
 
 `CalibrationSnapshot` is what the stats and `/metrics` read.
 """
@@ -35,6 +39,7 @@ SIZE_EDGES = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
 PRIOR = 1.0  # pseudo-observations at the overall ratio in each bucket (the overall ratio's: at 1)
 DECAY = 0.02  # weight lost by a bucket's older steps at each of its updates (a memory of ~50 steps)
 TRUST = 8  # verifies a bucket needs before its own ratio is taken without the per-row bound
+OPTIMISM = 0.5  # until then a draft node is priced at most this share of a plain step (explored)
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,9 @@ class CostCalibrator:
     the requests of one method; `update` after each verify, `at` before each decision."""
 
     def __init__(self, curve: VerifyCost, size_edges: tuple[int, ...] = SIZE_EDGES, prior: float = PRIOR,
-                 decay: float = DECAY, trust: int = TRUST) -> None:
-        self.curve, self.edges, self.trust = curve, size_edges, trust
+                 decay: float = DECAY, trust: int = TRUST, optimism: float = OPTIMISM) -> None:
+        """`trust` 0 or `optimism` infinite turn the respective bounds off."""
+        self.curve, self.edges, self.trust, self.optimism = curve, size_edges, trust, optimism
         self.r = _Ratios(len(size_edges) + 1, prior, decay)
         self.overall = _Ratios(1, prior, decay)
         top = curve.sizes[-1]  # `at` samples the curve at both ends of every bucket:
@@ -109,7 +115,7 @@ class CostCalibrator:
         r = self.r
         out = _calibrated(self._sizes, sizes, seconds, self.curve.slope_points, float(context - self.curve.past),
                           self._buckets, r.realised, r.expected, r.nodes, r.weight, r.counts, r.prior, float(center),
-                          self.trust)
+                          self.trust, self.optimism)
         return VerifyCost.of_arrays(self._size_list, self._sizes, out, context)
 
     def update(self, n: int, seconds: float, context: int) -> None:
@@ -165,10 +171,11 @@ def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expec
 
 @njit(cache=True)
 def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, nodes, weight, counts, prior, center,
-                trust):
+                trust, optimism):
     """(k,) the curve at sizes `at` (k,, ascending), `extra` context tokens past its own, each
     times its bucket's ratio (`_Ratios.ratio`, pulled towards `center`), bounded by the per-row
-    rate of the anchors (the module docstring), then non-decreasing. `slopes` empty: no slope."""
+    rate of the anchors and, in buckets not yet trusted, by 1 + `optimism` x n plain steps (the
+    module docstring), then non-decreasing; `at[0]` is 0 (the plain step). `slopes` empty: no slope."""
     bins = realised.shape[0]
     anchor_n = np.full(bins, -1.0)  # (bins,) mean size verified in each trusted bucket (-1: none)
     anchor_rate = np.zeros(bins)  # (bins,) its calibrated seconds per row
@@ -192,6 +199,8 @@ def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, 
                 a -= 1
         if a >= 0 and at[i] > anchor_n[a]:
             out[i] = min(out[i], anchor_rate[a] * (at[i] + 1.0))
+        if i and anchor_n[b] < 0:
+            out[i] = min(out[i], out[0] * (1.0 + optimism * at[i]))
         if i and out[i] < out[i - 1]:
             out[i] = out[i - 1]
     return out

@@ -12,7 +12,7 @@ COST = VerifyCost(SIZES, tuple(0.025 * (1 + n / 3) for n in SIZES))
 
 def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
     curve = VerifyCost(COST.sizes, COST.seconds, 256, tuple(1e-5 * (1 + n) for n in COST.sizes))
-    c = CostCalibrator(curve, trust=0)  # no per-row bound: the ratios alone
+    c = CostCalibrator(curve, trust=0, optimism=float("inf"))  # no bounds: the ratios alone
     assert c.at(1000)(40) == pytest.approx(curve(40, 1000))  # no data: the curve
     for i in range(300):  # this machine runs at half the curve's pace now, the context growing
         c.update(2, 2 * curve(2, 500 + i), 500 + i)
@@ -26,7 +26,7 @@ def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
 
 def test_a_size_the_curve_reads_too_dear_is_priced_at_the_per_row_rate_of_what_was_verified():
     wrong = VerifyCost(SIZES, tuple(s * (3.0 if n >= 4 else 1.0) for n, s in zip(SIZES, COST.seconds)))
-    c = CostCalibrator(wrong)
+    c = CostCalibrator(wrong, optimism=float("inf"))  # the per-row bound alone
     assert c.at(256)(8) == pytest.approx(wrong(8))  # nothing verified yet: the curve as it is
     for _ in range(TRUST):
         c.update(0, COST(0), 256)
@@ -62,3 +62,16 @@ def test_the_snapshot_names_the_curve_and_what_was_learnt():
     assert snap.curve is info and snap.steps[0] == 1 and snap.overall < 1
     d = c.state()
     assert d["curve"]["status"] == "re-measured" and d["curve"]["age_seconds"] > 0 and len(d["ratios"]) == 6
+
+
+def test_until_a_bucket_is_trusted_a_draft_node_costs_at_most_half_a_plain_step():
+    """A curve that reads every draft size too dear, with no size verified yet to anchor the
+    per-row bound: the first drafts are still priced low enough to be tried."""
+    dear = VerifyCost(SIZES, tuple(s * (1.0 if n == 0 else 4.0) for n, s in zip(SIZES, COST.seconds)))
+    c = CostCalibrator(dear)
+    at = c.at(256)
+    assert at(0) == pytest.approx(COST(0)) and at(2) == pytest.approx(2 * COST(0)) and at(2) < dear(2)
+    for _ in range(TRUST):  # 1-3 nodes verified: their bucket's own ratio (and anchor) takes over
+        c.update(2, COST(2), 256)
+    assert c.at(256)(2) == pytest.approx(COST(2), rel=0.15)
+    assert c.at(256)(5) <= c.at(256)(2) * 6 / 3 * 1.001  # the next bucket: the anchor's per-row rate
