@@ -136,7 +136,8 @@ def measure(target, sizes: Sequence[int] = SIZES, contexts: tuple[int, int] = CO
         problems += [f"{n} nodes vary by {s:.0%} of their median after {long} tokens"
                      for n, s in zip(sizes, far.spread) if s > MAX_SPREAD]
         pace = statistics.median(b / a for a, b in zip(near.seconds, again.seconds))
-        if abs(pace - 1) > PACE_TOLERANCE:
+        moved = statistics.median(abs(b - a) for a, b in zip(near.seconds, again.seconds))
+        if abs(pace - 1) > PACE_TOLERANCE and moved > ABSOLUTE_SLACK:
             problems.append(f"the machine's pace changed by {pace - 1:+.0%} while the curve was measured")
         seconds = tuple(min(a, b) for a, b in zip(near.seconds, again.seconds))
         slopes = tuple((b - a) / (long - short) for a, b in zip(seconds, far.seconds))

@@ -66,7 +66,7 @@ def test_cost_curves_are_measured_and_cached_per_shape(tiny_engine, tmp_path):
     tree = cost.cached(tiny_engine.target, tmp_path, tree=True)
     assert chain.sizes == tree.sizes == cost.SIZES
     assert all(a <= b for a, b in zip(tree.seconds, tree.seconds[1:]))  # made non-decreasing
-    assert len(list((tmp_path / "verify_cost").glob("*.json"))) == 2  # one file per shape
+    assert len(list((tmp_path / "verify_cost").glob("*.json"))) == 2, (chain.info, tree.info)  # one file per shape
     assert cost.cached(tiny_engine.target, tmp_path, tree=True) == tree  # read back, not measured again
 
 

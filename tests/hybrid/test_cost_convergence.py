@@ -96,10 +96,9 @@ def test_choices_from_a_wrong_curve_converge_to_the_true_curves(monkeypatch, tra
     assert min(settled) >= 0.9 and np.mean(got[SETTLE:]) >= 0.97, (min(settled), np.mean(got[SETTLE:]))
 
 
-@pytest.mark.parametrize("wrong", ["WRONG", "DEAR"])
-def test_without_the_bounds_a_wrong_curve_stands(monkeypatch, wrong):
+def test_without_the_bounds_a_wrong_curve_stands(monkeypatch):
     """What the bounds are for: the ratios alone learn only from sizes that get verified, and the
-    wrong curve keeps the copy's drafts from being verified (or cut short)."""
-    got = choices(monkeypatch, copy_edit, globals()[wrong], bound=False)
-    assert np.mean(got[SETTLE:]) < 0.9
+    wrong curve keeps the copy's long drafts from being verified."""
+    got = choices(monkeypatch, copy_edit, WRONG, bound=False)
+    assert np.mean(got[SETTLE:]) < 0.8
 
