@@ -61,11 +61,20 @@ def gguf_of(model: Optional[str]) -> Optional[Path]:
     return Path(model) if str(model).endswith(".gguf") else None
 
 
+TARGET_DRAFTERS = ("layerskip",)  # methods that draft with the target itself
+
+
 def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path]) -> tuple[str, ...]:
-    """`methods` less the peers that cannot run here, each skipped with a one-line note on stderr."""
+    """`methods` less those that cannot run here (peers not installed; in a replay, peers and
+    drafters that run the target), each skipped with a one-line note on stderr."""
     keep = []
     for m in methods:
-        why = "peers are not drafters and cannot be replayed" if replay and m in PEERS else unavailable(m, gguf)
+        if replay and m in PEERS:
+            why = "peers are not drafters and cannot be replayed"
+        elif replay and m in TARGET_DRAFTERS:
+            why = "it drafts through the target's own cache, which a replay does not run"
+        else:
+            why = unavailable(m, gguf)
         if why:
             print(f"hvd bench: skipping {m}: {why}", file=sys.stderr)
         else:
