@@ -61,7 +61,7 @@ def gguf_of(model: Optional[str]) -> Optional[Path]:
     return Path(model) if str(model).endswith(".gguf") else None
 
 
-TARGET_DRAFTERS = ("layerskip",)  # methods that draft with the target itself
+TARGET_DRAFTERS = ("layerskip", "dflash", "dflash-uniform")  # methods that draft with the target itself or its hidden states
 
 
 def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path]) -> tuple[str, ...]:
@@ -72,7 +72,7 @@ def runnable_methods(methods: tuple[str, ...], replay: bool, gguf: Optional[Path
         if replay and m in PEERS:
             why = "peers are not drafters and cannot be replayed"
         elif replay and m in TARGET_DRAFTERS:
-            why = "it drafts through the target's own cache, which a replay does not run"
+            why = "it drafts from the target's own cache or hidden states, which a replay does not run"
         else:
             why = unavailable(m, gguf)
         if why:

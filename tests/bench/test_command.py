@@ -107,7 +107,7 @@ def test_replay_bench_records_references_once(tiny_engine, prompts_file, tmp_pat
     argv = ["--prompts", str(prompts_file), "--methods", "ar,pld,suffix,oracle,hf,layerskip", "--replay", "--json", str(out)]
     res = _bench(tiny_engine, argv, capsys)
     assert "skipping hf: peers are not drafters and cannot be replayed" in res.err
-    assert "skipping layerskip: it drafts through the target's own cache" in res.err
+    assert "skipping layerskip: it drafts from the target's own cache or hidden states" in res.err
     assert "target did not run" in res.out
     files = list((tmp_path / "cache" / "references").glob("*.jsonl"))
     assert len(files) == 1 and len(files[0].read_text().splitlines()) == 2
