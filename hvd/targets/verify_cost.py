@@ -22,7 +22,6 @@ The curve's `info` (`CurveInfo`) says which of these happened; the stats and `/m
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -35,6 +34,7 @@ from typing import Optional, Sequence
 import torch
 
 from hvd.cost.curve import CONTEXTS, SIZES, ABSOLUTE_SLACK, CurveInfo, VerifyCost, implausible, monotone
+from hvd.machine import cpu_name, fingerprint
 from hvd.types import Draft
 
 ROUNDS = 5  # interleaved rounds of every size per context pass
@@ -178,11 +178,8 @@ def _key(target, tree: bool) -> str:
     device = getattr(target, "device", "cpu")
     dtype = getattr(target, "dtype", "")
     build = target.build_id  # the compiled kernels: new kernels, a new curve
-    from hvd.machine import cpu_name
-
-    raw = (f"{name}|{target.vocab_size}|{device}|{dtype}|{type(target).__name__}|{build}|{cpu_name()}|"
-           f"{torch.get_num_threads()}|{SIZES}|{CONTEXTS}|{'tree' if tree else 'chain'}")
-    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+    return fingerprint(name, target.vocab_size, device, dtype, type(target).__name__, build, cpu_name(),
+                       torch.get_num_threads(), SIZES, CONTEXTS, "tree" if tree else "chain")
 
 
 def path_for(target, cache_dir: Path, tree: bool = False) -> Path:
