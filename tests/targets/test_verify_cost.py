@@ -216,3 +216,15 @@ def test_monotone_pools_violators():
     c = monotone(VerifyCost((0, 1, 2, 4), (1.0, 3.0, 2.0, 4.0)))
     assert c.seconds == pytest.approx((1.0, 2.5, 2.5, 4.0))
     assert monotone(LINEAR) == LINEAR
+
+
+def test_a_few_spread_sizes_pass_but_many_or_one_wild_do_not():
+    from hvd.targets.verify_cost import _noisy
+
+    sizes = tuple(range(11))
+    quiet = (0.3, 0.4, 0.1) + (0.05,) * 8  # a quiet VM: two small sizes spread by a third or more
+    assert _noisy(sizes, quiet, "") == []
+    many = (0.4, 0.4, 0.4, 0.5) + (0.05,) * 7
+    assert len(_noisy(sizes, many, "")) == 4
+    wild = (1.4,) + (0.05,) * 10
+    assert _noisy(sizes, wild, " after 2048 tokens") == ["0 nodes vary by 140% of their median after 2048 tokens"]
