@@ -17,7 +17,6 @@ and `hvd prepare` replaces it with one trained on the model's own traces.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -25,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from hvd.errors import ModelError
-from hvd.machine import cache_dir
+from hvd.machine import cache_dir, fingerprint
 from hvd.targets.loader import default_model_path
 
 CONFIG_FILE, WEIGHTS_FILE = "dflash.json", "dflash.safetensors"  # a DFlash drafter's files in its folder
@@ -49,8 +48,7 @@ class ModelAssets:
         else:
             probe = path / "config.json" if path.is_dir() else path
             st = probe.stat()
-            ident = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-            key = f"{path.stem if path.is_file() else path.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+            key = f"{path.stem if path.is_file() else path.name}-{fingerprint(path.resolve(), st.st_size, st.st_mtime_ns, length=12)}"
         return ModelAssets(key, cache_dir() / "assets" / key, default)
 
     @property

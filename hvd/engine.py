@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
@@ -106,10 +107,9 @@ class Engine:
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         self.load_notes: tuple[str, ...] = ()  # why `load` passed over a faster dtype ("auto")
-        eos = getattr(getattr(target, "model", None), "generation_config", None)
-        ids = getattr(eos, "eos_token_id", None) if eos is not None else None
-        ids = ids if isinstance(ids, list) else [ids if ids is not None else tokenizer.eos_token_id]
-        self.eos_ids = frozenset(int(i) for i in ids if i is not None)
+        self.model_path: Optional[Path] = None  # where `load` found the model (peers load it again from there)
+        fallback = getattr(tokenizer, "eos_token_id", None)
+        self.eos_ids = target.eos_ids or frozenset(() if fallback is None else (int(fallback),))
 
     @classmethod
     def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False,
@@ -129,6 +129,7 @@ class Engine:
         chosen = select(path, dtype, device, threads, TargetConfig(reuse_prefix=reuse_prefix))
         engine = cls(chosen.target, chosen.tokenizer)
         engine.load_notes = chosen.notes
+        engine.model_path = path
         engine.stores.assets = assets = ModelAssets.for_model(path)
         engine.stores.classes = assets.token_classes(chosen.tokenizer, engine.target.vocab_size, vocab_classes)
         return engine

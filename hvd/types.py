@@ -14,11 +14,12 @@ step       One target verification forward (prefill excluded).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import torch
 
 
 def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -32,13 +33,39 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 @dataclass(frozen=True)
+class DraftFeatures:
+    """What a drafter says of one draft, read by the hybrid's predictor and policy; a drafter
+    leaves what it does not measure at its default."""
+
+    score: float = 0.0  # cache drafts: the matched continuation's share of occurrences; sized drafts: summed node scores
+    match_length: float = 0.0  # tokens of context the cache draft matched
+    source_global: float = 0.0  # 1.0: matched in the cross-request store, 0.0: in this request
+    support: float = 0.0  # occurrences of the matched suffix
+    draft_length: float = 0.0  # nodes proposed
+    candidates: float = 0.0  # nodes searched before sizing
+    expected_accepted: Optional[float] = None  # the accepted length the sized draft's calibrated probabilities expect
+    iterations: float = 0.0  # search iterations (ADED)
+    root_visits: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @staticmethod
+    def from_dict(d: dict) -> "DraftFeatures":
+        known = {f.name for f in dataclasses.fields(DraftFeatures)}
+        return DraftFeatures(**{k: float(v) for k, v in d.items() if k in known and v is not None})
+
+
+NO_FEATURES = DraftFeatures()
+
+
+@dataclass(frozen=True)
 class Draft:
     """A token tree proposed by a drafter. Nodes are in topological order."""
 
     tokens: tuple[int, ...]  # (n,) proposed token ids
     parents: tuple[int, ...]  # (n,) index of each node's parent in `tokens`; -1 = root
-    probs: Optional[torch.Tensor] = None  # (n, vocab) drafter distribution q that sampled each node; None = deterministic
-    features: dict[str, float] = field(default_factory=dict)  # e.g. match_length, score (for the hybrid predictor)
+    features: DraftFeatures = NO_FEATURES
     source: Optional[str] = None  # which drafter proposed it, when a method combines several
 
     def __post_init__(self) -> None:
@@ -51,7 +78,7 @@ class Draft:
     @staticmethod
     def chain(tokens: Sequence[int], **features: float) -> "Draft":
         toks = tuple(int(t) for t in tokens)
-        return Draft(toks, tuple(range(-1, len(toks) - 1)), None, dict(features))
+        return Draft(toks, tuple(range(-1, len(toks) - 1)), DraftFeatures(**features) if features else NO_FEATURES)
 
     @staticmethod
     def empty() -> "Draft":
@@ -105,26 +132,18 @@ class Draft:
 
     def union(self, other: "Draft") -> "Draft":
         """Both trees under one root, equal tokens under an equal parent merged into one node.
-
-        Features and source are this draft's. Where only one side carries probabilities the
-        other's nodes get one-hot rows: exactly how verification reads a deterministic draft."""
+        Features and source are this draft's."""
         tokens, parents = list(self.tokens), list(self.parents)
         index = {(p, t): i for i, (t, p) in enumerate(zip(tokens, parents))}
-        rows: list[tuple[int, int]] = [(0, i) for i in range(len(self))]  # (side, node) behind each merged node
         remap: list[int] = []
-        for j, (t, p) in enumerate(zip(other.tokens, other.parents)):
+        for t, p in zip(other.tokens, other.parents):
             key = (-1 if p < 0 else remap[p], t)
             if key not in index:
                 index[key] = len(tokens)
                 tokens.append(t)
                 parents.append(key[0])
-                rows.append((1, j))
             remap.append(index[key])
-        probs = None
-        if self.probs is not None or other.probs is not None:
-            vocab = (self.probs if self.probs is not None else other.probs).shape[1]
-            probs = torch.stack([_row(self if s == 0 else other, i, vocab) for s, i in rows])  # (n, vocab)
-        return Draft(tuple(tokens), tuple(parents), probs, dict(self.features), self.source)
+        return Draft(tuple(tokens), tuple(parents), self.features, self.source)
 
     def truncate(self, max_depth: int) -> "Draft":
         """Drop nodes deeper than `max_depth` (keeps topological order and indices compact)."""
@@ -136,23 +155,14 @@ class Draft:
         keep = [i for i in range(len(self)) if depth[i] <= max_depth]
         new_index = {old: new for new, old in enumerate(keep)}
         parents = tuple(-1 if self.parents[i] < 0 else new_index[self.parents[i]] for i in keep)
-        probs = None if self.probs is None else self.probs[keep]
-        return Draft(tuple(self.tokens[i] for i in keep), parents, probs, self.features, self.source)
+        return Draft(tuple(self.tokens[i] for i in keep), parents, self.features, self.source)
 
 
     def head(self, n: int) -> "Draft":
         """The first `n` nodes (parents precede children, so they form a rooted subtree)."""
         if len(self) <= n:
             return self
-        probs = None if self.probs is None else self.probs[:n]
-        return Draft(self.tokens[:n], self.parents[:n], probs, self.features, self.source)
-
-
-def _row(draft: Draft, i: int, vocab: int) -> torch.Tensor:
-    """Node i's drafter distribution (one-hot for a deterministic draft)."""
-    if draft.probs is not None:
-        return draft.probs[i]
-    return torch.nn.functional.one_hot(torch.tensor(draft.tokens[i]), vocab).float()
+        return Draft(self.tokens[:n], self.parents[:n], self.features, self.source)
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,96 @@ class StepStats:
     accepted: int  # draft tokens accepted (the bonus token is not counted)
     draft_seconds: float
     verify_seconds: float
+
+
+@dataclass(frozen=True)
+class CurveInfo:
+    """Where a curve came from, for the stats and the metrics: when and under what load it was
+    measured, and what became of it at this process's start."""
+
+    key: str  # the cache file's name: target, kernels, CPU, threads, shape
+    made_at: float  # Unix time of the measurement
+    load: float  # the 1-minute load average when it was measured (os.getloadavg)
+    cpu_share: float  # the process's CPU seconds per wall second per thread while it was timed
+    status: str  # "measured" (here, now) | "cached" (read and checked) | "re-measured" | "provisional"
+    reason: str = ""  # why a cached curve was measured again, or why a new one is provisional
+
+    def age_seconds(self, now: Optional[float] = None) -> float:
+        return max((time.time() if now is None else now) - self.made_at, 0.0)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "status": self.status, "age_seconds": round(self.age_seconds(), 1),
+                "load": round(self.load, 2), "cpu_share": round(self.cpu_share, 3),
+                **({"reason": self.reason} if self.reason else {})}
+
+
+@dataclass(frozen=True)
+class CalibrationSnapshot:
+    """What a cost calibrator knows: the curve it corrects (its provenance: None for a curve made
+    in code), the ratio (realised / curve seconds) and the verifies seen per size bucket, and
+    the overall ratio."""
+
+    curve: Optional[CurveInfo]
+    size_edges: tuple[int, ...]
+    ratios: tuple[float, ...]
+    steps: tuple[int, ...]
+    overall: float
+
+    def to_dict(self) -> dict:
+        d = {"ratios": list(self.ratios), "steps": list(self.steps), "overall": self.overall,
+             "size_edges": list(self.size_edges)}
+        if self.curve is not None:
+            d["curve"] = self.curve.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class AcceptanceSnapshot:
+    """An online acceptance curve (`hvd/hybrid/calibration.py`): per prediction bin the accepted
+    length a draft of the modelled depth is expected to get, the same per shallower depth
+    class, and the steps each bin has seen."""
+
+    expected_accepted: tuple[float, ...]
+    expected_accepted_at_depth: dict[int, tuple[float, ...]]
+    steps: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"expected_accepted": list(self.expected_accepted),
+                "expected_accepted_at_depth": {str(d): list(v) for d, v in self.expected_accepted_at_depth.items()},
+                "steps": list(self.steps)}
+
+
+@dataclass(frozen=True)
+class ModesSnapshot:
+    """A request's choice between the policy and its fixed modes: the mode it runs now, steps
+    per mode, and each measured mode's decayed tokens per second."""
+
+    best: str
+    steps: dict[str, int]
+    tokens_per_second: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"best": self.best, "steps": dict(self.steps), "tokens_per_second": dict(self.tokens_per_second)}
+
+
+@dataclass(frozen=True)
+class OnlineSnapshot:
+    """What an online-learning drafter knew at the end of a generation (the stats' and
+    /metrics' `calibration`); a drafter fills in what it learns."""
+
+    verify_cost: Optional[CalibrationSnapshot] = None
+    acceptance: Optional[AcceptanceSnapshot] = None
+    model_acceptance: Optional[AcceptanceSnapshot] = None
+    step_overhead_ms: Optional[float] = None
+    modes: Optional[ModesSnapshot] = None
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f.name] = v if isinstance(v, float) else v.to_dict()
+        return out
 
 
 @dataclass
@@ -179,7 +279,7 @@ class GenerationStats:
     finish_reason: str = "length"  # length | eos | stop
     target: str = ""  # which target computed it, e.g. "ExactLlamaTarget"
     dtype: str = ""  # what its weights compute in: "int8", "bfloat16", "float32"
-    calibration: Optional[dict] = None  # what an online-learning drafter knew at the end (hvd)
+    calibration: Optional[OnlineSnapshot] = None  # what an online-learning drafter knew at the end (hvd)
 
     @property
     def n_steps(self) -> int:
@@ -228,5 +328,5 @@ class GenerationStats:
             "dtype": self.dtype,
             "accepted_per_step": [s.accepted for s in self.steps],
             "drafter_per_step": [s.drafter for s in self.steps],
-            **({"calibration": self.calibration} if self.calibration is not None else {}),
+            **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }

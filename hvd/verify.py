@@ -16,7 +16,7 @@ a drafted x is accepted with probability p(x).)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -88,12 +88,20 @@ def verify_greedy(logits: torch.Tensor, draft: Draft) -> tuple[list[int], int]:
     return accept_greedy(argmax_rows(logits), draft)
 
 
+@runtime_checkable
+class VerifiesArgmax(Protocol):
+    """A target capability: each row's argmax of `verify`'s logits, without the logits (the int8
+    target's LM head takes it as it goes)."""
+
+    def verify_argmax(self, root: int, draft: Draft) -> list[int]: ...
+
+
 def greedy_verifier(target) -> Callable[[int, Draft], tuple[list[int], int]]:
     """One greedy verification on `target`, (root, draft) -> (accepted path, bonus): through its
     fused `verify_argmax` (each row's argmax without the logits) when it has one — checked here,
     once — else through its logits."""
-    fused = getattr(target, "verify_argmax", None)
-    if fused is not None:
+    if isinstance(target, VerifiesArgmax):
+        fused = target.verify_argmax
         return lambda root, draft: accept_greedy(fused(root, draft), draft)
     return lambda root, draft: verify_greedy(target.verify(root, draft), draft)
 

@@ -14,8 +14,9 @@ ratio compares runs made minutes apart on the same machine state:
            in random 0.2-1.5 s stretches), read by a second start on the idle machine.
 
 Methods that read no curve (`ar`, `suffix`, `pld`) run once per prompt and repeat; `hvd` and
-its model arm `aded-greedy` once per cache, labelled `hvd@planted` etc. Every run is checked
-token for token against `ar`.
+its model arm `aded-greedy` once per cache, labelled `hvd@planted` etc., each cache with an
+online calibration of its own that, as in `hvd bench` and a server, carries over between its
+generations. Every run is checked token for token against `ar`.
 
     python scripts/cost_cache_ab.py --suite agentic-edit --suite agentic-tools --limit 12 \\
         --repeats 2 --json docs/results/cost-ab.json
@@ -111,12 +112,16 @@ def run_all(engine, prompts, variants, curves, repeats: int, seed: int, tick) ->
     rng = random.Random(seed)
     home = cache_dir()
     runs = labels(variants)
+    learnt: dict[str, dict] = {v: {} for v in variants}  # each cache's own online calibration, across the run
 
     def one(label, method, variant, ids, n, reference):
-        if variant:
-            for tree, curve in curves[variant].items():
-                verify_cost.use(engine.target, home, curve, tree)
-        return run_once(engine, method, ids, n, reference)
+        if not variant:
+            return run_once(engine, method, ids, n, reference)
+        for tree, curve in curves[variant].items():
+            verify_cost.use(engine.target, home, curve, tree)
+        stores = engine.stores.fresh()
+        stores.calibration = learnt[variant]  # the same dict every time: the hybrid's state persists in it
+        return run_once(engine, method, ids, n, reference, stores=stores)
 
     if prompts:  # warm-up, excluded
         ids = engine.encode(list(prompts[0].messages))

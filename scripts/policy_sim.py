@@ -81,9 +81,10 @@ def main() -> None:
                 tau[m].append(sum(r.committed for r in recs) / max(len(recs), 1))
                 if "-v" in sys.argv and isinstance(d, HybridDrafter):
                     shares = collections.Counter(r.source for r in recs)
-                    modes = (d.online_state() or {}).get("modes", {})
+                    snap = d.online_state()
+                    modes = snap.modes if snap is not None else None
                     print(f"    {p.id} {m}: " + " ".join(f"{k} {v}" for k, v in shares.most_common())
-                          + f" | modes {modes.get('steps')} best {modes.get('best')} {modes.get('tokens_per_second')}")
+                          + (f" | modes {modes.steps} best {modes.best} {modes.tokens_per_second}" if modes else ""))
         if "-v" in sys.argv:
             for i, p in enumerate(ps):
                 print(f"  {p.id}: " + "  ".join(f"{m} {speed[m][i]:.2f}x/τ{tau[m][i]:.2f}" for m in methods))

@@ -116,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--suite", action="append", choices=SUITES)
     a = ap.parse_args(argv)
     e = Engine.load()
-    store = ReferenceStore.for_model(e.target.model)
+    store = ReferenceStore.for_target(e.target)
     cost = cost_curve.cached(e.target, cache_dir())  # non-decreasing (hvd/targets/verify_cost.py)
     max_draft = e.target.max_draft_nodes
     est: dict[tuple[str, str], list[float]] = defaultdict(list)

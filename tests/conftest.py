@@ -109,7 +109,7 @@ class ScriptedDrafter:
     right    the reference continuation, ignoring the remaining budget (`overshoot` extra)
     """
 
-    capabilities = Capabilities(tree=True)
+    capabilities = Capabilities()
 
     def __init__(self, mode: str, reference: Sequence[int] = (), seed: int = 0, size: int = 8, overshoot: int = 0):
         self.name, self.mode, self.reference = mode, mode, list(reference)

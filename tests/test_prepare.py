@@ -1,7 +1,6 @@
 """`hvd prepare` on a model of its own (a tiny random Llama saved as a Hugging Face directory):
 every step runs, resumes, and afterwards `hvd` runs on that model's own predictor and datastore."""
 import pytest
-import torch
 
 from hvd.cli import main
 

@@ -52,6 +52,21 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, eos: frozenset[int],
     return Run(new, (clock.first or time.perf_counter()) - t0, wall)
 
 
+_hf_models: dict[Path, object] = {}  # model path -> the transformers model the hf peers run
+
+
+def _hf_model(engine: "Engine"):
+    """The engine's model through transformers in float32, loaded once from where the engine
+    found it (the hf peers run transformers' own `generate`, not the engine's target)."""
+    from hvd.targets import loader
+
+    if engine.model_path is None:
+        raise ValueError("the hf peers need an engine made by Engine.load (they load the model again)")
+    if engine.model_path not in _hf_models:
+        _hf_models[engine.model_path] = loader.load(str(engine.model_path))[0]
+    return _hf_models[engine.model_path]
+
+
 def unavailable(name: str, gguf: Optional[Path]) -> Optional[str]:
     """Why peer `name` cannot run here (one line), or None when it can."""
     return llamacpp.unavailable(gguf) if name in llamacpp.NAMES else None
@@ -60,9 +75,9 @@ def unavailable(name: str, gguf: Optional[Path]) -> Optional[str]:
 def peer(name: str, gguf: Optional[Path] = None) -> PeerFn:
     """The runner for peer `name`; llama.cpp peers load `gguf` on their first call."""
     if name == "hf":
-        return lambda engine, ids, n: hf_generate(engine.target.model, ids, n, engine.eos_ids)
+        return lambda engine, ids, n: hf_generate(_hf_model(engine), ids, n, engine.eos_ids)
     if name == "hf-pld":
-        return lambda engine, ids, n: hf_generate(engine.target.model, ids, n, engine.eos_ids, prompt_lookup_num_tokens=10)
+        return lambda engine, ids, n: hf_generate(_hf_model(engine), ids, n, engine.eos_ids, prompt_lookup_num_tokens=10)
     if name in llamacpp.NAMES:
         if gguf is None:
             raise ValueError(f"peer {name} needs a GGUF model file")

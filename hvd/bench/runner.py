@@ -66,10 +66,11 @@ def make_drafter(engine: Engine, method: str, reference: Sequence[int],
 
 
 def run_once(engine: Engine, method: str, ids: list[int], n: int, reference: Sequence[int],
-             gguf: Optional[Path] = None) -> Run:
+             gguf: Optional[Path] = None, stores: Optional["SharedStores"] = None) -> Run:
+    """One timed generation of `method` (a fresh drafter over `stores`, default the engine's)."""
     if method in PEERS:
         return peer(method, gguf)(engine, ids, n)
-    drafter = make_drafter(engine, method, reference)
+    drafter = make_drafter(engine, method, reference, stores)
     res = engine.generate(ids, method=method, max_new_tokens=n, drafter=drafter)
     s = res.stats
     sources = collections.Counter(step.drafter for step in s.steps)

@@ -28,38 +28,18 @@ that reads every draft size too dear still gets its small drafts tried and learn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from numba import njit
 
-from hvd.cost.curve import CurveInfo, VerifyCost, seconds_later
+from hvd.cost.curve import VerifyCost, seconds_later
+from hvd.types import CalibrationSnapshot
 
 SIZE_EDGES = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
 PRIOR = 1.0  # pseudo-observations at the overall ratio in each bucket (the overall ratio's: at 1)
 DECAY = 0.02  # weight lost by a bucket's older steps at each of its updates (a memory of ~50 steps)
 TRUST = 8  # verifies a bucket needs before its own ratio is taken without the per-row bound
 OPTIMISM = 0.5  # until then a draft node is priced at most this share of a plain step (explored)
-
-
-@dataclass(frozen=True)
-class CalibrationSnapshot:
-    """What a cost calibrator knows: the curve it corrects (its provenance: None for a curve made
-    in code), the ratio (realised / curve seconds) and the verifies seen per size bucket, and
-    the overall ratio."""
-
-    curve: Optional[CurveInfo]
-    size_edges: tuple[int, ...]
-    ratios: tuple[float, ...]
-    steps: tuple[int, ...]
-    overall: float
-
-    def to_dict(self) -> dict:
-        d = {"ratios": list(self.ratios), "steps": list(self.steps), "overall": self.overall,
-             "size_edges": list(self.size_edges)}
-        if self.curve is not None:
-            d["curve"] = self.curve.to_dict()
-        return d
 
 
 @dataclass
@@ -131,9 +111,6 @@ class CostCalibrator:
                        for b in range(self.r.bins))
         return CalibrationSnapshot(self.curve.info, tuple(self.edges), ratios, tuple(self.r.counts.tolist()),
                                    round(float(self.overall.ratio(0, self.curve(0))), 3))
-
-    def state(self) -> dict:
-        return self.snapshot().to_dict()
 
 
 @njit(cache=True)

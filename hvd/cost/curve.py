@@ -12,13 +12,14 @@ what the steps measure.
 from __future__ import annotations
 
 import bisect
-import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Optional, Sequence
 
 import numpy as np
 from numba import njit
+
+from hvd.types import CurveInfo
 
 SIZES = (0, 1, 2, 4, 8, 16, 24, 31, 32, 48, 64)  # 31: the most one 32-row pass of the lean target takes
 CONTEXTS = (256, 2048)  # tokens before the draft where the curve is measured (the second as far as the model allows)
@@ -27,27 +28,6 @@ FLOOR = 0.25  # a verify never costs less than this share of its curve's seconds
 # (`implausible`); differences below ABSOLUTE_SLACK seconds are never judged.
 RELATIVE_SLACK = 0.15
 ABSOLUTE_SLACK = 0.5e-3
-
-
-@dataclass(frozen=True)
-class CurveInfo:
-    """Where a curve came from, for the stats and the metrics: when and under what load it was
-    measured, and what became of it at this process's start."""
-
-    key: str  # the cache file's name: target, kernels, CPU, threads, shape
-    made_at: float  # Unix time of the measurement
-    load: float  # the 1-minute load average when it was measured (os.getloadavg)
-    cpu_share: float  # the process's CPU seconds per wall second per thread while it was timed
-    status: str  # "measured" (here, now) | "cached" (read and checked) | "re-measured" | "provisional"
-    reason: str = ""  # why a cached curve was measured again, or why a new one is provisional
-
-    def age_seconds(self, now: Optional[float] = None) -> float:
-        return max((time.time() if now is None else now) - self.made_at, 0.0)
-
-    def to_dict(self) -> dict:
-        return {"key": self.key, "status": self.status, "age_seconds": round(self.age_seconds(), 1),
-                "load": round(self.load, 2), "cpu_share": round(self.cpu_share, 3),
-                **({"reason": self.reason} if self.reason else {})}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer, chain_cut
 from hvd.drafters.trigram import TrigramTable
 from hvd.cost.calibrator import CostCalibrator
 from hvd.cost.curve import VerifyCost, monotone
-from hvd.types import Draft
+from hvd.types import NO_FEATURES, Draft, DraftFeatures, OnlineSnapshot
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ TableSource = Union[TrigramTable, Callable[[], TrigramTable]]
 
 class AdedDrafter:
     name = "aded"
-    capabilities = Capabilities(tree=True)
+    capabilities = Capabilities()
 
     def __init__(self, config: AdedConfig = AdedConfig(), table: Optional[TableSource] = None, name: str = "aded",
                  cost: Optional[VerifyCost] = None) -> None:
@@ -171,10 +171,10 @@ class AdedDrafter:
         """Size drafts by a calibrator its owner feeds (a hybrid that verifies what it chooses)."""
         self.sizer.share_cost(online)
 
-    def online_state(self) -> Optional[dict]:
+    def online_state(self) -> Optional[OnlineSnapshot]:
         """What the sizing's cost calibration has learnt (None without a cost curve)."""
         online = self.sizer.online
-        return None if online is None or not self.sizer.learns_cost else {"verify_cost": online.state()}
+        return None if online is None or not self.sizer.learns_cost else OnlineSnapshot(verify_cost=online.snapshot())
 
     # ---- drafting --------------------------------------------------------------------------
     def _load_table(self) -> TrigramTable:
@@ -197,7 +197,7 @@ class AdedDrafter:
             if cfg.time_budget_s > 0 and time.perf_counter() - t0 > cfg.time_budget_s:
                 break
         tokens, parents, scores = self._candidates(tree, depth)
-        features = {"iterations": float(done), "root_visits": float(tree.visits[0])}
+        features = DraftFeatures(iterations=float(done), root_visits=float(tree.visits[0]))
         return self._finish(tokens, parents, scores, t0, features)
 
     def _candidates(self, tree: SearchTree, depth: int) -> tuple[list[int], list[int], list[float]]:
@@ -254,7 +254,7 @@ class AdedDrafter:
         if not keep:
             return Draft.empty()
         return _sized(out_tok[:keep].tolist(), range(-1, keep - 1), n, float(probs[:keep].sum()),
-                      float(sum(out_score[:keep].tolist())), {})
+                      float(sum(out_score[:keep].tolist())), NO_FEATURES)
 
     def _scratch(self, depth: int) -> tuple[np.ndarray, ...]:
         """This drafter's scratch arrays for `_greedy` (each fork its own): successor buffers
@@ -266,7 +266,7 @@ class AdedDrafter:
         return self._scratch_arrays
 
     def _finish(self, tokens: list[int], parents: list[int], scores: list[float], t0: float,
-                features: dict[str, float]) -> Draft:
+                features: DraftFeatures) -> Draft:
         """Keep the candidates' rooted subtree with the most expected tokens per second (when
         a cost curve is given), remember the candidates for calibration, build the Draft."""
         if not tokens:
@@ -281,13 +281,13 @@ class AdedDrafter:
 
 
 def _sized(tokens: Sequence[int], parents: Sequence[int], candidates: int, expected: float, score: float,
-           features: dict[str, float]) -> Draft:
+           features: DraftFeatures) -> Draft:
     """A sized draft with what its readers use: its size and its candidates', the accepted
     length its calibrated node probabilities expect (the hybrids' model-arm curve bins by it)
     and its summed node scores."""
-    return Draft(tuple(tokens), tuple(parents), None,
-                 {**features, "draft_length": float(len(tokens)), "candidates": float(candidates),
-                  "expected_accepted": expected, "score": score})
+    return Draft(tuple(tokens), tuple(parents),
+                 replace(features, draft_length=float(len(tokens)), candidates=float(candidates),
+                         expected_accepted=expected, score=score))
 
 
 @njit(cache=True)

@@ -7,16 +7,14 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 import torch
 
 from hvd.cost.calibrator import CostCalibrator
-from hvd.types import Draft
+from hvd.types import Draft, OnlineSnapshot
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a drafter needs from the target and what it returns."""
+    """What a drafter needs from the target."""
 
     needs_hidden_states: tuple[int, ...] = ()  # target layers whose hidden states it reads
-    returns_probs: bool = False  # drafts carry the distribution q they were sampled from
-    tree: bool = False  # may propose branching trees, not only chains
 
 
 @dataclass
@@ -64,7 +62,7 @@ class LearnsOnline(Protocol):
     """A drafter that learns while serving and can say what it has learnt (reported in a
     generation's stats as `calibration`, and by the server's metrics)."""
 
-    def online_state(self) -> Optional[dict]: ...
+    def online_state(self) -> Optional[OnlineSnapshot]: ...
 
 
 @runtime_checkable

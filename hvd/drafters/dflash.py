@@ -35,8 +35,8 @@ from hvd.errors import MethodUnavailable
 from hvd.drafters.dflash_model import DFlashConfig, DFlashNet
 from hvd.drafters.tree_budget import CalibrationConfig, TreeSizer
 from hvd.cost.curve import VerifyCost, monotone
-from hvd.targets.protocol import SharedWeights
-from hvd.types import Draft
+from hvd.targets.protocol import HasSharedWeights, SharedWeights
+from hvd.types import Draft, DraftFeatures
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 CALIBRATION = CalibrationConfig(depth_edges=(1, 2, 4, 8))  # a block is deep: acceptance keeps falling past 4
@@ -148,8 +148,8 @@ class DFlashDrafter:
         tokens, scores = picked.tolist(), best.values.tolist()
         keep, probs = self.sizer.choose(tokens, list(range(-1, depth - 1)), scores, time.perf_counter() - t0,
                                         len(ctx.tokens))
-        return Draft(tuple(tokens[: len(keep)]), tuple(range(-1, len(keep) - 1)), None,
-                     {"draft_length": float(len(keep)), "expected_accepted": float(probs[: len(keep)].sum())})
+        return Draft(tuple(tokens[: len(keep)]), tuple(range(-1, len(keep) - 1)),
+                     DraftFeatures(draft_length=float(len(keep)), expected_accepted=float(probs[: len(keep)].sum())))
 
     def _catch_up(self, hidden: dict[int, torch.Tensor], n: int) -> None:
         """Project the features of tokens [seen, n) into the context cache (last `window` kept)."""
@@ -175,6 +175,8 @@ def for_target(target, path: Optional[Path] = None, name: str = "dflash", size_b
     """The trained drafter in `path` (default: the packaged checkpoint `name`) over `target`;
     with `size_by_cost`, its blocks are cut by the target's verify-cost curve (measured once
     per machine and cached: call this before a generation, never during one)."""
+    if not isinstance(target, HasSharedWeights):
+        raise MethodUnavailable(f"{name} reads the target's embedding and LM head; {type(target).__name__} shares none")
     path = Path(path) if path is not None else CHECKPOINTS / name
     net, vocab = load(path)
     cost = None

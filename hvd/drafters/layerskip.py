@@ -2,7 +2,7 @@
 
 Training-free. Each step drafts a greedy chain of `k` tokens through the target's kept
 layers (the skipped layers are simply not run), attending over the target's own KV cache of
-the committed tokens; `HFTarget.self_draft` does the model work, this file only the policy.
+the committed tokens; `hvd/targets/skip_draft.py` does the model work, this file only the policy.
 
 One-token decoding is memory-bound on a CPU, so a draft token costs about the kept share of
 the layers plus the LM head: nearly what a verification forward costs. Skipping more layers
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from hvd.drafters.base import Capabilities, DecodeContext
-from hvd.targets.protocol import SelfDraft
+from hvd.targets.protocol import SkipsLayers
+from hvd.targets.skip_draft import SkipDraft
 from hvd.types import Draft
 
 
@@ -39,7 +40,7 @@ class LayerSkipDrafter:
     name = "layerskip"
     capabilities = Capabilities()
 
-    def __init__(self, model: SelfDraft, config: LayerSkipConfig = LayerSkipConfig(), name: str = "layerskip") -> None:
+    def __init__(self, model: SkipDraft, config: LayerSkipConfig = LayerSkipConfig(), name: str = "layerskip") -> None:
         self.model, self.config, self.name = model, config, name
 
     def for_request(self) -> "LayerSkipDrafter":
@@ -60,8 +61,8 @@ class LayerSkipDrafter:
 
 
 def for_target(target, config: LayerSkipConfig = LayerSkipConfig(), name: str = "layerskip") -> LayerSkipDrafter:
-    """A layerskip drafter over `target` (needs `self_draft` and `shared_weights`, as `HFTarget` has)."""
-    if not hasattr(target, "self_draft"):
+    """A layerskip drafter over `target` (one that `SkipsLayers`)."""
+    if not isinstance(target, SkipsLayers):
         raise TypeError(f"layerskip needs a target that can draft for itself; {type(target).__name__} cannot")
-    skip = config.skip if config.skip is not None else default_skip(target.shared_weights().num_layers)
-    return LayerSkipDrafter(target.self_draft(skip), config, name)
+    skip = config.skip if config.skip is not None else default_skip(target.num_layers)
+    return LayerSkipDrafter(SkipDraft(target, skip), config, name)

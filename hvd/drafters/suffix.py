@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 
 from hvd.drafters.base import Capabilities, DecodeContext
-from hvd.types import Draft
+from hvd.types import Draft, DraftFeatures
 
 SEP = -1  # marks response boundaries in a store; never a token id
 
@@ -464,7 +464,7 @@ class ResponseStore:
 
 class SuffixDrafter:
     name = "suffix"
-    capabilities = Capabilities(tree=True)
+    capabilities = Capabilities()
 
     def __init__(self, config: SuffixConfig = SuffixConfig(), store: Optional[ResponseStore] = None) -> None:
         """`store`: a shared store of earlier responses (default: a private one)."""
@@ -512,9 +512,9 @@ class SuffixDrafter:
         if best is None:
             return Draft.empty()
         toks, parents, _, m, support, score = best
-        features = {"match_length": float(m), "score": score, "draft_length": float(len(toks)),
-                    "source_global": float(source), "support": float(support)}  # support: occurrences of the matched suffix
-        return Draft(tuple(toks.tolist()), tuple(parents.tolist()), None, features)
+        features = DraftFeatures(score=score, match_length=float(m), source_global=float(source),
+                                 support=float(support), draft_length=float(len(toks)))
+        return Draft(tuple(toks.tolist()), tuple(parents.tolist()), features)
 
     def _draft(self, index: SuffixIndex, tail: np.ndarray, depth: int) -> tuple:
         """The best-scoring draft of this index (see `_best_draft`), as (tokens, parents, path

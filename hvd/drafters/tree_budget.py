@@ -190,8 +190,7 @@ def subtree(draft: Draft, keep: Sequence[int]) -> Draft:
     """The draft restricted to `keep` (ascending, ancestor-closed), indices made compact."""
     new_index = {old: new for new, old in enumerate(keep)}
     parents = tuple(-1 if draft.parents[i] < 0 else new_index[draft.parents[i]] for i in keep)
-    probs = None if draft.probs is None else draft.probs[list(keep)]
-    return Draft(tuple(draft.tokens[i] for i in keep), parents, probs, dict(draft.features), draft.source)
+    return Draft(tuple(draft.tokens[i] for i in keep), parents, draft.features, draft.source)
 
 
 @dataclass

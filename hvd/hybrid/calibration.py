@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from numba import njit
@@ -40,7 +40,7 @@ from numba import njit
 from hvd.cost.calibrator import CostCalibrator
 from hvd.cost.curve import VerifyCost
 from hvd.hybrid.policy import ArmEstimate
-from hvd.types import Draft
+from hvd.types import AcceptanceSnapshot, Draft, ModesSnapshot, OnlineSnapshot
 
 POLICY, CACHE_ONLY, MODEL_ONLY = "policy", "cache-only", "model-only"
 MODEL_PRIOR = 1.0  # the model arm's prediction for a drafter that gives no estimate of its own
@@ -160,15 +160,15 @@ class AcceptanceCurve:
         """`update` with a draft and the tokens known to follow its root (censored after them)."""
         self.update(predicted, draft.max_depth(), draft.matched(continuation), len(continuation))
 
-    def state(self) -> dict:
+    def snapshot(self) -> AcceptanceSnapshot:
         """Per prediction bin: the accepted length a draft of the modelled depth is expected to
         get, and one as deep as each shallower class allows; steps per bin (all classes)."""
         e = self.edges
         mids = [e[0] / 2, *((a + b) / 2 for a, b in zip(e, e[1:])), e[-1] * 1.5]
-        return {"expected_accepted": [round(float(self.survival(m, self.depth).sum()), 2) for m in mids],
-                "expected_accepted_at_depth": {str(d): [round(float(self.survival(m, d).sum()), 2) for m in mids]
-                                               for d in self.depth_edges},
-                "steps": list(self._counts)}
+        return AcceptanceSnapshot(tuple(round(float(self.survival(m, self.depth).sum()), 2) for m in mids),
+                                  {int(d): tuple(round(float(self.survival(m, d).sum()), 2) for m in mids)
+                                   for d in self.depth_edges},
+                                  tuple(int(c) for c in self._counts))
 
 
 @njit(cache=True)
@@ -316,9 +316,9 @@ class ModeBandit:
         self.seconds[mode] += seconds
         self.steps[mode] += 1
 
-    def state(self) -> dict:
-        return {"best": self.best(), "steps": dict(self.steps),
-                "tokens_per_second": {m: round(self.rate(m), 1) for m in MODES if self.seconds[m] > 0}}
+    def snapshot(self) -> ModesSnapshot:
+        return ModesSnapshot(self.best(), dict(self.steps),
+                             {m: round(self.rate(m), 1) for m in MODES if self.seconds[m] > 0})
 
 
 class OnlineState:
@@ -346,7 +346,7 @@ class OnlineState:
         request's workload; see the module docstring)."""
         return ModeBandit(self.cfg)
 
-    def state(self) -> dict:
-        return {"acceptance": self.acceptance.state(), "model_acceptance": self.model_acceptance.state(),
-                "step_overhead_ms": round(self.step_overhead * 1e3, 3),
-                **({"verify_cost": self.cost.state()} if self.cost is not None else {})}
+    def snapshot(self, modes: Optional[ModesSnapshot] = None) -> OnlineSnapshot:
+        """What the method has learnt, with a request's `modes`."""
+        return OnlineSnapshot(self.cost.snapshot() if self.cost is not None else None, self.acceptance.snapshot(),
+                              self.model_acceptance.snapshot(), round(self.step_overhead * 1e3, 3), modes)

@@ -23,7 +23,7 @@ from hvd.cost.curve import VerifyCost
 from hvd.hybrid.features import StepHistory, feature_vector
 from hvd.hybrid.policy import BOTH, CACHE, MODEL, NONE, ArmEstimate, Decision, PolicyConfig, choose, geometric
 from hvd.hybrid.predictor import Predictor
-from hvd.types import Draft
+from hvd.types import Draft, OnlineSnapshot
 
 
 @dataclass
@@ -64,8 +64,7 @@ class HybridDrafter:
         self.log: Optional[list] = None  # when a list: (position, features, cache draft) per step (`hvd trace`)
         a, b = cache.capabilities, model.capabilities
         self.capabilities = Capabilities(
-            needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
-            returns_probs=a.returns_probs or b.returns_probs, tree=True)
+            needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))))
         # the model arm's running yield and time: the method's (online) or shared with this drafter's requests
         self.model_arm = online.model_arm if online is not None else ArmEstimate()
         self._history = StepHistory()
@@ -104,7 +103,6 @@ class HybridDrafter:
             self._observed_at = None
         mode = self._modes.pick() if self._modes is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
-        t1 = time.perf_counter()
         predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
         mdraft, model_seconds = None, 0.0
         if mode == MODEL_ONLY or mode == POLICY and self.online is not None:  # online: drafted before deciding
@@ -169,7 +167,7 @@ class HybridDrafter:
         online curve (geometric in the prediction without online calibration), and the model
         draft's, when made before deciding, from its own curve; verification priced at this
         context length."""
-        score = cdraft.features.get("score", 0.0)
+        score = cdraft.features.score
         estimate, depth = predicted or 0.0, cdraft.max_depth()
         model_survival, curve = None, self.cost
         if self.online is None:
@@ -221,9 +219,9 @@ class HybridDrafter:
                 online.cost.update(p.nodes, verify, p.context)
         self._modes.update(p.mode, len(committed), p.draft_seconds + verify)
 
-    def online_state(self) -> Optional[dict]:
+    def online_state(self) -> Optional[OnlineSnapshot]:
         """What the online calibration has learnt so far (None without it)."""
-        return None if self.online is None else {**self.online.state(), "modes": self._modes.state()}
+        return None if self.online is None else self.online.snapshot(self._modes.snapshot())
 
     def end(self, output: Sequence[int]) -> None:
         self.cache.end(output)
@@ -235,7 +233,8 @@ class HybridDrafter:
 def _model_prediction(mdraft: Draft) -> float:
     """What the model arm's drafter expects of its draft (its own calibrated estimate of the
     accepted length), the bin of its curve; MODEL_PRIOR for a drafter that gives none."""
-    return mdraft.features.get("expected_accepted", MODEL_PRIOR)
+    expected = mdraft.features.expected_accepted
+    return MODEL_PRIOR if expected is None else expected
 
 
 def build(target, name: str, policy: PolicyConfig, cache: Drafter, model: Drafter, predictor_dir=None,

@@ -69,8 +69,7 @@ def feature_vector(draft: Draft, prompt_len: int, generated: int, history: StepH
     mean = sum(history.cache_accepted) / len(history.cache_accepted) if history.cache_accepted else 0.0
     x = np.empty(len(FEATURES), dtype=np.float32)
     x[:_HEAD] = (
-        f.get("score", 0.0), f.get("match_length", 0.0), float(len(draft)), f.get("source_global", 0.0),
-        math.log1p(f.get("support", 0.0)),
+        f.score, f.match_length, float(len(draft)), f.source_global, math.log1p(f.support),
         math.log1p(prompt_len), math.log1p(generated), generated / max(prompt_len + generated, 1),
         rate, *history.accepted, mean,
     )

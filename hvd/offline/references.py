@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
 
 @dataclass(frozen=True)
@@ -28,17 +27,6 @@ def ids_hash(ids: Sequence[int]) -> str:
     return hashlib.sha256(",".join(str(int(t)) for t in ids).encode()).hexdigest()[:16]
 
 
-def model_key(model: torch.nn.Module) -> str:
-    """Identifies a model's weights: its path, dtype, size and a checksum of its first and
-    last parameter tensors (cheap; catches different weights under one path)."""
-    params = list(model.parameters())
-    with torch.no_grad():
-        check = [float(params[0].double().sum()), float(params[-1].double().sum())] if params else []
-    ident = [str(getattr(model, "name_or_path", "")), str(params[0].dtype) if params else "",
-             sum(p.numel() for p in params), *check]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
-
-
 class ReferenceStore:
     """The recorded references of one model, read from its file on first use."""
 
@@ -48,12 +36,11 @@ class ReferenceStore:
 
     @classmethod
     def for_target(cls, target, root: Optional[Path] = None) -> "ReferenceStore":
-        """The references of `target`: its model's weights as run at its precision (the int8
-        target's outputs are not float32's), by its kernels' build where it names one."""
+        """The references of `target`: by its `fingerprint`, its model's weights as it runs them
+        (the int8 target's outputs are not float32's; new kernels, new references)."""
         from hvd.machine import cache_dir
 
-        name = "-".join(x for x in (model_key(target.model), target.precision, target.build_id) if x)
-        return cls((root or cache_dir() / "references") / f"{name}.jsonl")
+        return cls((root or cache_dir() / "references") / f"{target.fingerprint}.jsonl")
 
     def _load(self) -> dict[ReferenceKey, list[int]]:
         if self._rows is None:

@@ -17,11 +17,11 @@ Speed cannot be measured here: only drafting is timed, the target never runs.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 from hvd.drafters.base import DecodeContext, Drafter
-from hvd.types import Draft
+from hvd.types import NO_FEATURES, Draft, DraftFeatures
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,15 @@ class StepRecord:
     accepted: int  # draft tokens the target accepts within the reference (bonus not counted)
     committed: int  # tokens committed this step: accepted + 1, cut where the reference ends
     draft_seconds: float  # propose + truncate, timed like the engine's draft time
-    features: dict[str, float] = field(default_factory=dict)  # Draft.features as proposed
+    features: DraftFeatures = NO_FEATURES  # Draft.features as proposed
     source: Optional[str] = None  # Draft.source: which drafter proposed, for combined methods
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "features": self.features.to_dict()}
 
     @staticmethod
     def from_dict(d: dict) -> "StepRecord":
-        return StepRecord(**{**d, "features": dict(d.get("features") or {})})
+        return StepRecord(**{**d, "features": DraftFeatures.from_dict(d.get("features") or {})})
 
 
 def replay(
@@ -89,7 +89,7 @@ def replay(
         path = draft.accepted_path(reference[out:])
         committed = reference[out : out + len(path) + 1]  # accepted + bonus, cut at the end
         records.append(StepRecord(out, len(prompt), budget, len(draft), draft.max_depth(), len(path),
-                                  len(committed), seconds, dict(draft.features), draft.source))
+                                  len(committed), seconds, draft.features, draft.source))
         seq.extend(committed)
         out += len(committed)
         if drafter is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from hvd.types import GenerationStats
+from hvd.types import GenerationStats, OnlineSnapshot
 
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 1)
@@ -77,23 +77,23 @@ class Metrics:
         if stats.calibration is not None:
             self._calibration(m, stats.calibration)
 
-    def _calibration(self, method: str, cal: dict) -> None:
-        modes = cal.get("modes", {})
-        for mode, rate in modes.get("tokens_per_second", {}).items():
-            self.mode_rate.labels(method, mode).set(rate)
-        for mode in modes.get("steps", {}):
-            self.mode_best.labels(method, mode).set(1.0 if mode == modes.get("best") else 0.0)
-        for b, accepted in enumerate(cal.get("acceptance", {}).get("expected_accepted", [])):
-            self.expected_accepted.labels(method, str(b)).set(accepted)
-        cost = cal.get("verify_cost")
+    def _calibration(self, method: str, cal: OnlineSnapshot) -> None:
+        if cal.modes is not None:
+            for mode, rate in cal.modes.tokens_per_second.items():
+                self.mode_rate.labels(method, mode).set(rate)
+            for mode in cal.modes.steps:
+                self.mode_best.labels(method, mode).set(1.0 if mode == cal.modes.best else 0.0)
+        if cal.acceptance is not None:
+            for b, accepted in enumerate(cal.acceptance.expected_accepted):
+                self.expected_accepted.labels(method, str(b)).set(accepted)
+        cost = cal.verify_cost
         if cost is not None:
-            for size, ratio in zip([0, *cost["size_edges"]], cost["ratios"]):
+            for size, ratio in zip([0, *cost.size_edges], cost.ratios):
                 self.cost_ratio.labels(method, str(size)).set(ratio)
-            curve = cost.get("curve")
-            if curve is not None:
-                self.curve_age.labels(method).set(curve["age_seconds"])
+            if cost.curve is not None:
+                self.curve_age.labels(method).set(cost.curve.age_seconds())
                 for status in CURVE_STATUSES:
-                    self.curve_status.labels(method, status).set(1.0 if status == curve["status"] else 0.0)
+                    self.curve_status.labels(method, status).set(1.0 if status == cost.curve.status else 0.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -117,7 +117,7 @@ class ExactLlamaTarget(SlotCacheTarget):
 
     def __init__(self, model, config: TargetConfig = TargetConfig(), max_draft_nodes: int = 63,
                  threads: Optional[int] = None) -> None:
-        self.model = model  # kept for its config and weights' identity (bench references, cost cache)
+        self._model = model  # its rotary tables are made from it as the context grows
         self.config = config
         self.shape = s = LlamaShape.of(model.config)
         self.arch = arch = Architecture.of(model)
@@ -142,6 +142,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         self._rope_len = 0
         self._reset()
         self.set_threads(threads or torch.get_num_threads())
+        self._identify(model)
 
     @property
     def build_id(self) -> str:
@@ -165,7 +166,7 @@ class ExactLlamaTarget(SlotCacheTarget):
             self._k, self._v = k, v
         if n + 64 > self._rope_len:
             self._rope_len = min(max(2 * self._rope_len, n + 256), max(self.max_context, n + 64))
-            self._rope = rope_tables(self.model, self.arch, self._rope_len)
+            self._rope = rope_tables(self._model, self.arch, self._rope_len)
 
     def _linear(self, q: torch.Tensor, qs: torch.Tensor, w: QuantLinear, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(T, out) = dequantized x @ w.T; with `out`, added to it in place."""
@@ -259,8 +260,8 @@ class ExactLlamaTarget(SlotCacheTarget):
                                 ptr(src32), ptr(dst), len(src))
 
     def shared_weights(self) -> SharedWeights:
-        head = self.model.get_output_embeddings().weight.detach()
-        return SharedWeights(self._embed, head, self.shape.layers, self.shape.eps)
+        head = self._model.get_output_embeddings().weight.detach()
+        return SharedWeights(self._embed, head, self.shape.layers, self.shape.eps, *self._dims)
 
     @torch.inference_mode()
     def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:

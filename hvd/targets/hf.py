@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 import torch
 
 from hvd.targets import f32_attention, f32_linear
-from hvd.targets.protocol import SelfDraft, SharedWeights, TargetConfig, TracksCommits
+from hvd.targets import identity
+from hvd.targets.protocol import SharedWeights, TargetConfig, TracksCommits, drafter_dims
 from hvd.types import Draft, shared_prefix
 
 
@@ -81,7 +82,7 @@ class HFTarget(TracksCommits):
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
         _use_gqa_sdpa(model)
-        self.model = model
+        self._model = model
         self.config = config
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -97,6 +98,10 @@ class HFTarget(TracksCommits):
         if self.native_kernels:
             self.build_id = f"{HFTarget.build_id}+f32-kernels"
         self._own_head = getattr(model.config, "final_logit_softcapping", None) is None
+        self.eos_ids = identity.eos_ids(model)
+        self.fingerprint = identity.target_fingerprint(model, type(self).__name__, self.precision, self.build_id,
+                                                       self.device)
+        self.num_layers = int(model.config.num_hidden_layers)
 
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -107,7 +112,7 @@ class HFTarget(TracksCommits):
         else:
             from hvd.targets.growing_cache import growing_cache  # transformers specifics stay in this class
 
-            self._cache = growing_cache(self.model.config)
+            self._cache = growing_cache(self._model.config)
         x = torch.tensor([ids[keep:]], device=self.device)  # (1, L - keep)
         out, logits = self._forward(x, None, None, last_only=True)
         self._len, self._ids = len(ids), ids
@@ -155,25 +160,44 @@ class HFTarget(TracksCommits):
         self._record(past, keep)
 
     def shared_weights(self) -> SharedWeights:
-        cfg = self.model.config
-        embedding = self.model.get_input_embeddings().weight  # (vocab, hidden)
+        cfg = self._model.config
+        embedding = self._model.get_input_embeddings().weight  # (vocab, hidden)
         return SharedWeights(embedding.detach(), self._head.detach(), int(cfg.num_hidden_layers),
-                             float(getattr(cfg, "rms_norm_eps", 1e-6)))
+                             float(getattr(cfg, "rms_norm_eps", 1e-6)), *drafter_dims(cfg))
 
     @torch.inference_mode()
     def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """One forward over `ids` outside the decode cache (training data): layer -> hidden
         states (L, hidden), and the target's argmax after each prefix (L,)."""
         x = torch.tensor([list(ids)], device=self.device)  # (1, L)
-        out = self.model.base_model(input_ids=x, use_cache=False, output_hidden_states=True)
+        out = self._model.base_model(input_ids=x, use_cache=False, output_hidden_states=True)
         h = out.last_hidden_state[0]  # (L, hidden)
         labels = torch.cat([self._project(h[i : i + 256]).argmax(-1)
                             for i in range(0, h.shape[0], 256)])  # (L,), in chunks: (256, vocab) at a time
         return {l: out.hidden_states[l][0] for l in layers}, labels
 
-    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        """The model with decoder layers `skip` left out, drafting over this target's KV cache."""
-        return _LayerSkipDraft(self, tuple(skip))
+    def skip_step(self, token: int, past: int, offset: int, layers: Sequence[int]) -> int:
+        """`SkipsLayers`: the token through decoder `layers` only, its keys and values appended to
+        those layers' caches (`skip_done` crops them back)."""
+        if self._cache is None:
+            raise RuntimeError("self-draft needs the target's cache to hold every committed token but the last")
+        base = self._model.base_model
+        x = base.embed_tokens(torch.tensor([[token]], device=self.device))  # (1, 1, hidden)
+        pos_ids = torch.tensor([[past + offset]], device=self.device)  # (1, 1)
+        rope = base.rotary_emb(x, position_ids=pos_ids)
+        for i in layers:  # one query token: no mask needed
+            x = base.layers[i](x, attention_mask=None, position_ids=pos_ids, past_key_values=self._cache,
+                               use_cache=True, position_embeddings=rope)
+            x = x[0] if isinstance(x, tuple) else x  # older decoder layers return (hidden, ...)
+        return int(self._project(base.norm(x)[0]).argmax())
+
+    def skip_done(self, past: int, layers: Sequence[int]) -> None:
+        if self._cache is None:
+            return
+        for i in layers:  # back to the committed length
+            layer = self._cache.layers[i]
+            if layer.get_seq_length() > past:
+                layer.crop(past - layer.get_seq_length())
 
     def _forward(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos: Optional[torch.Tensor], last_only: bool = False,
                  rows: Optional[f32_attention.Rows] = None):
@@ -184,9 +208,9 @@ class HFTarget(TracksCommits):
         if rows is not None:
             kwargs["hvd_rows"] = rows
         if not self._own_head:
-            out = self.model(**kwargs)
+            out = self._model(**kwargs)
             return out, out.logits[0, -1:] if last_only else out.logits[0]
-        out = self.model.base_model(**kwargs)
+        out = self._model.base_model(**kwargs)
         h = out.last_hidden_state[0, -1:] if last_only else out.last_hidden_state[0]  # (T, hidden)
         return out, self._project(h)
 
@@ -197,7 +221,7 @@ class HFTarget(TracksCommits):
         if self.dtype != torch.float32 or self.device.type != "cpu" or not f32_linear.available(torch.get_num_threads()):
             return False
         self._native_head = f32_linear.applies(self._head)
-        f32_linear.use_native_linears(self.model)
+        f32_linear.use_native_linears(self._model)
         return True
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
@@ -220,53 +244,3 @@ class HFTarget(TracksCommits):
         if not self.config.hidden_layers:
             return {}
         return {l: out.hidden_states[l] for l in self.config.hidden_layers}  # layer -> (1, T, hidden)
-
-
-class _LayerSkipDraft:
-    """Greedy drafting through the target's kept layers (a self-speculative draft model).
-
-    The kept layers attend over the target's own KV cache of the committed tokens (exact
-    context, computed by the full model), so there is nothing to catch up on: each draft
-    appends the root and the draft tokens to the kept layers' caches and crops them back to
-    the committed length before returning. Layers in `skip` are never run."""
-
-    def __init__(self, target: HFTarget, skip: tuple[int, ...]) -> None:
-        base = target.model.base_model
-        n = len(base.layers)
-        if any(not 0 <= l < n for l in skip):
-            raise ValueError(f"skipped layers must be in [0, {n}): {skip}")
-        self.target = target
-        self.skip = frozenset(skip)
-        self._base = base
-        self._kept = [layer for i, layer in enumerate(base.layers) if i not in self.skip]
-
-    @torch.inference_mode()
-    def draft(self, tokens: Sequence[int], k: int) -> list[int]:
-        t = self.target
-        past = t.cached_len
-        if len(tokens) != past + 1 or t._cache is None:
-            raise RuntimeError("self-draft needs the target's cache to hold every committed token but the last")
-        out: list[int] = []
-        tok = int(tokens[-1])
-        try:
-            for i in range(k):
-                h = self._layers(tok, past + i)  # (1, hidden)
-                tok = int(t._project(h).argmax())
-                out.append(tok)
-        finally:
-            for j, layer in enumerate(t._cache.layers):  # back to the committed length
-                if j not in self.skip and layer.get_seq_length() > past:
-                    layer.crop(past - layer.get_seq_length())
-        return out
-
-    def _layers(self, token: int, pos: int) -> torch.Tensor:
-        """Final-normed hidden state (1, hidden) of `token` at position `pos` through the kept layers."""
-        t = self.target
-        x = self._base.embed_tokens(torch.tensor([[token]], device=t.device))  # (1, 1, hidden)
-        pos_ids = torch.tensor([[pos]], device=t.device)  # (1, 1)
-        rope = self._base.rotary_emb(x, position_ids=pos_ids)
-        for layer in self._kept:  # one query token: no mask needed
-            x = layer(x, attention_mask=None, position_ids=pos_ids, past_key_values=t._cache, use_cache=True,
-                      position_embeddings=rope)
-            x = x[0] if isinstance(x, tuple) else x  # older decoder layers return (hidden, ...)
-        return self._base.norm(x)[0]

@@ -157,7 +157,6 @@ class LlamaTarget(SlotCacheTarget):
     """The `Target` protocol over a Llama-family transformers model's weights (batch 1)."""
 
     def __init__(self, model, config: TargetConfig = TargetConfig()) -> None:
-        self.model = model  # kept for its config and weights' identity (bench references, cost cache)
         self.config = config
         self.shape = LlamaShape.of(model.config)
         if rope_scaling(model.config) != "default":
@@ -177,6 +176,7 @@ class LlamaTarget(SlotCacheTarget):
         self._v: Optional[torch.Tensor] = None
         self._cos = self._sin = torch.empty(0)
         self._reset()
+        self._identify(model)
 
     # ---- the forward -------------------------------------------------------------------
     def _ensure(self, n: int) -> None:
@@ -247,7 +247,7 @@ class LlamaTarget(SlotCacheTarget):
         self._v[:, :, past : past + len(src)] = self._v[:, :, idx]
 
     def shared_weights(self) -> SharedWeights:
-        return SharedWeights(self._embed.detach(), self._head.detach(), self.shape.layers, self.shape.eps)
+        return SharedWeights(self._embed.detach(), self._head.detach(), self.shape.layers, self.shape.eps, *self._dims)
 
     @torch.inference_mode()
     def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:

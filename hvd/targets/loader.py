@@ -10,7 +10,6 @@ model directory or a GGUF file. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from hvd.errors import ModelError
-from hvd.machine import cache_dir
+from hvd.machine import cache_dir, fingerprint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -78,7 +77,7 @@ def resolve(model: Optional[str]) -> Path:
 
 def _gguf_cache_path(gguf: Path) -> Path:
     st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = fingerprint(gguf.resolve(), st.st_size, st.st_mtime_ns)
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 

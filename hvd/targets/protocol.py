@@ -13,7 +13,7 @@ Implementations: `hf.HFTarget` (any transformers causal LM, float32), `lean.Llam
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -21,17 +21,14 @@ from hvd.types import Draft
 
 
 class Target(Protocol):
-    """What every target provides. Optional capabilities, each a method its user checks for
-    once, when it is built (never inside a request): `self_draft(skip) -> SelfDraft`
-    (layerskip), `shared_weights() -> SharedWeights` (model drafters: dflash), `teacher_forced(ids,
-    layers)` (training data), `verify_argmax(root, draft) -> list[int]` (each row's argmax of
-    `verify`'s logits without them: `verify.greedy_verifier`). `model` is the transformers model whose weights the target
-    serves: its config, generation config and identity (bench references, cost-curve cache,
-    the hf peers) are read from it."""
+    """What every target provides, and all that callers may use. Optional capabilities are the
+    small protocols below (and `hvd.verify.VerifiesArgmax`), each checked with `isinstance`
+    once, where its user is built (never inside a request)."""
 
-    model: Any
     precision: str  # what the weights compute in: "float32", "bfloat16", "int8"
     build_id: str  # the target's own compiled kernels ("": none): cost curves and references are keyed by it
+    fingerprint: str  # the model's weights as this target runs them (kind, precision, kernels, device): cache keys
+    eos_ids: frozenset[int]  # the tokens that end a generation, from the model's generation config (may be empty)
     vocab_size: int
     max_context: int  # positions the model can attend over
     max_draft_nodes: int  # draft nodes one verify takes (more are dropped, last first)
@@ -50,10 +47,37 @@ class Target(Protocol):
     def set_hidden_layers(self, layers: Sequence[int]) -> None: ...  # layers `hidden()` returns from the next prefill on
 
 
-class SelfDraft(Protocol):
-    """The target drafting for itself with some layers skipped (`HFTarget.self_draft`)."""
+@runtime_checkable
+class SkipsLayers(Protocol):
+    """A target that runs one token through a subset of its decoder layers over its own KV cache:
+    what self-drafting (`skip_draft.SkipDraft`, the `layerskip` method) needs."""
 
-    def draft(self, tokens: Sequence[int], k: int) -> list[int]: ...  # greedy k tokens after prompt + committed `tokens`
+    num_layers: int
+
+    def skip_step(self, token: int, past: int, offset: int, layers: Sequence[int]) -> int:
+        """The greedy next token after `token` at position past + offset through `layers` only,
+        attending to the `past` committed tokens and the draft's own positions past..past+offset."""
+        ...
+
+    def skip_done(self, past: int, layers: Sequence[int]) -> None:
+        """Forget the draft's keys and values past the `past` committed tokens."""
+        ...
+
+
+@runtime_checkable
+class HasSharedWeights(Protocol):
+    """A target whose frozen tensors a model drafter reads (dflash, and training it)."""
+
+    def shared_weights(self) -> "SharedWeights": ...
+
+
+@runtime_checkable
+class TeacherForced(Protocol):
+    """A target that runs a whole sequence outside its decode cache (a drafter's training data)."""
+
+    def teacher_forced(self, ids: Sequence[int], layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """layer -> hidden states (L, hidden), and the target's argmax after each prefix (L,)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,15 @@ class SharedWeights:
     head: torch.Tensor  # (vocab, hidden) LM head
     num_layers: int  # decoder layers; hidden-state layer l is the output of layer l (0 = embeddings)
     rms_norm_eps: float
+    heads: int  # attention heads, the MLP's width and the rotary base (the config's `rope_theta`,
+    intermediate: int  # else 10,000): a drafter sized like the target
+    rope_theta: float
+
+
+def drafter_dims(config) -> tuple[int, int, float]:
+    """`SharedWeights`' (heads, intermediate, rope_theta) from a transformers config."""
+    return (int(config.num_attention_heads), int(config.intermediate_size),
+            float(getattr(config, "rope_theta", 10000.0) or 10000.0))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from hvd.errors import ModelError
-from hvd.machine import cache_dir, cpu_has_bf16_units, cpu_name
+from hvd.machine import cache_dir, cpu_has_bf16_units, cpu_name, fingerprint
 from hvd.targets import loader
 from hvd.targets.protocol import Target, TargetConfig
 
@@ -100,7 +100,8 @@ def _guard(target, dtype: str, prefill: bool, build: str = "") -> None:
     verdict is cached in $HVD_CACHE/batch_invariance.json, per `build` of its kernels too)."""
     from hvd.targets import check
 
-    key = f"{dtype}|{type(target).__name__}|{build}|{torch.__version__}|{torch.get_num_threads()}|{target.shape}|{cpu_name()}"
+    key = fingerprint(dtype, type(target).__name__, build, torch.__version__, torch.get_num_threads(), target.shape,
+                      cpu_name())
     path = cache_dir() / "batch_invariance.json"
     try:
         known = json.loads(path.read_text())

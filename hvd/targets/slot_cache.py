@@ -5,21 +5,33 @@ the root and the draft nodes at slots past..past+n; `commit` moves the accepted 
 
 A subclass provides `_forward(ids, past, pos, paths, layers=None, keep=())`, `_logits(h)`,
 `_reusable(ids)`, `_move_slots(src, past)` (cache slots src -> past, past+1, ...) and
-`prefill_chunk` (rows per prefill forward)."""
+`prefill_chunk` (rows per prefill forward), and calls `_identify(model)` when made."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from hvd.targets.protocol import SelfDraft, TracksCommits
-from hvd.targets.skip_draft import SkipDraft
+from hvd.targets import identity
+from hvd.targets.protocol import TracksCommits, drafter_dims
 from hvd.types import Draft
+
+if TYPE_CHECKING:
+    from hvd.targets.shape import LlamaShape
 
 
 class SlotCacheTarget(TracksCommits):
     prefill_chunk: int
     build_id = ""  # targets with kernels of their own set it
+    shape: "LlamaShape"
+
+    def _identify(self, model) -> None:
+        """The target's `eos_ids`, `fingerprint` and `num_layers`, from the model it was made from."""
+        self.eos_ids = identity.eos_ids(model)
+        self.fingerprint = identity.target_fingerprint(model, type(self).__name__, self.precision, self.build_id,
+                                                       self.device)
+        self.num_layers = self.shape.layers
+        self._dims = drafter_dims(model.config)  # for `shared_weights`
 
     @torch.inference_mode()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -61,5 +73,12 @@ class SlotCacheTarget(TracksCommits):
             self._move_slots([past + k for k in keep], past)
         self._record(past, keep)
 
-    def self_draft(self, skip: Sequence[int]) -> SelfDraft:
-        return SkipDraft(self, tuple(skip))
+    def skip_step(self, token: int, past: int, offset: int, layers: Sequence[int]) -> int:
+        """`SkipsLayers`: the draft token goes to slot past + offset, which the next verify
+        overwrites (so `skip_done` has nothing to drop)."""
+        slot = past + offset
+        h, _ = self._forward([token], slot, torch.tensor([slot]), [list(range(past, slot + 1))], layers=layers)
+        return int(self._logits(h).argmax())
+
+    def skip_done(self, past: int, layers: Sequence[int]) -> None:
+        pass

@@ -33,9 +33,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from hvd.cost.curve import CONTEXTS, SIZES, ABSOLUTE_SLACK, CurveInfo, VerifyCost, implausible, monotone
+from hvd.cost.curve import CONTEXTS, SIZES, ABSOLUTE_SLACK, VerifyCost, implausible, monotone
 from hvd.machine import cpu_name, fingerprint
-from hvd.types import Draft
+from hvd.types import CurveInfo, Draft
 
 ROUNDS = 5  # interleaved rounds of every size per context pass
 ATTEMPTS = 3  # measurements of a curve before a failing one is used as provisional
@@ -184,14 +184,10 @@ def check(target, curve: VerifyCost, tree: bool = False) -> Optional[str]:
 
 
 def _key(target, tree: bool) -> str:
-    model = getattr(target, "model", None)
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(target).__name__
-    name = Path(name).name  # the model's folder, wherever the cache that holds it lives
-    device = getattr(target, "device", "cpu")
-    dtype = getattr(target, "dtype", "")
-    build = target.build_id  # the compiled kernels: new kernels, a new curve
-    return fingerprint(name, target.vocab_size, device, dtype, type(target).__name__, build, cpu_name(),
-                       torch.get_num_threads(), SIZES, CONTEXTS, "tree" if tree else "chain")
+    """The target (its weights as it runs them: new kernels, a new curve), the CPU, threads,
+    where the curve is timed and over which shape of draft."""
+    return fingerprint(target.fingerprint, cpu_name(), torch.get_num_threads(), SIZES, CONTEXTS,
+                       "tree" if tree else "chain")
 
 
 def path_for(target, cache_dir: Path, tree: bool = False) -> Path:

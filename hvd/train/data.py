@@ -28,6 +28,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from hvd.targets.protocol import TeacherForced
+
 TRAIN_SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat")
 
 
@@ -116,6 +118,8 @@ def build_cache(engine, cfg: DataConfig, layers: tuple[int, ...], out: Path, pro
     """Write one shard per sequence under `out` (existing shards are kept); the shard names."""
     from safetensors.torch import save_file
 
+    if not isinstance(engine.target, TeacherForced):
+        raise TypeError(f"training data needs a target that runs whole sequences; {type(engine.target).__name__} cannot")
     out.mkdir(parents=True, exist_ok=True)
     names = []
     for key, make_ids in sources(cfg):

@@ -60,14 +60,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def net_config(target, cfg: TrainConfig) -> DFlashConfig:
     w = target.shared_weights()
-    mc = target.model.config
-    heads = int(mc.num_attention_heads)
     return DFlashConfig(
         hidden=w.embedding.shape[1], vocab=w.embedding.shape[0],
         target_layers=spread_layers(w.num_layers, cfg.n_target_layers), n_layers=cfg.n_layers,
-        n_heads=heads, head_dim=w.embedding.shape[1] // heads, intermediate=int(mc.intermediate_size),
-        block=cfg.block, window=cfg.window, rope_theta=float(getattr(mc, "rope_theta", 10000.0) or 10000.0),
-        eps=w.rms_norm_eps)
+        n_heads=w.heads, head_dim=w.embedding.shape[1] // w.heads, intermediate=w.intermediate,
+        block=cfg.block, window=cfg.window, rope_theta=w.rope_theta, eps=w.rms_norm_eps)
 
 
 def _logits(net: DFlashNet, b: D.Batch, weights, bf16: bool) -> torch.Tensor:
@@ -93,10 +90,9 @@ def evaluate(net: DFlashNet, shards: list[D.Shard], weights, cfg: TrainConfig, s
 
 
 def work_dir(target) -> Path:
-    from hvd.offline.references import model_key
     from hvd.machine import cache_dir
 
-    return cache_dir() / "dflash" / model_key(target.model)
+    return cache_dir() / "dflash" / target.fingerprint
 
 
 def train(engine, out: Path, cfg: TrainConfig, data_cfg: D.DataConfig, work: Optional[Path] = None,

@@ -55,7 +55,7 @@ def provenance(engine, cfg: TraceConfig, prompts: int) -> dict:
     from hvd.machine import cpu_name
 
     assets = engine.stores.assets
-    return {"model": assets.key if assets is not None else getattr(engine.target.model, "name_or_path", ""),
+    return {"model": assets.key if assets is not None else engine.target.fingerprint,
             "target": type(engine.target).__name__, "dtype": engine.target.precision, "cpu": cpu_name(),
             "threads": torch.get_num_threads(), "suites": list(cfg.suites), "prompts": prompts,
             "max_new_tokens": cfg.max_new_tokens, "model_arm": cfg.model_arm,

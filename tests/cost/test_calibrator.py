@@ -53,14 +53,14 @@ def test_a_right_curve_is_not_moved_by_the_bound():
 
 
 def test_the_snapshot_names_the_curve_and_what_was_learnt():
-    from hvd.cost.curve import CurveInfo
+    from hvd.types import CurveInfo
 
     info = CurveInfo("abc", 0.0, 0.5, 0.98, "re-measured", "older than 7 days")
     c = CostCalibrator(COST.with_info(info))
     c.update(0, COST(0) / 2, 256)
     snap = c.snapshot()
     assert snap.curve is info and snap.steps[0] == 1 and snap.overall < 1
-    d = c.state()
+    d = snap.to_dict()
     assert d["curve"]["status"] == "re-measured" and d["curve"]["age_seconds"] > 0 and len(d["ratios"]) == 6
 
 

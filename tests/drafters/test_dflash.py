@@ -75,7 +75,7 @@ class HiddenRecorder:
 def test_drafters_get_the_hidden_states_of_the_committed_tokens(tiny_engine):
     rec = HiddenRecorder()
     tiny_engine.generate(PROMPTS[0], max_new_tokens=12, drafter=rec)
-    model = tiny_engine.target.model
+    model = tiny_engine.target._model  # the transformers model behind the float32 target
     for tokens, hidden in rec.seen[:3] + rec.seen[-2:]:
         assert hidden.shape == (len(tokens) - 1, 32)
         with torch.inference_mode():

@@ -5,6 +5,7 @@ import torch
 from hvd.drafters.layerskip import LayerSkipConfig, default_skip, for_target
 from hvd.engine import Engine
 from hvd.targets.hf import HFTarget
+from hvd.targets.skip_draft import SkipDraft
 
 from conftest import tiny_llama
 
@@ -26,7 +27,7 @@ def test_cache_is_back_to_the_committed_length_after_drafting():
     target = HFTarget(tiny_llama())
     target.prefill(PROMPTS[0])
     before = [layer.keys.clone() for layer in target._cache.layers]
-    target.self_draft((1,)).draft(PROMPTS[0] + [5], 5)
+    SkipDraft(target, (1,)).draft(PROMPTS[0] + [5], 5)
     for b, layer in zip(before, target._cache.layers):
         assert torch.equal(b, layer.keys)
 

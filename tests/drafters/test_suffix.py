@@ -66,7 +66,7 @@ def top_token(counts: Counter, recent: dict, sign: int) -> int:
 
 def test_is_a_drafter():
     d = SuffixDrafter()
-    assert isinstance(d, Drafter) and d.name == "suffix" and d.capabilities.tree
+    assert isinstance(d, Drafter) and d.name == "suffix"
 
 
 def test_exact_counts():
@@ -79,10 +79,10 @@ def test_exact_counts():
 def test_the_context_itself_does_not_dilute_counts_unless_asked():
     assert tree_probs([5, 6, 5, 6], [5, 6]) == {(5,): 1.0, (5, 6): 1.0}
     dr = drafter([5, 6, 5, 6], **EXACT).propose(ctx([5, 6, 5, 6]))
-    assert dr.tokens == (5, 6) and dr.features["score"] == 2.0 and dr.features["support"] == 1.0
+    assert dr.tokens == (5, 6) and dr.features.score == 2.0 and dr.features.support == 1.0
     # counted as ArcticInference counts: "5 6" occurs twice, once with no next token
     dr = drafter([5, 6, 5, 6], **EXACT, count_ends=True).propose(ctx([5, 6, 5, 6]))
-    assert dr.tokens == (5, 6) and dr.features["score"] == pytest.approx(1.0) and dr.features["support"] == 2.0
+    assert dr.tokens == (5, 6) and dr.features.score == pytest.approx(1.0) and dr.features.support == 2.0
 
 
 def test_equally_frequent_continuations_rank_by_who_got_there_first():
@@ -106,12 +106,12 @@ def test_equally_probable_tree_nodes_go_shallower_first():
 def test_longest_match_wins():
     seq = [9, 1, 2, 8, 9, 1, 2, 8, 3, 1, 2, 7, 0, 3, 1, 2]
     dr = drafter(seq, **EXACT).propose(ctx(seq, 1))
-    assert dr.tokens == (7,) and dr.features["match_length"] == 3.0
+    assert dr.tokens == (7,) and dr.features.match_length == 3.0
     dr = drafter(seq, max_match=2, **EXACT).propose(ctx(seq, 1))  # "1 2": 8 twice, 7 once
-    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 3)
-    assert dr.features["support"] == 3.0
+    assert dr.tokens == (8,) and dr.features.score == pytest.approx(2 / 3)
+    assert dr.features.support == 3.0
     dr = drafter(seq, max_match=2, **EXACT, count_ends=True).propose(ctx(seq, 1))  # and the end once
-    assert dr.tokens == (8,) and dr.features["score"] == pytest.approx(2 / 4) and dr.features["support"] == 4.0
+    assert dr.tokens == (8,) and dr.features.score == pytest.approx(2 / 4) and dr.features.support == 4.0
 
 
 def test_min_prob_stops_paths():
@@ -132,7 +132,7 @@ def test_limits():
     assert len(drafter(seq[-5:] + seq, min_prob=0.0, spec_factor=1.5).propose(ctx(seq[-5:] + seq))) == 15
     short = [7, 8, 7, 8, 7, 8, 9, 7, 8]
     dr = drafter(short, max_match=2, min_prob=0.0, spec_factor=2.0).propose(ctx(short))
-    assert dr.features["match_length"] == 2.0 and len(dr) == 4
+    assert dr.features.match_length == 2.0 and len(dr) == 4
 
 
 def test_empty_and_short_contexts():
@@ -166,8 +166,8 @@ def test_tree_mode_is_a_valid_tree():
         assert len(set(edges)) == len(edges)  # no duplicate siblings
         assert dr.max_depth() <= budget and len(dr) <= 20
         if len(dr):
-            assert dr.features["draft_length"] == len(dr)
-            assert 0 < dr.features["score"] <= len(dr) + 1e-9
+            assert dr.features.draft_length == len(dr)
+            assert 0 < dr.features.score <= len(dr) + 1e-9
 
 
 def test_tree_probabilities_shrink_along_paths():
@@ -197,8 +197,8 @@ def test_chain_matches_brute_force(config, ends, sign):
             continue
         top = top_token(counts, recent, sign)
         assert dr.tokens == (top,)
-        assert dr.features["match_length"] == best and dr.features["support"] == sum(counts.values())
-        assert dr.features["score"] == pytest.approx(counts[top] / sum(counts.values()))
+        assert dr.features.match_length == best and dr.features.support == sum(counts.values())
+        assert dr.features.score == pytest.approx(counts[top] / sum(counts.values()))
 
 
 def test_long_sequences_match_brute_force():  # a hash table with collisions
@@ -209,7 +209,7 @@ def test_long_sequences_match_brute_force():  # a hash table with collisions
         tail = seq[:cut]
         best, counts, recent = reference([seq], tail, 1, 32)
         dr = d.propose(ctx(tail))
-        assert dr.features.get("match_length", 0.0) == best
+        assert dr.features.match_length == best
         if best:
             assert counts[dr.tokens[0]] == max(counts.values())
 
@@ -233,7 +233,7 @@ def test_every_match_length_scored_matches_brute_force(config, ends, sign):
             top = top_token(counts, recent, sign)
             scored.append((counts[top] / sum(counts.values()), m, top))
         score, m, top = max(scored, key=lambda x: (x[0], x[1]))
-        assert dr.features["score"] == pytest.approx(score) and dr.tokens == (top,)
+        assert dr.features.score == pytest.approx(score) and dr.tokens == (top,)
 
 
 def _at_least(seq, m, ends=False):
@@ -249,11 +249,11 @@ def test_global_tree_learns_across_requests():
     d.end([50, 40, 41, 42, 43, 44, 45])
     d.begin([7, 8, 9, 40, 41])
     dr = d.propose(ctx([7, 8, 9, 40, 41]))
-    assert dr.tokens[:3] == (42, 43, 44) and dr.features["source_global"] == 1.0
+    assert dr.tokens[:3] == (42, 43, 44) and dr.features.source_global == 1.0
     d.end([1, 2, 3, 1, 2])
     d.begin([1, 2, 3, 1, 2])  # both stores draft 3 1 2: the request store wins ties
     dr = d.propose(ctx([1, 2, 3, 1, 2]))
-    assert dr.tokens == (3, 1, 2) and dr.features["source_global"] == 0.0
+    assert dr.tokens == (3, 1, 2) and dr.features.source_global == 0.0
 
 
 @pytest.mark.parametrize("config,ends,sign", SEMANTICS)
@@ -268,7 +268,7 @@ def test_global_matches_brute_force_and_never_crosses_responses(config, ends, si
         tail = [rng.randrange(3) for _ in range(rng.randrange(0, 6))]
         dr = d.propose(ctx(tail))
         best, counts, recent = reference(responses, tail, 1, 32, ends)
-        assert dr.features.get("match_length", 0.0) == best
+        assert dr.features.match_length == best
         if best:
             assert dr.tokens[0] == top_token(counts, recent, sign)
 
@@ -317,7 +317,7 @@ def test_a_long_match_drafts_as_deep_as_a_shorter_one_with_the_same_occurrences(
     seq = list(range(100, 150)) + list(range(200, 240)) + list(range(100, 150))
     d = drafter(seq, max_match=63, max_depth=64, min_prob=0.0)
     draft = d.propose(ctx(seq))
-    assert list(draft.tokens) == list(range(200, 232)) and draft.features["match_length"] == 32
+    assert list(draft.tokens) == list(range(200, 232)) and draft.features.match_length == 32
 
 
 def test_draft_scores_are_summed_in_numpys_order():

@@ -7,7 +7,7 @@ import pytest
 from hvd.drafters.tree_budget import (AcceptanceCalibrator, CalibrationConfig, TreeSizer, best_cut, chain_cut, order,
                                       select, subtree)
 from hvd.cost.curve import VerifyCost, monotone
-from hvd.types import Draft
+from hvd.types import Draft, DraftFeatures
 
 LINEAR = VerifyCost((0, 1, 2, 4, 8), (1.0, 1.1, 1.2, 1.4, 1.8))  # 0.1 s per node on top of 1 s
 
@@ -24,9 +24,9 @@ def test_select_keeps_a_rooted_subtree_by_probability():
 
 
 def test_subtree_reindexes():
-    d = Draft((10, 11, 12, 13), (-1, 0, -1, 2), None, {"x": 1.0})
+    d = Draft((10, 11, 12, 13), (-1, 0, -1, 2), DraftFeatures(score=1.0))
     s = subtree(d, [0, 2, 3])
-    assert s.tokens == (10, 12, 13) and s.parents == (-1, -1, 1) and s.features == {"x": 1.0}
+    assert s.tokens == (10, 12, 13) and s.parents == (-1, -1, 1) and s.features == DraftFeatures(score=1.0)
 
 
 def test_calibrator_counts_the_nodes_the_committed_tokens_decide():

@@ -88,7 +88,7 @@ def test_acceptance_curve_starts_at_its_prior_and_learns_the_real_shape():
     assert c.survival(0.2, 8).sum() == pytest.approx(0.2, rel=1e-3)  # other bins untouched
     geo = AcceptanceCurve(OnlineConfig(capped_prior=False))
     assert np.allclose(geo.survival(5.0, 40), geometric(5.0, 40))  # the old prior, for A/Bs
-    assert c.state()["steps"][5] == 400  # the prediction bin 4-6
+    assert c.snapshot().steps[5] == 400  # the prediction bin 4-6
     assert c.survival(5.0, 2)[0] == pytest.approx(0.3, abs=0.1)  # a class with no steps of its own reads as its bin
 
 
@@ -101,8 +101,8 @@ def test_acceptance_curve_tells_short_drafts_from_deep_ones_at_one_prediction():
     assert c.survival(1.5, 2)[0] == pytest.approx(0.25, abs=0.08)
     assert c.survival(1.5, 6)[0] == pytest.approx(0.6, abs=0.08)
     assert 0.3 < c.survival(1.5, 40)[0] < 0.55  # deeper drafts, unseen: the bin's, pooled over both
-    by_depth = c.state()["expected_accepted_at_depth"]
-    assert set(by_depth) == {"2", "8"} and by_depth["2"][2] < by_depth["8"][2]
+    by_depth = c.snapshot().expected_accepted_at_depth
+    assert set(by_depth) == {2, 8} and by_depth[2][2] < by_depth[8][2]
 
 
 def test_acceptance_curve_counts_no_rejection_it_did_not_see():
@@ -133,8 +133,8 @@ def test_bandit_prefers_the_fastest_mode_and_keeps_exploring():
         replayed.append(m)
         again.update(m, int(rates[m]), 1.0)
     assert replayed == picks
-    state = b.state()
-    assert set(state) == {"best", "steps", "tokens_per_second"} and np.isclose(state["tokens_per_second"][MODES[1]], 80)
+    state = b.snapshot()
+    assert state.best in MODES and np.isclose(state.tokens_per_second[MODES[1]], 80)
 
 
 def test_bandit_leaves_a_short_request_to_the_policy_then_measures_every_mode():
@@ -157,7 +157,7 @@ def test_the_model_arm_drafts_before_each_decision_and_its_curve_learns_per_bin(
     prompt, ref = trace()
     h = hybrid(1.0, online=True)
     recs = replay(h, prompt, ref)
-    modes = h.online_state()["modes"]["steps"]
+    modes = h.online_state().modes.steps
     counts = h.online.model_acceptance.counts
     assert counts.sum() >= 0.9 * (modes["policy"] + modes["model-only"]) and modes["policy"] >= 0.5 * len(recs)
     assert (counts > 0).sum() >= 2  # more than one bin of the drafter's own estimate
@@ -168,7 +168,7 @@ def test_generation_stats_report_what_calibration_learnt(tiny_engine, tmp_path, 
     before = tiny_engine.drafter("hvd").online_state()  # shared by the method's requests: it may have history
     stats = tiny_engine.generate("abc abc abc", method="hvd", max_new_tokens=24).stats.to_dict()
     cal = stats["calibration"]
-    learnt = sum(cal["modes"]["steps"].values()) - sum(before["modes"]["steps"].values())
+    learnt = sum(cal["modes"]["steps"].values()) - sum(before.modes.steps.values())
     assert stats["steps"] - 1 <= learnt <= stats["steps"]  # every step it drafted (not one with no budget left)
     assert {"acceptance", "modes", "verify_cost"} <= set(cal)
     curve = cal["verify_cost"]["curve"]  # which curve priced the drafts, how old, how it came to be
@@ -200,7 +200,7 @@ def test_a_step_is_priced_with_its_time_outside_drafting_and_verifying(monkeypat
     h.propose(DecodeContext(prompt, len(prompt), 16))
     assert h.online.step_overhead == pytest.approx(0.004)
     assert seen[0] == 0.0 and seen[-1] == pytest.approx(0.004)  # the frozen clock: drafting took no time
-    assert h.online_state()["step_overhead_ms"] == pytest.approx(4.0)
+    assert h.online_state().step_overhead_ms == pytest.approx(4.0)
 
 
 def test_followed_drafts_learn_how_far_a_cut_draft_would_have_gone():

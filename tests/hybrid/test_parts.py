@@ -1,7 +1,6 @@
 """HVD parts on hand-made cases: draft union and matching, features, predictor, decision rules."""
 import numpy as np
 import pytest
-import torch
 
 from hvd.hybrid import predictor as P
 from hvd.cost.curve import VerifyCost, best_cut
@@ -23,14 +22,6 @@ def test_union_merges_shared_prefixes_and_keeps_order():
     u = Draft.chain([1, 2, 3]).union(Draft((1, 5, 2, 7), (-1, -1, 0, 2)))
     assert u.tokens == (1, 2, 3, 5, 7) and u.parents == (-1, 0, 1, -1, 1)
     assert u.matched([1, 2, 7]) == 3 and u.matched([1, 2, 3]) == 3 and u.matched([5]) == 1
-
-
-def test_union_gives_deterministic_nodes_one_hot_rows():
-    q = torch.softmax(torch.randn(2, 6), -1)
-    u = Draft.chain([4]).union(Draft((4, 2), (-1, 0), q))
-    assert u.tokens == (4, 2)
-    assert torch.equal(u.probs[0], torch.nn.functional.one_hot(torch.tensor(4), 6).float())  # this side's node wins
-    assert torch.equal(u.probs[1], q[1])
 
 
 def test_token_class_counts_and_feature_vector():

@@ -34,7 +34,7 @@ def test_grouped_heads_attend_through_gqa_sdpa_as_through_transformers_own():
     trees give transformers' own sdpa logits (a model with 2 key/value heads for 4 query heads)."""
     own = tiny_llama()
     target = HFTarget(tiny_llama())
-    assert target.model.config._attn_implementation == GQA_SDPA and own.config._attn_implementation == "sdpa"
+    assert target._model.config._attn_implementation == GQA_SDPA and own.config._attn_implementation == "sdpa"
     target.prefill(PROMPT)
     draft = Draft((4, 7, 9, 2, 6), (-1, 0, -1, 2, 1))
     logits = target.verify(11, draft)

@@ -8,6 +8,7 @@ import torch
 from hvd.targets.lean import BLOCK, LlamaTarget
 from hvd.targets.check import check_exact
 from hvd.targets.hf import HFTarget
+from hvd.targets.skip_draft import SkipDraft
 from hvd.types import Draft
 
 from conftest import VOCAB, decode_one_by_one, paths_of, tiny_llama
@@ -84,7 +85,7 @@ def test_bf16_prefix_reuse_and_hidden_states(lean_bf16, monkeypatch):
         emb = lean_bf16.shared_weights().embedding
         assert torch.equal(h[0][39], emb[5]) and torch.equal(h[0][40], emb[6])  # layer 0 = embeddings
         logits = lean_bf16.prefill(seq(49))  # shares 39 tokens with the cache: keeps 32, recomputes 2 chunks
-        fresh = LlamaTarget(lean_bf16.model)
+        fresh = LlamaTarget(tiny_llama(seed=3).to(torch.bfloat16))  # the same weights
         assert torch.equal(logits, fresh.prefill(seq(49)))  # rounds as a fresh prefill does
     finally:
         lean_bf16.config = replace(lean_bf16.config, reuse_prefix=False)
@@ -98,7 +99,7 @@ def test_self_check_passes_in_bf16(lean_bf16):
 def test_layer_skip_draft_over_the_lean_cache(lean_bf16):
     prompt = seq(29)
     lean_bf16.prefill(prompt)
-    drafter = lean_bf16.self_draft(skip=())  # no layer skipped: the target's own greedy tokens
+    drafter = SkipDraft(lean_bf16, skip=())  # no layer skipped: the target's own greedy tokens
     tokens = drafter.draft(prompt + [3], 4)
     want = []
     lean_bf16.prefill(prompt)

@@ -27,16 +27,18 @@ def test_best_cut_maximises_expected_tokens_per_second():
     assert best_cut([0.0, 0.0], VerifyCost((0, 2), (1.0, 1.0))) == 0  # equal rates: the smallest
 
 
-def test_cost_curve_cache_is_keyed_by_kernel_build(tmp_path):
-    """A curve timed with one build of the exact kernels is not reused by another build."""
+def test_cost_curve_cache_is_keyed_by_the_targets_fingerprint(tmp_path):
+    """A curve timed on one target (weights, precision, kernels' build) is not reused by another;
+    chains and trees are timed apart."""
     from types import SimpleNamespace
 
     from hvd.targets.verify_cost import path_for
 
-    a = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-aaaa")
-    b = SimpleNamespace(vocab_size=10, build_id="hvd_kernels-bbbb")
+    a = SimpleNamespace(fingerprint="aaaa")
+    b = SimpleNamespace(fingerprint="bbbb")
     assert path_for(a, tmp_path) != path_for(b, tmp_path)
-    assert path_for(a, tmp_path) == path_for(SimpleNamespace(vocab_size=10, build_id="hvd_kernels-aaaa"), tmp_path)
+    assert path_for(a, tmp_path) == path_for(SimpleNamespace(fingerprint="aaaa"), tmp_path)
+    assert path_for(a, tmp_path) != path_for(a, tmp_path, tree=True)
 
 
 def test_cost_curve_grows_with_the_context():
@@ -64,7 +66,7 @@ class Clocked:
     times `pace`; `burst(i)` says whether the i-th verify runs while another process has the
     cores (then it takes `burst_factor` times longer and the process gets a third of the CPU)."""
 
-    vocab_size, max_context = 50, 4096
+    vocab_size, max_context, fingerprint = 50, 4096, "clocked"
 
     def __init__(self, pace=1.0, burst=lambda i: False, burst_factor=3.0):
         self.len, self.now, self.cpu, self.calls = 0, 0.0, 0.0, 0
