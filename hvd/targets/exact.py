@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 import torch
 from torch.nn import functional as F
 
+from hvd.targets.exact_kv import KVCache, Rows, pack
 from hvd.targets.family import Architecture, LayerExtras, decoder_layers, layer_extras, norm_weight, rope_tables
 from hvd.targets.native import LayerSpec, integer_path, library, ptr, weight_group
 from hvd.targets.protocol import SharedWeights, TargetConfig
@@ -136,8 +137,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         self._norm = norm_weight(model.model.norm, arch)
         self._head = QuantLinear.of(model.get_output_embeddings().weight, group)
         self._scratch_bufs: dict[int, torch.Tensor] = {}
-        self._k: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity/8, d, 8)
-        self._v: Optional[torch.Tensor] = None  # (layers, kv_heads, capacity, d)
+        self._kv = KVCache(s.layers, s.kv_heads, s.head_dim)  # this target's own sequence
         self._rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer kind -> (cos, sin)
         self._rope_len = 0
         self._reset()
@@ -154,16 +154,13 @@ class ExactLlamaTarget(SlotCacheTarget):
         self.lib.hvd_set_threads(int(n))
 
     # ---- the forward -------------------------------------------------------------------
-    def _ensure(self, n: int) -> None:
+    def new_cache(self) -> KVCache:
+        """An empty KV cache for another sequence (`forward_rows`)."""
         s = self.shape
-        cap = 0 if self._k is None else self._v.shape[2]
-        if n > cap:
-            new = max(2 * cap, -(-max(n, 256) // 64) * 64)
-            k = torch.zeros(s.layers, s.kv_heads, new // 8, s.head_dim, 8, dtype=torch.float16)
-            v = torch.zeros(s.layers, s.kv_heads, new, s.head_dim, dtype=torch.float16)
-            if self._k is not None:
-                k[:, :, : cap // 8], v[:, :, :cap] = self._k, self._v
-            self._k, self._v = k, v
+        return KVCache(s.layers, s.kv_heads, s.head_dim)
+
+    def _ensure_rope(self, n: int) -> None:
+        """Rotary tables for positions below n (with room to spare)."""
         if n + 64 > self._rope_len:
             self._rope_len = min(max(2 * self._rope_len, n + 256), max(self.max_context, n + 64))
             self._rope = rope_tables(self._model, self.arch, self._rope_len)
@@ -189,32 +186,45 @@ class ExactLlamaTarget(SlotCacheTarget):
 
     def _forward(self, ids: Sequence[int], past: int, pos: torch.Tensor, paths: Optional[Sequence[Sequence[int]]],
                  layers: Optional[Sequence[int]] = None, keep: Sequence[int] = ()) -> tuple[torch.Tensor, dict]:
-        """Final-normed hidden states (T, hidden) of tokens `ids` written at slots past..past+T-1
-        at positions pos (T,); paths[i]: query i's slots from the root to itself (None: a causal
-        chain, slot = position). `layers`: decoder layers to run (None: all); `keep`: layers
-        whose input hidden states to return."""
+        """Final-normed hidden states (T, hidden) of tokens `ids` of this target's own sequence
+        written at slots past..past+T-1 at positions pos (T,); paths[i]: query i's slots from the
+        root to itself (None: a causal chain, slot = position). `layers`: decoder layers to run
+        (None: all); `keep`: layers whose input hidden states to return."""
+        (out,), hidden = self.forward_rows([Rows(self._kv, ids, past, pos, paths)], layers, keep)
+        return out, hidden
+
+    @torch.inference_mode()
+    def forward_rows(self, parts: Sequence[Rows], layers: Optional[Sequence[int]] = None,
+                     keep: Sequence[int] = ()) -> tuple[list[torch.Tensor], dict]:
+        """One forward over the rows of several sequences, each part over its own cache: per part
+        the final-normed hidden states (T_part, hidden), bitwise what the part computes alone
+        (every op is batch-invariant); `keep`'s hidden states (all rows, in part order)."""
         s, lib = self.shape, self.lib
-        T = len(ids)
-        self._ensure(past + T)
-        base, path, off = _visibility(past, T, paths)
-        pos32 = pos.to(torch.int32).contiguous()
-        slots = torch.arange(past, past + T, dtype=torch.int32)
+        pk = pack(parts)
+        T = pk.ids.shape[0]
+        self._ensure_rope(int(pk.pos.max()) + 1 if T else 0)
         hidden = {}
-        x = F.embedding(torch.tensor(ids), self._embed_in).contiguous()  # (T, hidden) float32
+        x = F.embedding(pk.ids, self._embed_in).contiguous()  # (T, hidden) float32
         scratch = self._scratch(T)
-        cap = self._v.shape[2]
+        nseq = len(pk.caches)
         for i in range(s.layers) if layers is None else layers:
             if i in keep:
                 hidden[i] = x.clone()
             w = self._layers[i]
             cos, sin = self._rope[w.kind]
-            lib.hvd_layer(ctypes.byref(w.spec), ptr(x), T, ptr(pos32), ptr(cos), ptr(sin), ptr(slots),
-                          ptr(self._k[i]), ptr(self._v[i]), cap, ptr(base), ptr(path), ptr(off), ptr(scratch))
+            ks, vs, caps = pk.layer_caches(i)
+            lib.hvd_layer_batch(ctypes.byref(w.spec), ptr(x), T, ptr(pk.pos), ptr(cos), ptr(sin), ptr(pk.slots), nseq,
+                                ptr(pk.rows), ks, vs, caps, ptr(pk.base), ptr(pk.path), ptr(pk.off), ptr(scratch))
         if s.layers in keep:
             hidden[s.layers] = x.clone()
         out = torch.empty_like(x)
         lib.hvd_rmsnorm(ptr(x), T, s.hidden, ptr(self._norm), s.eps, ptr(out))
-        return out, hidden
+        bounds = pk.rows.tolist()
+        return [out[a:b] for a, b in zip(bounds, bounds[1:])], hidden
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(T, vocab) float32 logits of final-normed hidden states (T, hidden), as `verify` gives them."""
+        return self._logits(h)
 
     def _head_input(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final-normed hidden states (T, hidden) quantized for the LM head: int8 values (as
@@ -248,7 +258,7 @@ class ExactLlamaTarget(SlotCacheTarget):
     def _reusable(self, ids: list[int]) -> int:
         """Committed tokens a prefill of `ids` keeps: the shared prefix (the last prompt token is
         always recomputed). Any length: a token's numbers do not depend on how it was grouped."""
-        if not self.config.reuse_prefix or self._k is None or self.config.hidden_layers:
+        if not self.config.reuse_prefix or self._kv.k is None or self.config.hidden_layers:
             return 0
         return shared_prefix(self._ids[: self._len], ids[:-1])
 
@@ -256,7 +266,7 @@ class ExactLlamaTarget(SlotCacheTarget):
         s = self.shape
         src32 = torch.tensor(src, dtype=torch.int32)
         dst = torch.arange(past, past + len(src), dtype=torch.int32)
-        self.lib.hvd_move_slots(ptr(self._k), ptr(self._v), s.layers, s.kv_heads, s.head_dim, self._v.shape[2],
+        self.lib.hvd_move_slots(ptr(self._kv.k), ptr(self._kv.v), s.layers, s.kv_heads, s.head_dim, self._kv.capacity,
                                 ptr(src32), ptr(dst), len(src))
 
     def shared_weights(self) -> SharedWeights:
@@ -277,21 +287,3 @@ class ExactLlamaTarget(SlotCacheTarget):
                 hid_all[l].append(hid[l])
         self._ids, self._len = [], 0
         return {l: torch.cat(v) for l, v in hid_all.items()}, torch.cat(labels)
-
-
-def _visibility(past: int, T: int, paths: Optional[Sequence[Sequence[int]]]):
-    """Per query: base (keys in slots 0..base-1, in order) and the rest of its path (slots),
-    flattened with offsets. A path's leading run of consecutive slots from `past` joins the base."""
-    if paths is None:  # a causal chain: query t sees slots 0..past+t
-        return (torch.arange(past + 1, past + T + 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32),
-                torch.zeros(T + 1, dtype=torch.int32))
-    base, flat, off = [], [], [0]
-    for p in paths:
-        run = 0
-        while run < len(p) and p[run] == past + run:
-            run += 1
-        base.append(past + run)
-        flat.extend(p[run:])
-        off.append(len(flat))
-    return (torch.tensor(base, dtype=torch.int32), torch.tensor(flat or [0], dtype=torch.int32),
-            torch.tensor(off, dtype=torch.int32))

@@ -469,9 +469,16 @@ static void add_normed(float* x, const float* y, int T, int K, const float* w, f
     }
 }
 
-void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, const float* cos, const float* sin,
-               const int32_t* slots, half* kc, half* vc, int cap, const int32_t* base, const int32_t* path,
-               const int32_t* off, char* scratch) {
+/* One layer over the rows of `nseq` sequences, each with a KV cache of its own: sequence s owns
+ * rows rows[s] .. rows[s+1]-1 (in order), its layer cache is kcs[s], vcs[s] with caps[s] slots,
+ * and `slots`, `base`, `path` and `off` index that cache for its rows. The linears, norms and
+ * activations run over all T rows together; rotary storing and attention run per sequence over
+ * its own cache. Every op is batch-invariant, so each row's outputs are bitwise those of its
+ * sequence run alone. */
+void hvd_layer_batch(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, const float* cos,
+                     const float* sin, const int32_t* slots, int nseq, const int32_t* rows, half* const* kcs,
+                     half* const* vcs, const int32_t* caps, const int32_t* base, const int32_t* path,
+                     const int32_t* off, char* scratch) {
     int hid = L->hid, H = L->H, KVH = L->KVH, D = L->D, inter = L->inter;
     int16_t* xq = (int16_t*)scratch;
     float* xs = (float*)(scratch + up32((size_t)T * widest_of(hid, H, D, inter) * 2));
@@ -483,9 +490,14 @@ void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, con
     int nqkv = (H + 2 * KVH) * D;
     hvd_rmsnorm_quant(x, T, hid, L->ln_attn, L->eps, NULL, xq, xs);
     hvd_linear(xq, xs, T, hid, L->wqkv, L->sqkv, nqkv, qkv, 0, L->group);
-    hvd_rope_store(qkv, T, H, KVH, D, L->qkv_bias, L->q_norm, L->k_norm, L->eps, pos, cos, sin, slots, q, kc, vc,
-                   cap);
-    hvd_attention(q, T, H, KVH, D, kc, vc, cap, base, path, off, pos, L->window, L->scale, att);
+    for (int s = 0; s < nseq; s++) {
+        int r0 = rows[s], n = rows[s + 1] - rows[s];
+        if (n <= 0) continue;
+        hvd_rope_store(qkv + (size_t)r0 * nqkv, n, H, KVH, D, L->qkv_bias, L->q_norm, L->k_norm, L->eps, pos + r0,
+                       cos, sin, slots + r0, q + (size_t)r0 * H * D, kcs[s], vcs[s], caps[s]);
+        hvd_attention(q + (size_t)r0 * H * D, n, H, KVH, D, kcs[s], vcs[s], caps[s], base + r0, path, off + r0,
+                      pos + r0, L->window, L->scale, att + (size_t)r0 * H * D);
+    }
     hvd_quantize(att, T, H * D, xq, xs);
     if (L->post_attn) {
         hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, tmp, 0, L->group);
@@ -502,4 +514,12 @@ void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, con
     } else {
         hvd_linear(xq, xs, T, inter, L->wd, L->sd, hid, x, 1, L->group);
     }
+}
+
+/* One sequence's rows: hvd_layer_batch with one cache. */
+void hvd_layer(const hvd_layer_spec* L, float* x, int T, const int32_t* pos, const float* cos, const float* sin,
+               const int32_t* slots, half* kc, half* vc, int cap, const int32_t* base, const int32_t* path,
+               const int32_t* off, char* scratch) {
+    int32_t rows[2] = {0, T};
+    hvd_layer_batch(L, x, T, pos, cos, sin, slots, 1, rows, &kc, &vc, &cap, base, path, off, scratch);
 }

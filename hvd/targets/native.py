@@ -56,6 +56,7 @@ _SIGNATURES = {
     "hvd_attention_f32": ["p", "i", "i", "i", "i", "p", "p", "l", "p", "p", "p", "f", "p"],
     "hvd_layer_scratch": ["i"] * 6,
     "hvd_layer": ["p", "p", "i", "p", "p", "p", "p", "p", "p", "i", "p", "p", "p", "p"],
+    "hvd_layer_batch": ["p", "p", "i", "p", "p", "p", "p", "i", "p", "p", "p", "p", "p", "p", "p", "p"],
 }
 _RESTYPES = {"hvd_layer_scratch": ctypes.c_size_t, "hvd_set_vnni": ctypes.c_int}
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "l": ctypes.c_long, "f": ctypes.c_float}
