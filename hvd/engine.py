@@ -27,8 +27,9 @@ from hvd.machine import resolve_threads
 from hvd.targets import loader
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.targets.select import select
+from hvd.targets.sequences import HoldsManySequences, RequestSequence
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import KeyedSampler, SamplingParams, greedy_verifier, verify_keyed
+from hvd.verify import KeyedSampler, SamplingParams, VerifiesArgmax, accept_greedy, argmax_rows, verify_keyed
 
 Messages = list[dict]
 PromptLike = Union[str, Messages]
@@ -41,6 +42,22 @@ class GenerationConfig:
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()
     max_draft_tokens: Optional[int] = None  # draft nodes verified per step at most (None: the target's limit)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation, as `generate` takes it (`generate_many`, `stream_many`)."""
+
+    prompt: "PromptLike"
+    method: str = "suffix"
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()
+    drafter: Optional[Drafter] = None  # used as given, not forked (tests, the oracle)
+    max_draft_tokens: Optional[int] = None
 
 
 @dataclass
@@ -60,6 +77,39 @@ class Chunk:
     text: str
     token_ids: list[int]
     result: Optional[Result] = None  # set on the last chunk
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """Target work a request asks for: prefill `ids` (keeping `hidden_layers`' states); the
+    reply is the logits (vocab,) after the last one."""
+
+    ids: list[int]
+    hidden_layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Verify `draft` after `root`; the reply is each row's argmax (`greedy`) or the logits (1+n, vocab)."""
+
+    root: int
+    draft: Draft
+    greedy: bool
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Keep the root and the accepted nodes `path` of the last verify; no reply."""
+
+    path: list[int]
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """The kept layers' hidden states of the committed tokens; the reply is `Target.hidden()`."""
+
+
+HIDDEN = Hidden()
 
 
 @dataclass
@@ -103,7 +153,6 @@ class Engine:
     def __init__(self, target: Target, tokenizer) -> None:
         self.target = target
         self.tokenizer = tokenizer
-        self._verify_greedy = greedy_verifier(target)  # the target's fused argmax where it has one
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         self.load_notes: tuple[str, ...] = ()  # why `load` passed over a faster dtype ("auto")
@@ -204,20 +253,87 @@ class Engine:
         not forked);
         `max_draft_tokens` caps the draft nodes verified per step (None: the target's limit).
         Closing the iterator early cancels the generation (the drafter's `end` is not called)."""
-        cfg = make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop, max_draft_tokens)
-        if drafter is not None:
-            chosen, method = drafter, getattr(drafter, "name", method)
+        request = Request(prompt, method, max_new_tokens, temperature, top_p, top_k, seed, tuple(stop), drafter,
+                          max_draft_tokens)
+        yield from self._decode(*self._prepare(request))
+
+    def _prepare(self, r: "Request") -> tuple[list[int], str, Optional[Drafter], GenerationConfig]:
+        """A request's token ids, method name, drafter (a fork of the method's, or the one given)
+        and generation config, checked."""
+        cfg = make_generation_config(r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.seed, r.stop,
+                                     r.max_draft_tokens)
+        method = r.method
+        if r.drafter is not None:
+            chosen, method = r.drafter, getattr(r.drafter, "name", method)
         else:
             proto = self.drafter(method)
             chosen = proto.for_request() if proto is not None else None
-        ids = prompt if _is_token_ids(prompt) else self.encode(prompt)
+        ids = r.prompt if _is_token_ids(r.prompt) else self.encode(r.prompt)
         if len(ids) >= self.target.max_context:
             raise InputError(
                 f"prompt is {len(ids)} tokens; the model's context window is {self.target.max_context}"
             )
-        yield from self._decode(list(ids), method, chosen, cfg)
+        return list(ids), method, chosen, cfg
+
+    def generate_many(self, requests: Sequence["Request"], max_batch: int = 16) -> list[Result]:
+        """Every request's Result, each the one `generate` gives it alone (see `stream_many`)."""
+        results: list[Optional[Result]] = [None] * len(requests)
+        for i, chunk in self.stream_many(requests, max_batch):
+            if chunk.result is not None:
+                results[i] = chunk.result
+        return results  # type: ignore[return-value]
+
+    def stream_many(self, requests: Sequence["Request"], max_batch: int = 16) -> Iterator[tuple[int, Chunk]]:
+        """(request index, Chunk) as the requests' tokens are committed. On a target that holds
+        many sequences (`HoldsManySequences`: the int8 target) up to `max_batch` requests run
+        together, one forward a step over all their rows (a long prompt's prefill in chunks
+        beside the others' steps), each request joining as another finishes; elsewhere, or when
+        a request's drafter reads hidden states, one after another. Either way each request runs
+        the one decode loop (`_steps`) and its tokens are the ones it gets alone."""
+        prepared = [self._prepare(r) for r in requests]
+        batched = isinstance(self.target, HoldsManySequences) and not any(
+            d is not None and d.capabilities.needs_hidden_states for _, _, d, _ in prepared)
+        if not batched:
+            for i, p in enumerate(prepared):
+                for chunk in self._decode(*p):
+                    yield i, chunk
+            return
+        yield from _Batch(self, prepared, max_batch).run()
 
     def _decode(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig) -> Iterator[Chunk]:
+        """One request alone: `_steps`' target work done on this engine's target as it asks."""
+        steps = self._steps(ids, method, drafter, cfg)
+        reply = None
+        while True:
+            try:
+                item = steps.send(reply)
+            except StopIteration:
+                return
+            reply = None
+            if isinstance(item, Chunk):
+                yield item
+            elif isinstance(item, Prefill):
+                self.target.set_hidden_layers(item.hidden_layers)  # (): a drafter that reads none
+                reply = self.target.prefill(item.ids)
+            elif isinstance(item, Verify):
+                reply = (self._verify_rows(item.root, item.draft) if item.greedy
+                         else self.target.verify(item.root, item.draft))
+            elif isinstance(item, Commit):
+                self.target.commit(item.path)
+            else:  # Hidden
+                reply = self.target.hidden()  # views, no copy
+
+    def _verify_rows(self, root: int, draft: Draft) -> list[int]:
+        """Each row's argmax of a verify: the target's fused one where it has it."""
+        if isinstance(self.target, VerifiesArgmax):
+            return self.target.verify_argmax(root, draft)
+        return argmax_rows(self.target.verify(root, draft))
+
+    def _steps(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig):
+        """The decode loop of one request, as a coroutine: it yields the target work it needs
+        (`Prefill`, `Verify`, `Commit`, `Hidden`; whoever drives it sends back the reply) and the
+        `Chunk`s it commits, the last carrying the Result. Driven alone (`_decode`) or beside other
+        requests (`generate_many`): the same loop, so the same tokens."""
         t0 = time.perf_counter()
         sampler = KeyedSampler(cfg.sampling, cfg.seed if cfg.seed is not None else secrets.randbits(63))
         limit = self.token_limit(len(ids), cfg.max_new_tokens)
@@ -227,8 +343,7 @@ class Engine:
         pick = _picker(cfg.sampling, sampler, len(ids))
 
         needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
-        self.target.set_hidden_layers(needs)  # () stops collecting them for a drafter that reads none
-        first = pick(self.target.prefill(ids))
+        first = pick((yield Prefill(ids, needs)))
         stats.prefill_seconds = time.perf_counter() - t0
         done = stopper.push(first)
         shown = ""
@@ -246,15 +361,16 @@ class Engine:
             t1 = time.perf_counter()
             draft = Draft.empty()
             if drafter is not None and budget > 0 and node_limit > 0:
-                hidden = self.target.hidden() if needs else None  # views, no copy
+                hidden = (yield HIDDEN) if needs else None
                 draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
                 draft = draft.head(node_limit)
             t2 = time.perf_counter()
+            reply = yield Verify(seq[-1], draft, cfg.sampling.greedy)
             if cfg.sampling.greedy:
-                path, bonus = self._verify_greedy(seq[-1], draft)
+                path, bonus = accept_greedy(reply, draft)
             else:
-                path, bonus = verify_keyed(self.target.verify(seq[-1], draft), draft, sampler, len(seq))
-            self.target.commit(path)
+                path, bonus = verify_keyed(reply, draft, sampler, len(seq))
+            yield Commit(path)
             t3 = time.perf_counter()
             if learns_cost:
                 drafter.verified(len(draft), t3 - t2, len(seq))
@@ -342,3 +458,69 @@ def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop
         raise InputError(f"max_draft_tokens must be a non-negative integer, got {max_draft_tokens}")
     return GenerationConfig(max_new_tokens, SamplingParams(float(temperature), float(top_p), int(top_k)), seed,
                             tuple(stop), max_draft_tokens)
+
+
+class _Active:
+    """A request in a batch: its decode loop, its sequence, the target work it waits for."""
+
+    def __init__(self, steps, seq: RequestSequence) -> None:
+        self.steps, self.seq = steps, seq
+        self.op: Optional[Union[Prefill, Verify]] = None
+
+
+class _Batch:
+    """Requests decoded together on a target that holds many sequences: each step, one forward
+    over every active request's next prefill chunk or verify."""
+
+    def __init__(self, engine: Engine, prepared: list, max_batch: int) -> None:
+        if max_batch < 1:
+            raise InputError("max_batch must be at least 1")
+        self.engine, self.target = engine, engine.target
+        self.queue = list(enumerate(prepared))[::-1]  # popped from the end: arrival order
+        self.max_batch = max_batch
+        self.active: dict[int, _Active] = {}
+
+    def run(self) -> Iterator[tuple[int, Chunk]]:
+        while self.queue or self.active:
+            while self.queue and len(self.active) < self.max_batch:
+                i, p = self.queue.pop()
+                a = _Active(self.engine._steps(*p), RequestSequence(self.target, self.target.new_cache()))
+                self.active[i] = a
+                yield from self._advance(i, a, None)
+            if self.active:
+                yield from self._step()
+
+    def _step(self) -> Iterator[tuple[int, Chunk]]:
+        order = list(self.active.items())
+        parts = [a.seq.prefill_rows(a.op.ids) if isinstance(a.op, Prefill) else a.seq.verify_rows(a.op.root, a.op.draft)
+                 for _, a in order]
+        outs, _ = self.target.forward_rows(parts)
+        for (i, a), h in zip(order, outs):
+            op = a.op
+            if isinstance(op, Prefill):
+                a.seq.prefilled()
+                if a.seq.cached_len < len(op.ids):
+                    continue  # more chunks to go
+                reply = self.target.logits(h[-1:])[0]
+            else:
+                reply = self.target.argmax(h) if op.greedy else self.target.logits(h)
+            yield from self._advance(i, a, reply)
+
+    def _advance(self, i: int, a: _Active, reply) -> Iterator[tuple[int, Chunk]]:
+        """Run request i's loop until it waits for a forward or ends."""
+        while True:
+            try:
+                item = a.steps.send(reply)
+            except StopIteration:
+                del self.active[i]
+                return
+            reply = None
+            if isinstance(item, Chunk):
+                yield i, item
+            elif isinstance(item, Commit):
+                a.seq.commit(item.path)
+            elif isinstance(item, (Prefill, Verify)):
+                a.op = item
+                return
+            else:
+                raise AssertionError("hidden states are not read in a batch")

@@ -245,7 +245,11 @@ class ExactLlamaTarget(SlotCacheTarget):
         `verify.argmax_rows` reads them), from the LM head's outputs without writing them out:
         the same forward, then per row a running maximum over the same floats, so a greedy verify
         never writes and re-reads a row of logits (vocab float32s: 1 MB a row for Gemma 3)."""
-        q, qs = self._head_input(self._verify_forward(root, draft))
+        return self.argmax(self._verify_forward(root, draft))
+
+    def argmax(self, h: torch.Tensor) -> list[int]:
+        """Each row's argmax of `logits(h)`, the first index of its maximum, without the logits."""
+        q, qs = self._head_input(h)
         arg = torch.empty(q.shape[0], dtype=torch.int32)
         w = self._head
         self.lib.hvd_linear_argmax(ptr(q), ptr(qs), q.shape[0], q.shape[1], ptr(w.q), ptr(w.scale), w.out_features,
@@ -263,10 +267,14 @@ class ExactLlamaTarget(SlotCacheTarget):
         return shared_prefix(self._ids[: self._len], ids[:-1])
 
     def _move_slots(self, src: list[int], past: int) -> None:
+        self.move_slots(self._kv, src, past)
+
+    def move_slots(self, cache: KVCache, src: list[int], past: int) -> None:
+        """Keys and values of `cache`'s slots `src` to slots past, past+1, ... (a branch kept)."""
         s = self.shape
         src32 = torch.tensor(src, dtype=torch.int32)
         dst = torch.arange(past, past + len(src), dtype=torch.int32)
-        self.lib.hvd_move_slots(ptr(self._kv.k), ptr(self._kv.v), s.layers, s.kv_heads, s.head_dim, self._kv.capacity,
+        self.lib.hvd_move_slots(ptr(cache.k), ptr(cache.v), s.layers, s.kv_heads, s.head_dim, cache.capacity,
                                 ptr(src32), ptr(dst), len(src))
 
     def shared_weights(self) -> SharedWeights:
