@@ -211,7 +211,7 @@ def run(cfg: AgentBenchConfig, logs: Path, say=print) -> dict:
         for e in episodes:
             for s in servers:
                 if s.cold:
-                    httpx.post(s.url.removesuffix("/v1") + "/reset_stores", timeout=60).raise_for_status()
+                    httpx.post(s.url.removesuffix("/v1") + "/reset_stores", json={}, timeout=60).raise_for_status()
                 results.append(play(clients[s.name], ids[s.name], s, e, cfg))
                 r = results[-1]
                 say(f"  {e.id:<40} {s.name:<26} {r['e2e_seconds']:7.2f} s  {r['completion_tokens']:5d} tokens  "

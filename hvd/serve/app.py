@@ -10,30 +10,35 @@ import json
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from hvd.engine import Result
 from hvd.serve.errors import APIError, bad_request
+from hvd.serve.guard import Guard
 from hvd.serve.metrics import Metrics
 from hvd.serve.requests import GenRequest, ServeContext, parse_chat, parse_completion
-from hvd.serve.worker import EngineWorker, Job, QueueFull
+from hvd.serve.worker import EngineWorker, Job, QueueFull, Unavailable, worker_stopped
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
 SPEC_KEYS = ("method", "steps", "mean_accepted_length", "tokens_per_second", "prefill_seconds", "decode_seconds",
              "draft_seconds", "verify_seconds", "draft_share", "target", "dtype")
-POLL = 0.1  # seconds between disconnect checks while a non-streamed request waits
+PARSE_THREADS = 2  # threads that decode JSON and tokenize prompts, off the event loop
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     api_key: Optional[str] = None
     max_queue: int = 64
-    shutdown_deadline: float = 30.0  # seconds the running request may take to finish on SIGTERM
+    shutdown_timeout: float = 25.0  # seconds the running request may take to finish once shutdown begins
+    max_body_bytes: int = 8 * 2 ** 20  # larger request bodies get 413
 
 
 def speculative(result: Result) -> dict:
@@ -54,36 +59,41 @@ def usage(result: Result) -> dict:
 
 
 def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = ServeConfig()) -> FastAPI:
+    """The app around `worker` (started and stopped by the app's lifespan). `app.state.worker`
+    is there for the server, which closes it the moment shutdown begins (command.py)."""
     metrics: Metrics = worker.metrics
+    parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="hvd-parse")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         worker.start()
         yield
-        await asyncio.get_running_loop().run_in_executor(None, worker.stop, config.shutdown_deadline)
+        await asyncio.get_running_loop().run_in_executor(None, worker.stop, config.shutdown_timeout)
+        parsers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="hvd", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker = worker
+    app.add_middleware(Guard, api_key=config.api_key)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:  # unknown path, wrong method
+        err = APIError(e.status_code, str(e.detail), "invalid_request_error")
+        return JSONResponse(err.body(), status_code=e.status_code, headers=e.headers)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, e: Exception) -> JSONResponse:
         err = APIError(500, f"internal error: {type(e).__name__}", "server_error")
         return JSONResponse(err.body(), status_code=500)
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        if config.api_key and (request.url.path.startswith("/v1/") or request.url.path == "/reset_stores"):
-            if request.headers.get("authorization", "") != f"Bearer {config.api_key}":
-                err = APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
-                               "authentication_error", code="invalid_api_key")
-                return JSONResponse(err.body(), status_code=401)
-        return await call_next(request)
-
     @app.get("/health")
     async def health() -> dict:
+        """200 while the engine worker runs; 503 once it has stopped (crashed, or shut down)."""
+        if not worker.alive():
+            raise worker_stopped()
         return {"status": "ok"}
 
     @app.get("/metrics")
@@ -103,65 +113,71 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        return await _generate(request, parse_chat(await _body(request), ctx))
+        return await _generate(request, await _parse(request, parse_chat))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await _generate(request, parse_completion(await _body(request), ctx))
+        return await _generate(request, await _parse(request, parse_completion))
 
-    async def _generate(request: Request, req: GenRequest):
+    async def _parse(request: Request, parse: Callable[[Any, ServeContext], GenRequest]) -> GenRequest:
+        """The request checked and tokenized, on a parser thread: the event loop stays free."""
+        raw = await _body(request, config.max_body_bytes)
+        return await asyncio.get_running_loop().run_in_executor(parsers, _checked, raw, parse, ctx)
+
+    async def _generate(request: Request, req: GenRequest) -> Response:
+        """Queue the request and answer it. The response starts only when decoding does, so
+        whatever fails before (a full queue, shutdown) is a plain status, never a 200 with an
+        error inside; a client that disconnects first cancels its job."""
         job = Job(req, asyncio.get_running_loop(), asyncio.Queue())
+        _submit(job)
+        rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            first = await _take(job, gone)
+            if req.stream:
+                return StreamingResponse(_stream(job, rid, first), media_type="text/event-stream")
+            while first[0] != "done":
+                first = await _take(job, gone)
+            return JSONResponse(_final(req, rid, first[1]))
+        finally:
+            gone.cancel()
+
+    def _submit(job: Job) -> None:
         try:
             worker.submit(job)
         except QueueFull as e:
             metrics.requests.labels("rejected").inc()
             raise APIError(429, f"server busy: {e}; retry shortly", "rate_limit_error", code="queue_full",
                            headers={"Retry-After": "1"})
-        rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
-        if req.stream:
-            return StreamingResponse(_stream(request, job, rid), media_type="text/event-stream")
-        return JSONResponse(await _collect(request, job, rid))
+        except Unavailable as e:
+            metrics.requests.labels("rejected").inc()
+            raise e.error from None
 
-    async def _next(request: Request, job: Job):
-        """The job's next item; cancels it (and raises CancelledError) if the client went away."""
-        while True:
-            try:
-                return await asyncio.wait_for(job.out.get(), POLL)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    job.cancelled.set()
-                    raise asyncio.CancelledError
-
-    async def _collect(request: Request, job: Job, rid: str) -> dict:
-        while True:
-            kind, item = await _next(request, job)
-            if kind == "error":
-                raise item
-            if kind == "done":
-                return _final(job.request, rid, item)
-
-    async def _stream(request: Request, job: Job, rid: str) -> AsyncIterator[str]:
+    async def _stream(job: Job, rid: str, first: tuple[str, Any]) -> AsyncIterator[str]:
         req, created = job.request, int(time.time())
-        if req.kind == "chat":
-            yield _sse(_chunk(req, rid, created, {"role": "assistant", "content": ""}, None))
         try:
-            while True:
-                kind, item = await _next(request, job)
-                if kind == "error":
-                    yield _sse(item.body())
-                    break
-                if kind == "chunk":
-                    if item.text:
-                        yield _sse(_chunk(req, rid, created, item.text, None))
-                    continue
-                yield _sse(_chunk(req, rid, created, "" if req.kind == "completion" else {}, FINISH[item.stats.finish_reason]))
-                if req.include_usage:
-                    yield _sse({**_chunk(req, rid, created, None, None, choices=False), "usage": usage(item),
-                                "speculative": speculative(item)})
-                break
+            if req.kind == "chat":
+                yield _sse(_chunk(req, rid, created, {"role": "assistant", "content": ""}, None))
+            kind, item = first
+            while kind == "chunk":
+                if item.text:
+                    yield _sse(_chunk(req, rid, created, item.text, None))
+                kind, item = await job.out.get()
+            if kind == "error":
+                yield _sse(item.body())
+            else:
+                for event in _last_events(req, rid, created, item):
+                    yield _sse(event)
             yield "data: [DONE]\n\n"
         finally:
-            job.cancelled.set()  # a no-op once done; stops the worker if the client disconnected
+            job.cancel()  # a no-op once done; stops the worker if the client disconnected
+
+    def _last_events(req: GenRequest, rid: str, created: int, result: Result) -> list[dict]:
+        out = [_chunk(req, rid, created, "" if req.kind == "completion" else {}, FINISH[result.stats.finish_reason])]
+        if req.include_usage:
+            out.append({**_chunk(req, rid, created, None, None, choices=False), "usage": usage(result),
+                        "speculative": speculative(result)})
+        return out
 
     def _chunk(req: GenRequest, rid: str, created: int, delta, finish, choices: bool = True) -> dict:
         obj = "chat.completion.chunk" if req.kind == "chat" else "text_completion"
@@ -191,12 +207,75 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
     return app
 
 
-async def _body(request: Request):
-    raw = await request.body()
+def client_gone() -> APIError:
+    """What a handler raises once its client has disconnected (no one reads it; nginx's 499)."""
+    return APIError(499, "the client closed the connection", code="client_closed_request")
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body; 413 if it is, or its Content-Length says it will be, over `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
     try:
-        return json.loads(raw)
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_gone() from None
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is over the server's limit of {limit} bytes (--max-body-bytes)",
+                    code="request_too_large")
+
+
+def _checked(raw: bytes, parse: Callable[[Any, ServeContext], GenRequest], ctx: ServeContext) -> GenRequest:
+    """`parse` of the JSON body `raw`; 400 for a body that is not JSON or nests too deeply."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise bad_request("the request body is not valid JSON") from None
+    try:
+        return parse(body, ctx)
+    except RecursionError:  # rendering a deep value back to text (a tool's schema, a call's arguments)
+        raise _too_deep() from None
+
+
+def _too_deep() -> APIError:
+    return bad_request("the request body nests too deeply (arrays and objects within arrays and objects)")
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (call it after the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _take(job: Job, gone: asyncio.Future) -> tuple[str, Any]:
+    """The job's next item (an error item raised); if the client disconnects first, the job is
+    cancelled and `client_gone()` raised."""
+    got = asyncio.ensure_future(job.out.get())
+    try:
+        await asyncio.wait((got, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # uvicorn gave up on this request (shutdown)
+        got.cancel()
+        job.cancel()
+        raise
+    if not got.done():
+        got.cancel()
+        job.cancel()
+        raise client_gone()
+    kind, item = got.result()
+    if kind == "error":
+        raise item
+    return kind, item
 
 
 def _sse(obj: dict) -> str:

@@ -12,8 +12,9 @@ that a call is required.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Optional
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from hvd.serve.errors import APIError, bad_request
 
@@ -48,6 +49,7 @@ class ServeContext:
     max_context: int
     encode_chat: Any  # messages -> token ids (the model's chat template)
     encode_text: Any  # text -> token ids (no template)
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # method -> why it cannot run here
 
 
 UNSUPPORTED = {"logprobs": "logprobs", "top_logprobs": "logprobs", "logit_bias": "logit_bias",
@@ -61,6 +63,8 @@ def _number(body: dict, name: str, default: float, lo: float, hi: float, lo_open
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise bad_request(f"'{name}' must be a number, got {type(v).__name__}", name)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise bad_request(f"'{name}' must be a finite number, got {v}", name)
     if v < lo or v > hi or (lo_open and v == lo):
         raise bad_request(f"'{name}' must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}", name)
     return float(v)
@@ -120,6 +124,8 @@ def _common(body: dict, ctx: ServeContext) -> dict:
     if method not in ctx.methods:
         raise bad_request(f"unknown speculative method {method!r}; choose from: {', '.join(ctx.methods)}",
                           "speculative.method")
+    if method in ctx.unavailable:
+        raise bad_request(ctx.unavailable[method], "speculative.method", "method_unavailable")
     mdt = spec.get("max_draft_tokens")
     if mdt is not None:
         mdt = _int(mdt, "speculative.max_draft_tokens", 0)
@@ -224,9 +230,20 @@ def chat_messages(body: dict) -> list[dict]:
     return out
 
 
+def _apply_template(messages: list[dict], ctx: ServeContext) -> tuple[int, ...]:
+    """The messages' token ids through the model's chat template; a template that refuses them
+    (jinja's `raise_exception`: roles that do not alternate, a system turn out of place, ...)
+    is a 400 with its message."""
+    try:
+        return tuple(ctx.encode_chat(messages))
+    except Exception as e:  # the template is the model's code run on the client's input
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise bad_request(f"the model's chat template rejected the messages: {text}", "messages") from None
+
+
 def parse_chat(body: Any, ctx: ServeContext) -> GenRequest:
     common = _common(body, ctx)
-    ids = tuple(ctx.encode_chat(chat_messages(body)))
+    ids = _apply_template(chat_messages(body), ctx)
     return GenRequest("chat", ids, max_tokens=_max_tokens(body, len(ids), ctx), **common)
 
 

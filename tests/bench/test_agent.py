@@ -77,7 +77,7 @@ def test_reset_stores_empties_the_shared_store_in_place(url, tiny_exact_engine):
                                    temperature=0, extra_body={"speculative": {"method": "suffix"}})
     store = tiny_exact_engine.drafter("suffix").store
     assert store.tokens > 0
-    r = httpx.post(url + "/reset_stores")
+    r = httpx.post(url + "/reset_stores", json={})
     assert r.status_code == 200 and r.json()["stores"]["responses"] == 0
     assert tiny_exact_engine.drafter("suffix").store is store and store.tokens == 0 and store.index is None
 

@@ -1,25 +1,46 @@
 """A live `hvd serve` app on loopback, in a background thread (a helper module, not a conftest:
-tests/conftest.py is the one `conftest`)."""
+tests/conftest.py is the one `conftest`), and engine wrappers for tests that need a request to
+take long or the worker to die."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
+from typing import Optional
 
 from hvd.bench.agent import free_port
 from hvd.serve.app import ServeConfig
-from hvd.serve.command import build
+from hvd.serve.command import Server, build
 
 MODEL = "tiny"
 
 
+class SlowEngine:
+    """An engine whose every decoding step takes at least `delay` seconds longer, so a request
+    is still running when a test acts on it; `die_on`: a prompt token id whose request kills
+    the worker thread (a BaseException past the worker's error handling)."""
+
+    def __init__(self, engine, delay: float, die_on: Optional[int] = None) -> None:
+        self.inner, self.delay, self.die_on = engine, delay, die_on
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def stream(self, prompt, *args, **kwargs):
+        if self.die_on is not None and self.die_on in prompt:
+            raise SystemExit("the worker dies")
+        for chunk in self.inner.stream(prompt, *args, **kwargs):
+            time.sleep(self.delay)
+            yield chunk
+
+
 @contextlib.contextmanager
 def live_server(engine, config: ServeConfig = ServeConfig(), method: str = "suffix"):
-    import uvicorn
-
+    """The server's URL while it runs; on exit it shuts down as `hvd serve` does on SIGTERM."""
     port = free_port()
     app = build(engine, method, MODEL, config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = Server(app, "127.0.0.1", port, config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -32,3 +53,19 @@ def live_server(engine, config: ServeConfig = ServeConfig(), method: str = "suff
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@contextlib.contextmanager
+def logged_errors():
+    """The records of ERROR and worse that uvicorn logs meanwhile (an unhandled exception's
+    traceback, "Exception in ASGI application"); enter it after the server has started, as
+    uvicorn resets its loggers when it starts."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

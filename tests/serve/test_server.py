@@ -11,7 +11,7 @@ from hvd import methods
 from hvd.errors import MethodUnavailable
 from hvd.serve.app import ServeConfig
 
-from live_server import MODEL, live_server
+from live_server import MODEL, live_server, logged_errors
 
 MESSAGES = [{"role": "user", "content": "abc abc abc abc"}]
 N = 40
@@ -126,9 +126,20 @@ def test_api_key(tiny_exact_engine):
         good = OpenAI(base_url=url + "/v1", api_key="sekret", max_retries=0)
         assert good.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4).choices[0].message.content
         assert httpx.get(url + "/health").status_code == 200  # not behind the key
+        for auth in ("Bearer sekre", "Bearer sekret2", "Bearer s\u00e9kret".encode(), b""):  # compared as bytes
+            r = httpx.post(url + "/reset_stores", json={}, headers={"authorization": auth})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+        assert httpx.post(url + "/reset_stores", json={}, headers={"authorization": "Bearer sekret"}).status_code == 200
 
 
 OK = {"model": MODEL, "messages": MESSAGES, "max_tokens": 4}
+
+
+def with_raw(text: str) -> bytes:
+    """OK's JSON with `text` (raw JSON, e.g. `"temperature": NaN`) added: Python's json reads NaN and Infinity."""
+    return (json.dumps(OK)[:-1] + ", " + text + "}").encode()
+
+
 BAD_INPUTS = [  # (body, status, words in the message)
     (b"{not json", 400, "not valid JSON"),
     ([1, 2], 400, "JSON object"),
@@ -157,19 +168,43 @@ BAD_INPUTS = [  # (body, status, words in the message)
     ({**OK, "speculative": {"method": "dflash"}}, 400, "dflash"),
     ({**OK, "tools": [{"type": "function"}]}, 400, "tools[0]"),
     ({**OK, "stream": "yes"}, 400, "'stream' must be a boolean"),
+    (with_raw('"temperature": NaN'), 400, "'temperature' must be a finite number"),
+    (with_raw('"temperature": Infinity'), 400, "'temperature' must be a finite number"),
+    (with_raw('"top_p": NaN'), 400, "'top_p' must be a finite number"),
+    (with_raw('"top_p": -Infinity'), 400, "'top_p' must be a finite number"),
+    (with_raw('"temperature": 1e999'), 400, "'temperature' must be a finite number"),
+    (b"[" * 100_000, 400, "nests too deeply"),
 ]
+STREAMED = [(body, status, words) for body, status, words in BAD_INPUTS  # as stream requests
+            if isinstance(body, dict) and "stream" not in body or isinstance(body, bytes) and body.startswith(b"{\"")]
+
+
+def assert_bad_input(url: str, content: bytes, status: int, words: str) -> None:
+    """`content` gets `status` in the OpenAI shape and one line, uvicorn logs no traceback, and
+    the server still serves."""
+    with logged_errors() as errors:
+        r = httpx.post(url + "/v1/chat/completions", content=content, headers={"content-type": "application/json"},
+                       timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and words in err["message"], err
+    assert "\n" not in err["message"] and not errors, [e.getMessage() for e in errors]
+    ok = httpx.post(url + "/v1/chat/completions", json=OK, timeout=60)  # still serving
+    assert ok.status_code == 200
 
 
 @pytest.mark.parametrize("body,status,words", BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
 def test_bad_input_gets_a_4xx_in_the_openai_shape(server, body, status, words):
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = httpx.post(server + "/v1/chat/completions", content=content, headers={"content-type": "application/json"},
-                   timeout=60)
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and words in err["message"], err
-    ok = httpx.post(server + "/v1/chat/completions", json=OK, timeout=60)  # still serving
-    assert ok.status_code == 200
+    assert_bad_input(server, body if isinstance(body, bytes) else json.dumps(body).encode(), status, words)
+
+
+@pytest.mark.parametrize("body,status,words", STREAMED, ids=[str(i) for i in range(len(STREAMED))])
+def test_bad_streamed_input_gets_a_4xx_before_the_stream_starts(server, body, status, words):
+    """Every check runs before the response starts: a bad stream request is a 4xx, not a 200
+    with an error event inside."""
+    content = json.dumps({**body, "stream": True}).encode() if isinstance(body, dict) else \
+        b'{"stream": true, ' + body[1:]
+    assert_bad_input(server, content, status, words)
 
 
 def test_tools_rendered_into_the_prompt(client, tiny_exact_engine):
