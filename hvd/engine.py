@@ -27,11 +27,12 @@ from hvd.machine import resolve_threads
 from hvd.targets import loader
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.targets.select import select
-from hvd.targets.sequences import HoldsManySequences, RequestSequence
+from hvd.targets.sequences import HoldsManySequences, PrefixCache, RequestSequence
 from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import KeyedSampler, SamplingParams, VerifiesArgmax, accept_greedy, argmax_rows, verify_keyed
 
 Messages = list[dict]
+PREFIX_BYTES = 2 << 30  # KV bytes of finished requests kept for their next turns (generate_many)
 PromptLike = Union[str, Messages]
 
 
@@ -152,6 +153,7 @@ class Engine:
 
     def __init__(self, target: Target, tokenizer) -> None:
         self.target = target
+        self.prefixes = PrefixCache(PREFIX_BYTES)  # finished requests' caches, for `stream_many`'s next turns
         self.tokenizer = tokenizer
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
@@ -466,6 +468,7 @@ class _Active:
     def __init__(self, steps, seq: RequestSequence) -> None:
         self.steps, self.seq = steps, seq
         self.op: Optional[Union[Prefill, Verify]] = None
+        self.reused = 0  # prompt tokens whose keys came from an earlier request's cache
 
 
 class _Batch:
@@ -484,7 +487,10 @@ class _Batch:
         while self.queue or self.active:
             while self.queue and len(self.active) < self.max_batch:
                 i, p = self.queue.pop()
-                a = _Active(self.engine._steps(*p), RequestSequence(self.target, self.target.new_cache()))
+                seq, reused = self.engine.prefixes.take(p[0])
+                seq = seq or RequestSequence(self.target, self.target.new_cache())
+                a = _Active(self.engine._steps(*p), seq)
+                a.reused = reused
                 self.active[i] = a
                 yield from self._advance(i, a, None)
             if self.active:
@@ -516,6 +522,9 @@ class _Batch:
                 return
             reply = None
             if isinstance(item, Chunk):
+                if item.result is not None:
+                    item.result.stats.prompt_tokens_reused = a.reused
+                    self.engine.prefixes.put(a.seq)
                 yield i, item
             elif isinstance(item, Commit):
                 a.seq.commit(item.path)

@@ -280,6 +280,7 @@ class GenerationStats:
     target: str = ""  # which target computed it, e.g. "ExactLlamaTarget"
     dtype: str = ""  # what its weights compute in: "int8", "bfloat16", "float32"
     calibration: Optional[OnlineSnapshot] = None  # what an online-learning drafter knew at the end (hvd)
+    prompt_tokens_reused: int = 0  # prompt tokens whose keys an earlier request's cache held (generate_many)
 
     @property
     def n_steps(self) -> int:
@@ -318,6 +319,7 @@ class GenerationStats:
             "mean_accepted_length": self.mean_accepted_length,
             "tokens_per_second": self.tokens_per_second,
             "prefill_seconds": self.prefill_seconds,
+            "prompt_tokens_reused": self.prompt_tokens_reused,
             "decode_seconds": self.decode_seconds,
             "wall_seconds": self.wall_seconds,
             "draft_seconds": self.draft_seconds,

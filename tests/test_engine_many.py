@@ -78,3 +78,35 @@ def test_bad_batch_sizes_and_prompts_are_refused(tiny_exact_engine):
         tiny_exact_engine.generate_many([Request([1, 2], "ar", 3)], max_batch=0)
     with pytest.raises(InputError):
         tiny_exact_engine.generate_many([Request([1] * 300, "ar", 3)])  # beyond the context window
+
+
+def test_a_next_turn_reuses_its_conversation_after_other_requests_ran(tiny_exact_engine):
+    engine = tiny_exact_engine
+    rng = random.Random(7)
+    first = [rng.randrange(1, VOCAB) for _ in range(90)]
+    turn1 = engine.generate_many([Request(first, "suffix", 20)])[0]
+    others = [Request([rng.randrange(1, VOCAB) for _ in range(70)], "ar", 10) for _ in range(3)]
+    engine.generate_many(others, max_batch=2)  # other agents in between
+    second = first + turn1.token_ids + [rng.randrange(1, VOCAB) for _ in range(15)]  # + a tool result
+    got = engine.generate_many([others[0], Request(second, "pld", 20)], max_batch=2)[1]
+    assert got.token_ids == engine.generate(second, method="pld", max_new_tokens=20).token_ids
+    assert got.stats.prompt_tokens_reused >= len(first) + len(turn1.token_ids) - 1
+
+
+def test_the_prefix_cache_keeps_within_its_bytes():
+    from hvd.targets.exact import ExactLlamaTarget
+    from hvd.targets.sequences import PrefixCache, RequestSequence
+
+    from conftest import tiny_llama
+
+    target = ExactLlamaTarget(tiny_llama(seed=1))
+    kept = PrefixCache(max_bytes=1)
+    seq = RequestSequence(target, target.new_cache())
+    target.forward_rows([seq.prefill_rows(list(range(1, 20)))])
+    seq.prefilled()
+    kept.put(seq)
+    assert kept.tokens == 0  # larger than the bound: not kept
+    roomy = PrefixCache(max_bytes=seq.cache.nbytes())
+    roomy.put(seq)
+    again, n = roomy.take(list(range(1, 12)))
+    assert again is seq and n == 10 and seq.ids == list(range(1, 11)) and roomy.tokens == 0

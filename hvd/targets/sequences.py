@@ -4,12 +4,12 @@ view: the tokens whose keys its cache holds and the rows its next prefill chunk 
 with the same slot layout and commit rule as the single-sequence targets (slot_cache.py)."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence as Seq, runtime_checkable
+from typing import Optional, Protocol, Sequence as Seq, runtime_checkable
 
 import torch
 
 from hvd.targets.exact_kv import KVCache, Rows
-from hvd.types import Draft
+from hvd.types import Draft, shared_prefix
 
 
 @runtime_checkable
@@ -78,3 +78,49 @@ class RequestSequence:
             self.target.move_slots(self.cache, [past + k for k in keep], past)
         self.ids.extend(self.pending[k] for k in keep)
         self.pending = []
+
+
+class PrefixCache:
+    """Finished requests' sequences kept for the next request that shares their start (an
+    agent's next turn: the same conversation plus a tool result), least recently used first
+    out, bounded by the bytes their caches hold. A token's keys depend only on the tokens
+    before it, so a kept prefix is bitwise what a prefill would compute."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._kept: list[RequestSequence] = []  # least recently used first
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.cached_len for s in self._kept)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.cache.nbytes() for s in self._kept)
+
+    def take(self, ids: Seq[int]) -> tuple[Optional[RequestSequence], int]:
+        """The kept sequence sharing the longest start with `ids` (the last id always left to
+        compute: its logits are the first token's), cut to that start, and the length; (None, 0)
+        when none shares a token."""
+        best, n = None, 0
+        for s in self._kept:
+            m = shared_prefix(s.ids, ids[:-1])
+            if m > n:
+                best, n = s, m
+        if best is None:
+            return None, 0
+        self._kept.remove(best)
+        best.ids = best.ids[:n]
+        best.pending = []
+        return best, n
+
+    def put(self, seq: RequestSequence) -> None:
+        """Keep `seq` (most recently used), dropping the least recently used beyond the bound."""
+        if seq.cached_len == 0 or seq.cache.nbytes() > self.max_bytes:
+            return
+        self._kept.append(seq)
+        while self.nbytes > self.max_bytes:
+            self._kept.pop(0)
+
+    def clear(self) -> None:
+        self._kept.clear()
