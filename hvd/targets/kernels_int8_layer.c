@@ -269,14 +269,13 @@ VNNI_ISA static float softmax_wide(float* sr, int from, int to, float scale) {
 
 static const half zero_keys[256 * 8];  /* a group of absent keys (D at most 256) */
 
-void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
-                   const int32_t* base, const int32_t* path, const int32_t* off, const int32_t* pos, int window,
-                   float scale, float* out) {
-    int g = H / KVH, ntile = (T + QTILE - 1) / QTILE;
+/* One task of the attention: query rows t0 .. t0+QTILE-1 (fewer at the end) of kv head kh. */
+static void attention_task(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
+                           const int32_t* base, const int32_t* path, const int32_t* off, const int32_t* pos,
+                           int window, float scale, float* out, int t0, int kh) {
+    int g = H / KVH;
 #define LO(t) (window > 0 && pos[t] - window + 1 > 0 ? pos[t] - window + 1 : 0)
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
-    for (int task = 0; task < ntile * KVH; task++) {
-        int t0 = (task / KVH) * QTILE, kh = task % KVH;
+    {
         int nt = T - t0 < QTILE ? T - t0 : QTILE, R = nt * g;
         int maxbase = 0, Lmax = 0, minlo = 1 << 30;
         for (int i = 0; i < nt; i++) {
@@ -432,6 +431,37 @@ void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc,
     }
 }
 
+void hvd_attention(const float* q, int T, int H, int KVH, int D, const half* kc, const half* vc, int cap,
+                   const int32_t* base, const int32_t* path, const int32_t* off, const int32_t* pos, int window,
+                   float scale, float* out) {
+    int ntile = (T + QTILE - 1) / QTILE;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (ntile * KVH > 1)
+    for (int task = 0; task < ntile * KVH; task++)
+        attention_task(q, T, H, KVH, D, kc, vc, cap, base, path, off, pos, window, scale, out, (task / KVH) * QTILE,
+                       task % KVH);
+}
+
+/* The attention of several sequences' rows, each over its own cache (hvd_layer_batch's
+ * arguments), as one set of tasks in one parallel region: every task is hvd_attention's. */
+static void attention_batch(const float* q, int H, int KVH, int D, int nseq, const int32_t* rows, half* const* kcs,
+                            half* const* vcs, const int32_t* caps, const int32_t* base, const int32_t* path,
+                            const int32_t* off, const int32_t* pos, int window, float scale, float* out) {
+    int total = 0;
+    for (int s = 0; s < nseq; s++) total += (rows[s + 1] - rows[s] + QTILE - 1) / QTILE * KVH;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic) if (total > 1)
+    for (int task = 0; task < total; task++) {
+        int s = 0, first = 0;  /* the task's sequence, and the number of tasks before it */
+        for (;; s++) {
+            int n = (rows[s + 1] - rows[s] + QTILE - 1) / QTILE * KVH;
+            if (task < first + n) break;
+            first += n;
+        }
+        int r0 = rows[s], local = task - first;
+        attention_task(q + (size_t)r0 * H * D, rows[s + 1] - r0, H, KVH, D, kcs[s], vcs[s], caps[s], base + r0, path,
+                       off + r0, pos + r0, window, scale, out + (size_t)r0 * H * D, (local / KVH) * QTILE, local % KVH);
+    }
+}
+
 /* ---- one decoder layer --------------------------------------------------------------------
  * x (T, hid) += attention(rms_norm(x)); x += mlp(rms_norm(x)), with the ops above and kernels_int8.c's, in one call.
  * With sandwich norms (Gemma): x += rms_norm(attention(...)); x += rms_norm(mlp(...)).
@@ -495,9 +525,8 @@ void hvd_layer_batch(const hvd_layer_spec* L, float* x, int T, const int32_t* po
         if (n <= 0) continue;
         hvd_rope_store(qkv + (size_t)r0 * nqkv, n, H, KVH, D, L->qkv_bias, L->q_norm, L->k_norm, L->eps, pos + r0,
                        cos, sin, slots + r0, q + (size_t)r0 * H * D, kcs[s], vcs[s], caps[s]);
-        hvd_attention(q + (size_t)r0 * H * D, n, H, KVH, D, kcs[s], vcs[s], caps[s], base + r0, path, off + r0,
-                      pos + r0, L->window, L->scale, att + (size_t)r0 * H * D);
     }
+    attention_batch(q, H, KVH, D, nseq, rows, kcs, vcs, caps, base, path, off, pos, L->window, L->scale, att);
     hvd_quantize(att, T, H * D, xq, xs);
     if (L->post_attn) {
         hvd_linear(xq, xs, T, H * D, L->wo, L->so, hid, tmp, 0, L->group);
