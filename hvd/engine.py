@@ -501,16 +501,39 @@ class _Batch:
         parts = [a.seq.prefill_rows(a.op.ids) if isinstance(a.op, Prefill) else a.seq.verify_rows(a.op.root, a.op.draft)
                  for _, a in order]
         outs, _ = self.target.forward_rows(parts)
+        heads: dict[int, torch.Tensor] = {}  # request -> the rows its reply reads from the LM head
         for (i, a), h in zip(order, outs):
-            op = a.op
-            if isinstance(op, Prefill):
+            if isinstance(a.op, Prefill):
                 a.seq.prefilled()
-                if a.seq.cached_len < len(op.ids):
-                    continue  # more chunks to go
-                reply = self.target.logits(h[-1:])[0]
+                if a.seq.cached_len == len(a.op.ids):
+                    heads[i] = h[-1:]  # else more chunks to go
             else:
-                reply = self.target.argmax(h) if op.greedy else self.target.logits(h)
-            yield from self._advance(i, a, reply)
+                heads[i] = h
+        replies = self._head(heads)
+        for i, a in order:
+            if i in replies:
+                yield from self._advance(i, a, replies[i])
+
+    def _head(self, rows: dict[int, torch.Tensor]) -> dict:
+        """Each request's reply from its rows: a prefill's logits (vocab,), a greedy verify's
+        argmax per row, a sampled verify's logits; the LM head runs once for all argmax rows and
+        once for all logits rows (each row's numbers are its own whatever shares the call)."""
+        greedy = [i for i in rows if isinstance(self.active[i].op, Verify) and self.active[i].op.greedy]
+        full = [i for i in rows if i not in greedy]
+        out: dict = {}
+        if greedy:
+            best = self.target.argmax(torch.cat([rows[i] for i in greedy]))
+            at = 0
+            for i in greedy:
+                out[i], at = best[at : at + rows[i].shape[0]], at + rows[i].shape[0]
+        if full:
+            logits = self.target.logits(torch.cat([rows[i] for i in full]))
+            at = 0
+            for i in full:
+                n = rows[i].shape[0]
+                out[i] = logits[at] if isinstance(self.active[i].op, Prefill) else logits[at : at + n]
+                at += n
+        return out
 
     def _advance(self, i: int, a: _Active, reply) -> Iterator[tuple[int, Chunk]]:
         """Run request i's loop until it waits for a forward or ends."""
