@@ -29,7 +29,7 @@ from hvd.targets.protocol import Target, TargetConfig
 from hvd.targets.select import select
 from hvd.targets.sequences import HoldsManySequences, PrefixCache, RequestSequence
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import KeyedSampler, SamplingParams, VerifiesArgmax, accept_greedy, argmax_rows, verify_keyed
+from hvd.verify import KeyedSampler, SamplingParams, accept_greedy, argmax_verifier, verify_keyed
 
 Messages = list[dict]
 PREFIX_BYTES = 2 << 30  # KV bytes of finished requests kept for their next turns (generate_many)
@@ -155,6 +155,7 @@ class Engine:
         self.target = target
         self.prefixes = PrefixCache(PREFIX_BYTES)  # finished requests' caches, for `stream_many`'s next turns
         self.tokenizer = tokenizer
+        self._argmax_rows = argmax_verifier(target)  # a greedy verify's rows: the target's fused argmax where it has one
         self._drafters: dict[str, Drafter] = {}  # one per method, built once; each request gets its own fork
         self.stores = SharedStores()  # cross-request knowledge the drafters share, bounded
         self.load_notes: tuple[str, ...] = ()  # why `load` passed over a faster dtype ("auto")
@@ -318,18 +319,12 @@ class Engine:
                 self.target.set_hidden_layers(item.hidden_layers)  # (): a drafter that reads none
                 reply = self.target.prefill(item.ids)
             elif isinstance(item, Verify):
-                reply = (self._verify_rows(item.root, item.draft) if item.greedy
+                reply = (self._argmax_rows(item.root, item.draft) if item.greedy
                          else self.target.verify(item.root, item.draft))
             elif isinstance(item, Commit):
                 self.target.commit(item.path)
             else:  # Hidden
                 reply = self.target.hidden()  # views, no copy
-
-    def _verify_rows(self, root: int, draft: Draft) -> list[int]:
-        """Each row's argmax of a verify: the target's fused one where it has it."""
-        if isinstance(self.target, VerifiesArgmax):
-            return self.target.verify_argmax(root, draft)
-        return argmax_rows(self.target.verify(root, draft))
 
     def _steps(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig):
         """The decode loop of one request, as a coroutine: it yields the target work it needs

@@ -96,14 +96,19 @@ class VerifiesArgmax(Protocol):
     def verify_argmax(self, root: int, draft: Draft) -> list[int]: ...
 
 
-def greedy_verifier(target) -> Callable[[int, Draft], tuple[list[int], int]]:
-    """One greedy verification on `target`, (root, draft) -> (accepted path, bonus): through its
-    fused `verify_argmax` (each row's argmax without the logits) when it has one — checked here,
-    once — else through its logits."""
+def argmax_verifier(target) -> Callable[[int, Draft], list[int]]:
+    """A verify on `target` read as each row's argmax, (root, draft) -> (1+n,): through its fused
+    `verify_argmax` (without the logits) when it has one — checked here, once — else through its
+    logits."""
     if isinstance(target, VerifiesArgmax):
-        fused = target.verify_argmax
-        return lambda root, draft: accept_greedy(fused(root, draft), draft)
-    return lambda root, draft: verify_greedy(target.verify(root, draft), draft)
+        return target.verify_argmax
+    return lambda root, draft: argmax_rows(target.verify(root, draft))
+
+
+def greedy_verifier(target) -> Callable[[int, Draft], tuple[list[int], int]]:
+    """One greedy verification on `target`, (root, draft) -> (accepted path, bonus)."""
+    rows = argmax_verifier(target)
+    return lambda root, draft: accept_greedy(rows(root, draft), draft)
 
 
 def accept_greedy(best: Sequence[int], draft: Draft) -> tuple[list[int], int]:

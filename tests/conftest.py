@@ -74,6 +74,20 @@ def tiny_exact_engine() -> Engine:
     return engine
 
 
+@pytest.fixture(scope="module")
+def exact():
+    """The tiny Llama (seed 3) through the exact int8 target, one per test module."""
+    from hvd.targets.exact import ExactLlamaTarget
+
+    return ExactLlamaTarget(tiny_llama(seed=3))
+
+
+def random_ids(n: int, seed: int = 0) -> list[int]:
+    """n token ids drawn from the tiny vocabulary (0, the <eos>, excluded)."""
+    rng = random.Random(seed)
+    return [rng.randrange(1, VOCAB) for _ in range(n)]
+
+
 ENGINES = {"hf-fp32": "tiny_engine", "lean-bf16": "tiny_lean_engine", "exact-int8": "tiny_exact_engine"}
 
 

@@ -8,7 +8,7 @@ import torch
 
 from hvd.targets import f32_attention, f32_linear
 from hvd.targets import identity
-from hvd.targets.protocol import SharedWeights, TargetConfig, TracksCommits, drafter_dims
+from hvd.targets.protocol import SharedWeights, TargetConfig, TracksCommits, drafter_dims, kept_rows
 from hvd.types import Draft, shared_prefix
 
 
@@ -148,7 +148,7 @@ class HFTarget(TracksCommits):
     @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
         """Keep the root and draft nodes `path` (each the parent of the next) in the cache."""
-        past, keep = self._len, self._kept_rows(path)
+        past, keep = self._len, kept_rows(path)
         if keep != list(range(len(keep))):  # a branch: move the kept rows down in place, no reallocation
             idx = torch.tensor([past + k for k in keep], device=self.device)
             for layer in self._cache.layers:

@@ -134,6 +134,21 @@ class HiddenStates:
         return {l: buf[:n] for l, buf in self._bufs.items()}
 
 
+def kept_rows(path: Sequence[int]) -> list[int]:
+    """Rows of the last verify forward a commit of `path` keeps: the root and the path."""
+    return [0, *(i + 1 for i in path)]
+
+
+def verify_layout(past: int, draft: Draft) -> tuple[list[list[int]], torch.Tensor]:
+    """Where a verify after `past` committed tokens puts its rows (the root, then each draft
+    node, at slots past, past+1, ...): per row the slots from the root to itself, and the
+    positions (1 + n,) (past + the node's depth)."""
+    paths: list[list[int]] = [[past]]
+    for j, p in enumerate(draft.parents, start=1):
+        paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
+    return paths, torch.tensor([0, *draft.depths()]) + past
+
+
 class TracksCommits:
     """The request state a batch-1 target keeps around its forwards: the tokens whose KV is
     cached (`_len`, `_ids`), the last verify's root + draft ids and hidden rows, and the kept
@@ -159,13 +174,8 @@ class TracksCommits:
     def cached_len(self) -> int:
         return self._len
 
-    @staticmethod
-    def _kept_rows(path: Sequence[int]) -> list[int]:
-        """Rows of the last verify forward a commit of `path` keeps: the root and the path."""
-        return [0, *(i + 1 for i in path)]
-
     def _record(self, past: int, keep: list[int]) -> None:
-        """The kept rows (`_kept_rows`) of the last verify are committed after `past` tokens."""
+        """The kept rows (`kept_rows`) of the last verify are committed after `past` tokens."""
         self._len = past + len(keep)
         self._ids[past:] = [self._pending_ids[k] for k in keep]
         for l, h in self._pending_hidden.items():

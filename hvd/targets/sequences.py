@@ -9,6 +9,7 @@ from typing import Optional, Protocol, Sequence as Seq, runtime_checkable
 import torch
 
 from hvd.targets.exact_kv import KVCache, Rows
+from hvd.targets.protocol import kept_rows, verify_layout
 from hvd.types import Draft, shared_prefix
 
 
@@ -63,17 +64,14 @@ class RequestSequence:
         """The root and every draft node at slots past..past+n, each seeing its tree ancestors."""
         past = len(self.ids)
         self.pending = [int(root), *draft.tokens]
-        paths = [[past]]
-        for j, p in enumerate(draft.parents, start=1):
-            paths.append(paths[p + 1] + [past + j])
-        pos = torch.tensor([0, *draft.depths()]) + past
+        paths, pos = verify_layout(past, draft)
         return Rows(self.cache, self.pending, past, pos, paths)
 
     def commit(self, path: Seq[int]) -> None:
         """Keep the root and the accepted nodes `path` of the last verify (moved down when a
         branch was taken)."""
         past = len(self.ids)
-        keep = [0, *(i + 1 for i in path)]
+        keep = kept_rows(path)
         if keep != list(range(len(keep))):
             self.target.move_slots(self.cache, [past + k for k in keep], past)
         self.ids.extend(self.pending[k] for k in keep)

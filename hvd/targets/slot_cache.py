@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from hvd.targets import identity
-from hvd.targets.protocol import TracksCommits, drafter_dims
+from hvd.targets.protocol import TracksCommits, drafter_dims, kept_rows, verify_layout
 from hvd.types import Draft
 
 if TYPE_CHECKING:
@@ -57,18 +57,14 @@ class SlotCacheTarget(TracksCommits):
         """The final-normed hidden states (1 + n, hidden) of the root and every draft node."""
         past = self._len
         self._pending_ids = [int(root), *draft.tokens]
-        depth = [0, *draft.depths()]
-        paths: list[list[int]] = [[past]]
-        for j, p in enumerate(draft.parents, start=1):
-            paths.append(paths[p + 1] + [past + j])  # parent -1 is the root, row 0
-        pos = torch.tensor(depth) + past
+        paths, pos = verify_layout(past, draft)
         h, hid = self._forward(self._pending_ids, past, pos, paths, keep=self.config.hidden_layers)
         self._pending_hidden = hid
         return h
 
     @torch.inference_mode()
     def commit(self, path: Sequence[int]) -> None:
-        past, keep = self._len, self._kept_rows(path)
+        past, keep = self._len, kept_rows(path)
         if keep != list(range(len(keep))):  # a branch: move the kept slots down
             self._move_slots([past + k for k in keep], past)
         self._record(past, keep)

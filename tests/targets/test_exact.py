@@ -13,22 +13,12 @@ from hvd.targets.hf import HFTarget
 from hvd.targets.protocol import TargetConfig
 from hvd.types import Draft
 
-from conftest import VOCAB, decode_one_by_one, paths_of, tiny_llama
-
-
-@pytest.fixture(scope="module")
-def exact():
-    return ExactLlamaTarget(tiny_llama(seed=3))
-
-
-def seq(n: int, seed: int = 0) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randrange(1, VOCAB) for _ in range(n)]
+from conftest import VOCAB, decode_one_by_one, paths_of, random_ids, tiny_llama
 
 
 @pytest.mark.parametrize("prompt_len", [1, 5, 7, 8, 9, 60, 63, 64, 65, 127])
 def test_chain_logits_are_bitwise_plain_decoding_for_every_row_count(exact, prompt_len):
-    prompt, cont = seq(prompt_len), seq(exact.max_draft_nodes + 1, seed=1)
+    prompt, cont = random_ids(prompt_len), random_ids(exact.max_draft_nodes + 1, seed=1)
     want = decode_one_by_one(exact, prompt, cont)
     for n in row_counts(exact.max_draft_nodes + 1):
         exact.prefill(prompt)
@@ -39,7 +29,7 @@ def test_chain_logits_are_bitwise_plain_decoding_for_every_row_count(exact, prom
 @pytest.mark.parametrize("prompt_len", [3, 62, 64, 130])
 def test_tree_logits_are_bitwise_plain_decoding(exact, prompt_len):
     rng = random.Random(prompt_len)
-    prompt = seq(prompt_len)
+    prompt = random_ids(prompt_len)
     for n in (1, 5, 17, 40, exact.max_draft_nodes):
         tree = Draft(tuple(rng.randrange(VOCAB) for _ in range(n)), tuple(rng.randint(-1, i - 1) for i in range(n)))
         exact.prefill(prompt)
@@ -50,7 +40,7 @@ def test_tree_logits_are_bitwise_plain_decoding(exact, prompt_len):
 
 
 def test_branch_commit_then_decoding_matches(exact):
-    prompt = seq(61)
+    prompt = random_ids(61)
     tree = Draft((4, 7, 5, 9, 6), (-1, -1, 0, 1, 2))
     exact.prefill(prompt)
     exact.verify(3, tree)
@@ -61,14 +51,14 @@ def test_branch_commit_then_decoding_matches(exact):
 
 
 def test_prefill_is_plain_decoding_across_chunks(exact):
-    ids = seq(PREFILL_CHUNK + 40)
+    ids = random_ids(PREFILL_CHUNK + 40)
     want = decode_one_by_one(exact, ids[:3], ids[3:])[-1]
     assert torch.equal(exact.prefill(ids), want)
 
 
 def test_prefix_reuse_keeps_any_prefix_and_changes_no_bit():
     target = ExactLlamaTarget(tiny_llama(seed=3), TargetConfig(reuse_prefix=True))
-    a, b = seq(90), seq(90)[:70] + seq(30, seed=5)
+    a, b = random_ids(90), random_ids(90)[:70] + random_ids(30, seed=5)
     target.prefill(a)
     got = target.prefill(b)
     assert target._reusable(b + [1]) > 0 and torch.equal(got, ExactLlamaTarget(tiny_llama(seed=3)).prefill(b))
@@ -81,7 +71,7 @@ def test_self_check_passes(exact):
 def test_close_to_the_float_model():
     model = tiny_llama(seed=1)
     hf, ex = HFTarget(model), ExactLlamaTarget(model)
-    prompt = seq(50)
+    prompt = random_ids(50)
     ref, got = hf.prefill(prompt), ex.prefill(prompt)
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=0)
     assert cos > 0.98, cos
@@ -124,7 +114,7 @@ def test_int8_linear_is_exact_integer_arithmetic(group, integer_paths):
 
 
 def test_threads_do_not_change_a_bit(exact):
-    prompt, cont = seq(70), seq(20, seed=2)
+    prompt, cont = random_ids(70), random_ids(20, seed=2)
     exact.set_threads(1)
     one = (exact.prefill(prompt), exact.verify(cont[0], Draft.chain(cont[1:])))
     exact.set_threads(2)
@@ -137,7 +127,7 @@ def test_every_integer_path_gives_the_same_logits(integer_paths):
     """The target built on each path this CPU has (its own weight layout too) decodes to the same bits."""
     if len(integer_paths) < 2:
         pytest.skip("this CPU has one integer path (AVX2)")
-    prompt, cont = seq(70), seq(20, seed=2)
+    prompt, cont = random_ids(70), random_ids(20, seed=2)
     out = []
     for path in integer_paths:
         use_integer_path(path)
@@ -160,7 +150,7 @@ GROUPINGS = {
 def test_head_groupings_are_batch_invariant_on_every_integer_path(grouping, integer_paths):
     """Chains of 1..18 rows after a 70-token prompt give plain decoding's bits, on every path,
     and every path the same bits."""
-    prompt, cont = seq(70), seq(18, seed=1)
+    prompt, cont = random_ids(70), random_ids(18, seed=1)
     outs = []
     for path in integer_paths:
         use_integer_path(path)
@@ -236,7 +226,7 @@ def test_verify_argmax_is_the_argmax_of_verify(integer_paths):
     from hvd.verify import argmax_rows
 
     rng = random.Random(5)
-    prompt = seq(60)
+    prompt = random_ids(60)
     for path in integer_paths:
         use_integer_path(path)
         t = ExactLlamaTarget(tiny_llama(seed=3))

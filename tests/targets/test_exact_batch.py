@@ -6,21 +6,12 @@ import random
 import pytest
 import torch
 
-from hvd.targets.exact import PREFILL_CHUNK, ExactLlamaTarget
+from hvd.targets.exact import PREFILL_CHUNK
 from hvd.targets.exact_kv import KVCache, Rows
+from hvd.targets.protocol import verify_layout
 from hvd.types import Draft
 
-from conftest import VOCAB, tiny_llama
-
-
-@pytest.fixture(scope="module")
-def exact():
-    return ExactLlamaTarget(tiny_llama(seed=3))
-
-
-def seq(n: int, seed: int = 0) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randrange(1, VOCAB) for _ in range(n)]
+from conftest import VOCAB, random_ids
 
 
 def prefill_rows(cache: KVCache, ids: list[int], start: int) -> Rows:
@@ -37,10 +28,7 @@ def prefilled(exact, ids: list[int]) -> KVCache:
 
 def verify_rows(cache: KVCache, past: int, root: int, draft: Draft) -> Rows:
     """The rows of a verify of `draft` after `past` committed tokens, as the target lays them out."""
-    paths = [[past]]
-    for j, p in enumerate(draft.parents, start=1):
-        paths.append(paths[p + 1] + [past + j])
-    pos = torch.tensor([0, *draft.depths()]) + past
+    paths, pos = verify_layout(past, draft)
     return Rows(cache, [root, *draft.tokens], past, pos, paths)
 
 
@@ -56,7 +44,7 @@ PROMPTS = (5, 63, 64, 65, 130)  # across the cache's 8-slot groups and 32/64-key
 @pytest.mark.parametrize("seed", range(3))
 def test_verifies_batched_across_sequences_are_bitwise_each_alone_and_the_solo_target(exact, seed):
     rng = random.Random(seed)
-    prompts = [seq(n, seed=10 * seed + i) for i, n in enumerate(PROMPTS)]
+    prompts = [random_ids(n, seed=10 * seed + i) for i, n in enumerate(PROMPTS)]
     caches = [prefilled(exact, p) for p in prompts]
     drafts = [random_draft(rng, rng.choice([0, 1, 4, 17, 40]), tree=i % 2 == 1) for i in range(len(prompts))]
     parts = [verify_rows(c, len(p), 7, d) for c, p, d in zip(caches, prompts, drafts)]
@@ -70,7 +58,7 @@ def test_verifies_batched_across_sequences_are_bitwise_each_alone_and_the_solo_t
 
 def test_a_prefill_chunk_beside_other_sequences_decode_rows_changes_no_bit(exact):
     rng = random.Random(5)
-    long, short = seq(150, seed=1), seq(40, seed=2)
+    long, short = random_ids(150, seed=1), random_ids(40, seed=2)
     solo = prefilled(exact, long)
     want = exact.logits(exact.forward_rows([verify_rows(solo, len(long), 3, Draft.chain([4, 5]))])[0][0])
     other = prefilled(exact, short)
