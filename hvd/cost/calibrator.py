@@ -3,9 +3,16 @@
 A cached curve is a prior (`hvd/targets/verify_cost.py`): measured under another load, or
 stale, it may read a draft size dearer than it is. Every step's verify is a measurement, so
 `CostCalibrator` keeps realised against curve seconds (the curve at the step's context), one
-ratio over every step (the machine's pace now against the curve's) and one per draft-size
+ratio over the last tens of steps (the machine's pace now against the curve's) and one per draft-size
 bucket, pulled towards the overall ratio by `prior` pseudo-observations; the rules read the
 curve times those ratios.
+
+What a bucket learnt is only as good as the moment it learnt it: a burst of other work while
+its sizes were verified inflates its ratio, and once that ratio keeps the sizes from being
+verified nothing would correct it. So a bucket with no verify in its last `STALE` steps (of
+any size) forgets and starts again from the overall ratio, which every step keeps current;
+and one step's seconds count at most `CLIP` times what was predicted, and at least 1 / `CLIP`
+(a pause of the process, a first call's compile), so no single step stands for a trend.
 
 A ratio learns only from the sizes that get verified, and a curve that reads some sizes far
 too dear keeps them from ever being verified: the error would stand for good. So the sizes
@@ -37,7 +44,10 @@ from hvd.types import CalibrationSnapshot
 
 SIZE_EDGES = (1, 4, 8, 16, 32)  # draft nodes: buckets 0 | 1-3 | 4-7 | ...
 PRIOR = 1.0  # pseudo-observations at the overall ratio in each bucket (the overall ratio's: at 1)
-DECAY = 0.02  # weight lost by a bucket's older steps at each of its updates (a memory of ~50 steps)
+DECAY = 0.02  # weight lost by a bucket's older steps at each of its updates (a memory of ~50 verifies)
+PACE_DECAY = 1 / 16  # the same for the overall ratio at every step: the machine's pace now
+STALE = 64  # steps of any size without a verify in a bucket after which it forgets
+CLIP = 4.0  # one step's seconds count within [1 / CLIP, CLIP] x what was predicted
 TRUST = 8  # verifies a bucket needs before its own ratio is taken without the per-row bound
 OPTIMISM = 0.5  # until then a draft node is priced at most this share of a plain step (explored)
 
@@ -57,7 +67,8 @@ class _Ratios:
     def __post_init__(self) -> None:
         self.realised, self.expected = np.zeros(self.bins), np.zeros(self.bins)  # (bins,) each
         self.nodes, self.weight = np.zeros(self.bins), np.zeros(self.bins)  # decayed sums of sizes, of updates
-        self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates seen (not decayed)
+        self.counts = np.zeros(self.bins, np.int64)  # (bins,) updates since the bin last forgot (not decayed)
+        self.last = np.zeros(self.bins, np.int64)  # (bins,) the step of each bin's last update
 
     def ratio(self, b, scale, center: float = 1.0):
         """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
@@ -71,11 +82,14 @@ class CostCalibrator:
     the requests of one method; `update` after each verify, `at` before each decision."""
 
     def __init__(self, curve: VerifyCost, size_edges: tuple[int, ...] = SIZE_EDGES, prior: float = PRIOR,
-                 decay: float = DECAY, trust: int = TRUST, optimism: float = OPTIMISM) -> None:
-        """`trust` 0 or `optimism` infinite turn the respective bounds off."""
+                 decay: float = DECAY, trust: int = TRUST, optimism: float = OPTIMISM, stale: int = STALE,
+                 clip: float = CLIP) -> None:
+        """`trust` 0 or `optimism` infinite turn the respective bounds off; `stale` and `clip`
+        very large, forgetting and clipping."""
         self.curve, self.edges, self.trust, self.optimism = curve, size_edges, trust, optimism
+        self.stale, self.clip = stale, clip
         self.r = _Ratios(len(size_edges) + 1, prior, decay)
-        self.overall = _Ratios(1, prior, decay)
+        self.overall = _Ratios(1, prior, PACE_DECAY)
         top = curve.sizes[-1]  # `at` samples the curve at both ends of every bucket:
         sizes = sorted({*curve.sizes, *(e for e in self.edges if e <= top), *(e - 1 for e in self.edges if e <= top)})
         self._sizes = np.array(sizes, dtype=np.float64)  # (k,) so each whole size gets its own bucket's ratio
@@ -103,8 +117,9 @@ class CostCalibrator:
         sizes, points = self.curve.points
         r, o = self.r, self.overall
         _count_cost(float(n), float(seconds), float(context - self.curve.past), sizes, points,
-                    self.curve.slope_points, self._edges, r.realised, r.expected, r.nodes, r.weight, r.counts, r.decay,
-                    o.realised, o.expected, o.nodes, o.weight, o.counts, o.decay)
+                    self.curve.slope_points, self._edges, r.realised, r.expected, r.nodes, r.weight, r.counts, r.last,
+                    r.decay, r.prior, o.realised, o.expected, o.nodes, o.weight, o.counts, o.decay, o.prior,
+                    self.stale, self.clip)
 
     def snapshot(self) -> CalibrationSnapshot:
         ratios = tuple(round(float(self._ratio(b, self.curve(self.edges[b - 1] if b else 0))), 3)
@@ -136,14 +151,26 @@ def _decayed_add(realised, expected, nodes, weight, counts, b, value, base, n, d
 
 
 @njit(cache=True)
-def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, nodes, weight, counts, decay,
-                o_realised, o_expected, o_nodes, o_weight, o_counts, o_decay):
-    """`CostCalibrator.update`, compiled: the curve's seconds for n nodes at the step's
-    context, added with the realised ones to n's size bucket and to the overall ratio."""
+def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expected, nodes, weight, counts, last, decay,
+                prior, o_realised, o_expected, o_nodes, o_weight, o_counts, o_decay, o_prior, stale, clip):
+    """`CostCalibrator.update`, compiled: buckets with no verify in `stale` steps forget; the
+    curve's seconds for n nodes at the step's context, added with the realised ones (within
+    `clip` x the calibrated prediction either way) to n's size bucket and to the overall ratio."""
+    step = o_counts[0] + 1  # this step's number
+    for c in range(realised.shape[0]):
+        if counts[c] > 0 and step - last[c] > stale:
+            realised[c] = expected[c] = nodes[c] = weight[c] = 0.0
+            counts[c] = 0
     base = _curve_seconds(n, sizes, points, slopes, extra)
     b = np.searchsorted(edges, n, side="right")
-    _decayed_add(realised, expected, nodes, weight, counts, b, seconds, base, n, decay)
-    _decayed_add(o_realised, o_expected, o_nodes, o_weight, o_counts, 0, seconds, base, n, o_decay)
+    op = o_prior * points[0]  # as `CostCalibrator.at` reads the overall ratio
+    center = (op + o_realised[0]) / (op + o_expected[0])
+    p = prior * base
+    predicted = base * (p * center + realised[b]) / (p + expected[b])
+    seen = min(max(seconds, predicted / clip), predicted * clip)
+    _decayed_add(realised, expected, nodes, weight, counts, b, seen, base, n, decay)
+    _decayed_add(o_realised, o_expected, o_nodes, o_weight, o_counts, 0, seen, base, n, o_decay)
+    last[b] = step
 
 
 @njit(cache=True)

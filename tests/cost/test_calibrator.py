@@ -3,7 +3,7 @@ context, and a size the curve reads far too dear is still tried at the per-row b
 import numpy as np
 import pytest
 
-from hvd.cost.calibrator import TRUST, CostCalibrator
+from hvd.cost.calibrator import STALE, TRUST, CostCalibrator
 from hvd.cost.curve import VerifyCost
 
 SIZES = (0, 1, 8, 16, 32, 64)
@@ -18,8 +18,10 @@ def test_cost_calibrator_scales_the_curve_per_size_bucket_at_any_context():
         c.update(2, 2 * curve(2, 500 + i), 500 + i)
     assert c.at(3000)(2) == pytest.approx(2 * curve(2, 3000), rel=0.05)
     assert c.at(3000)(40) == pytest.approx(2 * curve(40, 3000), rel=0.05)  # a size it never verified follows that pace
-    for _ in range(300):
+    for i in range(300):
         c.update(40, 3 * curve(40, 800), 800)  # and big drafts are dearer still
+        if i % 8 == 0:
+            c.update(2, 2 * curve(2, 800), 800)  # (small ones verified now and then keep their own)
     assert c.at(800)(40) == pytest.approx(3 * curve(40, 800), rel=0.05)
     assert c.at(800)(2) == pytest.approx(2 * curve(2, 800), rel=0.1)
 
@@ -75,3 +77,34 @@ def test_until_a_bucket_is_trusted_a_draft_node_costs_at_most_half_a_plain_step(
         c.update(2, COST(2), 256)
     assert c.at(256)(2) == pytest.approx(COST(2), rel=0.15)
     assert c.at(256)(5) <= c.at(256)(2) * 6 / 3 * 1.001  # the next bucket: the anchor's per-row rate
+
+
+def test_a_burst_while_drafts_were_verified_is_forgotten_once_the_machine_is_quiet():
+    """Drafts verified during a burst (3x slower) learn that they are dear; then the machine is
+    quiet and only plain steps run, since the drafts now read too dear. Within `STALE` steps
+    the drafts' buckets forget and read the curve at the quiet pace again, so they get tried."""
+    c = CostCalibrator(COST)
+    for _ in range(40):  # the burst
+        c.update(0, 3 * COST(0), 256)
+        c.update(6, 3 * COST(6), 256)
+    assert c.at(256)(6) == pytest.approx(3 * COST(6), rel=0.1)
+    for i in range(STALE + 1):  # quiet: plain steps alone
+        c.update(0, COST(0), 256)
+        if i == STALE // 2:
+            assert c.at(256)(6) > 2 * COST(6)  # the draft bucket still holds the burst ...
+    assert c.at(256)(6) == pytest.approx(COST(6), rel=0.1)  # ... then forgets it
+    assert c.snapshot().steps[2] == 0
+
+
+def test_one_step_that_took_far_too_long_is_clipped():
+    """A pause of the process (100x a verify) counts as `CLIP` x the prediction, no more."""
+    c = CostCalibrator(COST)
+    for _ in range(TRUST):
+        c.update(6, COST(6), 256)
+    c.update(6, 100 * COST(6), 256)
+    assert c.at(256)(6) < 1.5 * COST(6)
+    d = CostCalibrator(COST, clip=float("inf"))
+    for _ in range(TRUST):
+        d.update(6, COST(6), 256)
+    d.update(6, 100 * COST(6), 256)
+    assert d.at(256)(6) > 5 * COST(6)
