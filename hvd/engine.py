@@ -24,10 +24,12 @@ from hvd.drafters.stores import SharedStores
 from hvd.errors import InputError, MethodUnavailable
 from hvd.hybrid.features import vocab_classes
 from hvd.machine import resolve_threads
+from hvd.ops import HIDDEN, Chunk, Commit, Prefill, Result, Verified, Verify  # noqa: F401 (Chunk, Result: the public API)
 from hvd.targets import loader
 from hvd.targets.protocol import Target, TargetConfig
 from hvd.targets.select import select
-from hvd.targets.sequences import HoldsManySequences, PrefixCache, RequestSequence
+from hvd.scheduler import Scheduler
+from hvd.targets.sequences import PrefixCache
 from hvd.types import Draft, GenerationStats, StepStats
 from hvd.verify import KeyedSampler, SamplingParams, accept_greedy, argmax_verifier, verify_keyed
 
@@ -59,58 +61,6 @@ class Request:
     stop: tuple[str, ...] = ()
     drafter: Optional[Drafter] = None  # used as given, not forked (tests, the oracle)
     max_draft_tokens: Optional[int] = None
-
-
-@dataclass
-class Result:
-    text: str
-    token_ids: list[int]
-    stats: GenerationStats
-
-    def to_dict(self) -> dict:
-        return {"text": self.text, "token_ids": self.token_ids, "stats": self.stats.to_dict()}
-
-
-@dataclass
-class Chunk:
-    """A streamed piece: new text and the token ids committed by one step."""
-
-    text: str
-    token_ids: list[int]
-    result: Optional[Result] = None  # set on the last chunk
-
-
-@dataclass(frozen=True)
-class Prefill:
-    """Target work a request asks for: prefill `ids` (keeping `hidden_layers`' states); the
-    reply is the logits (vocab,) after the last one."""
-
-    ids: list[int]
-    hidden_layers: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Verify:
-    """Verify `draft` after `root`; the reply is each row's argmax (`greedy`) or the logits (1+n, vocab)."""
-
-    root: int
-    draft: Draft
-    greedy: bool
-
-
-@dataclass(frozen=True)
-class Commit:
-    """Keep the root and the accepted nodes `path` of the last verify; no reply."""
-
-    path: list[int]
-
-
-@dataclass(frozen=True)
-class Hidden:
-    """The kept layers' hidden states of the committed tokens; the reply is `Target.hidden()`."""
-
-
-HIDDEN = Hidden()
 
 
 @dataclass
@@ -287,21 +237,27 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def stream_many(self, requests: Sequence["Request"], max_batch: int = 16) -> Iterator[tuple[int, Chunk]]:
-        """(request index, Chunk) as the requests' tokens are committed. On a target that holds
-        many sequences (`HoldsManySequences`: the int8 target) up to `max_batch` requests run
-        together, one forward a step over all their rows (a long prompt's prefill in chunks
-        beside the others' steps), each request joining as another finishes; elsewhere, or when
-        a request's drafter reads hidden states, one after another. Either way each request runs
-        the one decode loop (`_steps`) and its tokens are the ones it gets alone."""
-        prepared = [self._prepare(r) for r in requests]
-        batched = isinstance(self.target, HoldsManySequences) and not any(
-            d is not None and d.capabilities.needs_hidden_states for _, _, d, _ in prepared)
-        if not batched:
-            for i, p in enumerate(prepared):
-                for chunk in self._decode(*p):
-                    yield i, chunk
-            return
-        yield from _Batch(self, prepared, max_batch).run()
+        """(request index, Chunk) as the requests' tokens are committed: a `scheduler` given them
+        all in order (each request is checked before any runs). Each request's tokens are the
+        ones `generate` gives it alone."""
+        sched = self.scheduler(max_batch)
+        for i, prepared in enumerate([self._prepare(r) for r in requests]):
+            sched.submit(i, prepared)
+        yield from sched.run()
+
+    def scheduler(self, max_batch: int = 16, kv_budget: Optional[int] = None) -> Scheduler:
+        """A continuous-batching scheduler on this engine (hvd/scheduler.py): submit requests
+        (`ready`) as they come, `step` to decode. On a target that holds many sequences (the int8
+        target) up to `max_batch` requests run together, one forward a step over all their rows,
+        within `kv_budget` bytes of KV cache (None: no bound); elsewhere, or for a drafter that
+        reads hidden states, one request at a time. Finished requests' caches are kept in
+        `prefixes` for the next request that starts the same way."""
+        return Scheduler(self.target, self.prefixes, self._steps, self._decode, max_batch, kv_budget)
+
+    def ready(self, request: "Request") -> tuple:
+        """A request checked and made ready for a `scheduler` (InputError or MethodUnavailable if
+        it cannot run): its token ids, method, drafter (a fork of the method's) and config."""
+        return self._prepare(request)
 
     def _decode(self, ids: list[int], method: str, drafter: Optional[Drafter], cfg: GenerationConfig) -> Iterator[Chunk]:
         """One request alone: `_steps`' target work done on this engine's target as it asks."""
@@ -319,8 +275,8 @@ class Engine:
                 self.target.set_hidden_layers(item.hidden_layers)  # (): a drafter that reads none
                 reply = self.target.prefill(item.ids)
             elif isinstance(item, Verify):
-                reply = (self._argmax_rows(item.root, item.draft) if item.greedy
-                         else self.target.verify(item.root, item.draft))
+                reply = Verified(self._argmax_rows(item.root, item.draft) if item.greedy
+                                 else self.target.verify(item.root, item.draft))
             elif isinstance(item, Commit):
                 self.target.commit(item.path)
             else:  # Hidden
@@ -364,13 +320,13 @@ class Engine:
             t2 = time.perf_counter()
             reply = yield Verify(seq[-1], draft, cfg.sampling.greedy)
             if cfg.sampling.greedy:
-                path, bonus = accept_greedy(reply, draft)
+                path, bonus = accept_greedy(reply.out, draft)
             else:
-                path, bonus = verify_keyed(reply, draft, sampler, len(seq))
+                path, bonus = verify_keyed(reply.out, draft, sampler, len(seq))
             yield Commit(path)
             t3 = time.perf_counter()
             if learns_cost:
-                drafter.verified(len(draft), t3 - t2, len(seq))
+                drafter.verified(len(draft), t3 - t2 if reply.seconds is None else reply.seconds, len(seq))
             committed = [draft.tokens[i] for i in path] + [bonus]
             source = draft.source or (method if drafter else "ar")
             stats.steps.append(StepStats(source, len(draft), len(path), t2 - t1, t3 - t2))
@@ -455,99 +411,3 @@ def make_generation_config(max_new_tokens, temperature, top_p, top_k, seed, stop
         raise InputError(f"max_draft_tokens must be a non-negative integer, got {max_draft_tokens}")
     return GenerationConfig(max_new_tokens, SamplingParams(float(temperature), float(top_p), int(top_k)), seed,
                             tuple(stop), max_draft_tokens)
-
-
-class _Active:
-    """A request in a batch: its decode loop, its sequence, the target work it waits for."""
-
-    def __init__(self, steps, seq: RequestSequence) -> None:
-        self.steps, self.seq = steps, seq
-        self.op: Optional[Union[Prefill, Verify]] = None
-        self.reused = 0  # prompt tokens whose keys came from an earlier request's cache
-
-
-class _Batch:
-    """Requests decoded together on a target that holds many sequences: each step, one forward
-    over every active request's next prefill chunk or verify."""
-
-    def __init__(self, engine: Engine, prepared: list, max_batch: int) -> None:
-        if max_batch < 1:
-            raise InputError("max_batch must be at least 1")
-        self.engine, self.target = engine, engine.target
-        self.queue = list(enumerate(prepared))[::-1]  # popped from the end: arrival order
-        self.max_batch = max_batch
-        self.active: dict[int, _Active] = {}
-
-    def run(self) -> Iterator[tuple[int, Chunk]]:
-        while self.queue or self.active:
-            while self.queue and len(self.active) < self.max_batch:
-                i, p = self.queue.pop()
-                seq, reused = self.engine.prefixes.take(p[0])
-                seq = seq or RequestSequence(self.target, self.target.new_cache())
-                a = _Active(self.engine._steps(*p), seq)
-                a.reused = reused
-                self.active[i] = a
-                yield from self._advance(i, a, None)
-            if self.active:
-                yield from self._step()
-
-    def _step(self) -> Iterator[tuple[int, Chunk]]:
-        order = list(self.active.items())
-        parts = [a.seq.prefill_rows(a.op.ids) if isinstance(a.op, Prefill) else a.seq.verify_rows(a.op.root, a.op.draft)
-                 for _, a in order]
-        outs, _ = self.target.forward_rows(parts)
-        heads: dict[int, torch.Tensor] = {}  # request -> the rows its reply reads from the LM head
-        for (i, a), h in zip(order, outs):
-            if isinstance(a.op, Prefill):
-                a.seq.prefilled()
-                if a.seq.cached_len == len(a.op.ids):
-                    heads[i] = h[-1:]  # else more chunks to go
-            else:
-                heads[i] = h
-        replies = self._head(heads)
-        for i, a in order:
-            if i in replies:
-                yield from self._advance(i, a, replies[i])
-
-    def _head(self, rows: dict[int, torch.Tensor]) -> dict:
-        """Each request's reply from its rows: a prefill's logits (vocab,), a greedy verify's
-        argmax per row, a sampled verify's logits; the LM head runs once for all argmax rows and
-        once for all logits rows (each row's numbers are its own whatever shares the call)."""
-        greedy = [i for i in rows if isinstance(self.active[i].op, Verify) and self.active[i].op.greedy]
-        full = [i for i in rows if i not in greedy]
-        out: dict = {}
-        if greedy:
-            best = self.target.argmax(torch.cat([rows[i] for i in greedy]))
-            at = 0
-            for i in greedy:
-                out[i], at = best[at : at + rows[i].shape[0]], at + rows[i].shape[0]
-        if full:
-            logits = self.target.logits(torch.cat([rows[i] for i in full]))
-            at = 0
-            for i in full:
-                n = rows[i].shape[0]
-                out[i] = logits[at] if isinstance(self.active[i].op, Prefill) else logits[at : at + n]
-                at += n
-        return out
-
-    def _advance(self, i: int, a: _Active, reply) -> Iterator[tuple[int, Chunk]]:
-        """Run request i's loop until it waits for a forward or ends."""
-        while True:
-            try:
-                item = a.steps.send(reply)
-            except StopIteration:
-                del self.active[i]
-                return
-            reply = None
-            if isinstance(item, Chunk):
-                if item.result is not None:
-                    item.result.stats.prompt_tokens_reused = a.reused
-                    self.engine.prefixes.put(a.seq)
-                yield i, item
-            elif isinstance(item, Commit):
-                a.seq.commit(item.path)
-            elif isinstance(item, (Prefill, Verify)):
-                a.op = item
-                return
-            else:
-                raise AssertionError("hidden states are not read in a batch")

@@ -2,6 +2,8 @@
 # Build llama.cpp's `llama-server` (the agent-loop benchmark's peer) from the llama.cpp that
 # the llama-cpp-python sdist vendors: the same llama.cpp the bench's in-process peer runs.
 # Optional; ~10 minutes on 2 cores. Usage: scripts/build_llama_server.sh [PREFIX]
+# Built for this machine's CPU (GGML_NATIVE=ON: AVX-512 and VNNI where it has them), as a user
+# who runs it here would; GGML_NATIVE=OFF builds the portable AVX2 binary instead.
 # The binary lands in PREFIX/bin/llama-server (default PREFIX: ${HVD_CACHE:-~/.cache/hvd}/llama-server).
 set -euo pipefail
 VERSION=0.3.36
@@ -15,7 +17,7 @@ command -v cmake >/dev/null || "$PY" -m pip install -q cmake
 tar xzf "$WORK/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
 SRC="$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp"
 CMAKE=$(command -v cmake || echo "$("$PY" -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,"cmake"))')")
-"$CMAKE" -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
+"$CMAKE" -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE="${GGML_NATIVE:-ON}" -DGGML_AVX2=ON \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
   -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
 "$CMAKE" --build "$WORK/build" --target llama-server -j "$(nproc)"

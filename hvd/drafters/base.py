@@ -15,6 +15,12 @@ class Capabilities:
     """What a drafter needs from the target."""
 
     needs_hidden_states: tuple[int, ...] = ()  # target layers whose hidden states it reads
+    drafts_on_target: bool = False  # it runs the target's own sequence to draft (a self-draft): never batched
+
+    @property
+    def alone(self) -> bool:
+        """Whether a request it drafts for must run with the target to itself (no batch)."""
+        return bool(self.needs_hidden_states) or self.drafts_on_target
 
 
 @dataclass

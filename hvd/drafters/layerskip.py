@@ -38,7 +38,7 @@ def default_skip(n_layers: int) -> tuple[int, ...]:
 
 class LayerSkipDrafter:
     name = "layerskip"
-    capabilities = Capabilities()
+    capabilities = Capabilities(drafts_on_target=True)
 
     def __init__(self, model: SkipDraft, config: LayerSkipConfig = LayerSkipConfig(), name: str = "layerskip") -> None:
         self.model, self.config, self.name = model, config, name

@@ -64,7 +64,8 @@ class HybridDrafter:
         self.log: Optional[list] = None  # when a list: (position, features, cache draft) per step (`hvd trace`)
         a, b = cache.capabilities, model.capabilities
         self.capabilities = Capabilities(
-            needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))))
+            needs_hidden_states=tuple(sorted(set(a.needs_hidden_states) | set(b.needs_hidden_states))),
+            drafts_on_target=a.drafts_on_target or b.drafts_on_target)
         # the model arm's running yield and time: the method's (online) or shared with this drafter's requests
         self.model_arm = online.model_arm if online is not None else ArmEstimate()
         self._history = StepHistory()
@@ -93,6 +94,7 @@ class HybridDrafter:
         self._pending = None
         self._since_model = 0
         self._observed_at = None
+        self._charged: Optional[float] = None  # the decode loop's seconds for the last verify (`verified`)
         if self.online is not None and self.online.cfg.follow:
             self._followed = FollowedDrafts(self.online.acceptance)
 
@@ -181,6 +183,11 @@ class HybridDrafter:
         return choose(self.policy, estimate, score, survival, cache_seconds, self.model_arm, cost, self._since_model,
                       model_survival)
 
+    def verified(self, nodes: int, seconds: float, context: int) -> None:
+        """The seconds the decode loop charges this step's verify (in a batch, this request's
+        share of the step: hvd/scheduler.py); learnt instead of the wall time since `propose`."""
+        self._charged = seconds
+
     def observe(self, committed: Sequence[int]) -> None:
         now = time.perf_counter()
         if self.online is not None and self.clock == "wall":
@@ -198,11 +205,13 @@ class HybridDrafter:
             if self.online is not None:  # verified or not: censored where the commit ends
                 self.online.model_acceptance.update(_model_prediction(p.model), p.model.max_depth(), got,
                                                     len(committed))
+        charged, self._charged = self._charged, None
         if self.online is not None:
-            self._learn(p, committed, now - p.proposed_at)
+            self._learn(p, committed, now - p.proposed_at if charged is None else charged)
 
     def _learn(self, p: _Pending, committed: Sequence[int], waited: float) -> None:
-        """Feed the online state with this step's outcome (`waited`: seconds since `propose`)."""
+        """Feed the online state with this step's outcome (`waited`: seconds since `propose`, or
+        what the decode loop charged the verify)."""
         online = self.online
         if self._followed is not None:
             self._followed.extend(committed)  # earlier steps' drafts see these tokens too

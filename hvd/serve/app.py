@@ -1,5 +1,5 @@
 """The OpenAI-compatible HTTP app: `/v1/chat/completions`, `/v1/completions`, `/v1/models`,
-`/health`, `/metrics`. One `EngineWorker` decodes; this module only parses, queues, streams
+`/health`, `/metrics`. One `EngineWorker` decodes (many requests together); this module only parses, queues, streams
 and formats. Every response carries `usage` and a `speculative` object (the `hvd generate
 --json` stats that make sense per request, plus draft/accepted counts and steps per arm).
 """
@@ -39,6 +39,8 @@ class ServeConfig:
     max_queue: int = 64
     shutdown_timeout: float = 25.0  # seconds the running request may take to finish once shutdown begins
     max_body_bytes: int = 8 * 2 ** 20  # larger request bodies get 413
+    max_batch: int = 16  # requests decoded together (on a target that holds many sequences)
+    kv_budget: Optional[int] = 4 << 30  # KV bytes the running requests may hold together (None: no bound)
 
 
 def speculative(result: Result) -> dict:
@@ -55,7 +57,8 @@ def speculative(result: Result) -> dict:
 def usage(result: Result) -> dict:
     s = result.stats
     return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.new_tokens,
-            "total_tokens": s.prompt_tokens + s.new_tokens}
+            "total_tokens": s.prompt_tokens + s.new_tokens,
+            "prompt_tokens_details": {"cached_tokens": s.prompt_tokens_reused}}
 
 
 def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = ServeConfig()) -> FastAPI:
@@ -102,9 +105,14 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
 
     @app.post("/reset_stores")
     async def reset_stores() -> dict:
-        """Empty the shared cross-request stores (as vLLM's /reset_prefix_cache empties its
-        cache): between the requests being decoded, never during one."""
-        await asyncio.to_thread(worker.exclusive, worker.engine.stores.clear)
+        """Empty the shared cross-request stores and the kept prompt caches of finished requests
+        (as vLLM's /reset_prefix_cache empties its cache), between two steps (running requests
+        go on: a store only proposes drafts, and their own caches are not kept ones)."""
+        def clear() -> None:
+            worker.engine.stores.clear()
+            worker.engine.prefixes.clear()
+
+        await asyncio.to_thread(worker.exclusive, clear)
         return {"status": "ok", "stores": worker.engine.stores.sizes()}
 
     @app.get("/v1/models")

@@ -1,7 +1,7 @@
 """`hvd serve`: load the model, build and warm the default method's drafter, then serve the
 OpenAI API with uvicorn until SIGINT/SIGTERM. Shutdown has one deadline, the config's
 `shutdown_timeout` T: at the signal the server stops accepting connections and every queued
-request gets a 503; the running request may finish within T seconds and is then cancelled (a
+request gets a 503; the running requests may finish within T seconds and are then cancelled (a
 503); the process exits with status 0 within T + 2 seconds."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def build(engine, method: str, name: str, config: ServeConfig):
     ctx = ServeContext(name, tuple(methods.METHODS), method, engine.target.max_context, engine.encode,
                        tok.encode,  # a completion's text as is, with the tokenizer's own start token (Gemma's <bos>)
                        unavailable)
-    worker = EngineWorker(engine, Metrics(), config.max_queue)
+    worker = EngineWorker(engine, Metrics(), config.max_queue, config.max_batch, config.kv_budget)
     return create_app(worker, ctx, config)
 
 
@@ -72,6 +72,10 @@ def serve(engine, method: str, name: str, host: str, port: int, config: ServeCon
     # was installed before it: make that an orderly exit with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_zero)
-    print(f"hvd: serving {name} ({engine.target.precision}, default method {method}) on http://{host}:{port}/v1",
-          file=sys.stderr, flush=True)
+    sched = app.state.worker.scheduler
+    batching = (f"up to {config.max_batch} requests decoded together" if sched.batched else
+                f"one request at a time (the {engine.target.precision} target holds one sequence; "
+                "the int8 target batches)")
+    print(f"hvd: serving {name} ({engine.target.precision}, default method {method}; {batching}) "
+          f"on http://{host}:{port}/v1", file=sys.stderr, flush=True)
     Server(app, host, port, config).run()

@@ -1,12 +1,14 @@
-"""The engine worker: one thread that owns the engine and serves requests in arrival order.
+"""The engine worker: one thread that owns the engine and decodes requests with its
+continuous-batching scheduler (hvd/scheduler.py), in arrival order.
 
-The target holds one sequence, so requests are decoded one at a time; the interface (a job in,
-chunks out, a cancel flag checked at every step) is what a batching scheduler would keep. A
-full queue refuses new jobs (the app answers 429 with Retry-After). A cancelled job (its client
-disconnected, or the server is shutting down) stops at its next step.
+Up to `max_batch` requests decode together, one forward a step over all their rows, within the
+KV budget (on the int8 target; a target of one sequence decodes one request at a time); the
+queue behind them holds `max_queue` jobs, and a full queue refuses new ones (the app answers
+429 with Retry-After). Jobs join the batch between steps as others finish. A cancelled job (its
+client disconnected, or the server is shutting down) leaves at the next step.
 
 Shutdown (`close`): new jobs are refused, every queued job is answered 503 at once, and the
-running one may finish within the timeout, after which it is cancelled with a 503.
+running ones may finish within the timeout, after which they are cancelled with a 503.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from hvd.errors import MethodUnavailable
-from hvd.engine import Engine
+from hvd.engine import Engine, Request
 from hvd.errors import InputError
 from hvd.serve.errors import APIError, bad_request
 from hvd.serve.metrics import Metrics
@@ -45,6 +47,7 @@ class Job:
     arrived: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     reason: Optional[APIError] = None  # posted as the job's error when the worker drops it
+    first: Optional[float] = None  # when its first token was committed
 
     def post(self, kind: str, item: Any) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, (kind, item))
@@ -71,11 +74,14 @@ class Unavailable(Exception):
 
 
 class EngineWorker:
-    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int, max_batch: int = 1,
+                 kv_budget: Optional[int] = None) -> None:
         self.engine, self.metrics = engine, metrics
+        self.scheduler = engine.scheduler(max_batch, kv_budget)
         self._queue: queue.Queue[Optional[Job]] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="hvd-engine", daemon=True)
-        self._current: Optional[Job] = None
+        self._jobs: dict[int, Job] = {}  # the scheduler's jobs by key (waiting in it or running)
+        self._keys = iter(range(1 << 62))
         self._lock = threading.Lock()  # orders submit against close
         self._closed = False
         self._stop_by: Optional[float] = None  # time.monotonic() by which the worker is to have stopped
@@ -104,13 +110,13 @@ class EngineWorker:
         self.metrics.waiting.set(self._queue.qsize())
 
     def exclusive(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the calling thread between two jobs (never while one decodes)."""
+        """Run `fn` on the calling thread between two steps (never while a forward runs)."""
         with self._busy:
             return fn()
 
     def close(self, timeout: float) -> None:
         """Begin shutdown: refuse new jobs, answer every queued job 503 now, and cancel the
-        running job with a 503 if it is still running `timeout` seconds from now. Later
+        running jobs with a 503 if they are still running `timeout` seconds from now. Later
         calls do nothing."""
         with self._lock:
             if self._closed:
@@ -118,7 +124,7 @@ class EngineWorker:
             self._closed = True
             self._stop_by = time.monotonic() + timeout + SHUTDOWN_GRACE
             dropped = self._drain()
-            self._queue.put_nowait(None)  # the worker ends after the running job
+            self._queue.put_nowait(None)  # the worker ends after the running jobs
         self._answer(dropped, shutting_down())
         self._timer = threading.Timer(timeout, self._cancel_running, (timeout,))
         self._timer.daemon = True
@@ -146,30 +152,66 @@ class EngineWorker:
         return out
 
     def _cancel_running(self, timeout: float) -> None:
-        job = self._current
-        if job is not None:
+        for job in list(self._jobs.values()):
             job.cancel(shutting_down(f"; the request did not finish within the shutdown timeout ({timeout:g} s)"))
 
     def _run(self) -> None:
+        ending = False
         try:
-            while (job := self._queue.get()) is not None:
-                self.metrics.waiting.set(self._queue.qsize())
-                if job.cancelled.is_set():
-                    self._dropped(job)
-                    continue
-                self._current = job
-                self.metrics.running.set(1)
+            while not (ending and not self._jobs):
+                ending = self._take(block=not self._jobs) or ending
+                if ending and not self._jobs:
+                    break
+                for key, job in list(self._jobs.items()):
+                    if job.cancelled.is_set():
+                        self.scheduler.cancel(key)
+                        del self._jobs[key]
+                        self._dropped(job)
                 try:
                     with self._busy:
-                        self._serve(job)
-                except BaseException:  # the worker dies (not a job's error): its client hears why
-                    job.post("error", worker_stopped())
+                        made = self.scheduler.step()
+                except Exception as e:  # a bug in the step shared by every running job: they fail, the worker goes on
+                    self._fail_all(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
+                    continue
+                except BaseException:  # the worker dies: its clients hear why
+                    self._fail_all(worker_stopped())
                     raise
-                finally:
-                    self._current = None
-                    self.metrics.running.set(0)
+                for key, item in made:
+                    self._deliver(key, item)
+                self.metrics.running.set(self.scheduler.active)
         finally:
             self._retire()
+
+    def _take(self, block: bool) -> bool:
+        """Move queued jobs into the scheduler while it has room (waiting for one if `block`);
+        True once the end-of-queue mark is taken."""
+        while self.scheduler.room > 0:
+            try:
+                job = self._queue.get() if block else self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            block = False
+            self.metrics.waiting.set(self._queue.qsize())
+            if job is None:
+                return True
+            if job.cancelled.is_set():
+                self._dropped(job)
+                continue
+            self._start(job)
+        return False
+
+    def _start(self, job: Job) -> None:
+        r = job.request
+        try:
+            prepared = self.engine.ready(Request(list(r.ids), r.method, r.max_tokens, r.temperature, r.top_p,
+                                                 seed=r.seed, stop=r.stop, max_draft_tokens=r.max_draft_tokens))
+            key = next(self._keys)
+            self.scheduler.submit(key, prepared)
+        except (InputError, MethodUnavailable) as e:  # the app checks these first; kept as a 400, never a 500
+            self.metrics.requests.labels("bad_request").inc()
+            job.post("error", bad_request(str(e)))
+            return
+        self._jobs[key] = job
 
     def _retire(self) -> None:
         """The thread ends: refuse new jobs and answer those still queued."""
@@ -189,31 +231,34 @@ class EngineWorker:
         if job.reason is not None:
             job.post("error", job.reason)
 
-    def _serve(self, job: Job) -> None:
-        r = job.request
-        first: Optional[float] = None
-        try:
-            gen = self.engine.stream(list(r.ids), method=r.method, max_new_tokens=r.max_tokens,
-                                     temperature=r.temperature, top_p=r.top_p, seed=r.seed, stop=r.stop,
-                                     max_draft_tokens=r.max_draft_tokens)
-            for chunk in gen:
-                if job.cancelled.is_set():
-                    gen.close()
-                    self._dropped(job)
-                    return
-                if first is None and chunk.token_ids:
-                    first = time.perf_counter()
-                if chunk.result is not None:
-                    self.metrics.finished(chunk.result.stats, (first or time.perf_counter()) - job.arrived)
-                    for store, size in self.engine.stores.sizes().items():
-                        self.metrics.store_tokens.labels(store).set(size)
-                    job.post("done", chunk.result)
-                    return
-                if r.stream:
-                    job.post("chunk", chunk)
-        except (InputError, MethodUnavailable) as e:  # the app checks these first; kept as a 400, never a 500
-            self.metrics.requests.labels("bad_request").inc()
-            job.post("error", bad_request(str(e)))
-        except Exception as e:  # a bug: the job fails, the worker keeps serving
-            self.metrics.requests.labels("error").inc()
-            job.post("error", APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
+    def _fail_all(self, error: APIError) -> None:
+        """Every job in the scheduler gets `error`; the scheduler starts afresh."""
+        self.metrics.requests.labels("error").inc(len(self._jobs))
+        for job in self._jobs.values():
+            job.post("error", error)
+        self._jobs.clear()
+        self.scheduler = self.engine.scheduler(self.scheduler.max_batch, self.scheduler.kv_budget)
+
+    def _deliver(self, key: int, chunk) -> None:
+        """A chunk of job `key`: streamed, or, the last one, its result; or the error its own
+        decode loop raised (the job fails, the others go on)."""
+        job = self._jobs[key]
+        if isinstance(chunk, Exception):
+            del self._jobs[key]
+            if isinstance(chunk, (InputError, MethodUnavailable)):
+                self.metrics.requests.labels("bad_request").inc()
+                job.post("error", bad_request(str(chunk)))
+            else:
+                self.metrics.requests.labels("error").inc()
+                job.post("error", APIError(500, f"internal error: {type(chunk).__name__}: {chunk}", "server_error"))
+            return
+        if job.first is None and chunk.token_ids:
+            job.first = time.perf_counter()
+        if chunk.result is not None:
+            del self._jobs[key]
+            self.metrics.finished(chunk.result.stats, (job.first or time.perf_counter()) - job.arrived)
+            for store, size in self.engine.stores.sizes().items():
+                self.metrics.store_tokens.labels(store).set(size)
+            job.post("done", chunk.result)
+        elif job.request.stream:
+            job.post("chunk", chunk)

@@ -207,14 +207,15 @@ class ExactLlamaTarget(SlotCacheTarget):
         x = F.embedding(pk.ids, self._embed_in).contiguous()  # (T, hidden) float32
         scratch = self._scratch(T)
         nseq = len(pk.caches)
+        kp, vp, caps = pk.cache_pointers()
         for i in range(s.layers) if layers is None else layers:
             if i in keep:
                 hidden[i] = x.clone()
             w = self._layers[i]
             cos, sin = self._rope[w.kind]
-            ks, vs, caps = pk.layer_caches(i)
             lib.hvd_layer_batch(ctypes.byref(w.spec), ptr(x), T, ptr(pk.pos), ptr(cos), ptr(sin), ptr(pk.slots), nseq,
-                                ptr(pk.rows), ks, vs, caps, ptr(pk.base), ptr(pk.path), ptr(pk.off), ptr(scratch))
+                                ptr(pk.rows), kp[i].ctypes.data, vp[i].ctypes.data, caps.ctypes.data, ptr(pk.base),
+                                ptr(pk.path), ptr(pk.off), ptr(scratch))
         if s.layers in keep:
             hidden[s.layers] = x.clone()
         out = torch.empty_like(x)

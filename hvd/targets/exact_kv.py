@@ -9,10 +9,10 @@ keys each of them sees (`visibility`); `pack` lays several entries out for one
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 
@@ -33,7 +33,16 @@ class KVCache:
         cap = self.capacity
         if n <= cap:
             return
-        new = max(2 * cap, -(-max(n, 256) // 64) * 64)
+        self._grow(max(2 * cap, -(-max(n, 256) // 64) * 64))
+
+    def reserve(self, n: int) -> None:
+        """Room for n slots, allocated to fit (n rounded up to 64, at least 256) where `ensure`
+        would double: for a sequence whose most slots are known in advance."""
+        if n > self.capacity:
+            self._grow(-(-max(n, 256) // 64) * 64)
+
+    def _grow(self, new: int) -> None:
+        cap = self.capacity
         k = torch.zeros(self.layers, self.kv_heads, new // 8, self.head_dim, 8, dtype=torch.float16)
         v = torch.zeros(self.layers, self.kv_heads, new, self.head_dim, dtype=torch.float16)
         if self.k is not None:
@@ -86,13 +95,17 @@ class Packed:
     rows: torch.Tensor  # (nseq + 1,) int32: sequence s owns rows rows[s] .. rows[s+1]-1
     caches: tuple[KVCache, ...]
 
-    def layer_caches(self, layer: int):
-        """ctypes arrays of each sequence's key and value pointers for `layer`, and capacities."""
-        n = len(self.caches)
-        ks = (ctypes.c_void_p * n)(*(c.k[layer].data_ptr() for c in self.caches))
-        vs = (ctypes.c_void_p * n)(*(c.v[layer].data_ptr() for c in self.caches))
-        caps = (ctypes.c_int32 * n)(*(c.capacity for c in self.caches))
-        return ks, vs, caps
+    def cache_pointers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each sequence's key and value addresses for every layer, (layers, nseq) int64 each
+        (row l: the `void *[nseq]` that layer l's call reads), and their capacities (nseq,) int32:
+        made once a forward, not once a layer."""
+        k0 = np.array([c.k.data_ptr() for c in self.caches], dtype=np.int64)
+        v0 = np.array([c.v.data_ptr() for c in self.caches], dtype=np.int64)
+        ks = np.array([c.k[0].numel() * c.k.element_size() for c in self.caches], dtype=np.int64)
+        vs = np.array([c.v[0].numel() * c.v.element_size() for c in self.caches], dtype=np.int64)
+        layer = np.arange(self.caches[0].layers if self.caches else 0, dtype=np.int64)[:, None]
+        caps = np.array([c.capacity for c in self.caches], dtype=np.int32)
+        return k0 + layer * ks, v0 + layer * vs, caps
 
 
 def pack(parts: Sequence[Rows]) -> Packed:

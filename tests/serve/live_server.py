@@ -19,7 +19,7 @@ MODEL = "tiny"
 class SlowEngine:
     """An engine whose every decoding step takes at least `delay` seconds longer, so a request
     is still running when a test acts on it; `die_on`: a prompt token id whose request kills
-    the worker thread (a BaseException past the worker's error handling)."""
+    the worker thread at its first step (a BaseException past the worker's error handling)."""
 
     def __init__(self, engine, delay: float, die_on: Optional[int] = None) -> None:
         self.inner, self.delay, self.die_on = engine, delay, die_on
@@ -27,12 +27,29 @@ class SlowEngine:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def stream(self, prompt, *args, **kwargs):
-        if self.die_on is not None and self.die_on in prompt:
+    def scheduler(self, *args, **kwargs):
+        return _SlowScheduler(self.inner.scheduler(*args, **kwargs), self.delay, self.die_on)
+
+
+class _SlowScheduler:
+    def __init__(self, inner, delay: float, die_on: Optional[int]) -> None:
+        self.inner, self.delay, self.die_on, self.doomed = inner, delay, die_on, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def submit(self, key, prepared) -> None:
+        self.doomed = self.doomed or (self.die_on is not None and self.die_on in prepared[0])
+        self.inner.submit(key, prepared)
+
+    def step(self):
+        if self.doomed:
             raise SystemExit("the worker dies")
-        for chunk in self.inner.stream(prompt, *args, **kwargs):
-            time.sleep(self.delay)
-            yield chunk
+        time.sleep(self.delay)
+        return self.inner.step()
 
 
 @contextlib.contextmanager

@@ -218,7 +218,7 @@ def test_tools_rendered_into_the_prompt(client, tiny_exact_engine):
 
 
 def test_queue_full_gives_429_with_retry_after(tiny_exact_engine):
-    with live_server(tiny_exact_engine, ServeConfig(max_queue=1)) as url:
+    with live_server(tiny_exact_engine, ServeConfig(max_queue=1, max_batch=1)) as url:
         body = {**OK, "max_tokens": 150, "speculative": {"method": "ar"}}
         with cf.ThreadPoolExecutor(8) as pool:
             rs = list(pool.map(lambda _: httpx.post(url + "/v1/chat/completions", json=body, timeout=120), range(8)))

@@ -33,7 +33,7 @@ LONG = {**OK, "max_tokens": 200, "speculative": {"method": "ar"}}  # 200 steps: 
 
 @pytest.fixture(scope="module")
 def slow(tiny_exact_engine):
-    with live_server(SlowEngine(tiny_exact_engine, DELAY), ServeConfig(max_body_bytes=LIMIT)) as url:
+    with live_server(SlowEngine(tiny_exact_engine, DELAY), ServeConfig(max_body_bytes=LIMIT, max_batch=1)) as url:
         yield url
 
 
@@ -128,7 +128,8 @@ def test_unknown_path_and_method_get_the_openai_shape(slow, no_tracebacks):
 def test_shutdown_answers_the_queued_503_at_once_and_the_running_one_at_the_timeout(tiny_exact_engine):
     timeout = 1.0
     stack = contextlib.ExitStack()
-    url = stack.enter_context(live_server(SlowEngine(tiny_exact_engine, DELAY), ServeConfig(shutdown_timeout=timeout)))
+    url = stack.enter_context(live_server(SlowEngine(tiny_exact_engine, DELAY),
+                                                 ServeConfig(shutdown_timeout=timeout, max_batch=1)))
     with cf.ThreadPoolExecutor(4) as pool:
         def timed(body):
             r = post(url, body)
@@ -155,7 +156,7 @@ def test_sigint_lets_the_running_request_finish_503s_the_queued_and_exits_0():
     """The `hvd serve` command line as a process: $HVD_API_KEY, SIGINT, exit status 0."""
     port, key = free_port(), "sekret-from-env"
     cmd = [sys.executable, str(Path(__file__).with_name("tiny_serve.py")), str(DELAY), "--port", str(port),
-           "--method", "suffix", "--model-name", MODEL, "--shutdown-timeout", "10"]
+           "--method", "suffix", "--model-name", MODEL, "--shutdown-timeout", "10", "--max-batch", "1"]
     env = {**os.environ, "HVD_API_KEY": key, "HVD_COST_CHECK": "0"}  # a cached cost curve as it is: a quicker start
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url, auth = f"http://127.0.0.1:{port}", {"authorization": f"Bearer {key}"}

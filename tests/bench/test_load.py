@@ -1,0 +1,56 @@
+"""The many-agents benchmark's parts (hvd/bench/load.py): its agents come from real data, a level
+plays every agent through a live server with streaming, and the summary compares each answer
+with the same server's solo answer."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from hvd.bench import load
+from hvd.bench.agent import Server
+from hvd.data.episodes import Episode, chat_episodes
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
+from live_server import MODEL, live_server  # noqa: E402
+
+
+def test_agents_mix_edits_tools_and_chats_from_the_held_out_splits():
+    eps = load.agents(load.LoadConfig(edits=2, tools=2, chats=2))
+    assert [e.kind for e in eps] == ["edit", "tools", "chat"] * 2
+    chats = chat_episodes("eval", 3)
+    assert all(len(e.turns) == 2 for e in chats)
+    assert not {e.id for e in chat_episodes("train")} & {e.id for e in chat_episodes("eval")}
+
+
+def test_a_level_plays_every_agent_and_answers_match_alone(tiny_exact_engine):
+    eps = [Episode(f"chat:{c}", "chat", None, (f"{c}{c} {c}", f"{c} {c}{c}")) for c in "abcdef"]
+    cfg = load.LoadConfig(max_tokens=10, tool_rounds=0)
+    with live_server(tiny_exact_engine, method="ar") as url:
+        from openai import OpenAI
+
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        server = Server("hvd ar", url + "/v1", {"speculative": {"method": "hvd"}})
+        runs = []
+        for level in (1, 3, 6):
+            load.reset(server, 6)
+            runs.append(load.run_level(client, MODEL, server, eps, level, cfg))
+    assert all(len(r["requests"]) == 12 and r["completion_tokens"] == 120 for r in runs)
+    rows = load.summarize({"runs": runs})
+    assert [r["differs"] for r in rows] == [0, 0, 0]
+    assert all(r["ttft_p50"] > 0 and r["tpot_p50"] > 0 for r in rows)
+    assert "| hvd ar | " in load.table(rows) and "(0)" in load.table(rows)
+
+
+def test_the_summary_counts_answers_that_differ_from_the_servers_own_solo_answers():
+    def run(level, texts, tps):
+        return {"server": "peer", "concurrency": level, "tokens_per_second": tps,
+                "requests": [{"episode": "e", "i": i, "text": t, "ttft": 0.1, "tpot": 0.01} for i, t in enumerate(texts)]}
+
+    rows = load.summarize({"runs": [run(1, "abc", 10.0), run(4, "abd", 30.0), run(4, "xbc", 33.0), run(1, "abc", 9.0)]})
+    assert [(r["concurrency"], r["tokens_per_second"], r["differs"]) for r in rows] == [(1, 10.0, 0), (4, 33.0, 1)]
+
+
+@pytest.mark.parametrize("kind", ["edit", "tools"])
+def test_every_agent_kind_has_its_episodes(kind):
+    cfg = load.LoadConfig(edits=1 if kind == "edit" else 0, tools=1 if kind == "tools" else 0, chats=0)
+    assert [e.kind for e in load.agents(cfg)] == [kind]
