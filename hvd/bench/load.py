@@ -6,7 +6,8 @@ each server in turn.
 Per (server, concurrency): aggregate completion tokens per second over the wall time of the
 whole set (prefill included, as a user waits for it), and per request the time to first token
 and the time per output token after it (p50, p95). Each (server, concurrency) run starts cold:
-hvd's shared response store and kept prompt caches, and llama-server's slots, are emptied first,
+hvd's shared response store and kept prompt caches, llama-server's slots (its host-memory prompt
+cache is off) and vLLM's prefix cache are emptied first,
 so a repeat does not draft from or reuse what the previous run produced; within a run an agent's
 next turn may reuse its own earlier prompt, as in use. Every request is greedy, so each answer
 is compared with the same server's answer at concurrency 1: `differs` counts the requests whose
@@ -47,6 +48,7 @@ class LoadConfig:
     chats: int = 6
     max_tokens: int = 96
     tool_rounds: int = 1
+    rounds: int = 2  # passes over the levels per server (1, 4, 16 then 16, 4, 1)
     threads: int = 2
     model: Optional[str] = None
     dtype: str = "auto"
@@ -127,10 +129,10 @@ def reset(server: Server, slots: int) -> None:
     if server.name.startswith("hvd"):
         httpx.post(base + "/reset_stores", json={}, timeout=60).raise_for_status()
     elif server.name.startswith("llama-server"):
-        for i in range(slots):
-            httpx.post(f"{base}/slots/{i}?action=erase", json={}, timeout=60)
-    elif server.name.startswith("vllm"):
-        httpx.post(base + "/reset_prefix_cache", timeout=60)
+        for i in range(slots):  # (needs --slot-save-path)
+            httpx.post(f"{base}/slots/{i}?action=erase", json={}, timeout=60).raise_for_status()
+    elif server.name.startswith("vllm"):  # (needs VLLM_SERVER_DEV_MODE=1)
+        httpx.post(base + "/reset_prefix_cache", timeout=60).raise_for_status()
 
 
 def start_hvd(method: str, cfg: LoadConfig, logs: Path) -> Server:
@@ -147,7 +149,8 @@ def start_hvd(method: str, cfg: LoadConfig, logs: Path) -> Server:
 def start_llama(name: str, cfg: LoadConfig, gguf: str, logs: Path) -> Server:
     port, slots = free_port(), max(cfg.levels)
     cmd = [cfg.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(cfg.threads),
-           "-tb", str(cfg.threads), "-c", str(8192 * slots), "-np", str(slots), "--jinja", "--metrics", *LLAMA[name]]
+           "-tb", str(cfg.threads), "-c", str(8192 * slots), "-np", str(slots), "--jinja", "--metrics",
+           "--slot-save-path", str(logs), "--cache-ram", "0", *LLAMA[name]]
     log = logs / f"{name.replace(' ', '-')}.log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(cfg.threads))
     return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
@@ -160,7 +163,7 @@ def start_vllm(name: str, cfg: LoadConfig, logs: Path) -> Server:
            "--served-model-name", "smollm2", "--max-num-seqs", str(max(cfg.levels))]
     if name.endswith("ngram"):
         cmd += ["--speculative-config", json.dumps(VLLM_NGRAM)]
-    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "all"}
+    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_SERVER_DEV_MODE": "1"}
     log = logs / f"{name.replace(' ', '-')}.log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
@@ -181,7 +184,7 @@ def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
 
 def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
     """Each server in turn (one running at a time, so none takes cores from another): every
-    concurrency level, cold, twice, in the order 1, 4, 16, 16, 4, 1 (drift cancels)."""
+    concurrency level, cold, `rounds` times, in the order 1, 4, 16, 16, 4, 1, ... (drift cancels)."""
     import openai
 
     episodes = agents(cfg)
@@ -197,7 +200,7 @@ def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
             model = client.models.list().data[0].id
             reset(server, max(cfg.levels))
             play(client, model, server, episodes[0], LoadConfig(max_tokens=8, tool_rounds=0))  # warm-up
-            for level in (*cfg.levels, *reversed(cfg.levels)):
+            for level in [*cfg.levels, *reversed(cfg.levels)] * (cfg.rounds // 2) + list(cfg.levels) * (cfg.rounds % 2):
                 reset(server, max(cfg.levels))
                 r = run_level(client, model, server, episodes, level, cfg)
                 runs.append(r)

