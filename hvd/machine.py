@@ -16,6 +16,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HVD_CACHE", Path.home() / ".cache" / "hvd"))
 
 
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")  # named in bench JSON
+
+
 def cpu_flags() -> set[str]:
     """This CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
     try:

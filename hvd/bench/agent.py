@@ -274,6 +274,10 @@ def save(report: dict, path: Path) -> None:
 
 
 def machine() -> dict[str, Any]:
-    from hvd.machine import cpu_name
+    """The CPU (model name and the instruction sets the kernels may use), the cores and the date."""
+    import datetime
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count()}
+    from hvd.machine import ISA_FLAGS, cpu_flags, cpu_name
+
+    return {"cpu": cpu_name(), "isa": " ".join(f for f in ISA_FLAGS if f in cpu_flags()), "cores": os.cpu_count(),
+            "date": datetime.date.today().isoformat()}

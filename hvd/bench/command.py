@@ -20,10 +20,9 @@ from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_benc
 def machine(target=None) -> dict:
     import os
 
-    from hvd.machine import cpu_flags, cpu_name
+    from hvd.machine import ISA_FLAGS, cpu_flags, cpu_name
 
-    isa = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-           if f in cpu_flags()]
+    isa = [f for f in ISA_FLAGS if f in cpu_flags()]
     info = {"cpu": cpu_name(), "isa": " ".join(isa), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if target is not None:
