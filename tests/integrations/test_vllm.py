@@ -1,0 +1,128 @@
+"""hvd's proposer for vLLM's `custom_class` interface (hvd/integrations/vllm.py), driven as vLLM
+drives it, without vLLM: each step every row's sampled tokens, committed counts and token
+histories; the verifier simulated (the longest matching prefix of a row's draft against the
+request's true continuation, plus one token). Rows move between steps, requests join and
+finish, two requests share a prompt."""
+import random
+
+import numpy as np
+import pytest
+
+from hvd.integrations.rows import RowStates
+from hvd.integrations.vllm import HvdProposer, main_chain
+from hvd.types import Draft
+
+MAX_LEN = 2048
+
+
+class FakeVllm:
+    """Requests (prompt, true continuation) decoded in rows, drafts verified greedily."""
+
+    def __init__(self, proposer: HvdProposer, seed: int = 0) -> None:
+        self.p, self.rng = proposer, random.Random(seed)
+        self.rows: list[dict] = []  # each: {"id", "tokens", "truth", "prompt_len", "sampled", "draft"}
+        self.steps = 0
+
+    def add(self, rid, prompt, truth) -> None:
+        self.rows.append({"id": rid, "tokens": list(prompt), "truth": list(truth), "prompt_len": len(prompt),
+                          "sampled": [], "draft": []})
+
+    def step(self, shuffle: bool = True) -> dict:
+        """Verify each row's draft, then ask for the next drafts; the finished requests' outputs."""
+        done = {}
+        for r in self.rows:
+            pos = len(r["tokens"]) - r["prompt_len"]
+            want = r["truth"][pos:]
+            if not want:
+                continue
+            m = 0
+            while m < len(r["draft"]) and m < len(want) - 1 and r["draft"][m] == want[m]:
+                m += 1
+            r["sampled"] = want[: m + 1]
+            r["tokens"].extend(r["sampled"])
+        for r in list(self.rows):
+            if len(r["tokens"]) - r["prompt_len"] >= len(r["truth"]):
+                done[r["id"]] = r["tokens"][r["prompt_len"]:]
+                self.rows.remove(r)
+        if shuffle:
+            self.rng.shuffle(self.rows)
+        if self.rows:
+            ids = np.zeros((len(self.rows), MAX_LEN), dtype=np.int64)
+            for i, r in enumerate(self.rows):
+                ids[i, : len(r["tokens"])] = r["tokens"]
+            drafts = self.p.propose([r["sampled"] for r in self.rows], np.array([len(r["tokens"]) for r in self.rows]),
+                                    ids)
+            assert len(drafts) == len(self.rows)
+            for r, d in zip(self.rows, drafts):
+                assert len(d) <= self.p.k
+                r["draft"] = d
+        self.steps += 1
+        return done
+
+
+def text(rng, n, vocab=range(3, 60)) -> list[int]:
+    return [rng.choice(vocab) for _ in range(n)]
+
+
+def test_main_chain_follows_the_first_child_at_each_depth():
+    d = Draft((5, 6, 7, 8, 9), (-1, 0, 0, 1, 3))
+    assert main_chain(d, 10) == [5, 6, 8, 9] and main_chain(d, 2) == [5, 6] and main_chain(Draft.empty(), 4) == []
+
+
+def test_requests_that_copy_their_prompt_take_fewer_steps_and_rows_may_move():
+    rng = random.Random(1)
+    p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    vllm = FakeVllm(p)
+    outputs = {}
+    for rid in range(6):
+        body = text(rng, 120)
+        vllm.add(rid, [1, 2, *body], body[:100])  # the answer copies the prompt
+    vllm.add("same-a", [1, 2, 3, 4, 5], text(rng, 12))
+    vllm.add("same-b", [1, 2, 3, 4, 5], text(rng, 12))  # the same prompt, another answer
+    while vllm.rows:
+        outputs.update(vllm.step())
+    assert all(len(o) == 100 for k, o in outputs.items() if not str(k).startswith("same"))
+    assert len(outputs) == 8
+    assert vllm.steps < 100 / 3  # the copies are drafted, not decoded a token a step
+
+
+def test_a_finished_requests_output_feeds_the_cross_request_store():
+    rng = random.Random(2)
+    p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    answer = text(rng, 80, range(100, 200))  # tokens no prompt holds
+    first = FakeVllm(p)
+    first.add(0, [1, 2, *text(rng, 30)], answer)
+    while first.rows:
+        first.step()
+    for _ in range(p.rows.idle_steps + 1):  # the request is seen no more: it is over
+        p.propose([], np.zeros(0, dtype=np.int64), np.zeros((0, MAX_LEN), dtype=np.int64))
+    # (the tokens of its last step are never shown to a proposer: the row is gone by the next call)
+    assert len(p.rows) == 0 and len(answer) - p.k - 1 <= p.drafter.global_tokens <= len(answer)
+    again = FakeVllm(p)
+    again.add(1, [1, 2, *text(rng, 30)], answer)
+    while again.rows:
+        again.step()
+    assert again.steps < first.steps / 3
+
+
+def test_rows_without_a_sampled_token_get_no_draft_and_states_are_bounded():
+    states = RowStates(lambda prompt: object(), lambda s: None, idle_steps=2, max_states=3)
+    for i in range(10):
+        states.begin_step()
+        states.find([i, i, i, 7], 1)
+        states.end_step()
+    assert len(states) <= 3
+    p = HvdProposer(num_speculative_tokens=4, max_model_len=MAX_LEN)
+    ids = np.zeros((2, MAX_LEN), dtype=np.int64)
+    ids[0, :3] = [1, 2, 3]
+    assert p.propose([[], []], np.array([3, 0]), ids) == [[], []]
+
+
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_drafts_never_exceed_k_or_the_model_length(k):
+    p = HvdProposer(num_speculative_tokens=k, max_model_len=40)
+    tokens = [5, 6, 7] * 12  # 36 tokens, every one repeating
+    ids = np.zeros((1, 64), dtype=np.int64)
+    ids[0, :36] = tokens
+    (d,) = p.propose([[7]], np.array([36]), ids)
+    assert len(d) <= min(k, 40 - 36 - 1)
