@@ -250,7 +250,7 @@ class Engine:
         (`ready`) as they come, `step` to decode. On a target that holds many sequences (the int8
         target) up to `max_batch` requests run together, one forward a step over all their rows,
         within `kv_budget` bytes of KV cache (None: no bound); elsewhere, or for a drafter that
-        reads hidden states, one request at a time. Finished requests' caches are kept in
+        cannot share a forward (`Capabilities.alone`), one request at a time. Finished requests' caches are kept in
         `prefixes` for the next request that starts the same way."""
         return Scheduler(self.target, self.prefixes, self._steps, self._decode, max_batch, kv_budget)
 

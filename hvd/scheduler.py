@@ -24,7 +24,7 @@ drafts by cost learn from (hvd/cost/batch.py). Alone, a request is charged its o
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator, Optional, Union
 
 import time
@@ -56,7 +56,6 @@ class _Running:
     reserve: int
     op: Optional[Union[Prefill, Verify]] = None
     reused: int = 0  # prompt tokens whose keys came from an earlier request's cache
-    chunks: list = field(default_factory=list)
 
 
 class Scheduler:

@@ -34,6 +34,7 @@ class RowStates:
         self.make, self.on_end, self.idle_steps, self.max_states = make, on_end, idle_steps, max_states
         self._by_key: dict[tuple, list[RowState]] = {}
         self._lru: OrderedDict[int, RowState] = OrderedDict()
+        self._claimed: set[int] = set()  # states serving a row this step
         self.step = 0
 
     def __len__(self) -> int:
@@ -41,7 +42,7 @@ class RowStates:
 
     def begin_step(self) -> None:
         self.step += 1
-        self._claimed: set[int] = set()
+        self._claimed.clear()
 
     def find(self, history: Sequence[int], new: int) -> tuple[RowState, list[int]]:
         """The state of the request whose row holds `history` (the last `new` tokens just

@@ -33,6 +33,10 @@ def shutting_down(detail: str = "") -> APIError:
     return APIError(503, "the server is shutting down" + detail, "server_error", code="shutting_down")
 
 
+def internal_error(e: Exception) -> APIError:
+    return APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error")
+
+
 def worker_stopped() -> APIError:
     return APIError(503, "the engine worker has stopped; restart the server", "server_error", code="worker_stopped")
 
@@ -158,7 +162,7 @@ class EngineWorker:
     def _run(self) -> None:
         ending = False
         try:
-            while not (ending and not self._jobs):
+            while True:
                 ending = self._take(block=not self._jobs) or ending
                 if ending and not self._jobs:
                     break
@@ -171,7 +175,7 @@ class EngineWorker:
                     with self._busy:
                         made = self.scheduler.step()
                 except Exception as e:  # a bug in the step shared by every running job: they fail, the worker goes on
-                    self._fail_all(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
+                    self._fail_all(internal_error(e))
                     continue
                 except BaseException:  # the worker dies: its clients hear why
                     self._fail_all(worker_stopped())
@@ -207,9 +211,8 @@ class EngineWorker:
                                                  seed=r.seed, stop=r.stop, max_draft_tokens=r.max_draft_tokens))
             key = next(self._keys)
             self.scheduler.submit(key, prepared)
-        except (InputError, MethodUnavailable) as e:  # the app checks these first; kept as a 400, never a 500
-            self.metrics.requests.labels("bad_request").inc()
-            job.post("error", bad_request(str(e)))
+        except (InputError, MethodUnavailable) as e:
+            self._fail(job, e)
             return
         self._jobs[key] = job
 
@@ -231,6 +234,16 @@ class EngineWorker:
         if job.reason is not None:
             job.post("error", job.reason)
 
+    def _fail(self, job: Job, e: Exception) -> None:
+        """Job fails with `e`: a 400 for what the request asked (the app checks these first, so
+        never a 500), else a 500; counted either way."""
+        if isinstance(e, (InputError, MethodUnavailable)):
+            self.metrics.requests.labels("bad_request").inc()
+            job.post("error", bad_request(str(e)))
+        else:
+            self.metrics.requests.labels("error").inc()
+            job.post("error", internal_error(e))
+
     def _fail_all(self, error: APIError) -> None:
         """Every job in the scheduler gets `error`; the scheduler starts afresh."""
         self.metrics.requests.labels("error").inc(len(self._jobs))
@@ -245,12 +258,7 @@ class EngineWorker:
         job = self._jobs[key]
         if isinstance(chunk, Exception):
             del self._jobs[key]
-            if isinstance(chunk, (InputError, MethodUnavailable)):
-                self.metrics.requests.labels("bad_request").inc()
-                job.post("error", bad_request(str(chunk)))
-            else:
-                self.metrics.requests.labels("error").inc()
-                job.post("error", APIError(500, f"internal error: {type(chunk).__name__}: {chunk}", "server_error"))
+            self._fail(job, chunk)
             return
         if job.first is None and chunk.token_ids:
             job.first = time.perf_counter()
