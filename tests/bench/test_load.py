@@ -39,15 +39,19 @@ def test_a_level_plays_every_agent_and_answers_match_alone(tiny_exact_engine):
     assert [r["differs"] for r in rows] == [0, 0, 0]
     assert all(r["ttft_p50"] > 0 and r["tpot_p50"] > 0 for r in rows)
     assert "| hvd ar | " in load.table(rows) and "(0)" in load.table(rows)
+    assert all(r["tau"] >= 1.0 for r in rows)  # from the server's accepted-token counter
+    assert set(rows[0]["by_kind"]) == {"chat"} and "chat tok/s" in load.kind_table(rows)
 
 
 def test_the_summary_counts_answers_that_differ_from_the_servers_own_solo_answers():
     def run(level, texts, tps):
-        return {"server": "peer", "concurrency": level, "tokens_per_second": tps,
-                "requests": [{"episode": "e", "i": i, "text": t, "ttft": 0.1, "tpot": 0.01} for i, t in enumerate(texts)]}
+        return {"server": "peer", "concurrency": level, "tokens_per_second": tps, "tau": 2.0,
+                "requests": [{"episode": "e", "i": i, "text": t, "ttft": 0.1, "tpot": 0.01, "kind": "edit" if i else "chat",
+                              "completion_tokens": 8, "e2e": 2.0} for i, t in enumerate(texts)]}
 
     rows = load.summarize({"runs": [run(1, "abc", 10.0), run(4, "abd", 30.0), run(4, "xbc", 33.0), run(1, "abc", 9.0)]})
     assert [(r["concurrency"], r["tokens_per_second"], r["differs"]) for r in rows] == [(1, 10.0, 0), (4, 33.0, 1)]
+    assert rows[0]["tau"] == 2.0 and rows[0]["by_kind"]["edit"] == 4.0
 
 
 @pytest.mark.parametrize("kind", ["edit", "tools"])

