@@ -5,12 +5,20 @@ One step: the drafter proposes a tree after the committed tokens; the target sco
 accepted path and adds the bonus token; the cache is compacted to that path; each committed
 token goes through the same stop checks as plain decoding, so output ends exactly where `ar`
 ends. `ar` is this loop with no drafter (an empty draft every step).
+
+Under a grammar (`Request.grammar`) every choice is made among the tokens the grammar allows
+(hvd/verify.py `accept_constrained`), so each method stays token-identical to constrained `ar`.
+With grammar-aware drafting (`grammar_drafts`, the default) a step first takes the tokens the
+grammar forces (one allowed token after another: a key, a quote, a fixed name) as a chain no
+choice is made on, the drafter proposes after them, and its draft is cut at the first node the
+grammar refuses; the forced tokens still enter the cache with that forward, and are counted
+apart (`StepStats.forced`).
 """
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
@@ -19,6 +27,7 @@ import torch
 from hvd import plain_text
 from hvd.assets import ModelAssets
 from hvd import methods
+from hvd.constraints.grammar import Grammars, GrammarSpec, allowed_draft
 from hvd.drafters.base import DecodeContext, Drafter, LearnsCost, LearnsOnline
 from hvd.drafters.stores import SharedStores
 from hvd.errors import InputError, MethodUnavailable
@@ -31,7 +40,7 @@ from hvd.targets.select import select
 from hvd.scheduler import Scheduler
 from hvd.targets.sequences import PrefixCache
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import KeyedSampler, SamplingParams, accept_greedy, argmax_verifier, verify_keyed
+from hvd.verify import KeyedSampler, SamplingParams, accept_constrained, accept_greedy, argmax_verifier, verify_keyed
 
 Messages = list[dict]
 PREFIX_BYTES = 2 << 30  # KV bytes of finished requests kept for their next turns (generate_many)
@@ -45,6 +54,8 @@ class GenerationConfig:
     seed: Optional[int] = None
     stop: tuple[str, ...] = ()
     max_draft_tokens: Optional[int] = None  # draft nodes verified per step at most (None: the target's limit)
+    grammar: Optional[GrammarSpec] = None  # what the output must match (None: anything)
+    grammar_drafts: bool = True  # under a grammar: forced tokens taken as they come, drafts cut where refused
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class Request:
     stop: tuple[str, ...] = ()
     drafter: Optional[Drafter] = None  # used as given, not forked (tests, the oracle)
     max_draft_tokens: Optional[int] = None
+    grammar: Optional[GrammarSpec] = None  # the output must match it (hvd/constraints/grammar.py)
+    grammar_drafts: bool = True  # grammar-aware drafting (off: drafts verified as proposed; same output)
 
 
 @dataclass
@@ -112,6 +125,14 @@ class Engine:
         self.model_path: Optional[Path] = None  # where `load` found the model (peers load it again from there)
         fallback = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids = target.eos_ids or frozenset(() if fallback is None else (int(fallback),))
+        self._grammars: Optional[Grammars] = None
+
+    @property
+    def grammars(self) -> Grammars:
+        """Grammars compiled for this model's tokenizer (made on first use)."""
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer, self.target.vocab_size, sorted(self.eos_ids))
+        return self._grammars
 
     @classmethod
     def load(cls, model: Optional[str] = None, device: Optional[str] = None, reuse_prefix: bool = False,
@@ -199,15 +220,19 @@ class Engine:
         stop: Sequence[str] = (),
         drafter: Optional[Drafter] = None,
         max_draft_tokens: Optional[int] = None,
+        grammar: Optional[GrammarSpec] = None,
+        grammar_drafts: bool = True,
     ) -> Iterator[Chunk]:
         """Yield text as tokens are committed; the last chunk carries the Result.
 
         `drafter` overrides the method's registered drafter (tests, the oracle; used as given,
         not forked);
-        `max_draft_tokens` caps the draft nodes verified per step (None: the target's limit).
+        `max_draft_tokens` caps the draft nodes verified per step (None: the target's limit);
+        `grammar`: the output must match it (GrammarError, an InputError, if it cannot be used),
+        `grammar_drafts=False` turns grammar-aware drafting off (the same output).
         Closing the iterator early cancels the generation (the drafter's `end` is not called)."""
         request = Request(prompt, method, max_new_tokens, temperature, top_p, top_k, seed, tuple(stop), drafter,
-                          max_draft_tokens)
+                          max_draft_tokens, grammar, grammar_drafts)
         yield from self._decode(*self._prepare(request))
 
     def _prepare(self, r: "Request") -> tuple[list[int], str, Optional[Drafter], GenerationConfig]:
@@ -215,6 +240,9 @@ class Engine:
         and generation config, checked."""
         cfg = make_generation_config(r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.seed, r.stop,
                                      r.max_draft_tokens)
+        if r.grammar is not None:
+            self.grammars.check(r.grammar)  # GrammarError before the request is queued
+            cfg = replace(cfg, grammar=r.grammar, grammar_drafts=bool(r.grammar_drafts))
         method = r.method
         if r.drafter is not None:
             chosen, method = r.drafter, getattr(r.drafter, "name", method)
@@ -293,10 +321,14 @@ class Engine:
         stopper = _Stopper(self.tokenizer, self.eos_ids, cfg.stop, limit)
         stats = GenerationStats(method=method, prompt_tokens=len(ids), target=type(self.target).__name__,
                                 dtype=self.target.precision)
+        grammar = self.grammars.matcher(cfg.grammar) if cfg.grammar is not None else None
         pick = _picker(cfg.sampling, sampler, len(ids))
 
         needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
-        first = pick((yield Prefill(ids, needs)))
+        logits = yield Prefill(ids, needs)
+        first = pick(logits) if grammar is None else pick(_allowed_only(logits, grammar.allowed()))
+        if grammar is not None:
+            grammar.consume(first)
         stats.prefill_seconds = time.perf_counter() - t0
         done = stopper.push(first)
         shown = ""
@@ -309,27 +341,38 @@ class Engine:
         node_limit = self.target.max_draft_nodes
         if cfg.max_draft_tokens is not None:
             node_limit = min(node_limit, cfg.max_draft_tokens)
+        aware = grammar is not None and cfg.grammar_drafts
+        greedy_rows = cfg.sampling.greedy and grammar is None  # the target's argmax rows will do
         while not done:
             budget = stopper.limit - len(stopper.out) - 1  # draft tokens that can still be used
             t1 = time.perf_counter()
+            forced = grammar.forced(min(budget, self.target.max_draft_nodes)) if aware and not needs else []
+            if forced and drafter is not None:
+                drafter.observe(forced)  # certain: the drafter proposes after them
             draft = Draft.empty()
-            if drafter is not None and budget > 0 and node_limit > 0:
+            depth, nodes = budget - len(forced), node_limit - len(forced)
+            if drafter is not None and depth > 0 and nodes > 0:
                 hidden = (yield HIDDEN) if needs else None
-                draft = drafter.propose(DecodeContext(seq, len(ids), budget, hidden)).truncate(budget)
-                draft = draft.head(node_limit)
+                draft = drafter.propose(DecodeContext(seq + forced, len(ids), depth, hidden)).truncate(depth)
+                draft = draft.head(nodes)
+                if aware:
+                    draft = _cut(draft, grammar, forced)
+            full = draft.under(forced)
             t2 = time.perf_counter()
-            reply = yield Verify(seq[-1], draft, cfg.sampling.greedy)
-            if cfg.sampling.greedy:
-                path, bonus = accept_greedy(reply.out, draft)
+            reply = yield Verify(seq[-1], full, greedy_rows)
+            if grammar is not None:
+                path, bonus = accept_constrained(reply.out, full, grammar, _row_picker(cfg.sampling, sampler, len(seq)))
+            elif cfg.sampling.greedy:
+                path, bonus = accept_greedy(reply.out, full)
             else:
-                path, bonus = verify_keyed(reply.out, draft, sampler, len(seq))
+                path, bonus = verify_keyed(reply.out, full, sampler, len(seq))
             yield Commit(path)
             t3 = time.perf_counter()
             if learns_cost:
-                drafter.verified(len(draft), t3 - t2 if reply.seconds is None else reply.seconds, len(seq))
-            committed = [draft.tokens[i] for i in path] + [bonus]
+                drafter.verified(len(full), t3 - t2 if reply.seconds is None else reply.seconds, len(seq))
+            committed = [full.tokens[i] for i in path] + [bonus]
             source = draft.source or (method if drafter else "ar")
-            stats.steps.append(StepStats(source, len(draft), len(path), t2 - t1, t3 - t2))
+            stats.steps.append(StepStats(source, len(draft), len(path) - len(forced), t2 - t1, t3 - t2, len(forced)))
             kept = []
             for tok in committed:
                 kept.append(tok)
@@ -338,7 +381,7 @@ class Engine:
                     break
             seq.extend(kept)
             if drafter is not None:
-                drafter.observe(kept)
+                drafter.observe(kept[len(forced):])
             shown = yield from self._emit(stopper, kept, shown, done)
         if drafter is not None:
             drafter.end(stopper.out)
@@ -380,6 +423,30 @@ def _picker(params: SamplingParams, sampler: KeyedSampler, position: int):
     if params.greedy:
         return lambda logits: int(logits.argmax())
     return lambda logits: sampler(logits, position)
+
+
+def _row_picker(params: SamplingParams, sampler: KeyedSampler, position: int):
+    """A verify row's choice at `depth` below the root (the root's row predicts `position`)."""
+    if params.greedy:
+        return lambda row, depth: int(row.argmax())
+    return lambda row, depth: sampler(row, position + depth)
+
+
+def _allowed_only(logits: torch.Tensor, allowed) -> torch.Tensor:
+    """A (vocab,) logits row with the tokens a grammar refuses at -inf."""
+    row = logits.detach().float().clone()
+    row[torch.from_numpy(~allowed[: row.numel()])] = float("-inf")
+    return row
+
+
+def _cut(draft: Draft, grammar, forced: Sequence[int]) -> Draft:
+    """`draft` (proposed after `forced`) cut where the grammar refuses it."""
+    for token in forced:
+        grammar.consume(token)
+    try:
+        return allowed_draft(draft, grammar)
+    finally:
+        grammar.rollback(len(forced))
 
 
 def _is_token_ids(prompt) -> bool:

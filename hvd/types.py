@@ -152,11 +152,23 @@ class Draft:
         if self.max_depth() <= max_depth:
             return self
         depth = self.depths()
-        keep = [i for i in range(len(self)) if depth[i] <= max_depth]
-        new_index = {old: new for new, old in enumerate(keep)}
-        parents = tuple(-1 if self.parents[i] < 0 else new_index[self.parents[i]] for i in keep)
-        return Draft(tuple(self.tokens[i] for i in keep), parents, self.features, self.source)
+        return self.keep([i for i in range(len(self)) if depth[i] <= max_depth])
 
+    def keep(self, nodes: Sequence[int]) -> "Draft":
+        """The nodes `nodes` (ascending, each one's parent among them), indices made compact."""
+        if len(nodes) == len(self):
+            return self
+        new_index = {old: new for new, old in enumerate(nodes)}
+        parents = tuple(-1 if self.parents[i] < 0 else new_index[self.parents[i]] for i in nodes)
+        return Draft(tuple(self.tokens[i] for i in nodes), parents, self.features, self.source)
+
+    def under(self, chain: Sequence[int]) -> "Draft":
+        """`chain` from the root, then this tree hung under its last token."""
+        if not chain:
+            return self
+        n = len(chain)
+        parents = tuple(range(-1, n - 1)) + tuple(n - 1 if p < 0 else p + n for p in self.parents)
+        return Draft(tuple(chain) + self.tokens, parents, self.features, self.source)
 
     def head(self, n: int) -> "Draft":
         """The first `n` nodes (parents precede children, so they form a rooted subtree)."""
@@ -174,6 +186,7 @@ class StepStats:
     accepted: int  # draft tokens accepted (the bonus token is not counted)
     draft_seconds: float
     verify_seconds: float
+    forced: int = 0  # tokens a grammar allowed alone, verified before the draft (not in draft_len or accepted)
 
 
 @dataclass(frozen=True)
@@ -307,6 +320,11 @@ class GenerationStats:
         return sum(s.draft_seconds for s in self.steps)
 
     @property
+    def forced_tokens(self) -> int:
+        """Tokens a grammar forced (committed without a choice), over all steps."""
+        return sum(s.forced for s in self.steps)
+
+    @property
     def verify_seconds(self) -> float:
         return sum(s.verify_seconds for s in self.steps)
 
@@ -330,5 +348,6 @@ class GenerationStats:
             "dtype": self.dtype,
             "accepted_per_step": [s.accepted for s in self.steps],
             "drafter_per_step": [s.drafter for s in self.steps],
+            **({"forced_tokens": self.forced_tokens} if self.forced_tokens else {}),
             **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }

@@ -12,6 +12,12 @@ therefore the very token plain sampling (`ar`) draws at that position with the s
 whatever was drafted: lossless by construction, and a seed reproduces the output for every
 method. (Drafts are deterministic here, so acceptance is what rejection sampling would give:
 a drafted x is accepted with probability p(x).)
+
+Under a grammar (`Constraint`): the same walk over the logits with every token the grammar
+refuses at that node taken out first (greedy: the best allowed token; sampling: the keyed draw
+from the distribution renormalised over the allowed tokens) — exactly constrained plain
+decoding, token by token, so still lossless; the constraint consumes each committed token as
+the walk goes.
 """
 from __future__ import annotations
 
@@ -133,6 +139,35 @@ def verify_keyed(logits: torch.Tensor, draft: Draft, sample: KeyedSampler, posit
     node = -1
     while True:
         want = sample(logits[node + 1], position + len(path))
+        nxt = next((c for c in kids[node + 1] if draft.tokens[c] == want), None)
+        if nxt is None:
+            return path, want
+        path.append(nxt)
+        node = nxt
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """A request's grammar state (hvd/constraints/grammar.py `Matcher`)."""
+
+    def allowed(self) -> np.ndarray: ...  # (vocab,) bool: what may come next
+
+    def consume(self, token: int) -> None: ...
+
+
+def accept_constrained(logits: torch.Tensor, draft: Draft, constraint: Constraint,
+                       pick: Callable[[torch.Tensor, int], int]) -> tuple[list[int], int]:
+    """Like `verify_greedy` / `verify_keyed`, each visited row restricted to what `constraint`
+    allows there; `pick(row, depth)` chooses from a restricted row (its argmax, or the keyed draw
+    at the row's position). The constraint has consumed the accepted path and the bonus."""
+    kids = _children(draft)
+    path: list[int] = []
+    node = -1
+    while True:
+        row = logits[node + 1].detach().float().clone()
+        row[torch.from_numpy(~constraint.allowed()[: row.numel()])] = float("-inf")
+        want = pick(row, len(path))
+        constraint.consume(want)
         nxt = next((c for c in kids[node + 1] if draft.tokens[c] == want), None)
         if nxt is None:
             return path, want

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hvd.bench import report
 from hvd.bench.peers import PEERS, unavailable
-from hvd.bench.runner import BenchConfig, check_methods, known_methods, run_bench
+from hvd.bench.runner import BenchConfig, check_methods, keys, known_methods, run_bench
 
 
 def machine(target=None) -> dict:
@@ -98,8 +98,11 @@ def run(engine_loader, a) -> None:
     gguf = gguf_of(a.model)
     methods = runnable_methods(methods, replay, gguf)
     engine = engine_loader(a.model)
-    cfg = BenchConfig(methods, a.repeats, a.max_new_tokens, gguf)
-    total = len(prompts) * len({"ar", *methods}) * (1 if replay else a.repeats)
+    grammar = bool(getattr(a, "grammar", False))
+    if grammar and (replay or any(m in PEERS for m in methods)):
+        raise ValueError("--grammar runs hvd's own methods only (no peers, no --replay)")
+    cfg = BenchConfig(methods, a.repeats, a.max_new_tokens, gguf, grammar)
+    total = sum(len(keys(cfg, p)) for p in prompts) * (1 if replay else a.repeats)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, console=None) as bar:
         task = bar.add_task("replaying" if replay else "benchmarking", total=total)

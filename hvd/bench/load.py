@@ -7,7 +7,8 @@ Per (server, concurrency): aggregate completion tokens per second over the wall 
 whole set (prefill included, as a user waits for it), and per request the time to first token
 and the time per output token after it (p50, p95). Each (server, concurrency) run starts cold:
 hvd's shared response store and kept prompt caches, llama-server's slots (its host-memory prompt
-cache is off) and vLLM's prefix cache are emptied first,
+cache is off) and vLLM's prefix cache are emptied first, and a vLLM server whose drafter keeps
+earlier answers (its `suffix`, hvd's proposer) is started afresh,
 so a repeat does not draft from or reuse what the previous run produced; within a run an agent's
 next turn may reuse its own earlier prompt, as in use. Every request is greedy, so each answer
 is compared with the same server's answer at concurrency 1: `differs` counts the requests whose
@@ -44,6 +45,9 @@ from hvd.data.episodes import Episode, chat_episodes, edit_episodes, tool_episod
 
 LLAMA = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod")}
 VLLM_NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+# vLLM servers whose drafters keep a store of earlier answers that no endpoint empties (vLLM's
+# suffix tree, hvd's proposer): restarted before every run, so each run starts cold.
+RESTARTED = {"vllm suffix", "vllm hvd", "vllm hvd-suffix"}
 VLLM_SPECS = {  # vLLM's speculative configs by name (None: no speculation)
     "plain": None,
     "ngram": VLLM_NGRAM,
@@ -225,31 +229,43 @@ def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
 def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
     """Each server in turn (one running at a time, so none takes cores from another): every
     concurrency level, cold, `rounds` times, in the order 1, 4, 16, 16, 4, 1, ... (drift cancels)."""
-    import openai
-
     episodes = agents(cfg)
     logs.mkdir(parents=True, exist_ok=True)
     say(f"agent-bench: {len(episodes)} agents ({', '.join(sorted({e.kind for e in episodes}))}), "
         f"concurrency {', '.join(map(str, cfg.levels))}")
     runs = []
+    order = [*cfg.levels, *reversed(cfg.levels)] * (cfg.rounds // 2) + list(cfg.levels) * (cfg.rounds % 2)
     for start in servers_for(cfg, logs):
-        server = start()
+        server = None
         try:
-            _wait_healthy(server, logs)
-            client = openai.OpenAI(base_url=server.url, api_key="none", timeout=1800, max_retries=0)
-            model = client.models.list().data[0].id
-            reset(server, max(cfg.levels))
-            play(client, model, server, episodes[0], LoadConfig(max_tokens=8, tool_rounds=0))  # warm-up
-            for level in [*cfg.levels, *reversed(cfg.levels)] * (cfg.rounds // 2) + list(cfg.levels) * (cfg.rounds % 2):
+            for level in order:
+                if server is None or server.name in RESTARTED:  # a store nothing empties: a fresh server
+                    if server is not None:
+                        server.stop()
+                    server, client, model = _started(start, logs, episodes[0])
                 reset(server, max(cfg.levels))
                 r = run_level(client, model, server, episodes, level, cfg)
                 runs.append(r)
                 say(f"  {server.name:<24} x{level:<3} {r['tokens_per_second']:7.1f} tok/s  "
                     f"{r['completion_tokens']:5d} tokens in {r['wall_seconds']:6.1f} s")
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
     return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
             "agents": [e.id for e in episodes], "runs": runs}
+
+
+def _started(start: Callable[[], Server], logs: Path, first: Episode):
+    """A server started, healthy and warmed up (8 tokens of the first agent's first request):
+    it, its client and its model's id."""
+    import openai
+
+    server = start()
+    _wait_healthy(server, logs)
+    client = openai.OpenAI(base_url=server.url, api_key="none", timeout=1800, max_retries=0)
+    model = client.models.list().data[0].id
+    play(client, model, server, first, LoadConfig(max_tokens=8, tool_rounds=0))
+    return server, client, model
 
 
 def _pct(xs: Sequence[float], q: float) -> float:
@@ -280,7 +296,7 @@ def summarize(report: dict) -> list[dict]:
                          "ttft_p50": _pct([q["ttft"] for q in reqs], 0.5), "ttft_p95": _pct([q["ttft"] for q in reqs], 0.95),
                          "tpot_p50": _pct([q["tpot"] for q in reqs], 0.5), "tpot_p95": _pct([q["tpot"] for q in reqs], 0.95),
                          "requests": len(mine[0]["requests"]), "differs": differs,
-                         "tau": next((r["tau"] for r in mine if r.get("tau") is not None), None),
+                         "tau": max(mine, key=lambda r: r["tokens_per_second"]).get("tau"),  # the kept run's
                          "by_kind": _by_kind(reqs),
                          "texts": hashlib.sha256("\x00".join(q["text"] for q in mine[0]["requests"]).encode()).hexdigest()[:12]})
     return rows

@@ -58,6 +58,7 @@ class Row:
     arm_share: Optional[dict[str, float]] = None  # share of steps per drafter, when a method used several
     speedup_geomean: Optional[float] = None  # None in replay
     prompt_speedups: Optional[list[float]] = None  # per prompt, in prompt order; None in replay
+    forced_per_request: Optional[float] = None  # tokens a grammar forced, mean per request (None: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +145,13 @@ def _row(method: str, dataset: str, prompts: list[PromptRuns]) -> Row:
     return Row(method, dataset, _median(speedups), _median(e2e), tau, 100 / tau if tau else None, exact,
                _median(tps), _median(ttft), None, _ratio(draft, decode) if steps else None, len(prompts),
                1000 * draft / steps if steps else None, arm_share=_arm_share([r for pr in prompts for r in pr.runs[method]]),
-               speedup_geomean=_geomean(speedups), prompt_speedups=speedups)
+               speedup_geomean=_geomean(speedups), prompt_speedups=speedups, forced_per_request=_forced(prompts, method))
+
+
+def _forced(prompts: list[PromptRuns], method: str) -> Optional[float]:
+    runs = [r for pr in prompts for r in pr.runs[method]]
+    forced = sum(r.forced for r in runs)
+    return forced / len(runs) if forced else None
 
 
 def _arm_share(runs: Sequence[Run]) -> Optional[dict[str, float]]:
@@ -176,6 +183,10 @@ def markdown(rows: Sequence[Row]) -> str:
             f"{_fmt(r.fwd_per_100, 1)} | {_fmt(r.tokens_per_second, 1)} | {_fmt(r.ttft)} | {_fmt(r.oracle_fraction)} | "
             f"{_fmt(share, 1, '%')} | {_fmt(r.draft_ms_per_step, 3)} | {exact} | {r.n_prompts} |"
         )
+    forced = [r for r in sorted(rows, key=order) if r.forced_per_request]
+    if forced:
+        lines.append("\ntokens a grammar forced, per request (`+gd`: grammar-aware drafting):")
+        lines += [f"- {r.method} on {r.dataset}: {r.forced_per_request:.1f}" for r in forced]
     arms = [r for r in sorted(rows, key=order) if r.arm_share]
     if arms:
         lines.append("\nshare of steps per drafter (hybrids; `ar`: a plain step, no draft verified):")

@@ -13,6 +13,7 @@ class Run:
     steps: Optional[int] = None  # target verification forwards, where known
     draft_seconds: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)  # verification steps per drafter (hybrids: per arm)
+    forced: int = 0  # tokens a grammar forced (committed without a choice)
 
     @property
     def decode_tps(self) -> float:

@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     add_model_args(b)
     b.add_argument("--replay", action="store_true",
                    help="acceptance only: replay drafters against recorded ar outputs (cached), without timing the target")
+    b.add_argument("--grammar", action="store_true",
+                   help="decode the prompts that carry a JSON schema (the structured suite) under it: each method "
+                        "as m (drafts verified as proposed) and m+gd (grammar-aware drafting), against constrained ar")
 
 
 def run(a: argparse.Namespace) -> None:

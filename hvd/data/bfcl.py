@@ -8,7 +8,9 @@ and the calls of a BFCL conversation run on BFCL's own simulated backends (`run_
                  backends, as an agent loop would. Split key ``bfcl-multi-turn:<scenario
                  number>``, so all categories and turns of one scenario land together.
   structured     single-turn function calling (simple_python, parallel, multiple,
-                 parallel_multiple): schemas in the system prompt, answer as a JSON call.
+                 parallel_multiple): schemas in the system prompt, answer as a JSON call; each
+                 prompt carries the JSON schema of a valid answer (`call_schema`: a list of
+                 calls of its functions, arguments per BFCL's parameter schemas).
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import copy
 import functools
 import importlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from hvd.constraints.calls import calls_schema
 from hvd.data.prompts import Item, Prompt, estimate_tokens, interleave, make_prompt, package_dir, read_jsonl
 
 TOOLS_MAX_NEW_TOKENS = 128
@@ -206,6 +210,38 @@ def structured_items() -> tuple[Item, ...]:
             system = _STRUCTURED_SYSTEM.format(functions=_schema_lines(row["function"]))
             turns = [("system", system)] + [(m["role"], m["content"]) for m in row["question"][0]]
             pid = f"structured:{row['id']}"
-            group.append((pid, make_prompt(pid, f"bfcl-{category}", STRUCTURED_MAX_NEW_TOKENS, *turns)))
+            prompt = make_prompt(pid, f"bfcl-{category}", STRUCTURED_MAX_NEW_TOKENS, *turns)
+            group.append((pid, replace(prompt, schema=json.dumps(call_schema(row["function"])))))
         groups.append(group)
     return tuple(interleave(*groups))
+
+
+_TYPES = {"dict": "object", "float": "number", "tuple": "array", "list": "array", "String": "string",
+          "str": "string", "int": "integer", "bool": "boolean", "integer": "integer", "number": "number",
+          "string": "string", "boolean": "boolean", "array": "array", "object": "object"}
+
+
+def json_schema(param: Any) -> dict:
+    """A BFCL parameter schema as standard JSON schema ("dict" -> "object", "float" -> "number",
+    "tuple" -> "array", "any" -> anything; descriptions and defaults dropped)."""
+    if not isinstance(param, dict):
+        return {}
+    out: dict = {}
+    kind = _TYPES.get(param.get("type"))
+    if kind is not None:
+        out["type"] = kind
+    if "enum" in param:
+        out["enum"] = list(param["enum"])
+        out.pop("type", None)  # BFCL's enums sometimes disagree with its types
+    if kind == "object" and isinstance(param.get("properties"), dict):
+        out["properties"] = {k: json_schema(v) for k, v in param["properties"].items()}
+        out["required"] = [r for r in param.get("required", []) if r in out["properties"]]
+        out["additionalProperties"] = False
+    if kind == "array" and isinstance(param.get("items"), dict):
+        out["items"] = json_schema(param["items"])
+    return out
+
+
+def call_schema(functions: Sequence[dict]) -> dict:
+    """The JSON schema of an answer that is a list of calls of BFCL `functions`."""
+    return calls_schema([(f["name"], json_schema(f.get("parameters", {"type": "dict"}))) for f in functions])

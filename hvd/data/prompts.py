@@ -16,7 +16,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 SPLITS = ("eval", "train")
 TRAIN_MODULUS = 5
@@ -37,6 +37,7 @@ class Prompt:
     dataset: str
     messages: tuple[Message, ...]
     max_new_tokens: int
+    schema: Optional[str] = None  # a JSON schema (text) the answer must match, where the task defines one
 
     def chat(self) -> list[dict[str, str]]:
         """A fresh list of the messages (the form Engine.encode/generate take)."""

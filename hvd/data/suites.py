@@ -72,4 +72,4 @@ def _built(name: str) -> tuple[Item, ...]:
 
 
 def _fresh(p: Prompt, max_new_tokens: Optional[int]) -> Prompt:
-    return Prompt(p.id, p.dataset, tuple(dict(m) for m in p.messages), max_new_tokens or p.max_new_tokens)
+    return Prompt(p.id, p.dataset, tuple(dict(m) for m in p.messages), max_new_tokens or p.max_new_tokens, p.schema)

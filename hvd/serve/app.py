@@ -25,6 +25,7 @@ from hvd.serve.errors import APIError, bad_request
 from hvd.serve.guard import Guard
 from hvd.serve.metrics import Metrics
 from hvd.serve.requests import GenRequest, ServeContext, parse_chat, parse_completion
+from hvd.serve.tools import read_calls
 from hvd.serve.worker import EngineWorker, Job, QueueFull, Unavailable, worker_stopped
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
@@ -49,7 +50,7 @@ def speculative(result: Result) -> dict:
     out = {k: d[k] for k in SPEC_KEYS}
     drafted = [s for s in stats.steps if s.draft_len]
     out.update(num_drafts=len(drafted), num_draft_tokens=sum(s.draft_len for s in drafted),
-               num_accepted_tokens=sum(s.accepted for s in drafted),
+               num_accepted_tokens=sum(s.accepted for s in drafted), forced_tokens=stats.forced_tokens,
                steps_per_arm=dict(Counter(s.drafter for s in stats.steps)))
     return out
 
@@ -167,21 +168,33 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
             if req.kind == "chat":
                 yield _sse(_chunk(req, rid, created, {"role": "assistant", "content": ""}, None))
             kind, item = first
+            held = "" if req.tools is not None else None  # text that may be the start of tool calls
             while kind == "chunk":
-                if item.text:
-                    yield _sse(_chunk(req, rid, created, item.text, None))
+                text = item.text
+                if held is not None:
+                    held += text
+                    text, held = (held, None) if not _may_be_calls(held) else ("", held)
+                if text:
+                    yield _sse(_chunk(req, rid, created, text, None))
                 kind, item = await job.out.get()
             if kind == "error":
                 yield _sse(item.body())
             else:
-                for event in _last_events(req, rid, created, item):
+                calls = read_calls(item.text, req.tools) if held is not None else None
+                if calls is not None:
+                    for i, call in enumerate(calls):
+                        yield _sse(_chunk(req, rid, created, {"tool_calls": [{"index": i, **call}]}, None))
+                elif held:
+                    yield _sse(_chunk(req, rid, created, held, None))
+                for event in _last_events(req, rid, created, item, calls is not None):
                     yield _sse(event)
             yield "data: [DONE]\n\n"
         finally:
             job.cancel()  # a no-op once done; stops the worker if the client disconnected
 
-    def _last_events(req: GenRequest, rid: str, created: int, result: Result) -> list[dict]:
-        out = [_chunk(req, rid, created, "" if req.kind == "completion" else {}, FINISH[result.stats.finish_reason])]
+    def _last_events(req: GenRequest, rid: str, created: int, result: Result, called: bool = False) -> list[dict]:
+        finish = "tool_calls" if called else FINISH[result.stats.finish_reason]
+        out = [_chunk(req, rid, created, "" if req.kind == "completion" else {}, finish)]
         if req.include_usage:
             out.append({**_chunk(req, rid, created, None, None, choices=False), "usage": usage(result),
                         "speculative": speculative(result)})
@@ -203,8 +216,11 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
     def _final(req: GenRequest, rid: str, result: Result) -> dict:
         finish = FINISH[result.stats.finish_reason]
         if req.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "logprobs": None,
-                      "finish_reason": finish}
+            calls = read_calls(result.text, req.tools) if req.tools is not None else None
+            message = {"role": "assistant", "content": result.text} if calls is None else \
+                {"role": "assistant", "content": None, "tool_calls": calls}
+            choice = {"index": 0, "message": message, "logprobs": None,
+                      "finish_reason": finish if calls is None else "tool_calls"}
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": finish}
@@ -213,6 +229,12 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
                 "usage": usage(result), "speculative": speculative(result)}
 
     return app
+
+
+def _may_be_calls(text: str) -> bool:
+    """Whether streamed text so far may still turn out to be tool calls (held back until the end)."""
+    head = text.lstrip()
+    return not head or head[0] in "[{`"
 
 
 def client_gone() -> APIError:

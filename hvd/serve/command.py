@@ -46,7 +46,7 @@ def build(engine, method: str, name: str, config: ServeConfig):
     tok = engine.tokenizer
     ctx = ServeContext(name, tuple(methods.METHODS), method, engine.target.max_context, engine.encode,
                        tok.encode,  # a completion's text as is, with the tokenizer's own start token (Gemma's <bos>)
-                       unavailable)
+                       unavailable, check_grammar=engine.grammars.check)
     worker = EngineWorker(engine, Metrics(), config.max_queue, config.max_batch, config.kv_budget)
     return create_app(worker, ctx, config)
 

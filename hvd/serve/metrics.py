@@ -37,6 +37,8 @@ class Metrics:
         self.drafts = Counter("hvd:spec_decode_num_drafts", "Steps that verified a draft", ["method"], registry=r)
         self.draft_tokens = Counter("hvd:spec_decode_num_draft_tokens", "Draft tokens verified", ["method"], registry=r)
         self.accepted = Counter("hvd:spec_decode_num_accepted_tokens", "Draft tokens accepted", ["method"], registry=r)
+        self.forced = Counter("hvd:grammar_forced_tokens", "Tokens a grammar forced (committed without a choice)",
+                              ["method"], registry=r)
         self.accepted_pos = Counter("hvd:spec_decode_num_accepted_tokens_per_pos", "Accepted draft tokens by position",
                                     ["method", "position"], registry=r)
         self.steps = Counter("hvd:spec_decode_steps", "Verification steps by the arm that drafted them",
@@ -74,6 +76,8 @@ class Metrics:
                 self.accepted.labels(m).inc(s.accepted)
                 for pos in range(s.accepted):
                     self.accepted_pos.labels(m, str(min(pos, MAX_POSITIONS - 1))).inc()
+        if stats.forced_tokens:
+            self.forced.labels(m).inc(stats.forced_tokens)
         if stats.calibration is not None:
             self._calibration(m, stats.calibration)
 

@@ -3,25 +3,23 @@
 Every check names the offending parameter and raises `APIError` (400, or 404 for an unknown
 model): the server never answers bad input with a 500.
 
-Tools: the default model's chat template has no tool format, so `tools` are given to the model
-as a system message listing each function's JSON schema and asking for calls written as
-``[name(arg=value, ...)]`` (the form the benchmark's tool prompts use); the reply comes back as
-text content. `tool_choice` "none" leaves the tools out; "required" or a named function adds
-that a call is required.
+Tools: hvd/serve/tools.py (the prompt, `tool_choice`, the calls read back). Structured output:
+`response_format` {"type": "json_object"} (any JSON object) or {"type": "json_schema",
+"json_schema": {"schema": ...}} is enforced by a grammar (hvd/constraints/grammar.py); a schema
+feature the grammar engine does not support is a 400 that names it.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from hvd.constraints.grammar import GrammarError, GrammarSpec
+from hvd.serve import tools as tooling
 from hvd.serve.errors import APIError, bad_request
 
 DEFAULT_MAX_TOKENS = 1024  # when the request gives none (and the context window allows)
 ROLES = ("system", "user", "assistant", "tool", "developer")
-TOOLS_HEADER = ("You can call the following functions. To call one or more, reply with only "
-                "[func_name(param=value, ...), ...].\n")
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,8 @@ class GenRequest:
     stream: bool
     include_usage: bool
     max_draft_tokens: Optional[int]
+    grammar: Optional[GrammarSpec] = None  # what the output must match (response_format, an enforced tool call)
+    tools: Optional[tooling.Tools] = None  # the tools offered (a reply may be read as calls)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class ServeContext:
     encode_chat: Any  # messages -> token ids (the model's chat template)
     encode_text: Any  # text -> token ids (no template)
     unavailable: Mapping[str, str] = field(default_factory=dict)  # method -> why it cannot run here
+    check_grammar: Any = None  # GrammarSpec -> None, GrammarError if this model cannot enforce it (None: unchecked)
 
 
 UNSUPPORTED = {"logprobs": "logprobs", "top_logprobs": "logprobs", "logit_bias": "logit_bias",
@@ -93,10 +94,6 @@ def _common(body: dict, ctx: ServeContext) -> dict:
     n = body.get("n", 1)
     if n is not None and _int(n, "n", 1) != 1:
         raise bad_request("only n = 1 is supported", "n", "unsupported_parameter")
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise bad_request("'response_format' (JSON mode, JSON schema) is not enforced by this server yet; "
-                          "leave it out or use {\"type\": \"text\"}", "response_format", "unsupported_parameter")
     stop = body.get("stop")
     if stop is None:
         stop = []
@@ -150,66 +147,32 @@ def _max_tokens(body: dict, prompt_len: int, ctx: ServeContext) -> int:
 
 
 def _content(m: dict, i: int) -> str:
+    """A message's text; an assistant turn's `tool_calls` follow its content, whatever it is."""
     c = m.get("content")
-    if c is None and m.get("tool_calls"):
-        return _render_calls(m["tool_calls"], i)
-    if isinstance(c, str):
-        return c
-    if isinstance(c, list):
+    if c is None or (isinstance(c, str) and m.get("tool_calls")):
+        text = c or ""
+    elif isinstance(c, str):
+        text = c
+    elif isinstance(c, list):
         parts = []
         for p in c:
             if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str):
                 raise bad_request(f"messages[{i}].content: only text parts ({{\"type\": \"text\", \"text\": ...}}) "
                                   "are supported", f"messages[{i}].content")
             parts.append(p["text"])
-        return "".join(parts)
-    raise bad_request(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
-
-
-def _render_calls(calls: Any, i: int) -> str:
-    if not isinstance(calls, list):
-        raise bad_request(f"messages[{i}].tool_calls must be a list", f"messages[{i}].tool_calls")
-    out = []
-    for c in calls:
-        fn = c.get("function", {}) if isinstance(c, dict) else {}
-        name, args = fn.get("name"), fn.get("arguments", "{}")
-        try:
-            kwargs = json.loads(args) if isinstance(args, str) else args
-            out.append(f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")")
-        except (ValueError, AttributeError):
-            raise bad_request(f"messages[{i}].tool_calls: arguments must be a JSON object", f"messages[{i}].tool_calls")
-    return "[" + ", ".join(out) + "]"
-
-
-def _tools_message(body: dict) -> Optional[str]:
-    tools, choice = body.get("tools"), body.get("tool_choice", "auto")
-    if tools is None:
-        return None
-    if not isinstance(tools, list) or not tools:
-        raise bad_request("'tools' must be a non-empty list of function tools", "tools")
-    lines = []
-    for i, t in enumerate(tools):
-        fn = t.get("function") if isinstance(t, dict) and t.get("type") == "function" else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise bad_request(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", f"tools[{i}]")
-        lines.append(json.dumps({k: fn[k] for k in ("name", "description", "parameters") if k in fn}))
-    if choice == "none":
-        return None
-    text = TOOLS_HEADER + "\n".join(lines)
-    if choice == "required":
-        text += "\nYou must call at least one function."
-    elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str):
-            raise bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice")
-        text += f"\nYou must call the function {name}."
-    elif choice != "auto":
-        raise bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function", "tool_choice")
+        text = "".join(parts)
+    else:
+        raise bad_request(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
+    if m.get("tool_calls") is not None:
+        if m.get("role") != "assistant":
+            raise bad_request(f"messages[{i}]: only an assistant turn has tool_calls", f"messages[{i}].tool_calls")
+        calls = tooling.render_calls(m["tool_calls"], i)
+        text = f"{text}\n{calls}" if text.strip() else calls
     return text
 
 
-def chat_messages(body: dict) -> list[dict]:
-    """The request's messages as {"role", "content"} strings, tools rendered into a system message."""
+def chat_messages(body: dict, tools: Optional[tooling.Tools] = None) -> list[dict]:
+    """The request's messages as {"role", "content"} strings, the tools offered in a system message."""
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise bad_request("'messages' must be a non-empty list", "messages")
@@ -221,13 +184,50 @@ def chat_messages(body: dict) -> list[dict]:
         out.append({"role": role, "content": _content(m, i)})
     if not any(m["content"].strip() for m in out):
         raise bad_request("'messages' has no content", "messages")
-    tools = _tools_message(body)
-    if tools:
+    if tools is not None and tools.offered:
+        text = tooling.system_text(tools)
         if out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + tools}
+            out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + text}
         else:
-            out.insert(0, {"role": "system", "content": tools})
+            out.insert(0, {"role": "system", "content": text})
     return out
+
+
+def _response_format(body: dict) -> Optional[GrammarSpec]:
+    """The grammar `response_format` asks for (None: text)."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return GrammarSpec.json_schema({"type": "object"})
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+        if not isinstance(schema, dict) or not isinstance(spec.get("name", ""), str):
+            raise bad_request("'response_format' json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": "
+                              "{...}}}", "response_format.json_schema")
+        return GrammarSpec.json_schema(schema)
+    raise bad_request("'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                      "{\"type\": \"json_schema\", \"json_schema\": {...}}", "response_format")
+
+
+def _grammar(body: dict, tools: Optional[tooling.Tools], ctx: ServeContext) -> Optional[GrammarSpec]:
+    """What the output must match: an enforced tool call, or `response_format`; checked."""
+    fmt = _response_format(body)
+    call = tooling.call_grammar(tools) if tools is not None else None
+    if fmt is not None and call is not None:
+        raise bad_request("'response_format' cannot be combined with a required or named 'tool_choice'",
+                          "response_format")
+    spec, param = (call, "tools") if call is not None else (fmt, "response_format")
+    if spec is not None and ctx.check_grammar is not None:
+        try:
+            ctx.check_grammar(spec)
+        except GrammarError as e:
+            raise bad_request(str(e), param, "unsupported_schema") from None
+    return spec
 
 
 def _apply_template(messages: list[dict], ctx: ServeContext) -> tuple[int, ...]:
@@ -243,8 +243,11 @@ def _apply_template(messages: list[dict], ctx: ServeContext) -> tuple[int, ...]:
 
 def parse_chat(body: Any, ctx: ServeContext) -> GenRequest:
     common = _common(body, ctx)
-    ids = _apply_template(chat_messages(body), ctx)
-    return GenRequest("chat", ids, max_tokens=_max_tokens(body, len(ids), ctx), **common)
+    tools = tooling.parse_tools(body)
+    grammar = _grammar(body, tools, ctx)
+    ids = _apply_template(chat_messages(body, tools), ctx)
+    return GenRequest("chat", ids, max_tokens=_max_tokens(body, len(ids), ctx), grammar=grammar,
+                      tools=tools if tools is not None and tools.offered else None, **common)
 
 
 def parse_completion(body: Any, ctx: ServeContext) -> GenRequest:
@@ -257,4 +260,7 @@ def parse_completion(body: Any, ctx: ServeContext) -> GenRequest:
     ids = tuple(ctx.encode_text(prompt))
     if not ids:
         raise bad_request("'prompt' encodes to no tokens", "prompt")
-    return GenRequest("completion", ids, max_tokens=_max_tokens(body, len(ids), ctx), **common)
+    if body.get("tools") is not None or body.get("tool_choice") is not None:
+        raise bad_request("'tools' belong to chat completions (/v1/chat/completions)", "tools")
+    return GenRequest("completion", ids, max_tokens=_max_tokens(body, len(ids), ctx), grammar=_grammar(body, None, ctx),
+                      **common)

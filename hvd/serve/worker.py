@@ -208,7 +208,8 @@ class EngineWorker:
         r = job.request
         try:
             prepared = self.engine.ready(Request(list(r.ids), r.method, r.max_tokens, r.temperature, r.top_p,
-                                                 seed=r.seed, stop=r.stop, max_draft_tokens=r.max_draft_tokens))
+                                                 seed=r.seed, stop=r.stop, max_draft_tokens=r.max_draft_tokens,
+                                                 grammar=r.grammar))
             key = next(self._keys)
             self.scheduler.submit(key, prepared)
         except (InputError, MethodUnavailable) as e:

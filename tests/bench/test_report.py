@@ -150,7 +150,7 @@ def test_rows_serialize_with_the_documented_keys_and_render(results, tmp_path):
     rows = report.summarize(results)
     for r in rows:
         assert JSON_KEYS | {"fwd_per_100", "ttft", "draft_ms_per_step", "mode", "arm_share", "speedup_geomean",
-                            "prompt_speedups"} == set(r.to_dict())
+                            "prompt_speedups", "forced_per_request"} == set(r.to_dict())
     table = report.markdown(rows).splitlines()
     assert table[0].startswith("| dataset | method | speedup | e2e speedup | τ |") and len(table) == 2 + len(rows)
     assert table[2].startswith("| d | ar | 1.00x | 1.00x | 1.00 | 100.0 | 10.0 |")  # ar first
