@@ -353,13 +353,15 @@ class Engine:
             depth, nodes = budget - len(forced), node_limit - len(forced)
             if drafter is not None and depth > 0 and nodes > 0:
                 hidden = (yield HIDDEN) if needs else None
-                draft = drafter.propose(DecodeContext(seq + forced, len(ids), depth, hidden)).truncate(depth)
+                cut = (lambda d, f=forced: _cut(d, grammar, f)) if aware else None
+                draft = drafter.propose(DecodeContext(seq + forced, len(ids), depth, hidden, cut)).truncate(depth)
                 draft = draft.head(nodes)
                 if aware:
                     draft = _cut(draft, grammar, forced)
             full = draft.under(forced)
             t2 = time.perf_counter()
             reply = yield Verify(seq[-1], full, greedy_rows)
+            walk = time.perf_counter()
             if grammar is not None:
                 path, bonus = accept_constrained(reply.out, full, grammar, _row_picker(cfg.sampling, sampler, len(seq)))
             elif cfg.sampling.greedy:
@@ -368,8 +370,9 @@ class Engine:
                 path, bonus = verify_keyed(reply.out, full, sampler, len(seq))
             yield Commit(path)
             t3 = time.perf_counter()
-            if learns_cost:
-                drafter.verified(len(full), t3 - t2 if reply.seconds is None else reply.seconds, len(seq))
+            if learns_cost:  # in a batch: its charge, plus the grammar's masks on its own rows
+                charged = t3 - t2 if reply.seconds is None else reply.seconds + (t3 - walk if grammar is not None else 0.0)
+                drafter.verified(len(full), charged, len(seq))
             committed = [full.tokens[i] for i in path] + [bonus]
             source = draft.source or (method if drafter else "ar")
             stats.steps.append(StepStats(source, len(draft), len(path) - len(forced), t2 - t1, t3 - t2, len(forced)))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -31,6 +31,9 @@ class DecodeContext:
     prompt_len: int
     max_draft: int  # never propose deeper than this (remaining budget already applied)
     hidden: Optional[dict[int, torch.Tensor]] = None  # layer -> (seq, hidden) for the committed tokens
+    # under a grammar: a draft cut to the nodes it allows (the decode loop cuts whatever is
+    # proposed; a drafter that weighs its drafts before proposing, the hybrid, cuts them first)
+    cut: Optional[Callable[[Draft], Draft]] = None
 
     @property
     def generated(self) -> int:

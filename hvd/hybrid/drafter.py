@@ -105,6 +105,8 @@ class HybridDrafter:
             self._observed_at = None
         mode = self._modes.pick() if self._modes is not None else POLICY
         cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
+        if ctx.cut is not None:  # under a grammar: what is predicted, priced and learnt from is what can be verified
+            cdraft = ctx.cut(cdraft)
         predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
         mdraft, model_seconds = None, 0.0
         if mode == MODEL_ONLY or mode == POLICY and self.online is not None:  # online: drafted before deciding
@@ -148,6 +150,8 @@ class HybridDrafter:
         """The model arm's draft (whole: the policy cuts it) and the seconds it took."""
         t = time.perf_counter()
         mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
+        if ctx.cut is not None:
+            mdraft = ctx.cut(mdraft)
         self._since_model = 0
         return mdraft, time.perf_counter() - t
 
