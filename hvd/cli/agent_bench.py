@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     ab.add_argument("--vllm-configs", default="plain,ngram",
                     help="with --vllm-python: vLLM's speculation, each on its own server: plain, ngram, suffix "
                          "(needs arctic-inference), hvd (hvd's proposer), hvd-suffix (default plain,ngram)")
+    ab.add_argument("--tool-calls", action="store_true",
+                    help="with --concurrency: BFCL agents offer their functions as the request's `tools` and read "
+                         "the replies' `tool_calls` (default: functions listed in the system prompt, calls read "
+                         "from the text)")
     ab.add_argument("--json", default=None, help="write every request's timings here")
     add_model_args(ab)
 
@@ -105,7 +109,7 @@ def _run_load(a: argparse.Namespace, chosen: tuple[str, ...]) -> None:
     cfg = load.LoadConfig(_levels(a.concurrency), chosen, a.edits, a.tools, a.chats, a.max_tokens,
                           threads=resolve_threads(a.threads), model=a.model, dtype=a.dtype,
                           llama_server=a.llama_server, gguf=a.gguf, vllm_python=a.vllm_python,
-                          vllm_model=a.vllm_model, rounds=a.rounds, vllm_configs=configs)
+                          vllm_model=a.vllm_model, rounds=a.rounds, vllm_configs=configs, tool_calls=a.tool_calls)
     report = _bench(load.run, cfg, "hvd-agent-load-")
     report["command"] = "hvd " + " ".join(sys.argv[1:])
     report["summary"] = load.summarize(report)

@@ -55,6 +55,13 @@ _TOOLS_SYSTEM = (
 )
 _ADDED_FUNCTIONS = "These functions are now available too (JSON schemas, one a line):\n{functions}\nPlease go on with my request."
 _NO_CALL_REPLY = "I can't do that with the available functions and the information given. What is missing?"
+_TOOLS_API_SYSTEM = (  # the functions themselves come as the request's `tools` (scenario_tools)
+    "You are an assistant that completes the user's requests by calling the functions you are given; you "
+    "will then be given their results. If a request cannot be done with the available functions, or a value "
+    "it needs is missing, say so in plain words instead.\n\n"
+    "Initial state of the environment (JSON):\n{state}"
+)
+
 _STRUCTURED_SYSTEM = (
     "You can call these functions, given as JSON schemas (one a line):\n{functions}\n\n"
     'Answer with only a JSON list of the function calls that fulfil the user\'s request, each written as '
@@ -163,6 +170,24 @@ def scenario_start(row: dict) -> tuple[str, dict[int, list[dict]]]:
     shown = [d for d in docs if d["name"] not in late]
     system = _TOOLS_SYSTEM.format(functions=_schema_lines(shown), state=_dumps(row["initial_config"]))
     return system, {t: [d for d in docs if d["name"] in n] for t, n in missed.items()}
+
+
+def scenario_tools(row: dict) -> tuple[str, list[dict]]:
+    """(system prompt, OpenAI `tools`) of a multi-turn scenario for a client that offers its
+    functions as tools: the functions shown from the start (as `scenario_start`), parameters as
+    standard JSON schema; the system prompt holds the initial state."""
+    excluded = set(row.get("excluded_function", []))
+    late = set().union(*(set(n) for n in row.get("missed_function", {}).values()))
+    docs = [d for c in row["involved_classes"] for d in _func_docs()[c] if d["name"] not in excluded | late]
+    tools = [{"type": "function", "function": {"name": d["name"], "description": d.get("description", ""),
+                                               "parameters": json_schema(d.get("parameters", {"type": "dict"}))}}
+             for d in docs]
+    return _TOOLS_API_SYSTEM.format(state=_dumps(row["initial_config"])), tools
+
+
+def call_text(name: str, arguments: dict) -> str:
+    """A call in the Python form BFCL's backends run (`run_tool_call`)."""
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in arguments.items()) + ")"
 
 
 def _scenario_prompts(category: str, row: dict, truth: list[list[str]], base: Optional[dict]) -> list[Prompt]:

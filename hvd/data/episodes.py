@@ -29,6 +29,12 @@ class Episode:
     turns: tuple[str, ...]
     classes: tuple[str, ...] = ()  # BFCL backend classes (tools)
     state_json: str = "{}"  # their initial state (tools)
+    tools_json: str = "[]"  # its functions as OpenAI `tools` (tools)
+    tools_system: Optional[str] = None  # the system prompt when the functions go as `tools`
+
+    @property
+    def tools(self) -> list[dict]:
+        return json.loads(self.tools_json)
 
     def backends(self) -> list[Any]:
         config = json.loads(self.state_json)
@@ -45,8 +51,9 @@ def tool_episodes(split: str = "eval", limit: Optional[int] = None, max_turns: i
         turns = tuple(bfcl.turn_request(q, added.get(t, [])) for t, q in enumerate(row["question"][:max_turns]))
         if estimate_tokens(system) + sum(map(estimate_tokens, turns)) > bfcl.TOOLS_MAX_PROMPT_TOKENS / 2:
             continue  # leave room for replies and results in the context
+        tools_system, tools = bfcl.scenario_tools(row)
         out.append(Episode(f"tools:{row['id']}", "tools", system, turns, tuple(row["involved_classes"]),
-                           json.dumps(row["initial_config"])))
+                           json.dumps(row["initial_config"]), json.dumps(tools), tools_system))
     return out[:limit]
 
 

@@ -58,3 +58,45 @@ def test_the_summary_counts_answers_that_differ_from_the_servers_own_solo_answer
 def test_every_agent_kind_has_its_episodes(kind):
     cfg = load.LoadConfig(edits=1 if kind == "edit" else 0, tools=1 if kind == "tools" else 0, chats=0)
     assert [e.kind for e in load.agents(cfg)] == [kind]
+
+
+def _chunk(delta: dict = None, usage: dict = None):
+    from openai.types.chat import ChatCompletionChunk
+
+    return ChatCompletionChunk.model_validate({
+        "id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": None}],
+        **({"usage": usage} if usage else {})})
+
+
+def test_tool_agents_offer_tools_and_answer_tool_calls_with_their_results():
+    """With `tool_calls`, a BFCL agent sends its functions as `tools`, reads `delta.tool_calls`,
+    runs each call on its backends and sends the result back with the call's id."""
+    from types import SimpleNamespace
+
+    from hvd.data.episodes import tool_episodes
+
+    episode = tool_episodes("eval", 1)[0]
+    assert episode.tools and all(t["type"] == "function" for t in episode.tools)
+    assert "Initial state" in episode.tools_system and episode.tools[0]["function"]["parameters"]["type"] == "object"
+    name = episode.tools[0]["function"]["name"]
+    seen = []
+
+    class Completions:
+        def create(self, **kw):
+            seen.append({**kw, "messages": [dict(m) for m in kw["messages"]]})  # as sent
+            if len(seen) % 2:
+                yield _chunk({"role": "assistant", "content": ""})
+                yield _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                              "function": {"name": name, "arguments": "{}"}}]})
+            else:
+                yield _chunk({"content": "done"})
+            yield _chunk(usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=Completions()))
+    out = load.play(client, "m", Server("s", "u", {}), episode, load.LoadConfig(tool_calls=True, tool_rounds=1))
+    assert seen[0]["tools"] == episode.tools and seen[0]["messages"][0]["content"] == episode.tools_system
+    history = seen[1]["messages"]
+    assert history[-2]["role"] == "assistant" and history[-2]["tool_calls"][0]["function"]["name"] == name
+    assert history[-1]["role"] == "tool" and history[-1]["tool_call_id"] == "call_1" and history[-1]["content"]
+    assert out[0]["tool_calls"] == [{"id": "call_1", "name": name, "arguments": "{}"}] and out[1]["text"] == "done"
