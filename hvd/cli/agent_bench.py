@@ -41,10 +41,10 @@ def add_parser(sub) -> None:
     ab.add_argument("--vllm-configs", default="plain,ngram",
                     help="with --vllm-python: vLLM's speculation, each on its own server: plain, ngram, suffix "
                          "(needs arctic-inference), hvd (hvd's proposer), hvd-suffix (default plain,ngram)")
-    ab.add_argument("--tool-calls", action="store_true",
-                    help="with --concurrency: BFCL agents offer their functions as the request's `tools` and read "
-                         "the replies' `tool_calls` (default: functions listed in the system prompt, calls read "
-                         "from the text)")
+    ab.add_argument("--tool-calls", nargs="?", const="auto", choices=("auto", "required"), default=None,
+                    help="with --concurrency: BFCL agents offer their functions as the request's `tools` with this "
+                         "`tool_choice` (default auto) and read the replies' `tool_calls` (without it: functions "
+                         "listed in the system prompt, calls read from the text)")
     ab.add_argument("--json", default=None, help="write every request's timings here")
     add_model_args(ab)
 

@@ -94,8 +94,9 @@ def test_tool_agents_offer_tools_and_answer_tool_calls_with_their_results():
             yield _chunk(usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
 
     client = SimpleNamespace(chat=SimpleNamespace(completions=Completions()))
-    out = load.play(client, "m", Server("s", "u", {}), episode, load.LoadConfig(tool_calls=True, tool_rounds=1))
+    out = load.play(client, "m", Server("s", "u", {}), episode, load.LoadConfig(tool_calls="required", tool_rounds=1))
     assert seen[0]["tools"] == episode.tools and seen[0]["messages"][0]["content"] == episode.tools_system
+    assert seen[0]["tool_choice"] == "required"
     history = seen[1]["messages"]
     assert history[-2]["role"] == "assistant" and history[-2]["tool_calls"][0]["function"]["name"] == name
     assert history[-1]["role"] == "tool" and history[-1]["tool_call_id"] == "call_1" and history[-1]["content"]
