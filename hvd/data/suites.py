@@ -6,6 +6,7 @@ the running interpreter's standard library); nothing is downloaded.
   agentic-edit   whole-file edit requests over small standard library modules (hvd.data.edits)
   agentic-tools  BFCL v4 multi-turn tool use, earlier calls and results in context (hvd.data.bfcl)
   structured     BFCL v4 single-turn function calling, answer as a JSON call (hvd.data.bfcl)
+  extraction     JSON extraction with a schema: a module's functions and parameters (hvd.data.extraction)
   code           HumanEval: "Complete the following Python function:" + the prompt (hvd.data.humaneval)
   chat           MT-Bench first turns and ShareGPT first human turns (hvd.data.chat)
   long-context   summaries of and questions about a standard library module (hvd.data.long_context)
@@ -19,14 +20,14 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional
 
-from hvd.data import bfcl, chat, edits, humaneval, long_context
+from hvd.data import bfcl, chat, edits, extraction, humaneval, long_context
 from hvd.data.prompts import SPLITS, Item, Prompt, is_positive_int, load_prompts_file, split_of
 
-SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat", "long-context")
+SUITES = ("agentic-edit", "agentic-tools", "structured", "extraction", "code", "chat", "long-context")
 MIXED_SUITES = ("agentic-edit", "agentic-tools", "structured", "code", "chat")
 DEFAULT_MAX_NEW_TOKENS = {
     "agentic-edit": edits.MAX_NEW_TOKENS, "agentic-tools": bfcl.TOOLS_MAX_NEW_TOKENS,
-    "structured": bfcl.STRUCTURED_MAX_NEW_TOKENS, "code": humaneval.MAX_NEW_TOKENS, "chat": chat.MAX_NEW_TOKENS,
+    "structured": bfcl.STRUCTURED_MAX_NEW_TOKENS, "extraction": extraction.MAX_NEW_TOKENS, "code": humaneval.MAX_NEW_TOKENS, "chat": chat.MAX_NEW_TOKENS,
     "long-context": long_context.MAX_NEW_TOKENS,
 }
 
@@ -34,6 +35,7 @@ _BUILDERS: dict[str, Callable[[], tuple[Item, ...]]] = {  # name -> (split key, 
     "agentic-edit": edits.agentic_edit_items,
     "agentic-tools": bfcl.agentic_tools_items,
     "structured": bfcl.structured_items,
+    "extraction": extraction.extraction_items,
     "code": humaneval.code_items,
     "chat": chat.chat_items,
     "long-context": long_context.long_context_items,

@@ -37,3 +37,22 @@ def test_structured_lists_json_schemas_and_asks_for_a_json_call():
         assert schemas and all("name" in s and "parameters" in s for s in schemas)
         assert "JSON list" in system and user.strip()
     assert {p.dataset for p in load_suite("structured", limit=8)} == {f"bfcl-{c}" for c in STRUCTURED_CATEGORIES}
+
+
+def test_structured_prompts_carry_the_schema_of_a_valid_call():
+    from hvd.data.bfcl import json_schema
+
+    p = load_suite("structured", limit=1)[0]
+    schema = json.loads(p.schema)
+    assert schema["type"] == "array" and schema["minItems"] == 1
+    call = schema["items"] if "anyOf" not in schema["items"] else schema["items"]["anyOf"][0]
+    assert call["required"] == ["name", "arguments"] and "const" in call["properties"]["name"]
+    assert json_schema({"type": "dict", "properties": {"x": {"type": "float"}, "t": {"type": "tuple", "items":
+                        {"type": "String"}}}, "required": ["x", "nope"]}) == {
+        "type": "object", "properties": {"x": {"type": "number"}, "t": {"type": "array", "items": {"type": "string"}}},
+        "required": ["x"], "additionalProperties": False}
+
+
+def test_extraction_prompts_carry_their_schema():
+    p = load_suite("extraction", limit=1)[0]
+    assert json.loads(p.schema)["required"] == ["module", "functions"] and "```python" in p.messages[-1]["content"]

@@ -12,13 +12,16 @@ from hvd.data.suites import load_suite
 
 from prompts_util import both_splits, clear_data_caches, mixed_real_prompts
 
-MIN_EVAL = {"agentic-edit": 100, "agentic-tools": 500, "structured": 500, "code": 100, "chat": 150, "long-context": 50}
+MIN_EVAL = {"agentic-edit": 100, "agentic-tools": 500, "structured": 500, "extraction": 40, "code": 100, "chat": 150,
+            "long-context": 50}
 
 
 def _split_key(p: Prompt) -> str:
     suite, rest = p.id.split(":", 1)
     if suite in ("agentic-edit", "long-context"):
         return "stdlib:" + rest.rsplit(":", 1)[0]
+    if suite == "extraction":
+        return "stdlib:" + rest
     if suite == "agentic-tools":
         return "bfcl-multi-turn:" + rest.split(":")[0].rsplit("_", 1)[1]
     return p.id
