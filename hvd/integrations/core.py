@@ -24,9 +24,16 @@ calibration finds which.
 
 The predictor ships for the default model's vocabulary (SmolLM2); for another, `hvd` falls
 back to the `suffix` arm with a warning on stderr.
+
+With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
+seconds since the last step and whether it prefilled, the fitted line, and per row its budget,
+its draft's length and the arm that drafted it (`hvd` chooses: the suffix arm, `aded-greedy`,
+or `ar` for no draft).
 """
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -144,6 +151,8 @@ class SpeculationCore:
         self._learns_cost = isinstance(self.drafter, LearnsCost)  # its forks learn each verify's charge
         self._counts = _Counts()
         self._ended_at: Optional[float] = None
+        log = os.environ.get("HVD_VLLM_LOG")
+        self._log = open(log, "a", buffering=1) if log else None
 
     def start(self, prompt: Sequence[int]) -> Drafter:
         """A new request's drafter, having read its prompt."""
@@ -159,23 +168,30 @@ class SpeculationCore:
         """One draft (token ids, possibly none) per row. `prefilled`: the step that just ran
         also prefilled (its seconds are not a verify's)."""
         started = self.clock()
-        if self._ended_at is not None:
-            self._charge(started - self._ended_at, prefilled)
+        waited = None if self._ended_at is None else started - self._ended_at
+        if waited is not None:
+            self._charge(waited, prefilled)
         c = self._counts
         out: list[list[int]] = []
+        arms: list[Optional[str]] = []
         for row in rows:
             if row.new:
                 row.drafter.observe(row.new)
             chain: list[int] = []
+            arms.append(None)
             if row.budget > 0:
                 draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None))
                 chain = main_chain(draft, row.budget)
+                arms[-1] = draft.source
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
             c.rows += 1
             c.drafted += bool(chain)
             c.draft_tokens += len(chain)
             out.append(chain)
         c.steps += 1
+        if self._log is not None:
+            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": self.batch.line(),
+                                        "rows": [[r.budget, len(d), a] for r, d, a in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
 

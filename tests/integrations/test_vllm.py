@@ -200,3 +200,15 @@ def test_hvd_never_loses_to_plain_decoding_and_drafts_where_drafts_pay(fixed, pe
         suffix_s, _ = run(SuffixProposer(num_speculative_tokens=16, max_model_len=MAX_LEN), workload(0, copy), seconds)
         assert hvd_s < (copy_bound if copy else 1.05) * plain, (copy, hvd_s / plain)
         assert hvd_s < 1.05 * suffix_s, (copy, hvd_s / suffix_s)
+
+
+def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("HVD_VLLM_LOG", str(tmp_path / "steps.jsonl"))
+    p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    run(p, workload(1, True, n=3), lambda rows: 0.01 + 0.001 * rows, batch=3)
+    lines = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert lines and all(set(x) == {"seconds", "prefilled", "line", "rows"} for x in lines)
+    assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a in x["rows"])
+    assert any(n > 0 for x in lines for _, n, _ in x["rows"])  # copies are drafted
