@@ -40,7 +40,8 @@ from hvd.targets.select import select
 from hvd.scheduler import Scheduler
 from hvd.targets.sequences import PrefixCache
 from hvd.types import Draft, GenerationStats, StepStats
-from hvd.verify import KeyedSampler, SamplingParams, accept_constrained, accept_greedy, argmax_verifier, verify_keyed
+from hvd.verify import (KeyedSampler, SamplingParams, accept_constrained, accept_greedy, allowed_only,
+                        argmax_verifier, verify_keyed)
 
 Messages = list[dict]
 PREFIX_BYTES = 2 << 30  # KV bytes of finished requests kept for their next turns (generate_many)
@@ -326,7 +327,7 @@ class Engine:
 
         needs = drafter.capabilities.needs_hidden_states if drafter is not None else ()
         logits = yield Prefill(ids, needs)
-        first = pick(logits) if grammar is None else pick(_allowed_only(logits, grammar.allowed()))
+        first = pick(logits) if grammar is None else pick(allowed_only(logits, grammar.allowed()))
         if grammar is not None:
             grammar.consume(first)
         stats.prefill_seconds = time.perf_counter() - t0
@@ -433,13 +434,6 @@ def _row_picker(params: SamplingParams, sampler: KeyedSampler, position: int):
     if params.greedy:
         return lambda row, depth: int(row.argmax())
     return lambda row, depth: sampler(row, position + depth)
-
-
-def _allowed_only(logits: torch.Tensor, allowed) -> torch.Tensor:
-    """A (vocab,) logits row with the tokens a grammar refuses at -inf."""
-    row = logits.detach().float().clone()
-    row[torch.from_numpy(~allowed[: row.numel()])] = float("-inf")
-    return row
 
 
 def _cut(draft: Draft, grammar, forced: Sequence[int]) -> Draft:

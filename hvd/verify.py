@@ -155,6 +155,13 @@ class Constraint(Protocol):
     def consume(self, token: int) -> None: ...
 
 
+def allowed_only(logits: torch.Tensor, allowed: np.ndarray) -> torch.Tensor:
+    """A float32 copy of a (vocab,) logits row with every token `allowed` (bool) does not hold at -inf."""
+    row = logits.detach().float().clone()
+    row[torch.from_numpy(~allowed[: row.numel()])] = float("-inf")
+    return row
+
+
 def accept_constrained(logits: torch.Tensor, draft: Draft, constraint: Constraint,
                        pick: Callable[[torch.Tensor, int], int]) -> tuple[list[int], int]:
     """Like `verify_greedy` / `verify_keyed`, each visited row restricted to what `constraint`
@@ -164,9 +171,7 @@ def accept_constrained(logits: torch.Tensor, draft: Draft, constraint: Constrain
     path: list[int] = []
     node = -1
     while True:
-        row = logits[node + 1].detach().float().clone()
-        row[torch.from_numpy(~constraint.allowed()[: row.numel()])] = float("-inf")
-        want = pick(row, len(path))
+        want = pick(allowed_only(logits[node + 1], constraint.allowed()), len(path))
         constraint.consume(want)
         nxt = next((c for c in kids[node + 1] if draft.tokens[c] == want), None)
         if nxt is None:

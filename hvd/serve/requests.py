@@ -149,8 +149,8 @@ def _max_tokens(body: dict, prompt_len: int, ctx: ServeContext) -> int:
 def _content(m: dict, i: int) -> str:
     """A message's text; an assistant turn's `tool_calls` follow its content, whatever it is."""
     c = m.get("content")
-    if c is None or (isinstance(c, str) and m.get("tool_calls")):
-        text = c or ""
+    if c is None:
+        text = ""
     elif isinstance(c, str):
         text = c
     elif isinstance(c, list):
