@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
-from hvd import plain_text
+from hvd import chat_template, plain_text
 from hvd.assets import ModelAssets
 from hvd import methods
 from hvd.constraints.grammar import Grammars, GrammarSpec, allowed_draft
@@ -164,13 +164,24 @@ class Engine:
         """How messages become tokens: the tokenizer's chat template, or hvd/plain_text.py's rule."""
         return "chat template" if getattr(self.tokenizer, "chat_template", None) else plain_text.TEMPLATE_NAME
 
-    def encode(self, prompt: PromptLike) -> list[int]:
+    @property
+    def template_tools(self) -> bool:
+        """Whether the chat template has a tool format (hvd/chat_template.py): `encode`'s
+        `tools` reach it."""
+        return chat_template.reads_tools(getattr(self.tokenizer, "chat_template", None))
+
+    def encode(self, prompt: PromptLike, tools: Optional[list[dict]] = None) -> list[int]:
         """Token ids of a prompt: a bare string is sent as one user message (through a chat
-        template) or as itself (a model without one: hvd/plain_text.py)."""
+        template) or as itself (a model without one: hvd/plain_text.py). `tools` (OpenAI's
+        `[{"type": "function", "function": {...}}]`) go to a template with a tool format; with
+        any other, InputError."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         check_messages(messages)
+        if tools is not None and not self.template_tools:
+            raise InputError("this model's chat template has no tool format: give the tools in the messages")
         if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            extra = {"tools": tools} if tools is not None else {}
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **extra)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         else:
             ids = self.tokenizer.encode(prompt if isinstance(prompt, str) else plain_text.render(messages))
@@ -354,11 +365,11 @@ class Engine:
             depth, nodes = budget - len(forced), node_limit - len(forced)
             if drafter is not None and depth > 0 and nodes > 0:
                 hidden = (yield HIDDEN) if needs else None
-                cut = (lambda d, f=forced: _cut(d, grammar, f)) if aware else None
-                draft = drafter.propose(DecodeContext(seq + forced, len(ids), depth, hidden, cut)).truncate(depth)
-                draft = draft.head(nodes)
-                if aware:
-                    draft = _cut(draft, grammar, forced)
+                cut = _Cut(grammar, forced) if aware else None
+                draft = drafter.propose(DecodeContext(seq + forced, len(ids), depth, hidden, cut))
+                draft = draft.truncate(depth).head(nodes)
+                if aware and not cut.made(draft):  # what the drafter cut already (the hybrid's arms) is not walked again
+                    draft = cut(draft)
             full = draft.under(forced)
             t2 = time.perf_counter()
             reply = yield Verify(seq[-1], full, greedy_rows)
@@ -436,14 +447,40 @@ def _row_picker(params: SamplingParams, sampler: KeyedSampler, position: int):
     return lambda row, depth: sampler(row, position + depth)
 
 
-def _cut(draft: Draft, grammar, forced: Sequence[int]) -> Draft:
-    """`draft` (proposed after `forced`) cut where the grammar refuses it."""
-    for token in forced:
-        grammar.consume(token)
-    try:
-        return allowed_draft(draft, grammar)
-    finally:
-        grammar.rollback(len(forced))
+class _Cut:
+    """A step's cut (`DecodeContext.cut`): a draft proposed after `forced` cut where the grammar
+    refuses it. It remembers what it returned, so a draft the drafter already cut (the hybrid
+    cuts its arms' drafts) is not walked through the grammar again."""
+
+    def __init__(self, grammar, forced: Sequence[int]) -> None:
+        self.grammar, self.forced, self._made = grammar, forced, []
+
+    def __call__(self, draft: Draft) -> Draft:
+        for token in self.forced:
+            self.grammar.consume(token)
+        try:
+            out = allowed_draft(draft, self.grammar)
+        finally:
+            self.grammar.rollback(len(self.forced))
+        self._made.append(out)
+        return out
+
+    def made(self, draft: Draft) -> bool:
+        """Whether `draft` is a rooted part of one this cut returned (each of its paths is one of
+        that draft's paths, so the grammar allows it)."""
+        return any(draft is d or _within(draft, d) for d in self._made)
+
+
+def _within(part: Draft, whole: Draft) -> bool:
+    """Whether every node of `part` is a node of `whole`: the same token under the same path."""
+    index = {(p, t): i for i, (t, p) in enumerate(zip(whole.tokens, whole.parents))}
+    mapped: list[int] = []
+    for t, p in zip(part.tokens, part.parents):
+        j = index.get((-1 if p < 0 else mapped[p], t))
+        if j is None:
+            return False
+        mapped.append(j)
+    return True
 
 
 def _is_token_ids(prompt) -> bool:

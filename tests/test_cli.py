@@ -39,6 +39,7 @@ from hvd.cli import main
         (["agent-bench", "--concurrency", "4", "--vllm-python", "/no/python"], "--vllm-python"),
         (["serve", "--max-batch", "0"], "--max-batch"),
         (["serve", "--kv-budget-mib", "-5"], "--kv-budget-mib"),
+        (["serve", "--chat-template", "/no/such/template.jinja"], "cannot read the chat template"),
         (["prepare", "--trace-tokens", "0"], "--trace-tokens"),
         (["generate", "hi", "--model", "gemma4-9000m"], "packaged models: smollm2-135m, gemma3-270m"),
     ],

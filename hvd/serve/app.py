@@ -25,7 +25,7 @@ from hvd.serve.errors import APIError, bad_request
 from hvd.serve.guard import Guard
 from hvd.serve.metrics import Metrics
 from hvd.serve.requests import GenRequest, ServeContext, parse_chat, parse_completion
-from hvd.serve.tools import read_calls
+from hvd.serve.tools import TAG, read_calls
 from hvd.serve.worker import EngineWorker, Job, QueueFull, Unavailable, worker_stopped
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
@@ -234,7 +234,7 @@ def create_app(worker: EngineWorker, ctx: ServeContext, config: ServeConfig = Se
 def _may_be_calls(text: str) -> bool:
     """Whether streamed text so far may still turn out to be tool calls (held back until the end)."""
     head = text.lstrip()
-    return not head or head[0] in "[{`"
+    return not head or head[0] in "[{`" or head.startswith(TAG) or TAG.startswith(head)
 
 
 def client_gone() -> APIError:

@@ -46,7 +46,7 @@ def build(engine, method: str, name: str, config: ServeConfig):
     tok = engine.tokenizer
     ctx = ServeContext(name, tuple(methods.METHODS), method, engine.target.max_context, engine.encode,
                        tok.encode,  # a completion's text as is, with the tokenizer's own start token (Gemma's <bos>)
-                       unavailable, check_grammar=engine.grammars.check)
+                       unavailable, check_grammar=engine.grammars.check, template_tools=engine.template_tools)
     worker = EngineWorker(engine, Metrics(), config.max_queue, config.max_batch, config.kv_budget)
     return create_app(worker, ctx, config)
 
@@ -76,6 +76,7 @@ def serve(engine, method: str, name: str, host: str, port: int, config: ServeCon
     batching = (f"up to {config.max_batch} requests decoded together" if sched.batched else
                 f"one request at a time (the {engine.target.precision} target holds one sequence; "
                 "the int8 target batches)")
-    print(f"hvd: serving {name} ({engine.target.precision}, default method {method}; {batching}) "
+    tools = "the chat template's tool format" if engine.template_tools else "the fallback tools prompt"
+    print(f"hvd: serving {name} ({engine.target.precision}, default method {method}; {batching}; {tools}) "
           f"on http://{host}:{port}/v1", file=sys.stderr, flush=True)
     Server(app, host, port, config).run()

@@ -51,6 +51,8 @@ class ServeContext:
     encode_text: Any  # text -> token ids (no template)
     unavailable: Mapping[str, str] = field(default_factory=dict)  # method -> why it cannot run here
     check_grammar: Any = None  # GrammarSpec -> None, GrammarError if this model cannot enforce it (None: unchecked)
+    # the chat template has a tool format (hvd/chat_template.py): `encode_chat(messages, tools=...)`
+    template_tools: bool = False
 
 
 UNSUPPORTED = {"logprobs": "logprobs", "top_logprobs": "logprobs", "logit_bias": "logit_bias",
@@ -147,7 +149,7 @@ def _max_tokens(body: dict, prompt_len: int, ctx: ServeContext) -> int:
 
 
 def _content(m: dict, i: int) -> str:
-    """A message's text; an assistant turn's `tool_calls` follow its content, whatever it is."""
+    """A message's text (its `tool_calls` apart)."""
     c = m.get("content")
     if c is None:
         text = ""
@@ -163,16 +165,36 @@ def _content(m: dict, i: int) -> str:
         text = "".join(parts)
     else:
         raise bad_request(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
-    if m.get("tool_calls") is not None:
-        if m.get("role") != "assistant":
-            raise bad_request(f"messages[{i}]: only an assistant turn has tool_calls", f"messages[{i}].tool_calls")
-        calls = tooling.render_calls(m["tool_calls"], i)
-        text = f"{text}\n{calls}" if text.strip() else calls
     return text
 
 
-def chat_messages(body: dict, tools: Optional[tooling.Tools] = None) -> list[dict]:
-    """The request's messages as {"role", "content"} strings, the tools offered in a system message."""
+def _message(m: dict, i: int, native: bool) -> dict:
+    """One message for the chat template. An assistant turn's `tool_calls`: written after its
+    content as the fallback prompt asks for calls, or (`native`: the template has a tool format)
+    kept as calls whose arguments are objects, for the template to render; a `tool` turn keeps
+    its `tool_call_id` (and `name`) for such a template."""
+    role = "system" if m["role"] == "developer" else m["role"]
+    out = {"role": role, "content": _content(m, i)}
+    if m.get("tool_calls") is not None:
+        if role != "assistant":
+            raise bad_request(f"messages[{i}]: only an assistant turn has tool_calls", f"messages[{i}].tool_calls")
+        calls = tooling.history_calls(m["tool_calls"], i)
+        if native:
+            out["tool_calls"] = [{"id": c.get("id") or f"call_{i}_{j}", "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for j, c in enumerate(calls)]
+        else:
+            text = tooling.render_calls(calls)
+            out["content"] = f"{out['content']}\n{text}" if out["content"].strip() else text
+    if native and role == "tool":
+        out.update({k: m[k] for k in ("tool_call_id", "name") if isinstance(m.get(k), str)})
+    return out
+
+
+def chat_messages(body: dict, tools: Optional[tooling.Tools] = None, native: bool = False) -> list[dict]:
+    """The request's messages for the chat template: {"role", "content"} strings, and the tools
+    offered in a system message — unless `native` (the template has a tool format), where calls
+    stay structured and the tools go to the template itself (`parse_chat`)."""
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise bad_request("'messages' must be a non-empty list", "messages")
@@ -180,11 +202,10 @@ def chat_messages(body: dict, tools: Optional[tooling.Tools] = None) -> list[dic
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise bad_request(f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role")
-        role = "system" if m["role"] == "developer" else m["role"]
-        out.append({"role": role, "content": _content(m, i)})
-    if not any(m["content"].strip() for m in out):
+        out.append(_message(m, i, native))
+    if not any(m["content"].strip() or m.get("tool_calls") for m in out):
         raise bad_request("'messages' has no content", "messages")
-    if tools is not None and tools.offered:
+    if tools is not None and tools.offered and not native:
         text = tooling.system_text(tools)
         if out[0]["role"] == "system":
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + text}
@@ -230,11 +251,13 @@ def _grammar(body: dict, tools: Optional[tooling.Tools], ctx: ServeContext) -> O
     return spec
 
 
-def _apply_template(messages: list[dict], ctx: ServeContext) -> tuple[int, ...]:
-    """The messages' token ids through the model's chat template; a template that refuses them
-    (jinja's `raise_exception`: roles that do not alternate, a system turn out of place, ...)
-    is a 400 with its message."""
+def _apply_template(messages: list[dict], ctx: ServeContext, tools: Optional[tooling.Tools] = None) -> tuple[int, ...]:
+    """The messages' token ids through the model's chat template (given `tools`' functions, which
+    then has a tool format); a template that refuses them (jinja's `raise_exception`: roles that
+    do not alternate, a system turn out of place, ...) is a 400 with its message."""
     try:
+        if tools is not None:
+            return tuple(ctx.encode_chat(messages, tools=[{"type": "function", "function": f} for f in tools.functions]))
         return tuple(ctx.encode_chat(messages))
     except Exception as e:  # the template is the model's code run on the client's input
         text = " ".join(str(e).split()) or type(e).__name__
@@ -245,7 +268,8 @@ def parse_chat(body: Any, ctx: ServeContext) -> GenRequest:
     common = _common(body, ctx)
     tools = tooling.parse_tools(body)
     grammar = _grammar(body, tools, ctx)
-    ids = _apply_template(chat_messages(body, tools), ctx)
+    native = ctx.template_tools and tools is not None and tools.offered
+    ids = _apply_template(chat_messages(body, tools, ctx.template_tools), ctx, tools if native else None)
     return GenRequest("chat", ids, max_tokens=_max_tokens(body, len(ids), ctx), grammar=grammar,
                       tools=tools if tools is not None and tools.offered else None, **common)
 

@@ -1,23 +1,31 @@
 """Tool calls in the OpenAI shape: `tools` and `tool_choice` checked, the model told about the
 tools, its calls read back into `tool_calls`, and a required or named call enforced by a grammar.
 
-The prompt: where the model's chat template has no tool format (the default model's has none)
-the tools go into a system message that lists each function's JSON schema and asks for calls
-as a JSON array, ``[{"name": "<function>", "arguments": {...}}]`` (`PROMPT`). A reply is read as
-calls when it is such an array, or a Python-style list of calls (``[f(a=1), g()]``, the form
-BFCL's prompts ask for), naming only the request's functions; otherwise it is text content.
+The prompt: where the model's chat template has a tool format (it reads `tools`:
+hvd/chat_template.py; `hvd serve --chat-template` gives a model one) the template gets the
+request's functions and renders the history's calls and tool results itself. Where it has none
+(the default models') the tools go into a system message that lists each function's JSON schema
+and asks for calls as a JSON array, ``[{"name": "<function>", "arguments": {...}}]`` (`PROMPT`),
+and the history's calls are written after their turn's content in that form. A reply is read as
+calls when it is such an array or one such object ("parameters" for "arguments" too), calls in
+``<tool_call>...</tool_call>`` tags (the ChatML tool format), or a Python-style list of calls
+(``[f(a=1), g()]``, the form BFCL's prompts ask for), naming only the request's functions;
+otherwise it is text content.
 
 `tool_choice`: "none" leaves the tools out of the prompt and never reads calls; "auto" (the
 default) lets the model choose; "required" and a named function constrain the reply to a JSON
-array of valid calls (of any of the functions, or of that one) whose arguments match each
-function's `parameters` schema: the grammar that enforces it is compiled like any other
-(`hvd.constraints.grammar`). A choice that names no function of `tools`, a choice that is not one
-of those four, or one given without tools, is a 400.
+array of valid calls, whatever the template's own format (of any of the functions, or of that
+one), whose arguments match each function's `parameters` schema: the grammar that enforces it is
+compiled like any other (`hvd.constraints.grammar`). A choice that names no function of `tools`,
+a choice that is not one of those four, or one given without tools, is a 400.
+`parallel_tool_calls: false` allows one call a reply: an enforced choice's grammar takes one,
+and of a reply with more calls only the first is read.
 """
 from __future__ import annotations
 
 import ast
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -29,6 +37,8 @@ from hvd.serve.errors import bad_request
 PROMPT = ("You can call the following functions. To call one or more, reply with only a JSON array of calls: "
           '[{"name": "<function name>", "arguments": {<arguments>}}].\n')
 CHOICES = ("none", "auto", "required")
+TAG = "<tool_call>"
+TAGGED = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class Tools:
     functions: tuple[dict, ...]  # each {"name", "description"?, "parameters"?}
     choice: str  # "none" | "auto" | "required" | "named"
     named: Optional[str] = None  # the function a named choice requires
+    parallel: bool = True  # `parallel_tool_calls`: false = at most one call a reply
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -74,8 +85,11 @@ def parse_tools(body: dict) -> Optional[Tools]:
     names = [f["name"] for f in functions]
     if len(set(names)) != len(names):
         raise bad_request("'tools' names a function twice", "tools")
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise bad_request("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
     if choice is None or choice in CHOICES:
-        return Tools(tuple(functions), choice or "auto")
+        return Tools(tuple(functions), choice or "auto", parallel=parallel)
     named = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
     if not (isinstance(choice, dict) and choice.get("type", "function") == "function" and isinstance(named, str)):
         raise bad_request("'tool_choice' must be \"none\", \"auto\", \"required\" or "
@@ -83,12 +97,14 @@ def parse_tools(body: dict) -> Optional[Tools]:
     if named not in names:
         raise bad_request(f"'tool_choice' names the function {named!r}, which is not in 'tools' "
                           f"({', '.join(names)})", "tool_choice")
-    return Tools(tuple(functions), "named", named)
+    return Tools(tuple(functions), "named", named, parallel)
 
 
 def system_text(tools: Tools) -> str:
     """What the model is told about the tools (the fallback prompt)."""
     text = PROMPT + "\n".join(json.dumps(f) for f in tools.functions)
+    if not tools.parallel:
+        text += "\nCall at most one function at a time."
     if tools.choice == "required":
         text += "\nYou must call at least one function."
     elif tools.choice == "named":
@@ -102,23 +118,43 @@ def call_grammar(tools: Tools) -> Optional[GrammarSpec]:
         return None
     chosen = [(f["name"], f["parameters"]) for f in tools.functions
               if tools.choice == "required" or f["name"] == tools.named]
-    return GrammarSpec.json_schema(calls_schema(chosen))
+    return GrammarSpec.json_schema(calls_schema(chosen, None if tools.parallel else 1))
 
 
 def read_calls(text: str, tools: Tools) -> Optional[list[dict]]:
     """The reply's calls in the OpenAI shape, or None where the reply is not calls of `tools`."""
     if not tools.offered:
         return None
-    pairs = _json_calls(text)
+    pairs = _tagged_calls(text)
+    if pairs is None:
+        pairs = _json_calls(text)
     if pairs is None:
         pairs = _python_calls(text)
     if not pairs or any(name not in tools.names for name, _ in pairs):
         return None
+    pairs = pairs if tools.parallel else pairs[:1]  # one call a reply: the first
     return [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
              "function": {"name": name, "arguments": json.dumps(args)}} for name, args in pairs]
 
 
+def _tagged_calls(text: str) -> Optional[list[tuple[str, dict]]]:
+    """Calls in tags, each `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (the format of
+    ChatML templates with tools), nothing else in the reply but white space."""
+    blocks = TAGGED.findall(text)
+    if not blocks or TAGGED.sub("", text).strip():
+        return None
+    out = []
+    for block in blocks:
+        calls = _json_calls(block)
+        if calls is None or len(calls) != 1:
+            return None
+        out += calls
+    return out
+
+
 def _json_calls(text: str) -> Optional[list[tuple[str, dict]]]:
+    """A JSON array of calls, or one call; each {"name", "arguments"} ("parameters" too, the word
+    of Llama 3.1's format)."""
     try:
         doc = json.loads(_unfenced(text))
     except ValueError:
@@ -128,9 +164,10 @@ def _json_calls(text: str) -> Optional[list[tuple[str, dict]]]:
         return None
     out = []
     for c in doc:
-        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not isinstance(c.get("arguments", {}), dict):
+        args = c.get("arguments", c.get("parameters", {})) if isinstance(c, dict) else None
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not isinstance(args, dict):
             return None
-        out.append((c["name"], c.get("arguments", {})))
+        out.append((c["name"], args))
     return out
 
 
@@ -168,8 +205,8 @@ def _unfenced(text: str) -> str:
     return text.removesuffix("```").strip()
 
 
-def render_calls(calls: Any, i: int) -> str:
-    """An assistant turn's `tool_calls`, as the model is asked to write them (history)."""
+def history_calls(calls: Any, i: int) -> list[dict]:
+    """messages[i]'s `tool_calls`, checked: each {"id" (or None), "name", "arguments" (an object)}."""
     if not isinstance(calls, list) or not calls:
         raise bad_request(f"messages[{i}].tool_calls must be a non-empty list", f"messages[{i}].tool_calls")
     out = []
@@ -184,5 +221,11 @@ def render_calls(calls: Any, i: int) -> str:
         if not isinstance(name, str) or not isinstance(args, dict):
             raise bad_request(f"messages[{i}].tool_calls: each needs function.name and function.arguments "
                               "(a JSON object, or its text)", f"messages[{i}].tool_calls")
-        out.append({"name": name, "arguments": args})
-    return json.dumps(out)
+        call_id = c.get("id")
+        out.append({"id": call_id if isinstance(call_id, str) else None, "name": name, "arguments": args})
+    return out
+
+
+def render_calls(calls: list[dict]) -> str:
+    """Checked calls (`history_calls`) as the fallback prompt asks the model to write them."""
+    return json.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in calls])

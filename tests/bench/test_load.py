@@ -54,6 +54,27 @@ def test_the_summary_counts_answers_that_differ_from_the_servers_own_solo_answer
     assert rows[0]["tau"] == 2.0 and rows[0]["by_kind"]["edit"] == 4.0
 
 
+def test_apart_each_kind_and_level_plays_agents_of_its_own():
+    plan = load.apart_plan(load.LoadConfig(levels=(1, 8), edits=2, tools=0, chats=3, apart=True))
+    assert [(k, lv, len(e)) for k, lv, e in plan] == [("edit", 1, 2), ("edit", 8, 2), ("chat", 1, 3), ("chat", 8, 3)]
+    ids = [e.id for _, _, eps in plan for e in eps]
+    assert len(ids) == len(set(ids))  # no run repeats another's prompts
+    with pytest.raises(RuntimeError, match="held-out episodes"):
+        load.apart_plan(load.LoadConfig(levels=(1,), chats=10 ** 4, edits=0, tools=0, apart=True))
+
+
+def test_apart_summary_is_the_median_over_rounds():
+    def run(r, tps, text, tau=None):
+        return {"server": "peer", "kind": "chat", "concurrency": 8, "round": r, "tokens_per_second": tps, "tau": tau,
+                "requests": [{"episode": "e", "i": 0, "text": text}]}
+
+    rows = load.summarize_apart({"runs": [run(0, 10.0, "a", 2.0), run(1, 30.0, "a", 3.0), run(2, 12.0, "b", 1.5)]})
+    assert [(r["kind"], r["concurrency"], r["tokens_per_second"], r["tau"], r["differs"]) for r in rows] == \
+        [("chat", 8, 12.0, 2.0, 1)]
+    assert rows[0]["runs_tokens_per_second"] == [10.0, 30.0, 12.0]
+    assert "| peer | 12.0 (τ 2.00) |" in load.apart_table(rows) and "chat x8" in load.apart_table(rows)
+
+
 @pytest.mark.parametrize("kind", ["edit", "tools"])
 def test_every_agent_kind_has_its_episodes(kind):
     cfg = load.LoadConfig(edits=1 if kind == "edit" else 0, tools=1 if kind == "tools" else 0, chats=0)

@@ -180,6 +180,7 @@ BAD = [  # (body changes, words in the message)
                                                                             "dependentSchemas": {"a": {}}}}}},
      "dependentSchemas"),
     ({"response_format": {"type": "json_object"}, "tools": TOOLS, "tool_choice": "required"}, "cannot be combined"),
+    ({"tools": TOOLS, "parallel_tool_calls": "no"}, "'parallel_tool_calls' must be true or false"),
 ]
 
 
@@ -202,6 +203,12 @@ def test_invalid_choices_and_unsupported_schemas_are_400s(url, change, words):
     ("[weather(city='oslo', days=3), clock(zone='utc')]", [("weather", {"city": "oslo", "days": 3}),
                                                            ("clock", {"zone": "utc"})]),
     ("```python\n[clock(zone='utc')]\n```", [("clock", {"zone": "utc"})]),
+    ('<tool_call>{"name": "clock", "arguments": {"zone": "utc"}}</tool_call>\n'
+     '<tool_call>{"name": "weather", "arguments": {"city": "rome", "days": 1}}</tool_call>',
+     [("clock", {"zone": "utc"}), ("weather", {"city": "rome", "days": 1})]),  # a ChatML template's format
+    ('{"name": "clock", "parameters": {"zone": "utc"}}', [("clock", {"zone": "utc"})]),  # Llama 3.1's word
+    ('Sure: <tool_call>{"name": "clock", "arguments": {}}</tool_call>', None),  # text beside the tags
+    ('<tool_call>{"name": "clock"', None),  # cut short
     ("[teleport(to='mars')]", None),  # not a function of the request
     ("It is sunny.", None),
     ("[1, 2]", None),
@@ -213,9 +220,82 @@ def test_replies_are_read_as_calls_only_when_they_are_calls(text, calls):
     assert tooling.read_calls(text, tooling.parse_tools({"tools": TOOLS, "tool_choice": "none"})) is None
 
 
+def test_without_parallel_calls_one_call_is_read_and_enforced():
+    one = tooling.parse_tools({"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False})
+    got = tooling.read_calls('[{"name": "clock", "arguments": {"zone": "utc"}}, '
+                             '{"name": "clock", "arguments": {"zone": "cet"}}]', one)
+    assert [json.loads(c["function"]["arguments"]) for c in got] == [{"zone": "utc"}]
+    assert json.loads(tooling.call_grammar(one).source)["maxItems"] == 1
+    assert "maxItems" not in json.loads(tooling.call_grammar(tooling.parse_tools(
+        {"tools": TOOLS, "tool_choice": "required"})).source)
+
+
 def test_the_call_grammar_of_a_named_choice_is_that_function_alone():
     spec = tooling.call_grammar(tooling.parse_tools({"tools": TOOLS, "tool_choice": {"type": "function",
                                                                                      "function": {"name": "clock"}}}))
     schema = json.loads(spec.source)
     assert isinstance(spec, GrammarSpec) and schema["items"]["properties"]["name"] == {"const": "clock"}
     assert tooling.call_grammar(tooling.parse_tools({"tools": TOOLS})) is None  # auto: not enforced
+
+
+# ---- a chat template with a tool format (hvd/chat_template.py, examples/chatml-tools.jinja) ----
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "examples" / "chatml-tools.jinja"
+
+
+@pytest.fixture(scope="module")
+def native_engine() -> Engine:
+    """The tiny Llama whose tokenizer has a ChatML template that reads `tools`."""
+    from hvd import chat_template
+    from hvd.targets.exact import ExactLlamaTarget
+
+    tok = char_tokenizer()
+    chat_template.install(tok, chat_template.read_template(TEMPLATE))
+    return Engine(ExactLlamaTarget(tiny_llama(seed=4, max_position_embeddings=4096)), tok)
+
+
+def test_a_template_with_a_tool_format_gets_the_tools_and_structured_calls(native_engine):
+    from hvd.serve.requests import ServeContext, chat_messages, parse_chat
+
+    assert native_engine.template_tools
+    seen = []
+    ctx = ServeContext(MODEL, ("ar",), "ar", 4096, lambda m, **kw: seen.append((m, kw)) or [1, 2, 3], None,
+                       template_tools=True)
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "rome", "days": 2}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    parse_chat({"model": MODEL, "messages": history, "tools": TOOLS}, ctx)
+    messages, kw = seen[-1]
+    assert kw == {"tools": TOOLS} and messages[0] == ASK[0]  # no fallback system prompt
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "weather", "arguments": {"city": "rome", "days": 2}}
+    assert messages[2] == {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
+    parse_chat({"model": MODEL, "messages": ASK, "tools": TOOLS, "tool_choice": "none"}, ctx)
+    assert seen[-1] == (ASK, {})  # none: the template is not given the tools
+    text = native_engine.tokenizer.apply_chat_template(chat_messages({"messages": history}, native=True),
+                                                       tools=TOOLS, add_generation_prompt=True, tokenize=False)
+    assert "<tools>" in text and '"name": "clock"' in text
+    assert '<tool_call>{"name": "weather", "arguments": {"city": "rome", "days": 2}}</tool_call>' in text
+    assert "<tool_response>sunny</tool_response>" in text
+
+
+def test_through_a_live_server_a_tool_format_template_forces_and_round_trips_calls(native_engine):
+    from openai import OpenAI
+
+    with live_server(native_engine, method="suffix") as url:
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        first = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, max_tokens=200, temperature=0,
+                                               tool_choice="required", parallel_tool_calls=False).choices[0]
+        assert first.finish_reason == "tool_calls" and len(first.message.tool_calls) == 1  # one call: its grammar
+        check_calls(first.message.tool_calls, {"weather", "clock"})
+        call = first.message.tool_calls[0]
+        history = ASK + [{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 c"}]
+        r = client.chat.completions.create(model=MODEL, messages=history, tools=TOOLS, max_tokens=12, temperature=0,
+                                           extra_body={"speculative": {"method": "ar"}})
+        ids = native_engine.encode([{**m, "content": m["content"] or ""} if m["role"] != "assistant" else
+                                    {"role": "assistant", "content": "", "tool_calls": [
+                                        {"id": call.id, "type": "function", "function": {
+                                            "name": call.function.name,
+                                            "arguments": json.loads(call.function.arguments)}}]}
+                                    for m in history], tools=TOOLS)
+        assert r.usage.prompt_tokens == len(ids)  # the template rendered the calls and the result
