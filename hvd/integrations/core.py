@@ -11,6 +11,10 @@ decides what to propose. Arms, token-level (no GPU memory of their own):
   the cut. Chains only: vLLM verifies one chain a row.
 - `suffix`: the cache arm alone, its most frequent chain.
 
+Under load (hvd/integrations/goodput.py): each row's budget is capped where the request's measured
+acceptance no longer pays for the rows a draft adds to the batch, so an arm whose estimates were
+learnt on other traffic cannot over-draft a busy batch.
+
 Pricing. The core cannot time the target, only the calls: the seconds from the end of one
 `step` to the start of the next are vLLM's step (one forward over every row, sampling,
 scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the rows the step
@@ -42,6 +46,7 @@ from typing import Any, Callable, Optional, Sequence
 from hvd.cost.batch import BatchStepCost
 from hvd.cost.curve import SIZES, VerifyCost
 from hvd.drafters.base import DecodeContext, Drafter, LearnsCost
+from hvd.integrations.goodput import RowRecord, cap, price
 from hvd.types import Draft
 
 METHODS = ("hvd", "suffix")
@@ -151,6 +156,8 @@ class SpeculationCore:
         self._learns_cost = isinstance(self.drafter, LearnsCost)  # its forks learn each verify's charge
         self._counts = _Counts()
         self._ended_at: Optional[float] = None
+        self._records: dict[int, RowRecord] = {}  # by id of a request's drafter: its drafts' acceptance
+        self._verified = (0, 0)  # the last step's rows to verify, and its requests
         log = os.environ.get("HVD_VLLM_LOG")
         self._log = open(log, "a", buffering=1) if log else None
 
@@ -162,6 +169,7 @@ class SpeculationCore:
 
     def finish(self, drafter: Drafter, output: Sequence[int]) -> None:
         """A request is over: its output enters the cross-request store."""
+        self._records.pop(id(drafter), None)
         drafter.end(output)
 
     def step(self, rows: Sequence[Row], prefilled: bool) -> list[list[int]]:
@@ -171,26 +179,34 @@ class SpeculationCore:
         waited = None if self._ended_at is None else started - self._ended_at
         if waited is not None:
             self._charge(waited, prefilled)
+        theta = 0.0 if self.config.full_width else price(*self.batch.line(), len(rows))
         c = self._counts
         out: list[list[int]] = []
         arms: list[Optional[str]] = []
         for row in rows:
+            record = self._records.setdefault(id(row.drafter), RowRecord())
             if row.new:
                 row.drafter.observe(row.new)
+                record.saw(row.new)
             chain: list[int] = []
             arms.append(None)
-            if row.budget > 0:
-                draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None))
-                chain = main_chain(draft, row.budget)
+            budget = cap(record.alpha, theta, row.budget)  # what the batch's measured acceptance says pays
+            if budget > 0:
+                draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, budget, None))
+                chain = main_chain(draft, budget)
                 arms[-1] = draft.source
+                record.draft = tuple(chain)
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
+            if not chain:
+                record.fade()
             c.rows += 1
             c.drafted += bool(chain)
             c.draft_tokens += len(chain)
             out.append(chain)
         c.steps += 1
+        self._verified = (sum(self._width(len(d)) for d in out), len(out))
         if self._log is not None:
-            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": self.batch.line(),
+            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": self.batch.line(), "theta": theta,
                                         "rows": [[r.budget, len(d), a] for r, d, a in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
@@ -200,20 +216,24 @@ class SpeculationCore:
         fixed, per_row = self.batch.line()
         return CoreStats(c.steps, c.rows, c.drafted, c.draft_tokens, fixed, per_row)
 
+    def _width(self, nodes: int) -> int:
+        """The rows vLLM verifies for a row given `nodes` draft tokens."""
+        return self.config.max_draft + 1 if self.config.full_width else nodes + 1
+
     def _charge(self, seconds: float, prefilled: bool) -> None:
-        """The last step's verifies learn what they cost (`LearnsCost`)."""
+        """The step line learns the last step (every row, drafted or not); its verifies learn what
+        they cost (`LearnsCost`)."""
         pending, self._counts.pending = self._counts.pending, []
-        if not pending:
+        (rows, batch), self._verified = self._verified, (0, 0)
+        if not batch:
             return
-        width = (lambda v: self.config.max_draft + 1) if self.config.full_width else (lambda v: v.nodes + 1)
-        rows = sum(width(v) for v in pending)
         if not prefilled:
             self.batch.add(rows, seconds)
         elif self.batch.w == 0:
             return  # nothing fitted yet: the drafters keep their own clock for this step
         if self._learns_cost:
             for v in pending:
-                v.drafter.verified(v.nodes, self.batch.charge(width(v), len(pending)), v.context)
+                v.drafter.verified(v.nodes, self.batch.charge(self._width(v.nodes), batch), v.context)
 
 
 def main_chain(draft: Draft, k: int) -> list[int]:

@@ -68,6 +68,7 @@ class HvdProposer:
                 rows.append(None)
                 continue
             state, seen = self.rows.find(token_ids_cpu[i, :n].tolist(), len(sampled))
+            prefilled = prefilled or len(seen) > len(sampled)  # an agent's next turn: its new prompt ran
             budget = max(min(self.k, self.max_model_len - n - 1), 0)
             rows.append(Row(state.value, state.tokens, state.prompt_len, seen, budget))
         prefilled = prefilled or len(self.rows) > known  # a request joined: its prompt ran this step

@@ -209,6 +209,6 @@ def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
     p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
     run(p, workload(1, True, n=3), lambda rows: 0.01 + 0.001 * rows, batch=3)
     lines = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
-    assert lines and all(set(x) == {"seconds", "prefilled", "line", "rows"} for x in lines)
+    assert lines and all(set(x) == {"seconds", "prefilled", "line", "theta", "rows"} for x in lines)
     assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a in x["rows"])
     assert any(n > 0 for x in lines for _, n, _ in x["rows"])  # copies are drafted
