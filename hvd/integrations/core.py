@@ -30,9 +30,9 @@ The predictor ships for the default model's vocabulary (SmolLM2); for another, `
 back to the `suffix` arm with a warning on stderr.
 
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
-seconds since the last step and whether it prefilled, the fitted line, and per row its budget,
-its draft's length and the arm that drafted it (`hvd` chooses: the suffix arm, `aded-greedy`,
-or `ar` for no draft).
+seconds since the last step and whether it prefilled, the fitted line, a row's price `theta`
+(goodput.py), and per row its budget, its draft's length and the arm that drafted it (`hvd`
+chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the cap left no budget).
 """
 from __future__ import annotations
 
