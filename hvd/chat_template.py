@@ -9,6 +9,7 @@ fallback prompt of hvd/serve/tools.py instead.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -19,18 +20,26 @@ _EXTENSIONS = ("jinja2.ext.loopcontrols",)
 _PROBE = [{"role": "user", "content": "Hello."}]
 
 
+def _parse(template: str):
+    """Jinja's syntax tree of `template` (jinja2.TemplateSyntaxError if it is not Jinja)."""
+    import jinja2
+
+    return jinja2.Environment(extensions=list(_EXTENSIONS)).parse(template)
+
+
+@functools.lru_cache(maxsize=8)
 def reads_tools(template: Optional[str]) -> bool:
-    """Whether `template` reads the `tools` it is given (False for none, or one Jinja cannot parse)."""
+    """Whether `template` reads the `tools` it is given (False for none, or one Jinja cannot parse);
+    parsed once per template, not per request."""
     if not template:
         return False
     import jinja2
     import jinja2.meta
 
     try:
-        parsed = jinja2.Environment(extensions=list(_EXTENSIONS)).parse(template)
+        return "tools" in jinja2.meta.find_undeclared_variables(_parse(template))
     except jinja2.TemplateSyntaxError:
         return False
-    return "tools" in jinja2.meta.find_undeclared_variables(parsed)
 
 
 def read_template(path: str | Path) -> str:
@@ -42,7 +51,7 @@ def read_template(path: str | Path) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read the chat template {path}: {e}") from None
     try:
-        jinja2.Environment(extensions=list(_EXTENSIONS)).parse(text)
+        _parse(text)
     except jinja2.TemplateSyntaxError as e:
         raise InputError(f"the chat template {path} is not valid Jinja: line {e.lineno}: {e.message}") from None
     return text

@@ -468,19 +468,7 @@ class _Cut:
     def made(self, draft: Draft) -> bool:
         """Whether `draft` is a rooted part of one this cut returned (each of its paths is one of
         that draft's paths, so the grammar allows it)."""
-        return any(draft is d or _within(draft, d) for d in self._made)
-
-
-def _within(part: Draft, whole: Draft) -> bool:
-    """Whether every node of `part` is a node of `whole`: the same token under the same path."""
-    index = {(p, t): i for i, (t, p) in enumerate(zip(whole.tokens, whole.parents))}
-    mapped: list[int] = []
-    for t, p in zip(part.tokens, part.parents):
-        j = index.get((-1 if p < 0 else mapped[p], t))
-        if j is None:
-            return False
-        mapped.append(j)
-    return True
+        return any(draft is d or len(d.union(draft)) == len(d) for d in self._made)  # union adds no node
 
 
 def _is_token_ids(prompt) -> bool:
