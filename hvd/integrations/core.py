@@ -150,7 +150,7 @@ class SpeculationCore:
     def __init__(self, config: CoreConfig, vocab_size: int, clock: Callable[[], float] = time.perf_counter,
                  drafter: Optional[Drafter] = None) -> None:
         """`drafter`: the shared drafter to fork per request (None: `build_drafter`)."""
-        self.config, self.clock = config, clock
+        self.config, self.clock, self.vocab_size = config, clock, vocab_size
         self.drafter = drafter if drafter is not None else build_drafter(config.method, vocab_size)
         self.batch = BatchStepCost()
         self._learns_cost = isinstance(self.drafter, LearnsCost)  # its forks learn each verify's charge
@@ -160,6 +160,20 @@ class SpeculationCore:
         self._verified = (0, 0)  # the last step's rows to verify, and its requests
         log = os.environ.get("HVD_VLLM_LOG")
         self._log = open(log, "a", buffering=1) if log else None
+
+    def warm_up(self) -> None:
+        """Runs a made-up request through a spare drafter built like this core's (`build_drafter`),
+        so that compiling the arms' kernels and loading their tables (seconds on a fresh install)
+        happens when vLLM loads the model, not in a user's first request. Nothing this core has
+        learnt or stores is touched."""
+        spare = build_drafter(self.config.method, self.vocab_size).for_request()
+        text = [t % self.vocab_size for t in range(1, 33)] * 4
+        spare.begin(text[:64])
+        for n in range(64, len(text)):
+            spare.observe(text[n:n + 1])
+            draft = spare.propose(DecodeContext(text[:n + 1], 64, min(self.config.max_draft, 8), None))
+            if len(draft.tokens) and isinstance(spare, LearnsCost):
+                spare.verified(len(draft.tokens), PRIOR_STEP, n + 1)
 
     def start(self, prompt: Sequence[int]) -> Drafter:
         """A new request's drafter, having read its prompt."""

@@ -3,14 +3,15 @@
 vLLM's `custom_class` proposer (vLLM <= 0.33) is called each step with every row's token
 history and no request ids, and rows move when requests finish. `RowStates` keeps one state per
 request and finds it again by the history itself: a state matches a row whose tokens extend
-the state's own (its first tokens hashed, its last ones compared), and each state serves at
+the state's own (its first tokens hashed — a prompt's first HEAD, or all of a shorter one —
+its last ones compared), and each state serves at
 most one row a step, so two requests with the same prompt keep separate states. A state not
 seen for `idle_steps` calls is over (its request finished) and is handed to `on_end`; at most
 `max_states` are kept (least recently seen first out).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -35,6 +36,7 @@ class RowStates:
         self._by_key: dict[tuple, list[RowState]] = {}
         self._lru: OrderedDict[int, RowState] = OrderedDict()
         self._claimed: set[int] = set()  # states serving a row this step
+        self._short: Counter[int] = Counter()  # key lengths under HEAD (prompts that short) in use
         self.step = 0
 
     def __len__(self) -> int:
@@ -47,20 +49,25 @@ class RowStates:
     def find(self, history: Sequence[int], new: int) -> tuple[RowState, list[int]]:
         """The state of the request whose row holds `history` (the last `new` tokens just
         committed), and the tokens it has not seen yet; a new request's state (prompt: all but
-        the last `new`) when none matches."""
-        key = tuple(history[:HEAD])
-        for s in self._by_key.get(key, ()):
-            n = len(s.tokens)
-            if id(s) not in self._claimed and n <= len(history) and list(history[max(0, n - TAIL):n]) == s.tokens[-TAIL:]:
-                self._claim(s)
-                seen = list(history[n:])
-                s.tokens.extend(seen)
-                return s, seen
-        prompt = list(history[: len(history) - new])
-        s = RowState(prompt, len(prompt), self.make(prompt), key=key)
-        self._by_key.setdefault(key, []).append(s)
+        the last `new`) when none matches. `history` may be a numpy row: only its head, a known
+        state's tail and the unseen tokens are read, so a step costs what is new, not the whole
+        history."""
+        head = _ints(history[:HEAD])
+        for length in (HEAD, *(n for n in self._short if n < len(head))):
+            for s in self._by_key.get(tuple(head[:length]), ()):
+                n = len(s.tokens)
+                if id(s) not in self._claimed and n <= len(history) and _ints(history[max(0, n - TAIL):n]) == s.tokens[-TAIL:]:
+                    self._claim(s)
+                    seen = _ints(history[n:])
+                    s.tokens.extend(seen)
+                    return s, seen
+        prompt = _ints(history[: len(history) - new])
+        s = RowState(prompt, len(prompt), self.make(prompt), key=tuple(prompt[:HEAD]))
+        if len(s.key) < HEAD:
+            self._short[len(s.key)] += 1
+        self._by_key.setdefault(s.key, []).append(s)
         self._claim(s)
-        seen = list(history[len(prompt):])
+        seen = _ints(history[len(prompt):])
         s.tokens.extend(seen)
         self._evict(keep=s)
         return s, seen
@@ -90,4 +97,13 @@ class RowStates:
             group.remove(s)
             if not group:
                 del self._by_key[s.key]
+            if len(s.key) < HEAD:
+                self._short[len(s.key)] -= 1
+                if not self._short[len(s.key)]:
+                    del self._short[len(s.key)]
         self.on_end(s)
+
+
+def _ints(tokens: Sequence[int]) -> list[int]:
+    """A slice of a history as a list of Python ints (a numpy slice's `tolist`)."""
+    return tokens.tolist() if hasattr(tokens, "tolist") else list(tokens)

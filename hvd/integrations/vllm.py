@@ -52,7 +52,9 @@ class HvdProposer:
         return self.core.drafter
 
     def load_model(self, *args, **kwargs) -> None:
-        """No model: the drafts are token-level."""
+        """No model of its own (the drafts are token-level): the drafter's kernels and tables are
+        readied here, at vLLM's start, instead of in the first request (`SpeculationCore.warm_up`)."""
+        self.core.warm_up()
 
     def propose(self, sampled_token_ids: Sequence[Sequence[int]], num_tokens_no_spec: np.ndarray,
                 token_ids_cpu: np.ndarray, slot_mappings=None, **kwargs) -> list[list[int]]:
@@ -67,7 +69,7 @@ class HvdProposer:
                 prefilled = True  # a prompt in chunks: this step ran a part of it
                 rows.append(None)
                 continue
-            state, seen = self.rows.find(token_ids_cpu[i, :n].tolist(), len(sampled))
+            state, seen = self.rows.find(token_ids_cpu[i, :n], len(sampled))
             prefilled = prefilled or len(seen) > len(sampled)  # an agent's next turn: its new prompt ran
             budget = max(min(self.k, self.max_model_len - n - 1), 0)
             rows.append(Row(state.value, state.tokens, state.prompt_len, seen, budget))

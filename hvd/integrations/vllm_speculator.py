@@ -65,6 +65,7 @@ class HvdSpeculator(BaseSpeculator):
         config = read_options(getattr(spec, "speculator_options", None), self.k)
         self.config = replace(config, full_width=not self.enable_adaptive_verification)
         self.core = SpeculationCore(self.config, self.vocab_size)
+        self.core.warm_up()  # kernels and tables readied at start, not in the first request
         self.draft_token_confidence_probs = torch.zeros(req_states.max_num_reqs, self.k, dtype=torch.float32,
                                                         device=device)
         self._requests: dict[int, _Request] = {}  # by request-state slot

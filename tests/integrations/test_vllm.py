@@ -212,3 +212,28 @@ def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
     assert lines and all(set(x) == {"seconds", "prefilled", "line", "theta", "rows"} for x in lines)
     assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a in x["rows"])
     assert any(n > 0 for x in lines for _, n, _ in x["rows"])  # copies are drafted
+
+
+def test_a_numpy_row_finds_the_same_states_as_a_list():
+    made = []
+    lists, arrays = (RowStates(lambda prompt: made.append(list(prompt)) or len(made), lambda s: None) for _ in range(2))
+    history = np.array([4, 5, 6, 7, 8, 9], dtype=np.int32)
+    for n, new in [(4, 1), (5, 1), (6, 1)]:
+        for states, row in [(lists, history[:n].tolist()), (arrays, history[:n])]:
+            states.begin_step()
+            s, seen = states.find(row, new)
+            assert seen == history[n - new:n].tolist() and all(type(t) is int for t in s.tokens)
+            states.end_step()
+    assert made == [[4, 5, 6], [4, 5, 6]]  # one state each (a prompt under HEAD tokens), found again as the row grew
+
+
+@pytest.mark.parametrize("proposer", PROPOSERS)
+def test_loading_readies_the_drafter_without_touching_what_it_learns(proposer):
+    p = proposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    p.load_model(None)
+    assert p.core.stats().steps == 0 and len(p.rows) == 0
+    fresh = proposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    tokens = [5, 6, 7, 8] * 10
+    ids = np.zeros((1, MAX_LEN), dtype=np.int64)
+    ids[0, :40] = tokens
+    assert p.propose([[8]], np.array([40]), ids) == fresh.propose([[8]], np.array([40]), ids)
