@@ -22,19 +22,17 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hvd.bench.servers import Server, hvd_server, llama_server, wait_healthy
 from hvd.data.bfcl import run_tool_call
 from hvd.data.episodes import Episode, edit_episodes, tool_episodes
 
 LLAMA_SPEC = {"llama-server": (), "llama-server ngram-mod": ("--spec-type", "ngram-mod"),
               "llama-server ngram-cache": ("--spec-type", "ngram-cache")}
-START_TIMEOUT = 600.0  # seconds a server may take to load (a first start converts the GGUF)
 
 
 @dataclass(frozen=True)
@@ -50,23 +48,6 @@ class AgentBenchConfig:
     dtype: str = "auto"
     llama_server: Optional[str] = None  # path of a llama-server binary: run it as the peer
     gguf: Optional[str] = None  # the GGUF file llama-server loads (default: the default model's)
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    body: dict = field(default_factory=dict)  # extra body of every request
-    cold: bool = False  # empty the shared store before each episode
-    proc: Optional[subprocess.Popen] = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def parse_calls(text: str) -> list[str]:
@@ -128,54 +109,13 @@ def _timings(resp) -> dict:
 # ---- servers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(server: Server, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.proc is not None and server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with status {server.proc.returncode}; see {log}")
-        try:
-            if httpx.get(server.url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{server.name} did not become healthy in {START_TIMEOUT:.0f} s; see {log}")
-
-
 def start_hvd(method: str, cold: bool, cfg: AgentBenchConfig, logs: Path) -> Server:
-    port = free_port()
-    cmd = [sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", method,
-           "--threads", str(cfg.threads), "--dtype", cfg.dtype]
-    if cfg.model:
-        cmd += ["--model", cfg.model]
     name = f"hvd {method}" + ("" if method == "ar" else " cold" if cold else " warm")
-    log = logs / f"{name.replace(' ', '-')}.log"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=_env(cfg.threads))
-    return Server(name, f"http://127.0.0.1:{port}/v1", {"speculative": {"method": method}}, cold, proc)
+    return hvd_server(name, method, logs, cfg.threads, cfg.dtype, cfg.model, cold=cold)
 
 
 def start_llama(name: str, cfg: AgentBenchConfig, gguf: str, logs: Path) -> Server:
-    port = free_port()
-    cmd = [cfg.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(cfg.threads),
-           "-tb", str(cfg.threads), "-c", "8192", "-np", "1", "--jinja", "--metrics", *LLAMA_SPEC[name]]
-    log = logs / f"{name.replace(' ', '-')}.log"
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(cfg.threads))
-    return Server(name, f"http://127.0.0.1:{port}/v1", {}, False, proc)
-
-
-def _env(threads: int) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return llama_server(name, cfg.llama_server, gguf, logs, cfg.threads, ("-c", "8192", "-np", "1", *LLAMA_SPEC[name]))
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -199,7 +139,7 @@ def run(cfg: AgentBenchConfig, logs: Path, say=print) -> dict:
             gguf = cfg.gguf or str(loader.resolve(cfg.model) if cfg.model else loader.default_model_path())
             servers += [start_llama(n, cfg, gguf, logs) for n in LLAMA_SPEC]
         for s in servers:
-            _wait_healthy(s, logs)
+            wait_healthy(s, logs)
         say(f"agent-bench: {len(servers)} servers up; {len(episodes)} episodes, {len(warmup)} warm-up episodes")
         clients = {s.name: openai.OpenAI(base_url=s.url, api_key="none", timeout=600, max_retries=0) for s in servers}
         ids = {n: c.models.list().data[0].id for n, c in clients.items()}

@@ -39,14 +39,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from hvd.bench.agent import Server, _env, _wait_healthy, free_port, parse_calls
+from hvd.bench.agent import parse_calls
+from hvd.bench.servers import Server, environment, free_port, hvd_server, llama_server, spawn, wait_healthy
 from hvd.data.bfcl import call_text, run_tool_call
 from hvd.data.episodes import Episode, chat_episodes, edit_episodes, tool_episodes
 
@@ -218,24 +217,14 @@ def reset(server: Server, slots: int) -> None:
 
 
 def start_hvd(method: str, cfg: LoadConfig, logs: Path) -> Server:
-    port = free_port()
-    cmd = [sys.executable, "-m", "hvd.cli", "serve", "--port", str(port), "--method", method, "--threads",
-           str(cfg.threads), "--dtype", cfg.dtype, "--max-batch", str(max(cfg.levels))]
-    if cfg.model:
-        cmd += ["--model", cfg.model]
-    log = logs / f"hvd-{method}.log"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=_env(cfg.threads))
-    return Server(f"hvd {method}", f"http://127.0.0.1:{port}/v1", {"speculative": {"method": method}}, True, proc)
+    return hvd_server(f"hvd {method}", method, logs, cfg.threads, cfg.dtype, cfg.model,
+                      ("--max-batch", str(max(cfg.levels))), cold=True)
 
 
 def start_llama(name: str, cfg: LoadConfig, gguf: str, logs: Path) -> Server:
-    port, slots = free_port(), max(cfg.levels)
-    cmd = [cfg.llama_server, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(cfg.threads),
-           "-tb", str(cfg.threads), "-c", str(8192 * slots), "-np", str(slots), "--jinja", "--metrics",
-           "--slot-save-path", str(logs), "--cache-ram", "0", *LLAMA[name]]
-    log = logs / f"{name.replace(' ', '-')}.log"
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env(cfg.threads))
-    return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
+    slots = max(cfg.levels)
+    args = ("-c", str(8192 * slots), "-np", str(slots), "--slot-save-path", str(logs), "--cache-ram", "0", *LLAMA[name])
+    return llama_server(name, cfg.llama_server, gguf, logs, cfg.threads, args, cold=True)
 
 
 def vllm_name(config: str) -> str:
@@ -252,11 +241,9 @@ def start_vllm(config: str, cfg: LoadConfig, logs: Path) -> Server:
     if VLLM_SPECS[config] is not None:
         cmd += ["--speculative-config", json.dumps(VLLM_SPECS[config])]
     # this working tree's hvd; of the general plugins only hvd's (arctic-inference's patches vLLM 0.26)
-    env = {**_env(cfg.threads), "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_SERVER_DEV_MODE": "1",
-           "PYTHONPATH": str(Path(hvd.__file__).resolve().parents[1]), "VLLM_PLUGINS": "hvd"}
-    log = logs / f"{name.replace(' ', '-')}.log"
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    return Server(name, f"http://127.0.0.1:{port}/v1", {}, True, proc)
+    env = environment(cfg.threads, VLLM_CPU_KVCACHE_SPACE="4", VLLM_SERVER_DEV_MODE="1",
+                      PYTHONPATH=str(Path(hvd.__file__).resolve().parents[1]), VLLM_PLUGINS="hvd")
+    return spawn(name, cmd, port, logs / f"{name.replace(' ', '-')}.log", cfg.threads, cold=True, env=env)
 
 
 def servers_for(cfg: LoadConfig, logs: Path) -> list[Callable[[], Server]]:
@@ -358,14 +345,12 @@ def summarize_apart(report: dict) -> list[dict]:
     keys = dict.fromkeys((r["server"], r["kind"], r["concurrency"]) for r in report["runs"])
     for server, kind, level in keys:
         mine = [r for r in report["runs"] if (r["server"], r["kind"], r["concurrency"]) == (server, kind, level)]
-        first = {(q["episode"], q["i"]): q["text"] for q in mine[0]["requests"]}
         taus = [r["tau"] for r in mine if r.get("tau") is not None]
         rows.append({"server": server, "kind": kind, "concurrency": level,
                      "tokens_per_second": statistics.median(r["tokens_per_second"] for r in mine),
                      "runs_tokens_per_second": [round(r["tokens_per_second"], 1) for r in mine],
                      "tau": statistics.median(taus) if taus else None,
-                     "differs": max(sum(q["text"] != first.get((q["episode"], q["i"])) for q in r["requests"])
-                                    for r in mine),
+                     "differs": _differs(mine, _texts(mine[0])),
                      "requests": len(mine[0]["requests"])})
     return rows
 
@@ -391,7 +376,7 @@ def _started(start: Callable[[], Server], logs: Path, first: Episode):
     import openai
 
     server = start()
-    _wait_healthy(server, logs)
+    wait_healthy(server, logs)
     client = openai.OpenAI(base_url=server.url, api_key="none", timeout=1800, max_retries=0)
     model = client.models.list().data[0].id
     play(client, model, server, first, LoadConfig(max_tokens=8, tool_rounds=0))
@@ -412,14 +397,13 @@ def summarize(report: dict) -> list[dict]:
     solo: dict = {}  # server -> {(episode, request index): text} of its first run at the lowest concurrency
     for r in runs:
         if r["concurrency"] == lowest and r["server"] not in solo:
-            solo[r["server"]] = {(q["episode"], q["i"]): q["text"] for q in r["requests"]}
+            solo[r["server"]] = _texts(r)
     rows = []
     for server in dict.fromkeys(r["server"] for r in runs):
         for level in dict.fromkeys(r["concurrency"] for r in runs if r["server"] == server):
             mine = [r for r in runs if r["server"] == server and r["concurrency"] == level]
             reqs = [q for r in mine for q in r["requests"]]
-            differs = max(sum(q["text"] != solo[server].get((q["episode"], q["i"])) for q in r["requests"])
-                          for r in mine)
+            differs = _differs(mine, solo[server])
             rows.append({"server": server, "concurrency": level,
                          "tokens_per_second": max(r["tokens_per_second"] for r in mine),
                          "runs_tokens_per_second": [round(r["tokens_per_second"], 1) for r in mine],
@@ -430,6 +414,16 @@ def summarize(report: dict) -> list[dict]:
                          "by_kind": _by_kind(reqs),
                          "texts": hashlib.sha256("\x00".join(q["text"] for q in mine[0]["requests"]).encode()).hexdigest()[:12]})
     return rows
+
+
+def _texts(run: dict) -> dict:
+    """A run's answers by (episode, request index)."""
+    return {(q["episode"], q["i"]): q["text"] for q in run["requests"]}
+
+
+def _differs(runs: Sequence[dict], reference: dict) -> int:
+    """The most requests of one run whose text is not `reference`'s (`_texts`) for the same request."""
+    return max(sum(q["text"] != reference.get((q["episode"], q["i"])) for q in r["requests"]) for r in runs)
 
 
 def _by_kind(requests: Sequence[dict]) -> dict:

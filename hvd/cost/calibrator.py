@@ -73,8 +73,7 @@ class _Ratios:
     def ratio(self, b, scale, center: float = 1.0):
         """(prior x scale x center + realised) / (prior x scale + expected): `center` with no data.
         `b` and `scale` a bin and a float, or (k,) arrays of them (then (k,) ratios)."""
-        p = self.prior * scale
-        return (p * center + self.realised[b]) / (p + self.expected[b])
+        return _bin_ratio(self.prior * scale, center, self.realised[b], self.expected[b])
 
 
 class CostCalibrator:
@@ -129,6 +128,13 @@ class CostCalibrator:
 
 
 @njit(cache=True)
+def _bin_ratio(p, center, realised, expected):
+    """A bucket's ratio of realised to expected seconds, `p` pseudo-seconds of prior pulling it to
+    `center` (floats, or arrays of them)."""
+    return (p * center + realised) / (p + expected)
+
+
+@njit(cache=True)
 def _curve_seconds(n, sizes, seconds, slopes, extra):
     """A cost curve's seconds for n nodes `extra` context tokens past its own, as
     `VerifyCost.__call__` reads it (`slopes` empty: no context slope)."""
@@ -164,9 +170,8 @@ def _count_cost(n, seconds, extra, sizes, points, slopes, edges, realised, expec
     base = _curve_seconds(n, sizes, points, slopes, extra)
     b = np.searchsorted(edges, n, side="right")
     op = o_prior * points[0]  # as `CostCalibrator.at` reads the overall ratio
-    center = (op + o_realised[0]) / (op + o_expected[0])
-    p = prior * base
-    predicted = base * (p * center + realised[b]) / (p + expected[b])
+    center = _bin_ratio(op, 1.0, o_realised[0], o_expected[0])
+    predicted = base * _bin_ratio(prior * base, center, realised[b], expected[b])
     seen = min(max(seconds, predicted / clip), predicted * clip)
     _decayed_add(realised, expected, nodes, weight, counts, b, seen, base, n, decay)
     _decayed_add(o_realised, o_expected, o_nodes, o_weight, o_counts, 0, seen, base, n, o_decay)
@@ -187,15 +192,13 @@ def _calibrated(at, sizes, seconds, slopes, extra, buckets, realised, expected, 
         if counts[b] >= trust and weight[b] > 0:
             m = nodes[b] / weight[b]
             base = _curve_seconds(m, sizes, seconds, slopes, extra)
-            p = prior * base
             anchor_n[b] = m
-            anchor_rate[b] = base * ((p * center + realised[b]) / (p + expected[b])) / (m + 1.0)
+            anchor_rate[b] = base * _bin_ratio(prior * base, center, realised[b], expected[b]) / (m + 1.0)
     out = np.empty(at.shape[0])
     for i in range(at.shape[0]):
         base = _curve_seconds(at[i], sizes, seconds, slopes, extra)
-        p = prior * base
         b = buckets[i]
-        out[i] = base * ((p * center + realised[b]) / (p + expected[b]))
+        out[i] = base * _bin_ratio(prior * base, center, realised[b], expected[b])
         a = b
         if anchor_n[b] < 0:  # not trusted: the nearest trusted bucket below
             a = b - 1

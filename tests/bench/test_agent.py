@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from hvd.bench import agent
+from hvd.bench.servers import Server
 from hvd.data.episodes import Episode, edit_episodes, tool_episodes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
@@ -61,13 +62,13 @@ def test_play_runs_tool_rounds_and_every_method_has_the_same_conversation(url, m
         return real_create(**kw)
 
     monkeypatch.setattr(client.chat.completions, "create", create)
-    r = agent.play(client, MODEL, agent.Server("hvd ar", url + "/v1", {"speculative": {"method": "ar"}}), ep, cfg)
+    r = agent.play(client, MODEL, Server("hvd ar", url + "/v1", {"speculative": {"method": "ar"}}), ep, cfg)
     assert [(q["turn"], q["round"]) for q in r["requests"]] == [(0, 0), (0, 1), (1, 0)]
     assert seen[1][-1] == {"role": "tool", "content": 'add(a=1, b=2) -> {"result": 3}'}
     assert all(q["decode_seconds"] >= 0 and q["completion_tokens"] > 0 for q in r["requests"])
     for method in ("suffix", "hvd"):
         calls = iter([["add(a=1, b=2)"]])
-        other = agent.play(client, MODEL, agent.Server(method, url + "/v1", {"speculative": {"method": method}}), ep, cfg)
+        other = agent.play(client, MODEL, Server(method, url + "/v1", {"speculative": {"method": method}}), ep, cfg)
         assert other["conversation"] == r["conversation"]
 
 

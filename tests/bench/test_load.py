@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hvd.bench import load
-from hvd.bench.agent import Server
+from hvd.bench.servers import Server
 from hvd.data.episodes import Episode, chat_episodes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))

@@ -35,7 +35,7 @@ def prompts() -> list[list[dict]]:
 
 @contextlib.contextmanager
 def vllm_server(model: str, spec: dict | None):
-    from hvd.bench.agent import free_port
+    from hvd.bench.servers import free_port
 
     port = free_port()
     cmd = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--dtype", DTYPE,

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Optional
 
-from hvd.bench.agent import free_port
+from hvd.bench.servers import free_port
 from hvd.serve.app import ServeConfig
 from hvd.serve.command import Server, build
 
