@@ -3,11 +3,11 @@
 vLLM's `custom_class` proposer (vLLM <= 0.33) is called each step with every row's token
 history and no request ids, and rows move when requests finish. `RowStates` keeps one state per
 request and finds it again by the history itself: a state matches a row whose tokens extend
-the state's own (its first tokens hashed — a prompt's first HEAD, or all of a shorter one —
-its last ones compared), and each state serves at
-most one row a step, so two requests with the same prompt keep separate states. A state not
-seen for `idle_steps` calls is over (its request finished) and is handed to `on_end`; at most
-`max_states` are kept (least recently seen first out).
+the state's own (its prompt's first HEAD tokens, or all of a shorter prompt, hashed; its last
+ones compared), and each state serves at most one row a step, so two requests with the same
+prompt keep separate states. A state not seen for `idle_steps` calls is over (its request
+finished) and is handed to `on_end`; at most `max_states` are kept (least recently seen first
+out).
 """
 from __future__ import annotations
 
