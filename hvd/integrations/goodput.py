@@ -26,6 +26,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from hvd.types import Draft
+
 MEMORY = 0.8  # weight kept by a request's earlier drafts at each new one, or step without one
 PRIOR = 0.25  # pseudo-counts of accepted and of rejected tokens
 
@@ -42,12 +44,7 @@ class RowRecord:
         """The tokens committed since the last draft: its accepted prefix, then the target's own."""
         if not self.draft:
             return
-        a = 0
-        for d, c in zip(self.draft, committed):
-            if d != c:
-                break
-            a += 1
-        a = min(a, max(len(committed) - 1, 0))  # the last committed token is the step's bonus
+        a = min(Draft.chain(self.draft).matched(committed), max(len(committed) - 1, 0))  # the last is the bonus
         self.accepted = MEMORY * self.accepted + a
         self.rejected = MEMORY * self.rejected + (a < len(self.draft))
         self.draft = ()
