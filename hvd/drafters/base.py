@@ -34,6 +34,10 @@ class DecodeContext:
     # under a grammar: a draft cut to the nodes it allows (the decode loop cuts whatever is
     # proposed; a drafter that weighs its drafts before proposing, the hybrid, cuts them first)
     cut: Optional[Callable[[Draft], Draft]] = None
+    # under load (hvd's vLLM core): the most draft tokens the arm of this name may propose, by its
+    # measured acceptance in this request; a drafter that combines arms asks it per arm (None:
+    # max_draft for every arm)
+    arm_budget: Optional[Callable[[str], int]] = None
 
     @property
     def generated(self) -> int:

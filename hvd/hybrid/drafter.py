@@ -104,7 +104,7 @@ class HybridDrafter:
             self.online.note_overhead(t0 - self._observed_at)
             self._observed_at = None
         mode = self._modes.pick() if self._modes is not None else POLICY
-        cdraft = self.cache.propose(ctx).truncate(ctx.max_draft)
+        cdraft = _propose(self.cache, ctx)
         if ctx.cut is not None:  # under a grammar: what is predicted, priced and learnt from is what can be verified
             cdraft = ctx.cut(cdraft)
         predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
@@ -133,6 +133,8 @@ class HybridDrafter:
         else:
             draft = replace(cdraft.union(mdraft.truncate(decision.model_depth or len(mdraft))),
                             source=f"{self.cache.name}+{self.model.name}")
+        if _budget(self.model, ctx) <= 0:
+            mdraft = None  # not asked: nothing to learn of the model arm
         self._pending = _Pending(mode, decision.arm, whole, mdraft, model_seconds, predicted, time.perf_counter() - t0,
                                  min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
         return draft
@@ -149,7 +151,7 @@ class HybridDrafter:
     def _model_draft(self, ctx: DecodeContext) -> tuple[Draft, float]:
         """The model arm's draft (whole: the policy cuts it) and the seconds it took."""
         t = time.perf_counter()
-        mdraft = self.model.propose(ctx).truncate(ctx.max_draft)
+        mdraft = _propose(self.model, ctx)
         if ctx.cut is not None:
             mdraft = ctx.cut(mdraft)
         self._since_model = 0
@@ -241,6 +243,20 @@ class HybridDrafter:
         self.model.end(output)
         if self._followed is not None:
             self._followed.close()
+
+
+def _budget(arm: Drafter, ctx: DecodeContext) -> int:
+    """The most tokens `arm` may draft this step: the step's budget and the arm's own
+    (`DecodeContext.arm_budget`)."""
+    return ctx.max_draft if ctx.arm_budget is None else min(ctx.max_draft, ctx.arm_budget(arm.name))
+
+
+def _propose(arm: Drafter, ctx: DecodeContext) -> Draft:
+    """`arm`'s draft within `_budget`: an arm given none is not asked (an empty draft)."""
+    budget = _budget(arm, ctx)
+    if budget <= 0:
+        return Draft((), ())
+    return arm.propose(ctx if budget == ctx.max_draft else replace(ctx, max_draft=budget)).truncate(budget)
 
 
 def _model_prediction(mdraft: Draft) -> float:

@@ -11,9 +11,10 @@ decides what to propose. Arms, token-level (no GPU memory of their own):
   the cut. Chains only: vLLM verifies one chain a row.
 - `suffix`: the cache arm alone, its most frequent chain.
 
-Under load (hvd/integrations/goodput.py): each row's budget is capped where the request's measured
-acceptance no longer pays for the rows a draft adds to the batch, so an arm whose estimates were
-learnt on other traffic cannot over-draft a busy batch.
+Under load (hvd/integrations/goodput.py): each arm's budget in a row is capped where that arm's
+measured acceptance in the request no longer pays for the rows a draft adds to the batch (the
+hybrid then chooses among the capped drafts), so an arm whose estimates were learnt on other
+traffic cannot over-draft a busy batch.
 
 Pricing. The core cannot time the target, only the calls: the seconds from the end of one
 `step` to the start of the next are vLLM's step (one forward over every row, sampling,
@@ -32,7 +33,7 @@ back to the `suffix` arm with a warning on stderr.
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
 seconds since the last step and whether it prefilled, the fitted line, a row's price `theta`
 (goodput.py), and per row its budget, its draft's length and the arm that drafted it (`hvd`
-chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the cap left no budget).
+chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the row had no budget).
 """
 from __future__ import annotations
 
@@ -203,16 +204,18 @@ class SpeculationCore:
                 row.drafter.observe(row.new)
                 record.saw(row.new)
             chain: list[int] = []
-            arms.append(None)
-            budget = cap(record.alpha, theta, row.budget)  # what the batch's measured acceptance says pays
-            if budget > 0:
-                draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, budget, None))
-                chain = main_chain(draft, budget)
-                arms[-1] = draft.source
-                record.draft = tuple(chain)
+            arm = None
+            if row.budget > 0:
+                def arm_budget(name: str, record: RowRecord = record, budget: int = row.budget) -> int:
+                    return cap(record.alpha(name), theta, budget)  # what the arm's measured acceptance says pays
+
+                draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None,
+                                                          arm_budget=arm_budget))
+                arm = draft.source or row.drafter.name
+                chain = main_chain(draft, arm_budget(arm))  # a drafter of one arm may not read arm_budget
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
-            if not chain:
-                record.fade()
+            record.drafted(arm, chain)
+            arms.append(arm)
             c.rows += 1
             c.drafted += bool(chain)
             c.draft_tokens += len(chain)

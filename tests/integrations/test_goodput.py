@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hvd.integrations.goodput import RowRecord, cap, price
+from hvd.integrations.goodput import ArmRecord, RowRecord, cap, price
 
 
 @pytest.mark.parametrize("alpha,theta,budget,want", [
@@ -28,17 +28,25 @@ def test_the_price_is_a_rows_share_of_a_plain_step():
     assert price(0.030, 0.0005, 1) < 0.02  # one request: a row costs little
 
 
-def test_acceptance_is_counted_from_what_was_committed_and_fades_without_drafts():
+def test_acceptance_is_counted_per_arm_from_what_was_committed_and_fades_without_drafts():
     r = RowRecord()
-    assert r.alpha is None
-    r.draft = (5, 6, 7, 8)
+    assert r.alpha("suffix") is None
+    r.drafted("suffix", [5, 6, 7, 8])
     r.saw([5, 6, 9])  # two accepted, the third refused (9 is the target's own token)
-    assert r.accepted == 2 and r.rejected == 1 and r.draft == ()
-    r.draft = (1, 2)
+    known = r.arms["suffix"]
+    assert known.accepted == 2 and known.rejected == 1 and r.draft == ()
+    r.drafted("suffix", [1, 2])
     r.saw([1, 2, 3])  # all accepted, 3 the bonus
-    assert r.rejected == pytest.approx(0.8) and r.accepted == pytest.approx(3.6)
-    low = RowRecord(accepted=0.0, rejected=5.0)
+    assert known.rejected == pytest.approx(0.8) and known.accepted == pytest.approx(3.6)
+    r.drafted("aded-greedy", [4])
+    r.saw([7])  # refused: the tri-gram arm's rate, not the copy's
+    assert r.alpha("aded-greedy") < 0.3 < 0.75 < r.alpha("suffix")
+    assert known.accepted == pytest.approx(3.6 * 0.8)  # the suffix arm did not draft: its evidence ages
+    low = ArmRecord(accepted=0.0, rejected=5.0)
     before = low.alpha
     for _ in range(20):
         low.fade()
-    assert before < 0.1 and low.alpha > 0.4  # a request that stopped paying is tried again later
+    assert before < 0.1 and low.alpha > 0.4  # an arm that stopped paying is tried again later
+    r.drafted("ar", [])  # no draft: nothing waits, every arm ages
+    r.saw([1, 2])
+    assert r.draft == () and r.arm is None and known.accepted == pytest.approx(3.6 * 0.8 ** 2)
