@@ -33,7 +33,8 @@ back to the `suffix` arm with a warning on stderr.
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
 seconds since the last step and whether it prefilled, the fitted line, a row's price `theta`
 (goodput.py), and per row its budget, its draft's length and the arm that drafted it (`hvd`
-chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the row had no budget).
+chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the row had no budget) and
+each asked arm's cap.
 """
 from __future__ import annotations
 
@@ -197,7 +198,7 @@ class SpeculationCore:
         theta = 0.0 if self.config.full_width else price(*self.batch.line(), len(rows))
         c = self._counts
         out: list[list[int]] = []
-        arms: list[Optional[str]] = []
+        arms: list[tuple[Optional[str], dict[str, int]]] = []
         for row in rows:
             record = self._records.setdefault(id(row.drafter), RowRecord())
             if row.new:
@@ -205,9 +206,12 @@ class SpeculationCore:
                 record.saw(row.new)
             chain: list[int] = []
             arm = None
+            caps: dict[str, int] = {}
             if row.budget > 0:
-                def arm_budget(name: str, record: RowRecord = record, budget: int = row.budget) -> int:
-                    return cap(record.alpha(name), theta, budget)  # what the arm's measured acceptance says pays
+                def arm_budget(name: str, record: RowRecord = record, budget: int = row.budget,
+                               caps: dict[str, int] = caps) -> int:
+                    caps[name] = cap(record.alpha(name), theta, budget)  # what the arm's measured acceptance says pays
+                    return caps[name]
 
                 draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None,
                                                           arm_budget=arm_budget))
@@ -215,7 +219,7 @@ class SpeculationCore:
                 chain = main_chain(draft, arm_budget(arm))  # a drafter of one arm may not read arm_budget
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
             record.drafted(arm, chain)
-            arms.append(arm)
+            arms.append((arm, caps))
             c.rows += 1
             c.drafted += bool(chain)
             c.draft_tokens += len(chain)
@@ -224,7 +228,7 @@ class SpeculationCore:
         self._verified = (sum(self._width(len(d)) for d in out), len(out))
         if self._log is not None:
             self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": self.batch.line(), "theta": theta,
-                                        "rows": [[r.budget, len(d), a] for r, d, a in zip(rows, out, arms)]}) + "\n")
+                                        "rows": [[r.budget, len(d), a, caps] for r, d, (a, caps) in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
 

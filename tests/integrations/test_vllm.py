@@ -210,8 +210,9 @@ def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
     run(p, workload(1, True, n=3), lambda rows: 0.01 + 0.001 * rows, batch=3)
     lines = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert lines and all(set(x) == {"seconds", "prefilled", "line", "theta", "rows"} for x in lines)
-    assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a in x["rows"])
-    assert any(n > 0 for x in lines for _, n, _ in x["rows"])  # copies are drafted
+    assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a, _ in x["rows"])
+    assert all(0 <= c <= b for x in lines for b, _, _, caps in x["rows"] for c in caps.values())
+    assert any(n > 0 for x in lines for _, n, _, _ in x["rows"])  # copies are drafted
 
 
 def test_a_numpy_row_finds_the_same_states_as_a_list():
