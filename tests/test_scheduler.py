@@ -109,8 +109,8 @@ def test_a_verify_in_a_batch_is_charged_its_share_of_the_step(tiny_exact_engine)
     for k, r in enumerate(others):
         sched.submit(k, e.ready(r))
     list(sched.run())
-    fixed, per_row = sched.step_cost.line()
-    assert fixed > 0 and per_row > 0
+    line = sched.step_cost.line()
+    assert line.fixed > 0 and line.per_row > 0
     assert len(crowd.charges) == len(alone.charges) > 4
     # in the batch a request pays an eighth of the fixed part: less than alone
     assert statistics.median(crowd.charges) < statistics.median(alone.charges)

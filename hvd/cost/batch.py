@@ -1,17 +1,22 @@
 """What a step of many requests costs, and what each request is charged for its verify.
 
 A batched step is one forward over every running request's rows; on a CPU its seconds grow
-with the rows from a fixed part (reading the weights once, whatever the rows):
-S = fixed + per_row x rows. `BatchStepCost` fits that line online from the steps' wall times
-(decayed least squares, the slope pulled towards a prior that puts the fixed part at `PRIOR_ROWS`
-rows until the rows have varied enough to tell).
+with the rows from a fixed part (reading the weights once, whatever the rows), and with the
+requests themselves where an engine pays per request beyond its rows (its own attention call
+over its context, its sampling: vLLM's CPU backend on long prompts, measured ~2.5x a row's cost):
+
+    S = fixed + per_request x requests + per_row x rows.
+
+`BatchStepCost` fits that plane online from the steps' wall times (decayed least squares: the
+row slope pulled towards a prior that puts the fixed part at `PRIOR_ROWS` rows, the request
+slope towards none, until the steps have varied enough to tell).
 
 A draft pays for the batch when its expected accepted tokens per second of the rows it adds beat
 the batch's own tokens per second: a accepted tokens for n more rows pay when
 a / (per_row x n) > tokens per step / S. Charging each request, for its verify, its share of the
-fixed part plus the marginal cost of its own rows,
+fixed part plus its own cost and the marginal cost of its own rows,
 
-    charge(rows) = fixed / batch + per_row x rows,
+    charge(rows) = fixed / batch + per_request + per_row x rows,
 
 makes a request's own rule ("does this draft raise my tokens per second?") that same rule: with
 one request the charge is the step, and as the batch grows a plain step gets cheaper to the
@@ -27,39 +32,68 @@ DECAY = 0.02  # weight lost by older steps at each step (a memory of ~50 steps)
 PRIOR_ROWS = 8.0  # the prior: the fixed part costs as much as this many rows
 PRIOR_WEIGHT = 4.0  # ... held as firmly as this many steps PRIOR_SPREAD rows from the mean would hold a slope
 PRIOR_SPREAD = 4.0
+PRIOR_REQUEST_SPREAD = 1.0  # ... and no cost per request beyond its rows, as firmly as 4 steps one request from the mean
+
+
+@dataclass(frozen=True)
+class StepLine:
+    """A fitted step: seconds = fixed + per_request x requests + per_row x rows."""
+
+    fixed: float = 0.0
+    per_request: float = 0.0
+    per_row: float = 0.0
+
+    def plain(self, requests: int) -> float:
+        """Seconds of a step of `requests` requests without drafts (a row each)."""
+        return self.fixed + (self.per_request + self.per_row) * requests
+
+    def charge(self, rows: int, batch: int) -> float:
+        """Seconds a request with `rows` rows in a step of `batch` requests is charged."""
+        return self.fixed / batch + self.per_request + self.per_row * rows
 
 
 @dataclass
 class BatchStepCost:
-    """Decayed sums of steps' rows and seconds; `fixed` and `per_row` fitted from them."""
+    """Decayed sums of steps' requests, rows and seconds; the `StepLine` fitted from them."""
 
     decay: float = DECAY
     w: float = 0.0
-    r: float = 0.0
-    s: float = 0.0
+    q: float = 0.0  # requests
+    r: float = 0.0  # rows
+    s: float = 0.0  # seconds
+    qq: float = 0.0
     rr: float = 0.0
+    qr: float = 0.0
+    qs: float = 0.0
     rs: float = 0.0
 
-    def add(self, rows: int, seconds: float) -> None:
-        """A step of `rows` rows took `seconds`."""
+    def add(self, rows: int, seconds: float, requests: int = 1) -> None:
+        """A step of `requests` requests and `rows` rows in all took `seconds`."""
         k = 1.0 - self.decay
-        self.w, self.r, self.s = k * self.w + 1.0, k * self.r + rows, k * self.s + seconds
-        self.rr, self.rs = k * self.rr + rows * rows, k * self.rs + rows * seconds
+        self.w, self.q, self.r, self.s = k * self.w + 1.0, k * self.q + requests, k * self.r + rows, k * self.s + seconds
+        self.qq, self.rr, self.qr = k * self.qq + requests * requests, k * self.rr + rows * rows, k * self.qr + requests * rows
+        self.qs, self.rs = k * self.qs + requests * seconds, k * self.rs + rows * seconds
 
-    def line(self) -> tuple[float, float]:
-        """(fixed, per_row) seconds; (0, 0) before any step."""
+    def line(self) -> StepLine:
+        """The fitted step (all zero before any step)."""
         if self.w == 0:
-            return 0.0, 0.0
-        mr, ms = self.r / self.w, self.s / self.w
-        prior = ms / (mr + PRIOR_ROWS)  # the slope if the fixed part were PRIOR_ROWS rows
-        lam = PRIOR_WEIGHT * PRIOR_SPREAD ** 2
-        var = self.rr - self.r * mr  # centred sums
-        cov = self.rs - self.r * ms
-        per_row = max((cov + lam * prior) / (max(var, 0.0) + lam), 0.0)
-        fixed = max(ms - per_row * mr, 0.0)
-        return fixed, per_row
+            return StepLine()
+        mq, mr, ms = self.q / self.w, self.r / self.w, self.s / self.w
+        prior = ms / (mr + PRIOR_ROWS)  # the row slope if the fixed part were PRIOR_ROWS rows
+        lam_q, lam_r = PRIOR_WEIGHT * PRIOR_REQUEST_SPREAD ** 2, PRIOR_WEIGHT * PRIOR_SPREAD ** 2
+        # centred sums; ridge towards (0 per request, `prior` per row)
+        a, b, d = max(self.qq - self.q * mq, 0.0) + lam_q, self.qr - self.q * mr, max(self.rr - self.r * mr, 0.0) + lam_r
+        u, v = self.qs - self.q * ms, self.rs - self.r * ms + lam_r * prior
+        det = a * d - b * b
+        per_request, per_row = (d * u - b * v) / det, (a * v - b * u) / det
+        if per_request < 0.0:  # no request costs less than nothing: the rows alone
+            per_request, per_row = 0.0, v / d
+        elif per_row < 0.0:
+            per_request, per_row = u / a, 0.0
+        per_row, per_request = max(per_row, 0.0), max(per_request, 0.0)
+        fixed = max(ms - per_request * mq - per_row * mr, 0.0)
+        return StepLine(fixed, per_request, per_row)
 
     def charge(self, rows: int, batch: int) -> float:
         """Seconds a request with `rows` rows in a step of `batch` requests is charged."""
-        fixed, per_row = self.line()
-        return fixed / batch + per_row * rows
+        return self.line().charge(rows, batch)

@@ -18,11 +18,12 @@ traffic cannot over-draft a busy batch.
 
 Pricing. The core cannot time the target, only the calls: the seconds from the end of one
 `step` to the start of the next are vLLM's step (one forward over every row, sampling,
-scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the rows the step
-verified (each drafted row's draft + 1), and each request's verify is charged its share of
-the fixed part plus its own rows' marginal cost, which the hybrid's cost calibration learns
-from. A step that also prefilled (a request joined, or a row is mid-way through its prompt)
-measures the prefill too: it is not fitted, and its verifies are charged the fitted line.
+scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the requests and the rows the
+step verified (each drafted row's draft + 1), and each request's verify is charged its share of
+the fixed part plus its own cost and its rows' marginal cost, which the hybrid's cost
+calibration learns from. A step that also prefilled (a request joined, or a row is mid-way
+through its prompt) measures the prefill too: it is not fitted, and its verifies are charged
+the fitted step.
 The verify-cost prior is flat-ish (a draft node a tenth of a plain step) and its scale is
 learnt from the first steps: on a GPU a few nodes cost little, on a CPU more, and the
 calibration finds which.
@@ -31,13 +32,14 @@ The predictor ships for the default model's vocabulary (SmolLM2); for another, `
 back to the `suffix` arm with a warning on stderr.
 
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
-seconds since the last step and whether it prefilled, the fitted line, a row's price `theta`
-(goodput.py), and per row its budget, its draft's length and the arm that drafted it (`hvd`
-chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where the row had no budget) and
-each asked arm's cap.
+seconds since the last step and whether it prefilled, the fitted step (fixed, per request, per
+row), a row's price `theta` (goodput.py), and per row its budget, its draft's length, the arm
+that drafted it (`hvd` chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where
+the row had no budget) and each asked arm's cap.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -45,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from hvd.cost.batch import BatchStepCost
+from hvd.cost.batch import BatchStepCost, StepLine
 from hvd.cost.curve import SIZES, VerifyCost
 from hvd.drafters.base import DecodeContext, Drafter, LearnsCost
 from hvd.integrations.goodput import RowRecord, cap, price
@@ -90,8 +92,7 @@ class CoreStats:
     rows: int  # rows asked for a draft
     drafted: int  # rows given a non-empty draft
     draft_tokens: int
-    step_fixed_s: float  # the fitted step line
-    step_per_row_s: float
+    step: StepLine  # the fitted step
 
 
 @dataclass
@@ -195,7 +196,7 @@ class SpeculationCore:
         waited = None if self._ended_at is None else started - self._ended_at
         if waited is not None:
             self._charge(waited, prefilled)
-        theta = 0.0 if self.config.full_width else price(*self.batch.line(), len(rows))
+        theta = 0.0 if self.config.full_width else price(self.batch.line(), len(rows))
         c = self._counts
         out: list[list[int]] = []
         arms: list[tuple[Optional[str], dict[str, int]]] = []
@@ -210,13 +211,13 @@ class SpeculationCore:
             if row.budget > 0:
                 def arm_budget(name: str, record: RowRecord = record, budget: int = row.budget,
                                caps: dict[str, int] = caps) -> int:
-                    caps[name] = cap(record.alpha(name), theta, budget)  # what the arm's measured acceptance says pays
+                    caps[name] = cap(record.rates(name), theta, budget)  # what the arm's measured acceptance says pays
                     return caps[name]
 
                 draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None,
                                                           arm_budget=arm_budget))
                 arm = draft.source or row.drafter.name
-                chain = main_chain(draft, arm_budget(arm))  # a drafter of one arm may not read arm_budget
+                chain = main_chain(draft, arm_budget(arm) if len(draft) else 0)  # a drafter of one arm may not read arm_budget
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
             record.drafted(arm, chain)
             arms.append((arm, caps))
@@ -227,15 +228,14 @@ class SpeculationCore:
         c.steps += 1
         self._verified = (sum(self._width(len(d)) for d in out), len(out))
         if self._log is not None:
-            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": self.batch.line(), "theta": theta,
+            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": dataclasses.astuple(self.batch.line()), "theta": theta,
                                         "rows": [[r.budget, len(d), a, caps] for r, d, (a, caps) in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
 
     def stats(self) -> CoreStats:
         c = self._counts
-        fixed, per_row = self.batch.line()
-        return CoreStats(c.steps, c.rows, c.drafted, c.draft_tokens, fixed, per_row)
+        return CoreStats(c.steps, c.rows, c.drafted, c.draft_tokens, self.batch.line())
 
     def _width(self, nodes: int) -> int:
         """The rows vLLM verifies for a row given `nodes` draft tokens."""
@@ -249,7 +249,7 @@ class SpeculationCore:
         if not batch:
             return
         if not prefilled:
-            self.batch.add(rows, seconds)
+            self.batch.add(rows, seconds, batch)
         elif self.batch.w == 0:
             return  # nothing fitted yet: the drafters keep their own clock for this step
         if self._learns_cost:

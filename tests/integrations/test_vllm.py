@@ -179,8 +179,9 @@ def test_the_step_line_is_fitted_from_step_times_and_prefilling_steps_are_left_o
         drafts = core.step([Row(f, [1, 2, 3], 3, [], 8) for f in batch], prefilled=step % 10 == 6)  # the step before
         rows = sum(len(d) + 1 for d in drafts) + (7 if step % 10 == 5 else 0)
         now[0] += 0.010 + 0.001 * rows + (0.5 if step % 10 == 5 else 0.0)  # prefills: far dearer
-    fixed, per_row = core.batch.line()
-    assert abs(fixed - 0.010) < 3e-4 and abs(per_row - 0.001) < 3e-5  # the prior pulls a little
+    line = core.batch.line()
+    assert abs(line.fixed - 0.010) < 3e-4 and abs(line.per_row - 0.001) < 3e-5  # the prior pulls a little
+    assert line.per_request < 1e-4
     assert core.stats().steps == 200 and core.stats().rows == sum(1 + s % 6 for s in range(200))
 
 
