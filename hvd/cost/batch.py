@@ -32,7 +32,8 @@ DECAY = 0.02  # weight lost by older steps at each step (a memory of ~50 steps)
 PRIOR_ROWS = 8.0  # the prior: the fixed part costs as much as this many rows
 PRIOR_WEIGHT = 4.0  # ... held as firmly as this many steps PRIOR_SPREAD rows from the mean would hold a slope
 PRIOR_SPREAD = 4.0
-PRIOR_REQUEST_SPREAD = 1.0  # ... and no cost per request beyond its rows, as firmly as 4 steps one request from the mean
+PRIOR_REQUEST_SPREAD = 1.0  # no cost per request beyond its rows, held as firmly as PRIOR_WEIGHT steps
+# this many requests from the mean would hold that slope
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class BatchStepCost:
         """A step of `requests` requests and `rows` rows in all took `seconds`."""
         k = 1.0 - self.decay
         self.w, self.q, self.r, self.s = k * self.w + 1.0, k * self.q + requests, k * self.r + rows, k * self.s + seconds
-        self.qq, self.rr, self.qr = k * self.qq + requests * requests, k * self.rr + rows * rows, k * self.qr + requests * rows
-        self.qs, self.rs = k * self.qs + requests * seconds, k * self.rs + rows * seconds
+        self.qq, self.rr = k * self.qq + requests * requests, k * self.rr + rows * rows
+        self.qr, self.qs, self.rs = k * self.qr + requests * rows, k * self.qs + requests * seconds, k * self.rs + rows * seconds
 
     def line(self) -> StepLine:
         """The fitted step (all zero before any step)."""
@@ -82,7 +83,8 @@ class BatchStepCost:
         prior = ms / (mr + PRIOR_ROWS)  # the row slope if the fixed part were PRIOR_ROWS rows
         lam_q, lam_r = PRIOR_WEIGHT * PRIOR_REQUEST_SPREAD ** 2, PRIOR_WEIGHT * PRIOR_SPREAD ** 2
         # centred sums; ridge towards (0 per request, `prior` per row)
-        a, b, d = max(self.qq - self.q * mq, 0.0) + lam_q, self.qr - self.q * mr, max(self.rr - self.r * mr, 0.0) + lam_r
+        a, d = max(self.qq - self.q * mq, 0.0) + lam_q, max(self.rr - self.r * mr, 0.0) + lam_r
+        b = self.qr - self.q * mr
         u, v = self.qs - self.q * ms, self.rs - self.r * ms + lam_r * prior
         det = a * d - b * b
         per_request, per_row = (d * u - b * v) / det, (a * v - b * u) / det

@@ -18,9 +18,9 @@ traffic cannot over-draft a busy batch.
 
 Pricing. The core cannot time the target, only the calls: the seconds from the end of one
 `step` to the start of the next are vLLM's step (one forward over every row, sampling,
-scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the requests and the rows the
-step verified (each drafted row's draft + 1), and each request's verify is charged its share of
-the fixed part plus its own cost and its rows' marginal cost, which the hybrid's cost
+scheduling). `BatchStepCost` (hvd/cost/batch.py) fits those seconds to the requests and the
+rows the step verified (each drafted row's draft + 1), and each request's verify is charged its
+share of the fixed part plus its own cost and its rows' marginal cost, which the hybrid's cost
 calibration learns from. A step that also prefilled (a request joined, or a row is mid-way
 through its prompt) measures the prefill too: it is not fitted, and its verifies are charged
 the fitted step.
@@ -211,13 +211,15 @@ class SpeculationCore:
             if row.budget > 0:
                 def arm_budget(name: str, record: RowRecord = record, budget: int = row.budget,
                                caps: dict[str, int] = caps) -> int:
-                    caps[name] = cap(record.rates(name), theta, budget)  # what the arm's measured acceptance says pays
+                    """What `name`'s measured acceptance in this request says pays."""
+                    caps[name] = cap(record.rates(name), theta, budget)
                     return caps[name]
 
                 draft = row.drafter.propose(DecodeContext(row.tokens, row.prompt_len, row.budget, None,
                                                           arm_budget=arm_budget))
                 arm = draft.source or row.drafter.name
-                chain = main_chain(draft, arm_budget(arm) if len(draft) else 0)  # a drafter of one arm may not read arm_budget
+                # a drafter of one arm may not read arm_budget: its chain is cut here
+                chain = main_chain(draft, arm_budget(arm) if len(draft) else 0)
                 c.pending.append(_Verify(row.drafter, len(chain), len(row.tokens)))
             record.drafted(arm, chain)
             arms.append((arm, caps))
@@ -228,8 +230,9 @@ class SpeculationCore:
         c.steps += 1
         self._verified = (sum(self._width(len(d)) for d in out), len(out))
         if self._log is not None:
-            self._log.write(json.dumps({"seconds": waited, "prefilled": prefilled, "line": dataclasses.astuple(self.batch.line()), "theta": theta,
-                                        "rows": [[r.budget, len(d), a, caps] for r, d, (a, caps) in zip(rows, out, arms)]}) + "\n")
+            self._log.write(json.dumps({
+                "seconds": waited, "prefilled": prefilled, "line": dataclasses.astuple(self.batch.line()), "theta": theta,
+                "rows": [[r.budget, len(d), a, caps] for r, d, (a, caps) in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
 

@@ -12,10 +12,10 @@ batch. So the core caps each row's budget by the marginal rule, measured rather 
   those plus the rejections after the first; both decayed over that arm's last drafts and the
   steps it did not draft, with a weak prior: for `first` a sure acceptance, so an arm refused
   once is tried again as its evidence ages, sooner where a row is cheap; for `then`, `first`),
-  so its k-th draft token is accepted with probability first x then^(k-1). Two rates, since a copy is refused where it starts or
-  not at all (first 0.6, then 0.95: a geometric rate of 0.9 would cap it at a few tokens), and
-  each arm its own, since a copy of the prompt and a tri-gram guess of the next words are
-  accepted at very different rates in the same request;
+  so its k-th draft token is accepted with probability first x then^(k-1). Two rates, since a
+  copy is refused where it starts or not at all (first 0.6, then 0.95: one geometric rate
+  would cap it at a few tokens), and each arm its own, since a copy of the prompt and a
+  tri-gram guess of the next words are accepted at very different rates in the same request;
 - a draft token pays when that probability beats its price `theta`, the share of a plain step
   of this batch that one row costs (by the fitted step, hvd/cost/batch.py): below it, the token
   slows the batch below what plain decoding of the same requests commits;
@@ -37,7 +37,7 @@ from hvd.cost.batch import StepLine
 from hvd.types import Draft
 
 MEMORY = 0.8  # weight kept by a request's earlier drafts at each new one, or step without one
-PRIOR = 0.25  # pseudo-counts of accepted and of rejected tokens
+PRIOR = 0.25  # a rate's prior: 2 x PRIOR tokens at its prior mean
 
 
 @dataclass
@@ -48,14 +48,17 @@ class Rate:
     refused: float = 0.0
 
     def add(self, accepted: float, refused: float) -> None:
+        """The last draft's tokens; earlier drafts' weigh MEMORY as much."""
         self.accepted = MEMORY * self.accepted + accepted
         self.refused = MEMORY * self.refused + refused
 
     def fade(self) -> None:
+        """A step that told nothing: the evidence ages."""
         self.add(0.0, 0.0)
 
     @property
     def seen(self) -> bool:
+        """Whether any token was counted."""
         return self.accepted + self.refused > 0
 
     def value(self, prior: float = 0.5) -> float:
