@@ -17,8 +17,8 @@ request that cannot share a forward (a target of one sequence; a drafter that re
 target's hidden states or drafts on the target's own sequence) runs alone, when nothing else runs.
 
 Speculation is priced for the batch: each step's wall time teaches `BatchStepCost` the step's
-fixed part, per-request and per-row cost, and a request's verify is charged its share of the
-fixed part plus its own cost and its rows' marginal cost (`Verified.seconds`), which is what the methods that size
+fixed part and per-row cost, and a request's verify is charged its share of the fixed part
+plus its own rows' marginal cost (`Verified.seconds`), which is what the methods that size
 drafts by cost learn from (hvd/cost/batch.py). Alone, a request is charged its own clock.
 """
 from __future__ import annotations
@@ -201,7 +201,7 @@ class Scheduler:
                 rows[key] = h
         replies = self._head(rows)
         total = sum(len(part.ids) for part in parts)
-        self.step_cost.add(total, time.perf_counter() - t0, len(order))
+        self.step_cost.add(total, time.perf_counter() - t0)
         for (key, r), part in zip(order, parts):
             if key in replies:
                 reply = replies[key]

@@ -69,7 +69,8 @@ class BatchStepCost:
     rs: float = 0.0
 
     def add(self, rows: int, seconds: float, requests: int = 1) -> None:
-        """A step of `requests` requests and `rows` rows in all took `seconds`."""
+        """A step of `requests` requests and `rows` rows in all took `seconds`. A caller that
+        always gives the same `requests` (hvd's scheduler: 1) fits the line in rows alone."""
         k = 1.0 - self.decay
         self.w, self.q, self.r, self.s = k * self.w + 1.0, k * self.q + requests, k * self.r + rows, k * self.s + seconds
         self.qq, self.rr = k * self.qq + requests * requests, k * self.rr + rows * rows
