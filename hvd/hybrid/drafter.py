@@ -104,13 +104,14 @@ class HybridDrafter:
             self.online.note_overhead(t0 - self._observed_at)
             self._observed_at = None
         mode = self._modes.pick() if self._modes is not None else POLICY
-        cdraft = _propose(self.cache, ctx)
+        model_budget = _budget(self.model, ctx)
+        cdraft = _propose(self.cache, ctx, _budget(self.cache, ctx))
         if ctx.cut is not None:  # under a grammar: what is predicted, priced and learnt from is what can be verified
             cdraft = ctx.cut(cdraft)
         predicted = self._predict(cdraft, ctx)  # every step's: the acceptance curve learns from all
         mdraft, model_seconds = None, 0.0
         if mode == MODEL_ONLY or mode == POLICY and self.online is not None:  # online: drafted before deciding
-            mdraft, model_seconds = self._model_draft(ctx)
+            mdraft, model_seconds = self._model_draft(ctx, model_budget)
         if mode == CACHE_ONLY:
             decision = Decision(CACHE)
         elif mode == MODEL_ONLY:
@@ -118,7 +119,7 @@ class HybridDrafter:
         else:
             decision = self._decide(cdraft, predicted, self._fixed_seconds(t0, model_seconds), mdraft, len(ctx.tokens))
         if decision.arm in (MODEL, BOTH) and mdraft is None:
-            mdraft, model_seconds = self._model_draft(ctx)
+            mdraft, model_seconds = self._model_draft(ctx, model_budget)
         if mdraft is None and mode == POLICY:  # the policy's own decisions: its exploration schedule
             self._since_model += 1
         whole = cdraft
@@ -133,7 +134,7 @@ class HybridDrafter:
         else:
             draft = replace(cdraft.union(mdraft.truncate(decision.model_depth or len(mdraft))),
                             source=f"{self.cache.name}+{self.model.name}")
-        if _budget(self.model, ctx) <= 0:
+        if model_budget <= 0:
             mdraft = None  # not asked: nothing to learn of the model arm
         self._pending = _Pending(mode, decision.arm, whole, mdraft, model_seconds, predicted, time.perf_counter() - t0,
                                  min(len(draft), ctx.max_draft), len(ctx.tokens), time.perf_counter())
@@ -148,10 +149,10 @@ class HybridDrafter:
             return time.perf_counter() - t0 - model_seconds
         return time.perf_counter() - t0 + self.online.step_overhead
 
-    def _model_draft(self, ctx: DecodeContext) -> tuple[Draft, float]:
-        """The model arm's draft (whole: the policy cuts it) and the seconds it took."""
+    def _model_draft(self, ctx: DecodeContext, budget: int) -> tuple[Draft, float]:
+        """The model arm's draft within `budget` (whole: the policy cuts it) and the seconds it took."""
         t = time.perf_counter()
-        mdraft = _propose(self.model, ctx)
+        mdraft = _propose(self.model, ctx, budget)
         if ctx.cut is not None:
             mdraft = ctx.cut(mdraft)
         self._since_model = 0
@@ -251,9 +252,8 @@ def _budget(arm: Drafter, ctx: DecodeContext) -> int:
     return ctx.max_draft if ctx.arm_budget is None else min(ctx.max_draft, ctx.arm_budget(arm.name))
 
 
-def _propose(arm: Drafter, ctx: DecodeContext) -> Draft:
-    """`arm`'s draft within `_budget`: an arm given none is not asked (an empty draft)."""
-    budget = _budget(arm, ctx)
+def _propose(arm: Drafter, ctx: DecodeContext, budget: int) -> Draft:
+    """`arm`'s draft within `budget` (`_budget`): an arm given none is not asked (an empty draft)."""
     if budget <= 0:
         return Draft((), ())
     return arm.propose(ctx if budget == ctx.max_draft else replace(ctx, max_draft=budget)).truncate(budget)

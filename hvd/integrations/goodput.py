@@ -61,7 +61,7 @@ class Rate:
         """Whether any token was counted."""
         return self.accepted + self.refused > 0
 
-    def value(self, prior: float = 0.5) -> float:
+    def value(self, prior: float) -> float:
         """The rate, pulled towards `prior` by `2 x PRIOR` tokens."""
         return (self.accepted + 2 * PRIOR * prior) / (self.accepted + self.refused + 2 * PRIOR)
 
