@@ -35,10 +35,10 @@ built once by hvd's own install (`hvd datastore build`; scripts/setup_vllm_cpu.s
 `hvd agent-bench` do it) into the cache both read (HVD_CACHE).
 
 With `HVD_VLLM_LOG=<file>` in the engine's environment each step appends one JSON line: the
-seconds since the last step and whether it prefilled, the seconds this call took to draft, the fitted step (fixed, per request, per
-row), a row's price `theta` (goodput.py), and per row its budget, its draft's length, the arm
-that drafted it (`hvd` chooses: the suffix arm, `aded-greedy`, or `ar` for no draft; none where
-the row had no budget) and each asked arm's cap.
+seconds since the last step and whether it prefilled, the seconds this call took to draft, the
+fitted step (fixed, per request, per row), a row's price `theta` (goodput.py), and per row its
+budget, its draft's length, the arm that drafted it (`hvd` chooses: the suffix arm,
+`aded-greedy`, or `ar` for no draft; none where the row had no budget) and each asked arm's cap.
 """
 from __future__ import annotations
 
@@ -241,7 +241,8 @@ class SpeculationCore:
         self._verified = (sum(self._width(len(d)) for d in out), len(out))
         if self._log is not None:
             self._log.write(json.dumps({
-                "seconds": waited, "drafting": self.clock() - started, "prefilled": prefilled, "line": dataclasses.astuple(self.batch.line()), "theta": theta,
+                "seconds": waited, "drafting": self.clock() - started, "prefilled": prefilled,
+                "line": dataclasses.astuple(self.batch.line()), "theta": theta,
                 "rows": [[r.budget, len(d), a, caps] for r, d, (a, caps) in zip(rows, out, arms)]}) + "\n")
         self._ended_at = self.clock()
         return out
