@@ -219,9 +219,8 @@ def test_the_step_log_says_what_each_row_got(tmp_path, monkeypatch):
 
 
 def test_without_the_trigram_datastore_hvd_drafts_with_the_suffix_arm_and_says_so(tmp_path, monkeypatch, capsys):
-    from hvd.drafters.suffix import SuffixDrafter
-
     from hvd.drafters import trigram_store
+    from hvd.drafters.suffix import SuffixDrafter
     from hvd.targets import loader
 
     def no_model_package():
